@@ -1,0 +1,78 @@
+"""The `ichbench` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ichbench import __version__
+from ichbench.cli import data
+from ichbench.cli.common import STATE
+from ichbench.errors import IchbenchError
+
+app = typer.Typer(
+    help="ichbench: benchmark label-efficient ICH segmentation methods (Spahr et al. 2023) "
+         "on Seg-CQ500 and Hssayeni, with plugins, Ray and MLflow.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(data.app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def root(home: Optional[Path] = typer.Option(None, "--home", envvar="ICHBENCH_HOME",
+                                              help="Workspace for stores, caches and tracking (default ~/.ichbench)."),
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    STATE["home"] = home
+
+
+@app.command()
+def datasets(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the datasets: role, source, licence and expected layout."""
+    from ichbench.plugins import get_registry
+    reg = get_registry()
+    rows = []
+    for name, ds in sorted(reg.datasets().items()):
+        rows.append({**ds.describe(), "plugin": reg.owner("datasets", name).name})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    console = Console()
+    for r in rows:
+        t = Table(title=f"{r['name']} — {r['description']}", show_header=False, title_justify="left")
+        t.add_row("roles", ", ".join(r["roles"]))
+        t.add_row("source", r["source_url"])
+        t.add_row("licence", r["licence"])
+        t.add_row("layout", r["layout"])
+        console.print(t)
+
+
+@app.command()
+def plugins() -> None:
+    """Print the loaded plugins as JSON: name, distribution, version, hooks."""
+    from ichbench.plugins import get_registry
+    reg = get_registry()
+    print(json.dumps([p.as_json() for p in sorted(reg.plugins.values(), key=lambda p: p.name)], indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except IchbenchError as exc:
+        print(f"ichbench: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The dataset plugin surface.
+
+A dataset reads its raw layout and yields `Volume`s: groups of axial slices in HU at native
+resolution, with whatever labels the source has. The shared ingest pipeline
+(`ichbench.store.ingest`) does the rest — resizing, brain masks, fingerprinting and the atomic
+write — so a reader stays a small module that only knows its file layout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ichbench import LABEL_ORDER, SUBTYPES
+from ichbench.errors import IchbenchError, UnknownNameError
+
+SEGMENTATION = "segmentation"
+PRETRAINING = "pretraining"
+UNKNOWN_LABEL = 255  # in `labels`: this label is not known for this slice (e.g. CQ500 slices)
+
+
+@dataclass
+class Volume:
+    """Consecutive axial slices of one scan (or one slice of it, for slice-level sources).
+
+    hu: (S, H, W) float32 Hounsfield units, head pointing up (anterior at the top rows).
+    spacing: (z, y, x) in mm at native resolution.
+    mask: (S, H, W) bool hemorrhage mask, or None where the source has no segmentation.
+    brain: (S, H, W) bool intracranial mask, or None to have it computed at ingest.
+    labels: (S, 7) uint8 in LABEL_ORDER, UNKNOWN_LABEL where unknown; None derives
+        [no_ich, any] from the mask with subtypes unknown.
+    subtypes: volume-level subtypes present (names from SUBTYPES), None if unknown.
+    Yielding several Volumes with the same id appends their slices to one volume.
+    """
+
+    id: str
+    hu: np.ndarray
+    spacing: tuple[float, float, float]
+    mask: np.ndarray | None = None
+    brain: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    subtypes: list[str] | None = None
+    source: str = ""
+
+    def resolved_labels(self) -> np.ndarray:
+        if self.labels is not None:
+            return np.asarray(self.labels, dtype=np.uint8)
+        n = self.hu.shape[0]
+        out = np.full((n, len(LABEL_ORDER)), UNKNOWN_LABEL, dtype=np.uint8)
+        if self.mask is not None:
+            anyich = self.mask.reshape(n, -1).any(axis=1)
+            out[:, 0] = ~anyich
+            out[:, 1] = anyich
+            for j, name in enumerate(SUBTYPES, start=2):
+                # a subtype cannot be present on a slice without hemorrhage
+                out[~anyich, j] = 0
+                if self.subtypes is not None and name not in self.subtypes:
+                    out[:, j] = 0
+        return out
+
+
+@dataclass
+class IngestOptions:
+    size: int = 256              # slices are resampled to size x size
+    strict: bool = False         # stop at the first bad input instead of skipping it
+    workers: int = 1             # parallel decoding processes, where a reader supports them
+    selection: str = "paper"     # pretraining sources: "paper" (ICH + equal non-ICH) or "all"
+    holdout: int = 5000          # pretraining: slices held out for validation (seeded)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # dataset-specific options (e.g. phantom counts)
+
+    def settings(self) -> dict:
+        """What goes into the fingerprint: everything that changes the store's content."""
+        return {"size": self.size, "selection": self.selection, "holdout": self.holdout,
+                "seed": self.seed, "extra": self.extra}
+
+
+class IngestReport:
+    """Skipped inputs and warnings, kept as JSON beside the store and summarised on stderr."""
+
+    def __init__(self, strict: bool = False):
+        self.strict = strict
+        self.skipped: list[dict] = []
+        self.warnings: list[str] = []
+
+    def skip(self, path, problem: str) -> None:
+        from ichbench.errors import InputError
+        if self.strict:
+            raise InputError(path, problem)
+        self.skipped.append({"file": str(path), "problem": problem})
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def as_json(self) -> dict:
+        return {"skipped": self.skipped, "warnings": self.warnings}
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.as_json(), indent=2))
+
+    def summarise(self, stream=sys.stderr, limit: int = 10) -> None:
+        for w in self.warnings:
+            print(f"warning: {w}", file=stream)
+        for item in self.skipped[:limit]:
+            print(f"skipped {item['file']}: {item['problem']}", file=stream)
+        if len(self.skipped) > limit:
+            print(f"... and {len(self.skipped) - limit} more skipped (see the ingest report)", file=stream)
+
+
+class Dataset:
+    """Base class for dataset plugins. Subclasses set the class attributes and implement `read`."""
+
+    name: str = ""
+    description: str = ""
+    roles: tuple[str, ...] = (SEGMENTATION,)
+    source_url: str = ""
+    licence: str = ""
+    layout: str = ""             # the expected folder layout, shown by `ichbench datasets`
+
+    def default_source(self, home: Path) -> Path:
+        return home / "raw" / self.name
+
+    def prepare(self, source: Path, options: IngestOptions) -> None:
+        """Make the raw files exist (the phantom generates them); real datasets do nothing."""
+
+    def check_layout(self, source: Path) -> None:
+        """Raise LayoutError naming what was expected where and what was found."""
+
+    def source_files(self, source: Path) -> list[Path]:
+        """Every file whose change should trigger a re-ingest."""
+        return sorted(p for p in Path(source).rglob("*") if p.is_file())
+
+    def read(self, source: Path, role: str, options: IngestOptions,
+             report: IngestReport) -> Iterator[Volume]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name, "description": self.description, "roles": list(self.roles),
+                "source_url": self.source_url, "licence": self.licence, "layout": self.layout}
+
+
+def get_dataset(name: str) -> Dataset:
+    from ichbench.plugins import get_registry
+    known = get_registry().datasets()
+    if name not in known:
+        raise UnknownNameError("dataset", name, known)
+    return known[name]
+
+
+def require_role(dataset: Dataset, role: str | None) -> str:
+    role = role or dataset.roles[0]
+    if role not in dataset.roles:
+        raise IchbenchError(f"dataset {dataset.name!r} has no {role!r} store; it has: {', '.join(dataset.roles)}")
+    return role

@@ -1,0 +1,70 @@
+"""The method plugin surface.
+
+A method is registered through the `register_methods` hook. It declares its label needs (the
+paper's Table 2), which U-Net parts its pretraining hands over, its hyperparameters per profile,
+and — for pretext methods — how to build the pretext model around a U-Net and compute its loss on
+a batch. The engine (`ichbench.train`) owns loops, optimisers, checkpoints and devices; a method
+only says what is specific to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ichbench.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class LabelNeeds:
+    """What labels a method consumes (the paper's Table 2)."""
+    segmentation: bool = True      # voxel masks for fine-tuning (every method)
+    unlabeled: bool = False        # pretraining on images alone
+    binary: bool = False           # slice-level ICH yes/no
+    multilabel: bool = False       # slice-level ICH + five subtypes
+
+    def describe(self) -> list[str]:
+        return [name for name in ("segmentation", "unlabeled", "binary", "multilabel") if getattr(self, name)]
+
+
+class Method:
+    """Base class. Baselines only set attributes; pretext methods also implement the hooks below."""
+
+    name: str = ""
+    description: str = ""
+    paper_section: str = ""
+    label_needs: LabelNeeds = LabelNeeds()
+    transfers: tuple[str, ...] = ()          # U-Net parts the pretraining initialises ("encoder", "decoder.0", ...)
+    init_from: str | None = None             # a method whose pretraining initialises this one's
+    icm: bool = False                        # multiply predictions by the intracranial mask
+    sampling: str = "mixed"                  # fine-tuning slice sampling: "mixed" or "ich_only"
+
+    @property
+    def has_pretext(self) -> bool:
+        return bool(self.transfers)
+
+    # -- pretext hooks (only for methods with transfers) ----------------------------------------
+    def pretrain_overrides(self, profile: str) -> dict:
+        """Pretraining hyperparameters that differ from the shared defaults, per profile."""
+        return {}
+
+    def build_pretext(self, unet, cfg):
+        """Return an nn.Module holding `unet` (as attribute `unet`) plus any heads the pretext needs."""
+        raise NotImplementedError
+
+    def pretext_loss(self, model, batch: dict, cfg, generator):
+        """Loss on one batch. batch: `images` (B,1,H,W) windowed to [0,1] on the device, `labels`
+        (B,7) uint8. `generator` is a torch.Generator on the device for the method's randomness."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name, "description": self.description, "paper_section": self.paper_section,
+                "label_needs": self.label_needs.describe(), "transfers": list(self.transfers),
+                "init_from": self.init_from, "icm": self.icm, "sampling": self.sampling}
+
+
+def get_method(name: str) -> Method:
+    from ichbench.plugins import get_registry
+    known = get_registry().methods()
+    if name not in known:
+        raise UnknownNameError("method", name, known)
+    return known[name]

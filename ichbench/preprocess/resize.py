@@ -1,0 +1,39 @@
+"""Resampling slices to the store's square size (256x256 by default, as in the paper)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HU_MIN, HU_MAX = -1024, 3071  # int16 storage range; values outside carry no information for ICH
+
+
+def _interp(stack: np.ndarray, size: int) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))[:, None]
+    if t.shape[-2:] == (size, size):
+        return t[:, 0].numpy()
+    # antialiasing avoids aliasing thin skull edges when downsampling 512 -> 256
+    out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=t.shape[-1] > size or t.shape[-2] > size)
+    return out[:, 0].numpy()
+
+
+def resize_slices(hu: np.ndarray, size: int) -> np.ndarray:
+    """(S,H,W) float HU -> (S,size,size) int16 HU, clipped to [-1024, 3071]."""
+    if hu.shape[0] == 0:
+        return np.zeros((0, size, size), np.int16)
+    return np.rint(np.clip(_interp(hu, size), HU_MIN, HU_MAX)).astype(np.int16)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """(S,H,W) bool -> (S,size,size) uint8 by area fraction >= 0.5."""
+    if mask.shape[0] == 0:
+        return np.zeros((0, size, size), np.uint8)
+    return (_interp(mask.astype(np.float32), size) >= 0.5).astype(np.uint8)
+
+
+def resized_spacing(spacing, shape_hw, size: int) -> tuple[float, float, float]:
+    """In-plane spacing after resampling an (H, W) slice to size x size; z is unchanged."""
+    z, y, x = (float(s) for s in spacing)
+    return (z, y * shape_hw[0] / size, x * shape_hw[1] / size)

@@ -1,0 +1,73 @@
+"""Canonical k-fold splits at volume level, stratified by ICH presence.
+
+A split is a pure function of the sorted volume ids, their ICH flags, k and a fixed seed, so anyone
+holding the same data derives the same folds and the same hash (the leaderboard relies on it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ichbench.errors import IchbenchError
+
+SPLIT_SEED = 20230725  # the paper's publication date; fixed forever, part of the split's identity
+PAPER_K = {"hssayeni": 10, "segcq500": 5}
+
+
+def make_folds(volumes: dict[str, bool], k: int, seed: int = SPLIT_SEED) -> list[list[str]]:
+    """volumes: id -> has ICH. Returns k lists of test ids, each sorted."""
+    if k < 2:
+        raise IchbenchError(f"k must be at least 2, got {k}")
+    if len(volumes) < k:
+        raise IchbenchError(f"cannot make {k} folds from {len(volumes)} volumes")
+    rng = np.random.default_rng(seed)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    nxt = 0
+    for flag in (True, False):  # ICH volumes first, then the rest continue the round-robin
+        ids = sorted(v for v, has in volumes.items() if bool(has) == flag)
+        for i in rng.permutation(len(ids)):
+            folds[nxt % k].append(ids[i])
+            nxt += 1
+    return [sorted(f) for f in folds]
+
+
+def split_hash(folds: list[list[str]], k: int, seed: int = SPLIT_SEED) -> str:
+    payload = json.dumps({"k": k, "seed": seed, "folds": folds}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def make_split(dataset: str, volumes: dict[str, bool], k: int, seed: int = SPLIT_SEED) -> dict:
+    folds = make_folds(volumes, k, seed)
+    return {"dataset": dataset, "k": k, "seed": seed, "n_volumes": len(volumes),
+            "folds": [{"fold": i, "test": f, "n_ich": sum(volumes[v] for v in f)} for i, f in enumerate(folds)],
+            "hash": split_hash(folds, k, seed)}
+
+
+def split_for_store(store, k: int, seed: int = SPLIT_SEED) -> dict:
+    volumes = {v["id"]: bool(v.get("has_ich")) for v in store.volumes}
+    split = make_split(store.attrs.get("dataset", "?"), volumes, k, seed)
+    split["store_fingerprint"] = store.fingerprint
+    return split
+
+
+def train_ids(split: dict, fold: int) -> list[str]:
+    test = set(split["folds"][fold]["test"])
+    return sorted(v for f in split["folds"] for v in f["test"] if v not in test)
+
+
+def save_split(split: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(split, indent=2))
+    return path
+
+
+def load_split(path: Path) -> dict:
+    split = json.loads(Path(path).read_text())
+    folds = [f["test"] for f in split["folds"]]
+    if split_hash(folds, split["k"], split["seed"]) != split["hash"]:
+        raise IchbenchError(f"{path}: split hash does not match its folds (file edited?)")
+    return split

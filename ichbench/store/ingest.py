@@ -1,0 +1,153 @@
+"""The shared ingest pipeline: dataset reader -> checks -> resize -> brain mask -> store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ichbench import SUBTYPES, __version__
+from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume
+from ichbench.errors import InputError
+from ichbench.preprocess.brain import ClassicalBrainMasker
+from ichbench.preprocess.resize import resize_mask, resize_slices, resized_spacing
+from ichbench.store import atomic
+from ichbench.store.reader import SliceStore, store_path
+from ichbench.store.writer import StoreWriter
+
+REPORT_NAME = "ingest_report.json"
+
+
+@dataclass
+class IngestResult:
+    dataset: str
+    role: str
+    path: Path
+    fingerprint: str
+    skipped_as_unchanged: bool
+    report: IngestReport
+
+
+def source_key(dataset: Dataset, source: Path, role: str, options: IngestOptions) -> str:
+    """Cheap identity of the raw input: file names, sizes and mtimes, plus the settings."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"dataset": dataset.name, "role": role, "settings": options.settings()},
+                        sort_keys=True).encode())
+    for p in dataset.source_files(source):
+        st = p.stat()
+        h.update(f"{p.relative_to(source)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def check_volume(vol: Volume, role: str) -> str | None:
+    """Generic sanity checks every reader gets for free. Returns the problem, or None."""
+    if vol.hu.ndim != 3 or vol.hu.shape[0] == 0:
+        return f"expected a stack of 2-D axial slices, got an array of shape {vol.hu.shape}"
+    if not np.isfinite(vol.hu).all():
+        return "CT contains NaN or infinite voxels"
+    sp = np.asarray(vol.spacing, dtype=float)
+    if sp.shape != (3,) or not np.isfinite(sp).all() or (sp <= 0).any():
+        return f"invalid voxel spacing {tuple(vol.spacing)}"
+    for name in ("mask", "brain"):
+        arr = getattr(vol, name)
+        if arr is not None and arr.shape != vol.hu.shape:
+            return f"{name} shape {arr.shape} differs from the CT shape {vol.hu.shape}"
+    if role == SEGMENTATION and vol.mask is None:
+        return "segmentation volume without a hemorrhage mask"
+    if vol.labels is not None and np.asarray(vol.labels).shape != (vol.hu.shape[0], 7):
+        return f"labels shape {np.asarray(vol.labels).shape}, expected ({vol.hu.shape[0]}, 7)"
+    if vol.subtypes is not None and set(vol.subtypes) - set(SUBTYPES):
+        return f"unknown subtypes {sorted(set(vol.subtypes) - set(SUBTYPES))}"
+    return None
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("slices"), TimeElapsedColumn(), console=None, transient=False,
+                    disable=not sys.stderr.isatty(), redirect_stdout=False)
+
+
+def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: IngestOptions,
+                force: bool = False) -> IngestResult:
+    final = store_path(home, dataset.name, role)
+    atomic.recover(final)
+    key = source_key(dataset, source, role, options)
+    if final.exists() and not force:
+        try:
+            existing = SliceStore(final)
+            if existing.attrs.get("source_key") == key:
+                report = IngestReport()
+                rp = final / REPORT_NAME
+                if rp.exists():
+                    data = json.loads(rp.read_text())
+                    report.skipped, report.warnings = data.get("skipped", []), data.get("warnings", [])
+                return IngestResult(dataset.name, role, final, existing.fingerprint, True, report)
+        except Exception:  # noqa: BLE001 - an unreadable old store is simply rebuilt
+            pass
+
+    report = IngestReport(strict=options.strict)
+    tmp = atomic.tmp_path(final)
+    atomic.discard(tmp)
+    masker = ClassicalBrainMasker()
+    writer = StoreWriter(tmp, size=options.size, with_masks=role == SEGMENTATION)
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"ingest {dataset.name}/{role}", total=None)
+            for vol in dataset.read(source, role, options, report):
+                problem = check_volume(vol, role)
+                if problem:
+                    report.skip(vol.source or vol.id, problem)
+                    continue
+                if role == SEGMENTATION and writer.volume_index(vol.id) is not None:
+                    report.skip(vol.source or vol.id, f"duplicate volume id {vol.id!r}")
+                    continue
+                images = resize_slices(vol.hu, options.size)
+                brain = (resize_mask(vol.brain, options.size) if vol.brain is not None
+                         else masker(images.astype(np.float32)).astype(np.uint8))
+                masks = resize_mask(vol.mask, options.size) if vol.mask is not None else None
+                labels = vol.resolved_labels()
+                if masks is not None:
+                    # labels follow the stored mask, so a hemorrhage lost to resampling is not "any"
+                    anyich = masks.reshape(len(masks), -1).any(axis=1)
+                    labels[:, 0], labels[:, 1] = ~anyich, anyich
+                meta = {"id": vol.id,
+                        "spacing": list(resized_spacing(vol.spacing, vol.hu.shape[1:], options.size)),
+                        "native_shape": list(vol.hu.shape[1:]),
+                        "subtypes": sorted(vol.subtypes) if vol.subtypes is not None else None,
+                        "has_ich": bool(labels[:, 1].max() == 1) if (labels[:, 1] != 255).any() else None}
+                idx = writer.volume_index(vol.id)
+                if idx is not None and meta["has_ich"]:
+                    writer.volumes[idx]["has_ich"] = True
+                writer.add(meta, images, labels, masks=masks,
+                           brain=brain if "brain" in writer.arrays else None)
+                progress.update(task, advance=len(images))
+        if writer.n_slices == 0:
+            raise InputError(source, f"no usable {role} slices were found "
+                                     f"({len(report.skipped)} inputs skipped; first: "
+                                     f"{report.skipped[0]['file'] + ': ' + report.skipped[0]['problem'] if report.skipped else 'none'})")
+        fp = writer.close({"dataset": dataset.name, "role": role, "source_key": key,
+                           "source": str(source), "ichbench_version": __version__,
+                           "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                           "brain_mask": "classical-or-shipped", "report": REPORT_NAME},
+                          {"dataset": dataset.name, "role": role, **options.settings()})
+        report.write(tmp / REPORT_NAME)
+    except BaseException:
+        atomic.discard(tmp)
+        raise
+    atomic.publish(tmp, final)
+    return IngestResult(dataset.name, role, final, fp, False, report)
+
+
+def ingest(dataset: Dataset, home: Path, source: Path | None = None, roles=None,
+           options: IngestOptions | None = None, force: bool = False) -> list[IngestResult]:
+    options = options or IngestOptions()
+    source = Path(source) if source else dataset.default_source(home)
+    dataset.prepare(source, options)
+    dataset.check_layout(source)
+    return [ingest_role(dataset, home, source, role, options, force) for role in (roles or dataset.roles)]

@@ -1,0 +1,115 @@
+"""Streaming writer for the slice store.
+
+Slices arrive in batches of any size; they are buffered and written one whole shard at a time
+(a partial shard write would make zarr read-modify-write it). Each array's bytes are hashed as
+they are written, so the fingerprint costs no second pass and `verify` can recompute it by
+reading the arrays back in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from ichbench import LABEL_ORDER
+from ichbench.store.layout import FORMAT_VERSION, SHARD_SLICES, fingerprint
+
+_DTYPES = {"images": "int16", "masks": "uint8", "labels": "uint8", "volume": "int32", "brain": "uint8"}
+
+
+class StoreWriter:
+    def __init__(self, path: Path, *, size: int, with_masks: bool, with_brain: bool = True,
+                 shard_slices: int = SHARD_SLICES):
+        self.path = Path(path)
+        self.size = size
+        self.shard = shard_slices
+        self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+        names = ["images", "labels", "volume"] + (["masks"] if with_masks else []) + (["brain"] if with_brain else [])
+        compressor = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+        self.arrays: dict[str, zarr.Array] = {}
+        for name in names:
+            tail = (size, size) if name in ("images", "masks", "brain") else ((len(LABEL_ORDER),) if name == "labels" else ())
+            self.arrays[name] = self.group.create_array(
+                name, shape=(0, *tail), dtype=_DTYPES[name], chunks=(1 if tail and name != "labels" else shard_slices, *tail),
+                shards=(shard_slices, *tail), compressors=compressor, fill_value=0)
+        self.hashers = {name: hashlib.sha256() for name in names}
+        self.buffers: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        self.buffered = 0
+        self.written = 0
+        self.volumes: list[dict] = []
+        self._index: dict[str, int] = {}
+
+    @property
+    def n_slices(self) -> int:
+        return self.written + self.buffered
+
+    def volume_index(self, vol_id: str) -> int | None:
+        return self._index.get(vol_id)
+
+    def add(self, vol_meta: dict, images: np.ndarray, labels: np.ndarray,
+            masks: np.ndarray | None = None, brain: np.ndarray | None = None) -> None:
+        """Append slices of the volume described by vol_meta (id, spacing, subtypes, ...).
+        Slices of a volume that was seen before are appended to it (slice-level sources)."""
+        n = images.shape[0]
+        if n == 0:
+            return
+        idx = self._index.get(vol_meta["id"])
+        if idx is None:
+            idx = len(self.volumes)
+            self._index[vol_meta["id"]] = idx
+            self.volumes.append({**vol_meta, "start": self.n_slices, "stop": self.n_slices + n, "n_slices": n})
+        else:
+            entry = self.volumes[idx]
+            contiguous = entry["stop"] == self.n_slices and entry["start"] is not None
+            entry["n_slices"] += n
+            entry["stop"] = self.n_slices + n if contiguous else None
+            if not contiguous:
+                entry["start"] = None
+        parts = {"images": images, "labels": labels, "volume": np.full(n, idx, np.int32),
+                 "masks": masks, "brain": brain}
+        for name in self.arrays:
+            data = parts[name]
+            if data is None:
+                raise ValueError(f"store at {self.path} needs {name!r} for every slice")
+            self.buffers[name].append(np.ascontiguousarray(data, dtype=_DTYPES[name]))
+        self.buffered += n
+        if self.buffered >= self.shard:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if self.buffered == 0:
+            return
+        take = self.buffered if final else (self.buffered // self.shard) * self.shard
+        start, stop = self.written, self.written + take
+        for name, arr in self.arrays.items():
+            data = np.concatenate(self.buffers[name])
+            head, rest = data[:take], data[take:]
+            arr.resize((stop, *arr.shape[1:]))
+            arr[start:stop] = head
+            self.hashers[name].update(head.tobytes())
+            self.buffers[name] = [rest] if len(rest) else []
+        self.written = stop
+        self.buffered -= take
+
+    def close(self, attrs: dict, settings: dict) -> str:
+        """Flush, write the volumes table and fingerprint; returns the fingerprint."""
+        self._flush(final=True)
+        for v in self.volumes:
+            v.setdefault("subtypes", None)
+        digests = {name: h.hexdigest() for name, h in self.hashers.items()}
+        fp = fingerprint(settings, self.volumes, digests)
+        self.group.attrs.update({
+            **attrs,
+            "format_version": FORMAT_VERSION,
+            "label_order": list(LABEL_ORDER),
+            "settings": settings,
+            "volumes": self.volumes,
+            "n_slices": self.written,
+            "digests": digests,
+            "fingerprint": fp,
+        })
+        return fp
