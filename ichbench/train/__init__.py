@@ -1,0 +1,1 @@
+"""Training engine: losses, on-device augmentation, loops."""

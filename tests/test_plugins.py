@@ -1,0 +1,146 @@
+import json
+import sys
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from ichbench.cli.main import app
+from ichbench.plugins import hookimpl
+from ichbench.plugins.manager import PluginError, Registry, reset_registry
+
+
+def make_dist(tmp_path, monkeypatch, dist: str, entries: dict[str, str], modules: dict[str, str]):
+    """A real installed distribution (dist-info + entry_points.txt) on sys.path."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    info = site / f"{dist}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text("[ichbench]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items()))
+    for name, src in modules.items():
+        (site / f"{name}.py").write_text(textwrap.dedent(src))
+    monkeypatch.syspath_prepend(str(site))
+    for name in modules:
+        sys.modules.pop(name, None)
+    return site
+
+
+GOOD = """
+from ichbench.plugins import hookimpl
+from ichbench.datasets.base import Dataset
+class Extra(Dataset):
+    name = "extra"
+    description = "an external dataset"
+@hookimpl
+def register_datasets(register):
+    register(Extra())
+"""
+BROKEN_IMPORT = "raise RuntimeError('boom at import')\n"
+RAISING = """
+from ichbench.plugins import hookimpl
+@hookimpl
+def register_datasets(register):
+    raise ValueError('hook exploded')
+"""
+MISSPELLED = """
+from ichbench.plugins import hookimpl
+@hookimpl
+def register_dataset(register):
+    pass
+"""
+SHADOW = """
+from ichbench.plugins import hookimpl
+from ichbench.datasets.base import Dataset
+class Fake(Dataset):
+    name = "phantom"
+@hookimpl
+def register_datasets(register):
+    register(Fake())
+"""
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    reset_registry()
+    yield
+    reset_registry()
+
+
+def test_builtins_load_with_external_plugins_disabled(fresh, monkeypatch):
+    monkeypatch.setenv("ICHBENCH_LOAD_PLUGINS", "")
+    reg = Registry()
+    reg.load_entry_points()
+    assert {"phantom", "segcq500", "hssayeni", "rsna", "cq500"} <= set(reg.datasets())
+    assert all(p.builtin for p in reg.plugins.values())
+    assert reg.owner("datasets", "phantom").distribution == "ichbench"
+
+
+def test_broken_plugins_are_reported_and_skipped(fresh, monkeypatch, tmp_path, capsys):
+    make_dist(tmp_path, monkeypatch, "ichbench-mixed",
+              {"good": "ib_good", "broken": "ib_broken", "raising": "ib_raising",
+               "misspelled": "ib_missp", "shadow": "ib_shadow"},
+              {"ib_good": GOOD, "ib_broken": BROKEN_IMPORT, "ib_raising": RAISING,
+               "ib_missp": MISSPELLED, "ib_shadow": SHADOW})
+    monkeypatch.delenv("ICHBENCH_LOAD_PLUGINS", raising=False)
+    reg = Registry()
+    reg.load_entry_points()
+    names = reg.datasets()
+    err = capsys.readouterr().err
+    assert "extra" in names and "phantom" in names
+    assert type(names["phantom"]).__module__ != "ib_shadow"  # built-ins cannot be shadowed
+    assert "plugin 'broken' (ichbench-mixed) failed to import: RuntimeError: boom at import; skipped" in err
+    assert "plugin 'raising' raised in register_datasets: ValueError: hook exploded; skipped" in err
+    assert "plugin 'misspelled' implements unknown hook 'register_dataset' (did you mean 'register_datasets'?)" in err
+    assert "plugin 'shadow' registers dataset 'phantom', already registered by 'phantom'" in err
+    assert reg.plugins["good"].version == "1.2.3" and reg.plugins["good"].hooks == ["register_datasets"]
+
+
+def test_load_plugins_env_selects(fresh, monkeypatch, tmp_path):
+    make_dist(tmp_path, monkeypatch, "ichbench-extra", {"good": "ib_good2"}, {"ib_good2": GOOD})
+    monkeypatch.setenv("ICHBENCH_LOAD_PLUGINS", "")
+    reg = Registry(); reg.load_entry_points()
+    assert "extra" not in reg.datasets()
+    monkeypatch.setenv("ICHBENCH_LOAD_PLUGINS", "ichbench-extra")
+    reg = Registry(); reg.load_entry_points()
+    assert "extra" in reg.datasets()
+
+
+def test_strict_mode_turns_problems_into_errors(fresh, monkeypatch, tmp_path):
+    make_dist(tmp_path, monkeypatch, "ichbench-bad", {"broken": "ib_broken2"}, {"ib_broken2": BROKEN_IMPORT})
+    monkeypatch.delenv("ICHBENCH_LOAD_PLUGINS", raising=False)
+    monkeypatch.setenv("ICHBENCH_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="plugin 'broken'"):
+        Registry().load_entry_points()
+
+
+def test_in_process_plugin_registration(fresh):
+    class Plug:
+        @hookimpl
+        def register_datasets(self, register):
+            from tests.synthetic import SyntheticDataset
+            register(SyntheticDataset())
+
+    reg = Registry()
+    reg.load_entry_points()
+    assert reg.add_plugin(Plug(), "testplug")
+    assert "synthetic" in reg.datasets()
+    assert not reg.add_plugin(Plug(), "testplug")  # a name can only load once
+
+
+def test_plugins_command_prints_json(fresh):
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["phantom"]["distribution"] == "ichbench"
+    assert rows["phantom"]["hooks"] == ["register_datasets"]
+    assert set(rows["phantom"]) == {"name", "distribution", "version", "builtin", "hooks"}
+
+
+def test_unknown_dataset_is_one_line_error(fresh, home):
+    import subprocess
+    out = subprocess.run([sys.executable, "-m", "ichbench.cli.main", "data", "info", "nosuch"],
+                         capture_output=True, text=True, env={**__import__("os").environ})
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "ichbench: error: unknown dataset 'nosuch'; known: cq500, hssayeni, phantom, rsna, segcq500"]

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from ichbench.errors import IchbenchError
+from ichbench.splits import load_split, make_folds, make_split, save_split, split_hash, train_ids
+
+
+def cohort(n_ich=7, n_clean=5):
+    vols = {f"ICH{i:02d}": True for i in range(n_ich)}
+    vols.update({f"CLN{i:02d}": False for i in range(n_clean)})
+    return vols
+
+
+def test_folds_partition_and_are_stratified():
+    vols = cohort()
+    folds = make_folds(vols, 3)
+    flat = [v for f in folds for v in f]
+    assert sorted(flat) == sorted(vols) and len(flat) == len(set(flat))
+    # 7 ICH over 3 folds -> 3,2,2 ; then 5 clean continue the round-robin -> sizes 4,4,4
+    assert sorted(sum(vols[v] for v in f) for f in folds) == [2, 2, 3]
+    assert [len(f) for f in folds] == [4, 4, 4]
+
+
+def test_split_is_a_pure_function_of_ids_k_and_seed():
+    a = make_split("d", cohort(), 3)
+    b = make_split("d", dict(reversed(list(cohort().items()))), 3)  # insertion order irrelevant
+    assert a["hash"] == b["hash"] and a["folds"] == b["folds"]
+    assert make_split("d", cohort(), 4)["hash"] != a["hash"]
+    assert make_split("d", cohort(), 3, seed=1)["hash"] != a["hash"]
+    folds = [f["test"] for f in a["folds"]]
+    assert a["hash"] == split_hash(folds, 3)
+
+
+def test_train_ids_exclude_the_test_fold():
+    s = make_split("d", cohort(), 3)
+    tr = train_ids(s, 1)
+    assert set(tr).isdisjoint(s["folds"][1]["test"])
+    assert len(tr) + len(s["folds"][1]["test"]) == 12
+
+
+def test_saved_split_detects_edits(tmp_path):
+    p = save_split(make_split("d", cohort(), 3), tmp_path / "s.json")
+    assert load_split(p)["k"] == 3
+    data = json.loads(p.read_text())
+    data["folds"][0]["test"][0], data["folds"][1]["test"][0] = data["folds"][1]["test"][0], data["folds"][0]["test"][0]
+    p.write_text(json.dumps(data))
+    with pytest.raises(IchbenchError, match="split hash does not match"):
+        load_split(p)
+
+
+def test_too_few_volumes():
+    with pytest.raises(IchbenchError, match="cannot make 5 folds from 3 volumes"):
+        make_folds({"a": True, "b": False, "c": True}, 5)
