@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ichbench import __version__
 from ichbench.cli import data
+from ichbench.cli import leaderboard
 from ichbench.cli.common import STATE
 from ichbench.errors import IchbenchError
 
@@ -21,6 +22,11 @@ app = typer.Typer(
          "on Seg-CQ500 and Hssayeni, with plugins, Ray and MLflow.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(data.app, name="data")
+app.add_typer(leaderboard.app, name="leaderboard")
+from ichbench.cli import run as run_cli  # noqa: E402
+app.command("run")(run_cli.run)
+app.command("runs")(run_cli.runs)
+app.command("ui")(run_cli.ui)
 
 
 def _version(value: bool) -> None:

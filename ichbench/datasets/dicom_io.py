@@ -1,6 +1,9 @@
 """DICOM reading shared by the DICOM datasets (rsna, cq500, phantom).
 
-Every failure becomes an InputError naming the file, so readers can skip-and-report.
+Every failure becomes an InputError naming the file (or the series folder), so readers can
+skip-and-report. `read_slice(path, pixels=False)` reads only the header, which is how readers
+choose and order series before paying for pixel decoding. `write_slice` writes the small
+synthetic CT slices that the tests and benchmarks need.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import pydicom
 from ichbench.errors import InputError
 from ichbench.preprocess.hu import dicom_to_hu
 
+DUPLICATE_MM = 1e-3   # two slices closer than this along the slice normal are the same slice
+
 
 @dataclass
 class DicomSlice:
     path: Path
-    hu: np.ndarray                    # (H, W) float32
+    hu: np.ndarray                    # (H, W) float32; (0, 0) when read without pixels
     position: tuple[float, float, float] | None
     orientation: tuple[float, ...] | None
     spacing_yx: tuple[float, float]
@@ -28,6 +33,30 @@ class DicomSlice:
     patient_id: str
     sop_uid: str
     description: str
+    shape: tuple[int, int] = (0, 0)   # (Rows, Columns) from the header
+    image_type: tuple[str, ...] = ()  # ImageType values, upper case (LOCALIZER marks scouts)
+    kernel: str = ""                  # ConvolutionKernel, upper case (BONE marks bone series)
+
+
+def _strings(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)):
+        value = [value]
+    return tuple(str(v).strip().upper() for v in value)
+
+
+def _canonical_view(hu: np.ndarray, orientation) -> np.ndarray:
+    """Flip an axial slice whose rows or columns run against the usual LPS display, so the head
+    points up (anterior at the top rows) and patient right is on the left, as the store expects."""
+    if orientation is None:
+        return hu
+    row, col = orientation[:3], orientation[3:]
+    if abs(row[0]) > 0.5 and row[0] < 0:
+        hu = hu[:, ::-1]
+    if abs(col[1]) > 0.5 and col[1] < 0:
+        hu = hu[::-1, :]
+    return np.ascontiguousarray(hu)
 
 
 def read_slice(path: Path, *, pixels: bool = True) -> DicomSlice:
@@ -37,6 +66,22 @@ def read_slice(path: Path, *, pixels: bool = True) -> DicomSlice:
         ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad files
         raise InputError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    try:
+        ps = ds.get("PixelSpacing")
+        spacing = (float(ps[0]), float(ps[1])) if ps is not None else (float("nan"), float("nan"))
+        ipp = ds.get("ImagePositionPatient")
+        iop = ds.get("ImageOrientationPatient")
+        position = tuple(float(v) for v in ipp) if ipp is not None else None
+        orientation = tuple(float(v) for v in iop) if iop is not None else None
+        if position is not None and len(position) != 3:
+            raise ValueError(f"ImagePositionPatient has {len(position)} values")
+        if orientation is not None and len(orientation) != 6:
+            raise ValueError(f"ImageOrientationPatient has {len(orientation)} values")
+        thick = ds.get("SliceThickness")
+        thickness = float(thick) if thick not in (None, "") else None
+        shape = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+    except Exception as exc:  # noqa: BLE001 - malformed numeric tags
+        raise InputError(path, f"invalid geometry tags ({type(exc).__name__}: {exc})") from None
     hu = np.zeros((0, 0), np.float32)
     if pixels:
         if "PixelData" not in ds:
@@ -47,42 +92,63 @@ def read_slice(path: Path, *, pixels: bool = True) -> DicomSlice:
             raise InputError(path, f"pixel data cannot be decoded ({type(exc).__name__}: {exc})") from None
         if hu.ndim != 2:
             raise InputError(path, f"expected a single 2-D frame, got pixel array of shape {hu.shape}")
-    ps = getattr(ds, "PixelSpacing", None)
-    try:
-        spacing = (float(ps[0]), float(ps[1])) if ps is not None else (float("nan"), float("nan"))
-    except (TypeError, ValueError, IndexError):
-        raise InputError(path, f"invalid PixelSpacing {ps!r}") from None
-    ipp = getattr(ds, "ImagePositionPatient", None)
-    iop = getattr(ds, "ImageOrientationPatient", None)
-    thick = getattr(ds, "SliceThickness", None)
+        hu = _canonical_view(hu, orientation)
+        shape = hu.shape
     return DicomSlice(
-        path=path, hu=hu,
-        position=tuple(float(v) for v in ipp) if ipp is not None else None,
-        orientation=tuple(float(v) for v in iop) if iop is not None else None,
-        spacing_yx=spacing,
-        thickness=float(thick) if thick not in (None, "") else None,
-        series_uid=str(getattr(ds, "SeriesInstanceUID", "")),
-        study_uid=str(getattr(ds, "StudyInstanceUID", "")),
-        patient_id=str(getattr(ds, "PatientID", "")),
-        sop_uid=str(getattr(ds, "SOPInstanceUID", "")),
-        description=str(getattr(ds, "SeriesDescription", "")),
+        path=path, hu=hu, position=position, orientation=orientation, spacing_yx=spacing,
+        thickness=thickness,
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        study_uid=str(ds.get("StudyInstanceUID", "")),
+        patient_id=str(ds.get("PatientID", "")),
+        sop_uid=str(ds.get("SOPInstanceUID", "")),
+        description=str(ds.get("SeriesDescription", "")),
+        shape=shape,
+        image_type=_strings(ds.get("ImageType")),
+        kernel=" ".join(_strings(ds.get("ConvolutionKernel"))),
     )
 
 
+# Top-level wrappers for worker processes: a failure comes back as a value, because an exception
+# raised in a worker would stop the whole parallel map (and InputError does not pickle).
+
+def header_or_problem(path) -> tuple[DicomSlice | None, str | None]:
+    """(header-only DicomSlice, None) or (None, problem)."""
+    try:
+        return read_slice(Path(path), pixels=False), None
+    except InputError as exc:
+        return None, exc.problem
+
+
+def hu_or_problem(path) -> tuple[np.ndarray | None, str | None]:
+    """(HU (H, W) float32, None) or (None, problem)."""
+    try:
+        return read_slice(Path(path)).hu, None
+    except InputError as exc:
+        return None, exc.problem
+
+
+def slice_normal(orientation) -> np.ndarray:
+    """Unit normal of the slice plane (row cosine x column cosine)."""
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    n = np.cross(row, col)
+    norm = np.linalg.norm(n)
+    return n / norm if norm > 0 else np.array([0.0, 0.0, 1.0])
+
+
 def is_axial(orientation) -> bool:
-    """Row and column direction cosines lying (nearly) in the x-y plane."""
+    """Row and column direction cosines lying (nearly) in the x-y plane; a gantry tilt up to
+    about 25 degrees still counts as axial."""
     if orientation is None:
         return True  # untagged: assume axial, as scanners export head CT
-    row, col = np.asarray(orientation[:3]), np.asarray(orientation[3:])
-    normal = np.cross(row, col)
-    return abs(normal[2]) > 0.9
+    return abs(slice_normal(orientation)[2]) > 0.9
 
 
-def stack_series(slices: list[DicomSlice], where: Path) -> tuple[np.ndarray, tuple[float, float, float], list[DicomSlice]]:
-    """Sort one series' slices along the patient axis and stack them.
+def order_series(slices: list[DicomSlice], where: Path) -> tuple[list[DicomSlice], tuple[float, float, float]]:
+    """Check that the slices form one axial series and sort them along the slice normal.
 
-    Returns (hu (S,H,W), spacing (z,y,x), sorted slices). Raises InputError for a mixed, non-axial
-    or inconsistent series."""
+    Works on header-only slices (read with pixels=False). Returns (sorted slices, (z, y, x)
+    spacing in mm) with z the median distance between neighbouring slices (SliceThickness for a
+    single slice). Raises InputError naming `where` for a mixed, non-axial or inconsistent series."""
     if not slices:
         raise InputError(where, "series has no readable slices")
     uids = {s.series_uid for s in slices}
@@ -90,20 +156,88 @@ def stack_series(slices: list[DicomSlice], where: Path) -> tuple[np.ndarray, tup
         raise InputError(where, f"folder mixes {len(uids)} series (SeriesInstanceUIDs differ)")
     if not all(is_axial(s.orientation) for s in slices):
         raise InputError(where, "series is not axial (ImageOrientationPatient)")
-    shapes = {s.hu.shape for s in slices}
+    shapes = {s.shape for s in slices}
     if len(shapes) > 1:
         raise InputError(where, f"slices have different sizes {sorted(shapes)}")
+    spacings = {s.spacing_yx for s in slices}
+    if len(spacings) > 1:
+        raise InputError(where, f"slices have different PixelSpacing {sorted(spacings)}")
     if all(s.position is not None for s in slices):
-        ordered = sorted(slices, key=lambda s: s.position[2])
-        z = np.array([s.position[2] for s in ordered])
-        dz = np.diff(z)
-        if len(dz) and (np.abs(dz) < 1e-6).any():
-            raise InputError(where, "two slices share the same position (duplicate slices in the series)")
-        dz_mm = float(np.median(dz)) if len(dz) else float(ordered[0].thickness or 1.0)
+        orients = np.array([s.orientation for s in slices if s.orientation is not None])
+        if len(orients) and np.abs(orients - orients[0]).max() > 1e-3:
+            raise InputError(where, "slices have different ImageOrientationPatient")
+        normal = slice_normal(slices[0].orientation) if slices[0].orientation else np.array([0.0, 0.0, 1.0])
+        # distance along the normal, not position[2]: a tilted gantry shifts y as well
+        depth = {id(s): float(np.dot(s.position, normal)) for s in slices}
+        ordered = sorted(slices, key=lambda s: depth[id(s)])
+        dz = np.diff([depth[id(s)] for s in ordered])
+        if len(dz) and (np.abs(dz) < DUPLICATE_MM).any():
+            k = int(np.argmax(np.abs(dz) < DUPLICATE_MM))
+            raise InputError(where, f"two slices share the same position ({ordered[k].path.name} and "
+                                    f"{ordered[k + 1].path.name}: duplicate slices in the series)")
+        dz_mm = float(np.median(dz)) if len(dz) else float(ordered[0].thickness or float("nan"))
     else:
         ordered = sorted(slices, key=lambda s: s.path.name)
-        dz_mm = float(ordered[0].thickness or 1.0)
-    # slices are kept in increasing patient z (inferior to superior)
-    hu = np.stack([s.hu for s in ordered])
+        dz_mm = float(ordered[0].thickness or float("nan"))
     sy, sx = ordered[0].spacing_yx
-    return hu, (abs(dz_mm), sy, sx), ordered
+    return ordered, (abs(dz_mm), sy, sx)
+
+
+def stack_series(slices: list[DicomSlice], where: Path) -> tuple[np.ndarray, tuple[float, float, float], list[DicomSlice]]:
+    """Sort one series' decoded slices along the patient axis and stack them.
+
+    Returns (hu (S,H,W), spacing (z,y,x), sorted slices), slices in increasing distance along the
+    slice normal (inferior to superior for axial head CT). Raises InputError for a mixed,
+    non-axial or inconsistent series."""
+    ordered, spacing = order_series(slices, where)
+    shapes = {s.hu.shape for s in ordered}
+    if len(shapes) > 1:
+        raise InputError(where, f"slices have different sizes {sorted(shapes)}")
+    return np.stack([s.hu for s in ordered]), spacing, ordered
+
+
+def write_slice(path: Path, raw: np.ndarray, *, slope: float = 1.0, intercept: float = -1024.0,
+                bits_stored: int = 16, pixel_representation: int = 0,
+                position=(0.0, 0.0, 0.0), orientation=(1, 0, 0, 0, 1, 0), spacing=(0.5, 0.5),
+                thickness: float | None = 5.0, series_uid: str | None = None,
+                study_uid: str = "1.2.826.0.1.3680043.8.498.1", sop_uid: str | None = None,
+                description: str = "", image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
+                kernel: str | None = None, window=(40, 80)) -> Path:
+    """Write one uncompressed CT slice whose stored values are `raw` (uint16 when
+    pixel_representation is 0, int16 when 1). For tests and benchmarks: real files, real tags."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    sop_uid = sop_uid or generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.Modality = "CT"
+    ds.PatientID = "TEST"
+    ds.SeriesDescription = description
+    ds.ImageType = list(image_type)
+    if kernel is not None:
+        ds.ConvolutionKernel = kernel
+    ds.ImagePositionPatient = [float(v) for v in position]
+    ds.ImageOrientationPatient = [float(v) for v in orientation]
+    ds.PixelSpacing = [float(v) for v in spacing]
+    if thickness is not None:
+        ds.SliceThickness = thickness
+    ds.Rows, ds.Columns = raw.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = pixel_representation
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    # MultiValue window tags, as many scanners and RSNA write them
+    ds.WindowCenter, ds.WindowWidth = list(window), [80, 200][:len(window)]
+    ds.PixelData = np.ascontiguousarray(raw, dtype="<i2" if pixel_representation else "<u2").tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return Path(path)

@@ -32,6 +32,7 @@ BUILTIN_MODULES = {
     "hssayeni": "ichbench.datasets.hssayeni",
     "rsna": "ichbench.datasets.rsna",
     "cq500": "ichbench.datasets.cq500",
+    "methods": "ichbench.methods.builtin",
 }
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
 

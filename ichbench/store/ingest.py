@@ -39,9 +39,12 @@ def source_key(dataset: Dataset, source: Path, role: str, options: IngestOptions
     h = hashlib.sha256()
     h.update(json.dumps({"dataset": dataset.name, "role": role, "settings": options.settings()},
                         sort_keys=True).encode())
-    for p in dataset.source_files(source):
+    files = [(p, p.relative_to(source)) for p in dataset.source_files(source)]
+    # files named by dataset options (e.g. -o reads=/elsewhere/reads.csv) count as sources too
+    files += [(Path(v), Path(v)) for v in options.extra.values() if isinstance(v, str) and Path(v).is_file()]
+    for p, name in files:
         st = p.stat()
-        h.update(f"{p.relative_to(source)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -116,10 +119,11 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
                     # labels follow the stored mask, so a hemorrhage lost to resampling is not "any"
                     anyich = masks.reshape(len(masks), -1).any(axis=1)
                     labels[:, 0], labels[:, 1] = ~anyich, anyich
+                    labels[~anyich, 2:] = 0  # and no subtype on a slice without hemorrhage
                 meta = {"id": vol.id,
                         "spacing": list(resized_spacing(vol.spacing, vol.hu.shape[1:], options.size)),
                         "native_shape": list(vol.hu.shape[1:]),
-                        "subtypes": sorted(vol.subtypes) if vol.subtypes is not None else None,
+                        "subtypes": [t for t in SUBTYPES if t in vol.subtypes] if vol.subtypes is not None else None,
                         "has_ich": bool(labels[:, 1].max() == 1) if (labels[:, 1] != 255).any() else None}
                 idx = writer.volume_index(vol.id)
                 if idx is not None and meta["has_ich"]:

@@ -1,0 +1,110 @@
+"""Read path: random training batches of 256x256 slices from a slice store vs from DICOM files.
+
+    .venv/bin/python benchmarks/read_path.py [--n 400] [--batch 32] [--batches 40]
+
+Writes N synthetic 512x512 CT slices in the RSNA layout, ingests them into a store
+(256x256, selection "all"), then draws the same random batches (seeded) four ways:
+  store, load() + numpy   SliceStore.load(["images"]) once (timed separately), then
+                          images[idx] per batch: what training code does
+  store, zarr batch       SliceStore.load(["images"], index=idx) per batch (one bulk read)
+  store, zarr per slice   z[i] for each slice of the batch (~0.5 ms each in zarr-python 3)
+  DICOM                   read_slice(path).hu (decode + HU) and resize_slices to 256 per slice
+Goal: the store path >= 20x the DICOM path. The first batch of each way is checked to give the
+same int16 pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import make_source  # noqa: E402 - the same synthetic files as the ingest benchmark
+
+
+def store_order(paths):
+    """Store row -> DICOM path: the rsna reader stores series by uid, slices by position."""
+    import pydicom
+    keys = []
+    for p in paths:
+        ds = pydicom.dcmread(str(p), stop_before_pixels=True)
+        keys.append((str(ds.SeriesInstanceUID), float(ds.ImagePositionPatient[2]), p.stem, p))
+    return [k[-1] for k in sorted(keys)]
+
+
+def timed(fn, batches) -> tuple[float, np.ndarray]:
+    first = fn(batches[0])
+    t = time.perf_counter()
+    for idx in batches:
+        fn(idx)
+    return time.perf_counter() - t, first
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=400, help="slices in the store (default 400)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch threads for the DICOM path's resize (default 1: fastest on a shared machine)")
+    args = ap.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.torch_threads)
+
+    from ichbench.datasets.base import IngestOptions
+    from ichbench.datasets.dicom_io import read_slice
+    from ichbench.datasets.rsna import RsnaDataset
+    from ichbench.preprocess.resize import resize_slices
+    from ichbench.store.ingest import ingest
+    from ichbench.store.reader import SliceStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="ichbench-read-bench-"))
+    try:
+        paths = make_source(tmp / "rsna", args.n)
+        [res] = ingest(RsnaDataset(), tmp / "home", tmp / "rsna",
+                       options=IngestOptions(size=256, selection="all", holdout=0))
+        store = SliceStore(res.path)
+        by_row = store_order(paths)
+        for p in paths:
+            p.read_bytes()                                   # warm page cache for DICOM too
+        rng = np.random.default_rng(args.seed)
+        batches = [np.sort(rng.choice(args.n, args.batch, replace=False)) for _ in range(args.batches)]
+        nslices = args.batch * args.batches
+
+        t = time.perf_counter()
+        images = store.load(["images"])["images"]
+        load_s = time.perf_counter() - t
+        z = store["images"]
+        ways = {
+            "store, load() + numpy": lambda idx: images[idx],
+            "store, zarr batch": lambda idx: store.load(["images"], index=idx)["images"],
+            "store, zarr per slice": lambda idx: np.stack([z[int(i)] for i in idx]),
+            "DICOM decode + resize": lambda idx: resize_slices(
+                np.stack([read_slice(by_row[int(i)]).hu for i in idx]), 256),
+        }
+        results = {name: timed(fn, batches) for name, fn in ways.items()}
+        ref = results["DICOM decode + resize"][1]
+        dicom_rate = nslices / results["DICOM decode + resize"][0]
+        print(f"store: {args.n} slices 256x256 at {res.path} ({load_s * 1e3:.0f} ms for load() of all images)")
+        print(f"{args.batches} random batches of {args.batch} slices (seed {args.seed}); "
+              f"torch threads {torch.get_num_threads()}")
+        for name, (secs, first) in results.items():
+            same = np.array_equal(first, ref)
+            print(f"  {name:24s} {args.batches / secs:9.1f} batches/s {nslices / secs:10.0f} slices/s"
+                  f"   {nslices / secs / dicom_rate:7.1f}x DICOM   same pixels: {same}")
+        amort = nslices / (results["store, load() + numpy"][0] + load_s)
+        print(f"  load() + numpy including the one-off load: {amort:.0f} slices/s "
+              f"({amort / dicom_rate:.1f}x DICOM)   goal >= 20x")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""`ichbench leaderboard ...`: submit runs, validate the folder, render the page, record canonical data."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ichbench.cli.common import fail, workspace
+from ichbench.errors import IchbenchError
+
+app = typer.Typer(help="The leaderboard folder: submit runs, validate entries, render the page.",
+                  no_args_is_help=True)
+canonical_app = typer.Typer(help="The canonical record each entry is checked against (canonical.json).",
+                            no_args_is_help=True)
+app.add_typer(canonical_app, name="canonical")
+
+ROOT_HELP = "The leaderboard folder (default: the checkout's leaderboard/, or $ICHBENCH_LEADERBOARD)."
+
+
+def _folder(root: Optional[Path]):
+    from ichbench.leaderboard.paths import Folder, default_root
+    return Folder(Path(root).resolve() if root else default_root())
+
+
+def _errors_as_lines(fn):
+    """IchbenchError -> one line on stderr and exit 2, also when the sub-app is run on its own."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except IchbenchError as exc:
+            fail(str(exc))
+    return wrapper
+
+
+@app.command()
+@_errors_as_lines
+def submit(run_id: Optional[str] = typer.Option(None, "--run-id", help="The MLflow parent run to submit."),
+           method: Optional[str] = typer.Option(None, help="With --dataset: the latest finished run of METHOD."),
+           dataset: Optional[str] = typer.Option(None, help="With --method."),
+           tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri",
+                                                      help="MLflow tracking URI (default sqlite:///$ICHBENCH_HOME/mlflow.db)."),
+           code_url: Optional[str] = typer.Option(None, "--code-url", help="Where the method's code is published."),
+           root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
+    """Write a leaderboard entry from a finished `ichbench run` (validated before it is written)."""
+    from ichbench.leaderboard.submit import SubmitRejected, default_tracking_uri
+    from ichbench.leaderboard.submit import submit as do_submit
+
+    if not run_id and not (method and dataset):
+        fail("give --run-id RUN, or --method M --dataset D")
+    folder = _folder(root)
+    uri = tracking_uri or default_tracking_uri(workspace())
+    try:
+        path = do_submit(folder, uri, run_id, method, dataset, code_url)
+    except SubmitRejected as exc:
+        for p in exc.problems:
+            typer.echo(f"REJECT {str(exc).split(':')[0]}: {p}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"wrote {folder.rel(path)}")
+
+
+@app.command()
+@_errors_as_lines
+def validate(paths: Optional[List[Path]] = typer.Argument(None, help="Entry files (default: the whole folder)."),
+             root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
+    """Check entries, published rows and canonical.json; exits 1 on any rejection."""
+    from ichbench.leaderboard.validate import validate as run
+
+    only = None
+    if paths:
+        files = [p for p in paths if not p.is_dir()]
+        dirs = [p for p in paths if p.is_dir()]
+        if dirs and not files and len(dirs) == 1 and (dirs[0] / "canonical.json").exists() and root is None:
+            root = dirs[0]  # `validate leaderboard/`: the whole folder
+        else:
+            only = files + [f for d in dirs for f in sorted(d.rglob("*.json"))]
+    folder = _folder(root)
+    report = run(folder, only)
+    for line in report.lines():
+        typer.echo(line, err=line.startswith("REJECT"))
+    n = len(report.accepted) + len({r.path for r in report.rejections})
+    typer.echo(f"{n} file(s) checked, {len({r.path for r in report.rejections})} rejected")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_errors_as_lines
+def render(root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP),
+           skip_invalid: bool = typer.Option(False, "--skip-invalid",
+                                             help="Render the valid entries even if others are rejected.")) -> None:
+    """Write README.md and index.html (and the schema copy) from the validated folder."""
+    from ichbench.leaderboard.render import InvalidFolder
+    from ichbench.leaderboard.render import render as run
+
+    folder = _folder(root)
+    try:
+        out = run(folder, skip_invalid)
+    except InvalidFolder as exc:
+        for r in exc.report.rejections:
+            typer.echo(str(r), err=True)
+        fail(str(exc), 1)
+    for r in out.report.rejections:
+        typer.echo(f"skipped: {r}", err=True)
+    for n in out.report.notes:
+        typer.echo(f"note: {n}")
+    shown = ", ".join(f"{v.name}: {sum(r.published for r in v.rows)} published + {len(v.entries)} re-scored"
+                      for v in out.views)
+    typer.echo(f"wrote {folder.rel(folder.readme)} and {folder.rel(folder.index)} ({shown})")
+
+
+@canonical_app.command("record")
+@_errors_as_lines
+def canonical_record(dataset: str = typer.Option(..., "--dataset", help="Dataset whose segmentation store to record."),
+                     k: Optional[List[int]] = typer.Option(None, "--k", help="Also record the split hash for K folds."),
+                     force: bool = typer.Option(False, "--force", help="Replace a record the store disagrees with."),
+                     root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
+    """Record volume ids, ICH flags, fingerprint and split hashes from an ingested store."""
+    from ichbench.leaderboard.canonical import record_from_store
+
+    folder = _folder(root)
+    d = record_from_store(folder, workspace(), dataset, list(k or []), force)
+    typer.echo(f"recorded {dataset} in {folder.rel(folder.canonical)}: {d['n_volumes']} volumes "
+               f"({d['n_ich_volumes']} with ICH), fingerprint {d['fingerprints'][-1][:12]}…")
+    for kk, h in d["split_hashes"].items():
+        typer.echo(f"  k = {kk}: split {h}")
+
+
+@canonical_app.command("show")
+@_errors_as_lines
+def canonical_show(root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
+    """Say per dataset what is recorded and which checks are left out."""
+    from ichbench.leaderboard import canonical as canon
+
+    folder = _folder(root)
+    data = canon.load(folder)
+    for name in sorted(data["datasets"]):
+        exp = canon.expectation(data, name)
+        n = exp.n_volumes if exp.n_volumes is not None else "?"
+        typer.echo(f"{name}: {n} volumes, ids {'recorded' if exp.volume_ids else 'unknown'}, "
+                   f"ICH flags {'recorded' if exp.has_ich else 'unknown'}, {len(exp.fingerprints)} fingerprint(s), "
+                   f"split hashes for k = {', '.join(sorted(exp.split_hashes)) or 'none'}")
+        for item in exp.left_out():
+            typer.echo(f"  not checked: {item}")

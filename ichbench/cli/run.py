@@ -1,0 +1,122 @@
+"""`ichbench run`, `runs`, `ui` and `tune`: the distributed benchmark and its tracking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ichbench.cli.common import fail, workspace
+
+console = Console()
+
+
+def _folds(text: Optional[str]) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--folds expects a comma list of integers, got {text!r}")
+
+
+def _tracker(uri: Optional[str], home):
+    from ichbench.tracking import Tracker, default_tracking_uri
+    return Tracker(uri or default_tracking_uri(home), home)
+
+
+def run(
+    method: str = typer.Option(..., "--method", "-m", help="Method name, a comma list, or 'all'."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Segmentation dataset to fine-tune and evaluate on."),
+    profile: str = typer.Option("paper", help="Hyperparameter profile: paper or smoke."),
+    folds: Optional[str] = typer.Option(None, help="Comma list of folds to run (default: all)."),
+    k: Optional[int] = typer.Option(None, help="Number of folds (default: the paper's for the dataset, else 5)."),
+    pretrain_dataset: Optional[str] = typer.Option(None, help="Pretraining store (default: rsna; the phantom's own for phantom)."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this Ray cluster instead of starting a local one."),
+    gpus_per_fold: Optional[float] = typer.Option(None, help="GPUs per fold worker (default: share the GPUs so all folds fit)."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default sqlite:///$ICHBENCH_HOME/mlflow.db)."),
+    resume: bool = typer.Option(False, "--resume", help="Explicitly resume; reruns always reuse finished work."),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved plan and exit."),
+) -> None:
+    """Pretrain (or reuse a cached pretraining), fine-tune k folds in parallel on Ray, evaluate per
+    volume, log everything to MLflow and print the result beside the paper's."""
+    import json
+
+    from ichbench.orchestrate.plan import expand_methods, plan_method
+
+    home = workspace()
+    names = expand_methods(method)
+    tracker = None if dry_run else _tracker(tracking_uri, home)   # unreachable store: fail before training
+    plans = [plan_method(n, dataset, profile, home, folds=_folds(folds), k=k,
+                         pretrain_dataset=pretrain_dataset, overrides=set_) for n in names]
+    if dry_run:
+        print(json.dumps([{"method": p.method.name, "run_key": p.run_key, "run_dir": str(p.run_dir),
+                           "folds": p.folds, "split_hash": p.split["hash"], "config": p.cfg.to_dict()}
+                          for p in plans], indent=2))
+        return
+    from ichbench.orchestrate.driver import Driver
+    from ichbench.orchestrate.report import result_table
+
+    driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)
+    outcomes = []
+    try:
+        for plan in plans:
+            outcomes.append(driver.run(plan))
+    except KeyboardInterrupt:
+        console.print("[red]interrupted: workers stopped, unfinished runs marked KILLED in MLflow[/red]")
+        raise typer.Exit(130)
+    console.print(result_table(outcomes))
+    for o in outcomes:
+        console.print(f"[dim]{o.plan.method.name}: MLflow parent run {o.parent_run_id} "
+                      f"({tracker.uri}); results in {o.plan.run_dir}[/dim]")
+
+
+def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
+         tracking_uri: Optional[str] = typer.Option(None),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """List finished benchmark runs (MLflow parent runs) as a table."""
+    import json
+
+    from ichbench.tracking.mlflow_store import TAG
+
+    tr = _tracker(tracking_uri, workspace())
+    exps = [e for e in tr.client.search_experiments() if e.name.startswith("ichbench/")
+            and (dataset is None or e.name == f"ichbench/{dataset}")]
+    found = tr.client.search_runs([e.experiment_id for e in exps],
+                                  filter_string=f"tags.`{TAG}kind` = 'parent' and attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"]) if exps else []
+    rows = []
+    for r in found:
+        t, m = r.data.tags, r.data.metrics
+        rows.append({"run_id": r.info.run_id, "method": t.get(f"{TAG}method"), "dataset": t.get(f"{TAG}dataset"),
+                     "profile": t.get(f"{TAG}profile"), "folds": t.get(f"{TAG}folds"),
+                     "dice_all": m.get("dice_all_mean"), "dice_ich": m.get("dice_ich_mean"),
+                     "gpu_hours": t.get(f"{TAG}gpu_hours")})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"finished runs ({tr.uri})")
+    for col in ("run_id", "method", "dataset", "profile", "folds", "dice_all", "dice_ich", "gpu_hours"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()])
+    console.print(table)
+
+
+def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+       tracking_uri: Optional[str] = typer.Option(None)) -> None:
+    """Start the MLflow UI on the tracking store, bound to 127.0.0.1."""
+    from ichbench.tracking import default_tracking_uri
+    home = workspace()
+    uri = tracking_uri or default_tracking_uri(home)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+           "--port", str(port)]
+    if uri.startswith("sqlite:"):
+        cmd += ["--default-artifact-root", (home / "mlartifacts").as_uri()]
+    console.print(f"MLflow UI on http://127.0.0.1:{port} ({uri})")
+    raise typer.Exit(subprocess.call(cmd))

@@ -1,0 +1,363 @@
+"""Typed run configuration: a named profile, then the method's own pretext settings, then
+`--set key=value` overrides.
+
+    cfg = resolve("unet_mixed", "hssayeni", "paper", ["finetune.epochs=3"])
+    cfg.to_dict()        # everything, JSON-ready: printed by --dry-run, saved with every result
+    cfg.hash()           # identity of the pretraining (method, model, pretrain [, init_from's])
+
+Overrides are dotted keys into the nested dataclasses (and into their dict fields), and values are
+parsed with the type of the field they replace, so `--set finetune.augment.scale=0.8,1.2` becomes a
+tuple of floats and a typo is an error listing the valid keys instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ichbench.errors import IchbenchError, UnknownNameError
+
+PROFILES = ("paper", "smoke")
+
+# §2.3.2: translate ±10 %, rotate ±15°, scale 0.9–1.1, horizontal flip 50 %.
+PAPER_AUGMENT = {"translate": 0.1, "rotate": 15.0, "scale": (0.9, 1.1), "hflip": 0.5}
+
+
+@dataclass
+class ModelConfig:
+    base_channels: int = 32   # first encoder block's width (§2.5.1)
+    depth: int = 5            # encoder blocks including the bottleneck
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_decay: float = 0.96    # ExponentialLR gamma, stepped once per epoch
+    weight_decay: float = 1e-6
+    image_size: int = 256
+    steps_per_epoch: int | None = None   # None: one pass over the selected slices
+    holdout: int = 5000       # slices kept out for the validation loss (a tenth on small stores)
+    seed: int = 0
+    compile: bool = False     # torch.compile on CUDA
+    params: dict = field(default_factory=dict)   # method-specific (tau, n_swaps, ...)
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_decay: float = 0.96
+    weight_decay: float = 1e-6
+    image_size: int = 256
+    empty_weight: float = 0.2   # α of eq. 5 on slices without hemorrhage
+    nonich_ratio: float = 2.0   # Mixed: non-ICH slices drawn per ICH slice each epoch
+    augment: dict = field(default_factory=lambda: dict(PAPER_AUGMENT))
+    steps_per_epoch: int | None = None
+    seed: int = 0
+    threshold: float = 0.5      # on the sigmoid output (§2.5.2)
+    compile: bool = False
+
+
+@dataclass
+class RunConfig:
+    method: str
+    dataset: str
+    profile: str
+    pretrain_dataset: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    init: "RunConfig | None" = None   # the resolved config of the method's `init_from`, if any
+
+    def to_dict(self) -> dict:
+        out = {"method": self.method, "dataset": self.dataset, "profile": self.profile,
+               "pretrain_dataset": self.pretrain_dataset,
+               "model": _jsonable(dataclasses.asdict(self.model)),
+               "pretrain": _jsonable(dataclasses.asdict(self.pretrain)),
+               "finetune": _jsonable(dataclasses.asdict(self.finetune)),
+               "pretrain_hash": self.hash()}
+        if self.init is not None:
+            out["init"] = self.init.to_dict()
+        return out
+
+    def pretrain_identity(self) -> dict:
+        """What determines a pretraining's result, apart from the store's content."""
+        ident = {"method": self.method, "pretrain_dataset": self.pretrain_dataset,
+                 "model": _jsonable(dataclasses.asdict(self.model)),
+                 "pretrain": _jsonable(dataclasses.asdict(self.pretrain))}
+        if self.init is not None:
+            ident["init"] = self.init.hash()
+        return ident
+
+    def hash(self) -> str:
+        """Stable sha256 of the pretraining part: the cache key of a pretrained checkpoint."""
+        return _sha(self.pretrain_identity())
+
+    def finetune_hash(self, pretrained: str | None = None) -> str:
+        """Identity of a fine-tuning run: model, fine-tuning settings and what initialised it."""
+        return _sha({"method": self.method, "dataset": self.dataset,
+                     "model": _jsonable(dataclasses.asdict(self.model)),
+                     "finetune": _jsonable(dataclasses.asdict(self.finetune)),
+                     "pretrained": pretrained})
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# -- profiles ---------------------------------------------------------------------------------------
+
+# §2.5.3: Hssayeni 100 epochs, batch 16; Seg-CQ500 40 epochs, batch 32 (all fine-tuning alike).
+PAPER_FINETUNE = {"hssayeni": {"epochs": 100, "batch_size": 16},
+                  "segcq500": {"epochs": 40, "batch_size": 32}}
+
+
+def profile_settings(profile: str, dataset: str) -> dict:
+    """The profile's values, as a nested dict of overrides on the dataclass defaults (which are the
+    paper's shared settings: Adam 1e-3, decay 0.96 per epoch, L2 1e-6, 256², pretexts 50 epochs)."""
+    if profile == "paper":
+        # Datasets the paper did not use (the phantom, third-party ones) get Seg-CQ500's recipe.
+        return {"finetune": dict(PAPER_FINETUNE.get(dataset, PAPER_FINETUNE["segcq500"]))}
+    if profile == "smoke":
+        # Tiny: 64², an 8-channel U-Net and few steps, so any method runs end to end on two CPU
+        # cores in a minute or two. Depth stays 5 (the parts a method transfers must exist).
+        return {"model": {"base_channels": 8},
+                "pretrain": {"epochs": 2, "batch_size": 16, "image_size": 64, "steps_per_epoch": 8,
+                             "holdout": 32},
+                "finetune": {"epochs": 12, "batch_size": 16, "image_size": 64, "steps_per_epoch": 12}}
+    raise UnknownNameError("profile", profile, PROFILES)
+
+
+def default_pretrain_dataset(dataset: str) -> str:
+    """A dataset with its own pretraining store (the phantom) pretrains on it; the real
+    segmentation datasets pretrain on RSNA, as in the paper (§2.6)."""
+    from ichbench.datasets.base import PRETRAINING, get_dataset
+    try:
+        if PRETRAINING in get_dataset(dataset).roles:
+            return dataset
+    except UnknownNameError:
+        pass
+    return "rsna"
+
+
+# -- overrides --------------------------------------------------------------------------------------
+
+_SECTIONS = {"model": ModelConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig}
+_TOP = ("pretrain_dataset",)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _strip_optional(tp) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else tp), type(None) in typing.get_args(tp)
+    return tp, False
+
+
+def _split_seq(text: str) -> list[str]:
+    text = text.strip()
+    if text.startswith("[") or text.startswith("("):
+        text = text[1:-1]
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _parse_scalar(text: str, tp) -> Any:
+    if tp is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean (true/false), got {text!r}")
+    if tp is int:
+        return int(text)
+    if tp is float:
+        return float(text)
+    if tp is str:
+        return text
+    raise ValueError(f"cannot parse a value of type {tp}")
+
+
+def parse_value(text: str, tp) -> Any:
+    """Parse `text` as the annotated type `tp` (int, float, bool, str, tuple/list of those,
+    optional versions of them, dict as JSON)."""
+    tp, optional = _strip_optional(tp)
+    if optional and text.strip().lower() in ("none", "null"):
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list) or tp in (tuple, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        parts = _split_seq(text)
+        if origin is tuple and args and Ellipsis not in typing.get_args(tp) and len(args) != len(parts):
+            raise ValueError(f"expected {len(args)} comma-separated values, got {len(parts)}")
+        elem = [args[min(i, len(args) - 1)] if args else _guess_type(p) for i, p in enumerate(parts)]
+        vals = [_parse_scalar(p, t) for p, t in zip(parts, elem)]
+        return tuple(vals) if (origin is tuple or tp is tuple) else vals
+    if tp is dict or origin is dict:
+        obj = json.loads(text)
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected a JSON object, got {text!r}")
+        return obj
+    return _parse_scalar(text, tp)
+
+
+def _guess_type(text: str):
+    """Type of a value with no annotation (a new key in `params`): int, float, bool or str."""
+    for tp in (int, float):
+        try:
+            tp(text)
+            return tp
+        except ValueError:
+            pass
+    return bool if text.strip().lower() in ("true", "false") else str
+
+
+def _type_of_value(value: Any):
+    """Annotation-like type for a value already in a dict field (so `scale` stays a float pair)."""
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int):
+        return int
+    if isinstance(value, float):
+        return float
+    if isinstance(value, (tuple, list)):
+        inner = [_type_of_value(v) for v in value]
+        inner = [float if float in inner else (inner[0] if inner else str)] * max(len(value), 1)
+        return tuple[tuple(inner)] if isinstance(value, tuple) else list[inner[0]]
+    if isinstance(value, dict):
+        return dict
+    return str
+
+
+def _valid_keys(cfg: RunConfig) -> list[str]:
+    keys = list(_TOP)
+    for sec, cls in _SECTIONS.items():
+        obj = getattr(cfg, sec)
+        for f in dataclasses.fields(cls):
+            val = getattr(obj, f.name)
+            if isinstance(val, dict):
+                keys += [f"{sec}.{f.name}.{k}" for k in val] or [f"{sec}.{f.name}.<key>"]
+            else:
+                keys.append(f"{sec}.{f.name}")
+    return keys
+
+
+def apply_override(cfg: RunConfig, item: str) -> None:
+    """Apply one `key=value` to cfg in place; IchbenchError on a bad key or value."""
+    if "=" not in item:
+        raise IchbenchError(f"--set expects key=value, got {item!r}")
+    key, text = (s.strip() for s in item.split("=", 1))
+    parts = key.split(".")
+
+    def unknown() -> IchbenchError:
+        return IchbenchError(f"unknown config key {key!r}; valid keys: {', '.join(_valid_keys(cfg))}")
+
+    try:
+        if len(parts) == 1 and parts[0] in _TOP:
+            setattr(cfg, parts[0], text)
+            return
+        if parts[0] not in _SECTIONS or len(parts) < 2:
+            raise unknown()
+        cls = _SECTIONS[parts[0]]
+        obj = getattr(cfg, parts[0])
+        types_ = _field_types(cls)
+        name = parts[1]
+        if name not in types_:
+            raise unknown()
+        current = getattr(obj, name)
+        if len(parts) == 2:
+            setattr(obj, name, parse_value(text, types_[name]))
+            return
+        if not isinstance(current, dict) or len(parts) != 3:
+            raise unknown()
+        sub = parts[2]
+        if sub not in current:
+            # A method declares its params (and the augmentation its keys); anything else is a typo.
+            raise unknown()
+        current[sub] = parse_value(text, _type_of_value(current[sub]))
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise IchbenchError(f"--set {item}: {exc}") from None
+
+
+def _merge(obj, values: dict, where: str) -> None:
+    """Apply a nested dict of settings onto a dataclass (dict fields are merged key by key)."""
+    for k, v in values.items():
+        if not hasattr(obj, k):
+            raise IchbenchError(f"{where}: unknown setting {k!r}")
+        cur = getattr(obj, k)
+        if isinstance(cur, dict) and isinstance(v, dict):
+            cur.update(copy.deepcopy(v))
+        elif dataclasses.is_dataclass(cur) and isinstance(v, dict):
+            _merge(cur, v, f"{where}.{k}")
+        else:
+            setattr(obj, k, copy.deepcopy(v))
+
+
+def validate(cfg: RunConfig) -> None:
+    m = cfg.model
+    if m.base_channels < 1 or m.depth < 2:
+        raise IchbenchError(f"model: base_channels must be >= 1 and depth >= 2, got {m.base_channels}, {m.depth}")
+    stride = 2 ** (m.depth - 1)
+    for sec in ("pretrain", "finetune"):
+        c = getattr(cfg, sec)
+        if c.epochs < 1 or c.batch_size < 2:
+            raise IchbenchError(f"{sec}: epochs must be >= 1 and batch_size >= 2 (BatchNorm), "
+                                f"got {c.epochs}, {c.batch_size}")
+        if c.image_size < stride or c.image_size % stride:
+            raise IchbenchError(f"{sec}.image_size {c.image_size} must be a multiple of {stride} "
+                                f"(the U-Net pools {m.depth - 1} times)")
+        if c.steps_per_epoch is not None and c.steps_per_epoch < 1:
+            raise IchbenchError(f"{sec}.steps_per_epoch must be >= 1 or none")
+        if c.lr <= 0 or not 0 < c.lr_decay <= 1 or c.weight_decay < 0:
+            raise IchbenchError(f"{sec}: need lr > 0, 0 < lr_decay <= 1, weight_decay >= 0")
+    f = cfg.finetune
+    if not 0 <= f.empty_weight or f.nonich_ratio < 0 or not 0 < f.threshold < 1:
+        raise IchbenchError("finetune: need empty_weight >= 0, nonich_ratio >= 0, 0 < threshold < 1")
+    unknown_aug = set(f.augment) - set(PAPER_AUGMENT)
+    if unknown_aug:
+        raise IchbenchError(f"finetune.augment: unknown keys {sorted(unknown_aug)}; valid: {', '.join(PAPER_AUGMENT)}")
+
+
+def resolve(method, dataset: str, profile: str = "paper", overrides=(), pretrain_dataset: str | None = None) -> RunConfig:
+    """Defaults → profile (per dataset) → the method's pretext settings → `--set` overrides.
+
+    `method` is a name or a Method. A method with `init_from` gets `cfg.init`, resolved the same
+    way for that method with the same overrides except its `pretrain.params.*` (those are the
+    method's own), so a changed U-Net width or image size reaches both pretrainings.
+    """
+    from ichbench.methods.base import get_method
+    m = get_method(method) if isinstance(method, str) else method
+    settings = profile_settings(profile, dataset)
+    cfg = RunConfig(method=m.name, dataset=dataset, profile=profile,
+                    pretrain_dataset=pretrain_dataset or default_pretrain_dataset(dataset))
+    _merge(cfg, settings, f"profile {profile!r}")
+    if m.has_pretext:
+        _merge(cfg.pretrain, m.pretrain_overrides(profile), f"method {m.name!r} pretrain_overrides")
+    for item in overrides or ():
+        apply_override(cfg, item)
+    validate(cfg)
+    if m.init_from:
+        inherited = [o for o in overrides or () if not o.strip().startswith("pretrain.params.")]
+        cfg.init = resolve(m.init_from, dataset, profile, inherited, cfg.pretrain_dataset)
+    return cfg

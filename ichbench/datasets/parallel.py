@@ -1,0 +1,99 @@
+"""Ordered, bounded parallel map over worker processes, for decoding many DICOM files.
+
+`ProcessPoolExecutor.map` and `Pool.imap` submit every item at once and keep finished results
+until they are consumed, so a slow consumer (the store writer) would let decoded pixels pile up
+without limit. `OrderedPool.map` keeps at most `workers * prefetch` chunks in flight and yields
+results in input order, so memory stays bounded by that window and the output is deterministic
+whatever the number of workers. One pool serves many maps (a reader's header pass, then its
+decoding, study after study) so workers start once.
+
+`fn` must be a picklable top-level function. Per-item failures should be returned as values (an
+exception raised in a worker stops the whole map, as it would in a plain loop).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from itertools import islice
+from typing import Callable, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# imported once by the fork server, so forked workers start with pydicom and numpy loaded
+DEFAULT_PRELOAD = "ichbench.datasets.dicom_io"
+
+
+def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
+    return [fn(item) for item in chunk]
+
+
+def _context(preload: list[str]):
+    # forkserver/spawn, not fork: the parent has torch (and its OpenMP threads) and zarr's I/O
+    # thread running, and a forked child that touches a lock one of them held can deadlock.
+    # The fork server imports `preload` once, so each worker starts without re-importing
+    # numpy, pydicom and torch (seconds per worker otherwise).
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(preload)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class OrderedPool:
+    """`workers` processes (none when workers <= 1: maps then run in this process)."""
+
+    def __init__(self, workers: int = 1, preload: Iterable[str] = (DEFAULT_PRELOAD,)):
+        self.workers = max(1, int(workers))
+        self._ex = None
+        if self.workers > 1:
+            self._ex = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(list(preload)))
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *, chunksize: int = 8,
+            prefetch: int = 2) -> Iterator[R]:
+        """fn(item) for each item, in input order."""
+        if self._ex is None:
+            for item in items:
+                yield fn(item)
+            return
+        it = iter(items)
+        window = self.workers * max(1, prefetch)
+        pending: deque = deque()
+
+        def submit() -> bool:
+            chunk = list(islice(it, chunksize))
+            if chunk:
+                pending.append(self._ex.submit(_run_chunk, fn, chunk))
+            return bool(chunk)
+
+        try:
+            while len(pending) < window and submit():
+                pass
+            while pending:
+                results = pending.popleft().result()
+                submit()
+                yield from results
+        finally:
+            # reached too when the consumer stops early: queued chunks are dropped
+            for f in pending:
+                f.cancel()
+
+    def close(self) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(wait=True, cancel_futures=True)
+            self._ex = None
+
+    def __enter__(self) -> "OrderedPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 1, chunksize: int = 8,
+                prefetch: int = 2) -> Iterator[R]:
+    """One-off `OrderedPool(workers).map(fn, items)`."""
+    with OrderedPool(workers, preload=(fn.__module__,)) as pool:
+        yield from pool.map(fn, items, chunksize=chunksize, prefetch=prefetch)

@@ -1,0 +1,207 @@
+"""The `phantom` dataset plugin: generate the files, then read them like any real dataset.
+
+`prepare` writes a segmentation set (DICOM series + NIfTI masks + labels.csv) and an RSNA-shaped
+pretraining set; `read` ingests the first with the shared DICOM/NIfTI readers and the second
+through the rsna reader itself, so the phantom exercises the same code paths as the real data.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ichbench import LABEL_ORDER, SUBTYPES
+from ichbench.datasets.base import PRETRAINING, SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume
+from ichbench.datasets.dicom_io import read_slice, stack_series
+from ichbench.datasets.phantom import files
+from ichbench.datasets.phantom.generator import GENERATOR_VERSION, cohort_plan, generate_volume
+from ichbench.errors import IchbenchError, InputError, LayoutError
+from ichbench.plugins import hookimpl
+
+# Defaults sized so that generating and ingesting both stores takes well under a minute on two
+# cores (see the report in tests/test_phantom.py's docstring), yet give five-fold CV 4 volumes per
+# fold with every subtype present.
+DEFAULTS = {"volumes": 20, "slices": 24, "native_size": 128, "pretrain_volumes": 20,
+            "ich_fraction": 0.6}
+_INT_KEYS = {"volumes": 1, "slices": 4, "native_size": 32, "pretrain_volumes": 1, "seed": 0}
+
+
+def phantom_settings(options: IngestOptions) -> dict:
+    """The generation options from IngestOptions.extra, validated, with defaults filled in."""
+    extra = dict(options.extra or {})
+    unknown = set(extra) - set(DEFAULTS) - {"seed"}
+    if unknown:
+        raise IchbenchError(f"unknown phantom option(s) {', '.join(sorted(unknown))}; known: "
+                            f"{', '.join(sorted([*DEFAULTS, 'seed']))}")
+    out = {**DEFAULTS, "seed": options.seed, **extra}
+    for key, low in _INT_KEYS.items():
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise IchbenchError(f"phantom option {key} must be an integer >= {low}, got {v!r}")
+    f = out["ich_fraction"]
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
+        raise IchbenchError(f"phantom option ich_fraction must be a number in [0, 1], got {f!r}")
+    return {"generator": GENERATOR_VERSION, **{k: out[k] for k in sorted(out)}}
+
+
+def _pretrain_seed(seed: int) -> int:
+    # The pretraining volumes are other patients than the segmentation volumes, as RSNA is
+    # disjoint from Seg-CQ500/Hssayeni in the paper: pretraining on the evaluation volumes would
+    # leak them and overstate what pretraining buys.
+    return int(np.random.SeedSequence([int(seed), 0x5254]).generate_state(1)[0])
+
+
+def _volumes(n: int, seed: int, s: dict, prefix: str):
+    for vid, vseed, subs in cohort_plan(n, seed=seed, ich_fraction=s["ich_fraction"], prefix=prefix):
+        yield generate_volume(vseed, vol_id=vid, slices=s["slices"], size=s["native_size"], subtypes=subs)
+
+
+def read_labels(path: Path) -> dict[str, tuple[str, np.ndarray]]:
+    """labels.csv -> {SOPInstanceUID: (volume id, (7,) uint8 labels in LABEL_ORDER)}."""
+    if not path.is_file():
+        raise InputError(path, "missing per-slice label table")
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != files.LABELS_HEADER:
+            raise InputError(path, f"expected header {','.join(files.LABELS_HEADER)}, got {header}")
+        for lineno, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise InputError(path, f"line {lineno}: expected {len(header)} fields, got {len(row)}")
+            try:
+                flags = [int(v) for v in row[3:]]
+            except ValueError:
+                raise InputError(path, f"line {lineno}: labels must be 0 or 1, got {row[3:]}") from None
+            if any(v not in (0, 1) for v in flags):
+                raise InputError(path, f"line {lineno}: labels must be 0 or 1, got {row[3:]}")
+            if row[2] in out:
+                raise InputError(path, f"line {lineno}: duplicate SOPInstanceUID {row[2]}")
+            anyich = flags[0]
+            out[row[2]] = (row[0], np.array([1 - anyich, anyich, *flags[1:]], np.uint8))
+    if not out:
+        raise InputError(path, "label table has no rows")
+    return out
+
+
+def _count_any(path: Path) -> tuple[int, int]:
+    """(images, ICH images) from the `_any` rows of an RSNA label CSV (the rsna reader reports
+    any problem in it; this count only sizes the hold-out)."""
+    n = n_ich = 0
+    if path.is_file():
+        with open(path, newline="") as f:
+            for row in csv.reader(f):
+                if len(row) == 2 and row[0].endswith("_any"):
+                    n += 1
+                    n_ich += row[1].strip() == "1"
+    return n, n_ich
+
+
+class PhantomDataset(Dataset):
+    name = "phantom"
+    description = "Seeded synthetic head CT (skull, brain, ventricles, five ICH subtypes), built in"
+    roles = (SEGMENTATION, PRETRAINING)
+    source_url = "built in: generated by ichbench (no download)"
+    licence = "Apache-2.0 (generated data)"
+    layout = ("phantom.json; segmentation/<VOLID>/dicom/IM*.dcm, segmentation/<VOLID>/ICH_mask.nii.gz, "
+              "segmentation/<VOLID>/brain.nii.gz, segmentation/labels.csv; "
+              "pretraining/stage_2_train/ID_*.dcm, pretraining/stage_2_train.csv. Options (-o key=value): "
+              + ", ".join(f"{k}={v}" for k, v in DEFAULTS.items()) + ", seed")
+
+    def prepare(self, source: Path, options: IngestOptions) -> None:
+        """Generate the files unless the folder already holds exactly these options' output."""
+        settings = phantom_settings(options)
+        manifest = files.read_manifest(source)
+        if manifest is not None and manifest.get("options") == settings:
+            return
+        seed = settings["seed"]
+        files.build_source(source, settings,
+                           _volumes(settings["volumes"], seed, settings, "PH"),
+                           _volumes(settings["pretrain_volumes"], _pretrain_seed(seed), settings, "PT"))
+
+    def check_layout(self, source: Path) -> None:
+        source = Path(source)
+        expected = {files.MANIFEST: False, f"{files.SEG_DIR}/{files.LABELS_NAME}": False,
+                    f"{files.PRE_DIR}/stage_2_train": True, f"{files.PRE_DIR}/stage_2_train.csv": False}
+        missing = [name for name, is_dir in expected.items()
+                   if not ((source / name).is_dir() if is_dir else (source / name).is_file())]
+        seg = source / files.SEG_DIR
+        if seg.is_dir() and not any(p.is_dir() for p in seg.iterdir()):
+            missing.append(f"{files.SEG_DIR}/<VOLID>/ folders")
+        if missing:
+            found = sorted(p.name for p in source.iterdir()) if source.is_dir() else []
+            raise LayoutError(f"{source}: phantom layout incomplete; missing {', '.join(missing)}; "
+                              f"found: {', '.join(found) or '(nothing)'}. Expected: {self.layout}")
+
+    def read(self, source: Path, role: str, options: IngestOptions,
+             report: IngestReport) -> Iterator[Volume]:
+        source = Path(source)
+        if role == PRETRAINING:
+            yield from self._read_pretraining(source / files.PRE_DIR, options, report)
+            return
+        if role != SEGMENTATION:
+            raise IchbenchError(f"dataset 'phantom' has no {role!r} store")
+        root = source / files.SEG_DIR
+        labels = read_labels(root / files.LABELS_NAME)
+        for vdir in sorted(p for p in root.iterdir() if p.is_dir()):
+            try:
+                vol = self._read_volume(vdir, labels)
+            except InputError as exc:
+                report.skip(exc.path, exc.problem)
+                continue
+            yield vol
+
+    def _read_pretraining(self, root: Path, options: IngestOptions, report: IngestReport) -> Iterator[Volume]:
+        """Through the rsna reader itself, so the phantom exercises the real RSNA path.
+
+        The validation hold-out is capped at 10% of the selected slices: the default (5,000, the
+        paper's RSNA figure, about 2% there) would take half of a phantom's few hundred slices."""
+        from ichbench.datasets import rsna
+
+        n, n_ich = _count_any(root / "stage_2_train.csv")
+        n_selected = n if options.selection == "all" else n_ich + min(n_ich, n - n_ich)
+        cap = n_selected // 10
+        if options.holdout > cap:
+            report.warn(f"phantom: validation hold-out capped at {cap} slices (10% of the "
+                        f"{n_selected} selected), not {options.holdout}")
+            options = dataclasses.replace(options, holdout=cap)
+        yield from rsna.RsnaDataset().read(root, PRETRAINING, options, report)
+
+    def _read_volume(self, vdir: Path, labels: dict) -> Volume:
+        dcm_dir = vdir / "dicom"
+        paths = sorted(dcm_dir.glob("*.dcm"))
+        if not paths:
+            raise InputError(dcm_dir, "no DICOM slices (expected dicom/*.dcm)")
+        hu, spacing, ordered = stack_series([read_slice(p) for p in paths], dcm_dir)
+        mask_path = vdir / files.MASK_NAME
+        if not mask_path.is_file():
+            raise InputError(mask_path, "missing hemorrhage mask")
+        mask = files.read_nifti_mask(mask_path)
+        if mask.shape != hu.shape:
+            raise InputError(mask_path, f"mask shape {mask.shape} differs from the CT series shape {hu.shape}")
+        brain_path = vdir / files.BRAIN_NAME
+        brain = files.read_nifti_mask(brain_path) if brain_path.is_file() else None
+        if brain is not None and brain.shape != hu.shape:
+            raise InputError(brain_path, f"brain mask shape {brain.shape} differs from the CT series shape {hu.shape}")
+        label_path = vdir.parent / files.LABELS_NAME
+        rows = []
+        for s in ordered:
+            entry = labels.get(s.sop_uid)
+            if entry is None:
+                raise InputError(label_path, f"no row for slice {s.path.name} of {vdir.name} (SOPInstanceUID {s.sop_uid})")
+            if entry[0] != vdir.name:
+                raise InputError(label_path, f"slice {s.path.name} of {vdir.name} is listed under volume {entry[0]}")
+            rows.append(entry[1])
+        lab = np.stack(rows)
+        subtypes = [name for j, name in enumerate(LABEL_ORDER) if name in SUBTYPES and lab[:, j].any()]
+        return Volume(id=vdir.name, hu=hu, spacing=spacing, mask=mask, brain=brain, labels=lab,
+                      subtypes=subtypes, source=str(vdir))
+
+
+@hookimpl
+def register_datasets(register):
+    register(PhantomDataset())

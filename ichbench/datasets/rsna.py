@@ -1,0 +1,364 @@
+"""RSNA 2019 Intracranial Hemorrhage Detection: 752,803 slices with slice-level subtype labels,
+the paper's pretraining data (§2.2.3, §2.6).
+
+Layout (the Kaggle download, unpacked):
+
+    stage_2_train/ID_<image>.dcm      one axial slice per file, flat
+    stage_2_train.csv                 ID,Label with ID = ID_<image>_<subtype>, subtype one of
+                                      epidural, intraparenchymal, intraventricular,
+                                      subarachnoid, subdural, any
+
+How it is read:
+  1. The CSV is parsed once, streaming. Exact duplicate rows (the real file has them) are
+     dropped with a warning; rows that contradict each other, images with missing subtypes, and
+     a subtype positive while `any` is 0 are reported and the image left out.
+  2. CSV images without a file, and files without CSV rows, are reported.
+  3. A header pass (no pixels, in `options.workers` processes) finds each slice's series and its
+     position along the slice normal. RSNA files carry no SliceThickness, so the z spacing of a
+     series is the median distance between its slices; unreadable headers and non-axial slices
+     are reported here.
+  4. Selection. "paper" (§2.6): every ICH slice plus an equal number of non-ICH slices drawn
+     with `options.seed`; "all": every slice. Then `options.holdout` of the selected slices
+     (at most half of them) are drawn, with the same generator, for validation.
+  5. The selected slices are decoded in order (process pool, bounded in-flight window) and
+     yielded in chunks of up to CHUNK slices of one series, so memory stays bounded whatever N.
+     A file whose pixels cannot be decoded (e.g. the truncated ID_6431af929.dcm) is reported and
+     skipped, so a selection can end a few slices short of its target.
+
+Store convention (how to recover the validation slices): volumes are series. A training slice
+belongs to the volume whose id is its SeriesInstanceUID; a validation slice to the volume
+`val/<SeriesInstanceUID>`. Training volumes come first in the store, then validation volumes,
+each contiguous and in slice order. `validation_mask(store)` turns this into a per-slice boolean.
+Slice labels: [no_ich, any, iph, ivh, sah, sdh, edh], no_ich = 1 - any; a volume's `subtypes` are
+those present on its stored slices.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from contextlib import closing
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ichbench import LABEL_ORDER
+from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, Volume
+from ichbench.datasets.dicom_io import DUPLICATE_MM, hu_or_problem, is_axial, read_slice, slice_normal
+from ichbench.datasets.parallel import OrderedPool
+from ichbench.errors import IchbenchError, InputError, LayoutError
+from ichbench.plugins import hookimpl
+
+IMAGE_DIR = "stage_2_train"
+LABELS_CSV = "stage_2_train.csv"
+RSNA_COLUMNS = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
+# RSNA column -> position in LABEL_ORDER ([no_ich, any, iph, ivh, sah, sdh, edh])
+_TO_LABEL = {"any": 1, "intraparenchymal": 2, "intraventricular": 3, "subarachnoid": 4,
+             "subdural": 5, "epidural": 6}
+_COLUMN = {name: i for i, name in enumerate(RSNA_COLUMNS)}
+VALIDATION_PREFIX = "val/"
+CHUNK = 16          # slices per yielded Volume: batches the resize without holding a whole series
+_UNSET = 255
+
+
+# -- labels ---------------------------------------------------------------------------------------
+
+def read_labels(path: Path, report: IngestReport) -> tuple[list[str], np.ndarray, set[str]]:
+    """Parse stage_2_train.csv. Returns (image ids, labels (N, 7) uint8 in LABEL_ORDER) for the
+    images whose six labels are present, unique and consistent, and the set of images left out
+    (those are reported here)."""
+    path = Path(path)
+    index: dict[str, int] = {}
+    ids: list[str] = []
+    table = bytearray()           # 6 bytes per image, RSNA_COLUMNS order; compact for 752k ids
+    conflicts: dict[str, str] = {}
+    duplicates = 0
+    try:
+        f = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror})") from None
+    with f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise InputError(path, "empty CSV: expected the header 'ID,Label' and one row per image and subtype")
+        if [h.strip() for h in header] != ["ID", "Label"]:
+            raise InputError(path, f"expected the header 'ID,Label', found {','.join(header)!r}")
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != 2:
+                report.skip(f"{path}:{line}", f"expected 2 fields (ID,Label), found {len(row)}")
+                continue
+            image, _, column = row[0].strip().rpartition("_")
+            c = _COLUMN.get(column)
+            if c is None or not image.startswith("ID_") or len(image) <= 3:
+                report.skip(f"{path}:{line}", f"ID {row[0]!r} is not ID_<image>_<subtype> with subtype "
+                                              f"one of {', '.join(RSNA_COLUMNS)}")
+                continue
+            label = row[1].strip()
+            if label not in ("0", "1"):
+                report.skip(f"{path}:{line}", f"label {row[1]!r} for {row[0]} is not 0 or 1")
+                continue
+            i = index.get(image)
+            if i is None:
+                i = index[image] = len(ids)
+                ids.append(image)
+                table.extend(b"\xff" * 6)
+            old, new = table[6 * i + c], int(label)
+            if old == _UNSET:
+                table[6 * i + c] = new
+            elif old == new:
+                duplicates += 1
+            elif image not in conflicts:
+                conflicts[image] = f"conflicting duplicate rows for {image}_{column} (0 and 1; line {line})"
+    if not ids:
+        raise InputError(path, "no label rows (expected rows ID_<image>_<subtype>,Label)")
+    if duplicates:
+        report.warn(f"{path}: dropped {duplicates} duplicated rows")
+    raw = np.frombuffer(bytes(table), np.uint8).reshape(-1, 6)
+    keep = np.ones(len(ids), bool)
+    for image, problem in conflicts.items():
+        report.skip(path, f"{problem}; image left out")
+        keep[index[image]] = False
+    for i in np.flatnonzero((raw == _UNSET).any(axis=1) & keep):
+        missing = [RSNA_COLUMNS[c] for c in np.flatnonzero(raw[i] == _UNSET)]
+        report.skip(path, f"{ids[i]} has no row for {', '.join(missing)}; image left out")
+        keep[i] = False
+    bad = keep & (raw[:, _COLUMN["any"]] == 0) & (raw[:, :5] == 1).any(axis=1)
+    for i in np.flatnonzero(bad):
+        report.skip(path, f"{ids[i]} has a subtype labelled 1 but 'any' 0; image left out")
+        keep[i] = False
+    labels = np.zeros((len(ids), len(LABEL_ORDER)), np.uint8)
+    for name, j in _TO_LABEL.items():
+        labels[:, j] = raw[:, _COLUMN[name]]
+    labels[:, 0] = 1 - labels[:, 1]
+    kept = np.flatnonzero(keep)
+    return [ids[i] for i in kept], labels[kept], {ids[i] for i in np.flatnonzero(~keep)}
+
+
+# -- selection ------------------------------------------------------------------------------------
+
+def select_slices(any_ich: np.ndarray, selection: str, holdout: int, seed: int,
+                  report: IngestReport | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the selected slices (sorted) and, aligned with them, which are validation.
+
+    "paper": all ICH slices plus as many non-ICH slices drawn at random; "all": every slice.
+    `holdout` selected slices (at most half) are drawn for validation. Deterministic in `seed`."""
+    any_ich = np.asarray(any_ich).astype(bool)
+    rng = np.random.default_rng(seed)
+    if selection == "paper":
+        ich, non = np.flatnonzero(any_ich), np.flatnonzero(~any_ich)
+        if len(non) < len(ich) and report is not None:
+            report.warn(f"paper selection: only {len(non)} non-ICH slices for {len(ich)} ICH slices; all kept")
+        picked = rng.choice(non, size=min(len(ich), len(non)), replace=False)
+        selected = np.sort(np.concatenate([ich, picked]))
+    elif selection == "all":
+        selected = np.arange(len(any_ich))
+    else:
+        raise IchbenchError(f"unknown selection {selection!r}; expected 'paper' or 'all'")
+    n_val = min(max(int(holdout), 0), len(selected) // 2)
+    if n_val < holdout and report is not None:
+        report.warn(f"holdout {holdout} exceeds half of the {len(selected)} selected slices; "
+                    f"{n_val} held out for validation")
+    is_val = np.zeros(len(selected), bool)
+    is_val[rng.choice(len(selected), size=n_val, replace=False)] = True
+    return selected, is_val
+
+
+def validation_mask(store) -> np.ndarray:
+    """(N,) bool: True for slices in `val/...` volumes of a pretraining store (see module doc)."""
+    val = np.array([str(v["id"]).startswith(VALIDATION_PREFIX) for v in store.volumes], bool)
+    volume = store.load(["volume"])["volume"]
+    return val[volume] if len(val) else np.zeros(len(volume), bool)
+
+
+# -- worker functions (top level: they run in worker processes) -----------------------------------
+
+def _header(path: str):
+    """(series uid, depth along the normal, thickness, (sy, sx), axial) or ('error', problem)."""
+    try:
+        s = read_slice(Path(path), pixels=False)
+    except InputError as exc:
+        return ("error", exc.problem)
+    if not is_axial(s.orientation):
+        return ("error", "slice is not axial (ImageOrientationPatient)")
+    sy, sx = s.spacing_yx
+    if not (np.isfinite([sy, sx]).all() and sy > 0 and sx > 0):
+        return ("error", f"invalid or missing PixelSpacing {s.spacing_yx}")
+    if s.position is None:
+        depth = float("nan")
+    else:
+        normal = slice_normal(s.orientation) if s.orientation else np.array([0.0, 0.0, 1.0])
+        depth = float(np.dot(s.position, normal))
+    return (s.series_uid, depth, s.thickness, (sy, sx))
+
+
+def _series_spacing(depths: np.ndarray, thickness: float | None) -> float:
+    """Median gap between distinct slice positions of a series; SliceThickness as a fallback."""
+    d = np.unique(depths[np.isfinite(depths)])
+    gaps = np.diff(d)
+    gaps = gaps[gaps > DUPLICATE_MM]
+    if len(gaps):
+        return float(np.median(gaps))
+    return float(thickness) if thickness else float("nan")
+
+
+# -- the dataset ----------------------------------------------------------------------------------
+
+class RsnaDataset(Dataset):
+    name = "rsna"
+    description = ("RSNA 2019 Intracranial Hemorrhage Detection: 752,803 head CT slices with "
+                   "slice-level ICH subtype labels; the paper's pretraining data (ICH slices plus "
+                   "as many non-ICH slices, 5,000 held out for validation)")
+    roles = (PRETRAINING,)
+    source_url = "https://www.kaggle.com/competitions/rsna-intracranial-hemorrhage-detection/data"
+    licence = ("RSNA 2019 challenge data: non-commercial research and education use under the "
+               "competition rules (accept them on Kaggle to download)")
+    layout = ("stage_2_train/ID_<image>.dcm (one slice per file) and stage_2_train.csv "
+              "(ID,Label rows, ID = ID_<image>_<subtype>)")
+
+    def check_layout(self, source: Path) -> None:
+        source = Path(source)
+        images, labels = source / IMAGE_DIR, source / LABELS_CSV
+        if images.is_dir() and labels.is_file():
+            return
+        found = sorted(p.name + ("/" if p.is_dir() else "") for p in source.iterdir())[:10] if source.is_dir() else []
+        raise LayoutError(
+            f"{source}: expected {IMAGE_DIR}/ (ID_<image>.dcm files) and {LABELS_CSV} here; "
+            + (f"found: {', '.join(found) or 'an empty folder'}" if source.is_dir() else "the folder does not exist"))
+
+    def source_files(self, source: Path):
+        # a sorted stream rather than rglob: 752k Path objects at once are ~150 MB
+        source = Path(source)
+        yield source / LABELS_CSV
+        with os.scandir(source / IMAGE_DIR) as it:
+            names = sorted(e.name for e in it if e.name.endswith(".dcm"))
+        for n in names:
+            yield source / IMAGE_DIR / n
+
+    def read(self, source: Path, role: str, options: IngestOptions,
+             report: IngestReport) -> Iterator[Volume]:
+        with OrderedPool(options.workers, preload=(__name__,)) as pool:
+            yield from self._read(Path(source), options, report, pool)
+
+    def _read(self, source: Path, options: IngestOptions, report: IngestReport,
+              pool: OrderedPool) -> Iterator[Volume]:
+        self.check_layout(source)
+        image_dir = source / IMAGE_DIR
+        csv_path = source / LABELS_CSV
+        ids, labels, rejected = read_labels(csv_path, report)
+
+        names: list[str] = []
+        with os.scandir(image_dir) as it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                if e.name.startswith("ID_") and e.name.endswith(".dcm") and e.is_file():
+                    names.append(e.name[:-4])
+                else:
+                    report.skip(image_dir / e.name, "unexpected entry: images are files named ID_<image>.dcm")
+        names.sort()
+        # index space: every image file; row[i] is its row in `labels`, -1 without usable labels
+        row_of = {image: r for r, image in enumerate(ids)}
+        row = np.array([row_of.get(n, -1) for n in names], np.int64)
+        present = set(names)
+        for image in ids:
+            if image not in present:
+                report.skip(csv_path, f"labels name {image} but {IMAGE_DIR}/{image}.dcm does not exist")
+        for i in np.flatnonzero(row < 0):
+            if names[i] not in rejected:
+                report.skip(image_dir / f"{names[i]}.dcm", f"image has no usable labels in {LABELS_CSV}")
+        del row_of, present, rejected, ids
+
+        def path_of(i) -> str:  # not a list of 752k paths: derived on demand
+            return str(image_dir / f"{names[i]}.dcm")
+
+        # 3. headers of every file, labelled or not: series and position of each slice (the z
+        # spacing of a series needs all its slices)
+        series_of: dict[str, int] = {}
+        series_uids: list[str] = []
+        code = np.full(len(names), -1, np.int64)
+        depth = np.full(len(names), np.nan)
+        thickness: dict[int, float | None] = {}
+        spacing_yx = np.zeros((len(names), 2))
+        with closing(pool.map(_header, map(path_of, range(len(names))), chunksize=64)) as heads:
+            for i, h in enumerate(heads):
+                if h[0] == "error":
+                    if row[i] >= 0:  # an unlabelled file was reported already
+                        report.skip(path_of(i), h[1])
+                    continue
+                uid, d, thick, yx = h
+                if not uid:
+                    uid = names[i]  # untagged series: the slice stands alone
+                c = series_of.get(uid)
+                if c is None:
+                    c = series_of[uid] = len(series_uids)
+                    series_uids.append(uid)
+                code[i], depth[i], spacing_yx[i] = c, d, yx
+                thickness.setdefault(c, thick)
+        dz = np.full(len(series_uids), np.nan)
+        order = np.lexsort((depth, code))
+        order = order[code[order] >= 0]
+        bounds = np.flatnonzero(np.diff(code[order])) + 1
+        for group in (np.split(order, bounds) if len(order) else []):
+            c = int(code[group[0]])
+            dz[c] = _series_spacing(depth[group], thickness.get(c))
+        ok = (code >= 0) & (row >= 0)
+        unknown_dz = ok & ~np.isfinite(dz[np.maximum(code, 0)])
+        for i in np.flatnonzero(unknown_dz):
+            report.skip(path_of(i), "slice spacing unknown: a single slice in its series and no SliceThickness")
+        ok &= ~unknown_dz
+
+        # 4. selection among the usable slices
+        usable = np.flatnonzero(ok)
+        selected, is_val = select_slices(labels[row[usable], 1], options.selection, options.holdout,
+                                         options.seed, report)
+        chosen = usable[selected]
+        # store order: training volumes, then validation volumes; series by uid; slices by position
+        keys = sorted(range(len(chosen)), key=lambda k: (bool(is_val[k]), series_uids[code[chosen[k]]],
+                                                         np.nan_to_num(depth[chosen[k]], nan=0.0),
+                                                         names[chosen[k]]))
+        chosen, is_val = chosen[keys], is_val[keys]
+        vol_ids = [(VALIDATION_PREFIX if v else "") + series_uids[code[i]] for i, v in zip(chosen, is_val)]
+        subtypes: dict[str, set[str]] = {}
+        for vid, i in zip(vol_ids, chosen):
+            present = subtypes.setdefault(vid, set())
+            present.update(name for j, name in enumerate(LABEL_ORDER[2:], start=2) if labels[row[i], j])
+
+        # 5. decode in order, yield chunks of one series
+        chunk: list[int] = []
+        hus: list[np.ndarray] = []
+
+        def flush() -> Volume | None:
+            if not chunk:
+                return None
+            i0 = chunk[0]
+            vid = vol_ids[pos[i0]]
+            sy, sx = spacing_yx[i0]
+            vol = Volume(id=vid, hu=np.stack(hus), spacing=(float(dz[code[i0]]), float(sy), float(sx)),
+                         labels=labels[row[chunk]], subtypes=sorted(subtypes[vid]), source=path_of(i0))
+            chunk.clear()
+            hus.clear()
+            return vol
+
+        pos = {int(i): k for k, i in enumerate(chosen)}
+        with closing(pool.map(hu_or_problem, map(path_of, chosen), chunksize=8)) as decoded:
+            for k, (hu, problem) in enumerate(decoded):
+                i = int(chosen[k])
+                if hu is None:
+                    report.skip(path_of(i), problem)
+                    continue
+                if chunk and (vol_ids[k] != vol_ids[pos[chunk[0]]] or hu.shape != hus[0].shape
+                              or len(chunk) >= CHUNK):
+                    yield flush()
+                chunk.append(i)
+                hus.append(hu)
+        if chunk:
+            yield flush()
+
+
+@hookimpl
+def register_datasets(register):
+    register(RsnaDataset())

@@ -1,0 +1,135 @@
+"""Leaderboard entries: building one from a run's per-volume rows, naming, and re-scoring.
+
+An entry stores per-volume counts only (TP/FP/FN and volumes in mL), never the ratios: every
+number shown on the leaderboard is recomputed from the counts with the paper's eqs. 1–3 (ε = 1)
+by the same code that evaluates runs (`ichbench.evaluate.summarize`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ichbench.evaluate.summary import summarize
+from ichbench.leaderboard.schema import GROUPS, METRICS, SCHEMA_VERSION
+
+EPS = 1.0
+ROW_KEYS = ("volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes")
+
+
+def ratios(tp: int, fp: int, fn: int, eps: float = EPS) -> dict:
+    return {"dice": (2 * tp + eps) / (2 * tp + fp + fn + eps),
+            "precision": (tp + eps) / (tp + fp + eps),
+            "recall": (tp + eps) / (tp + fn + eps)}
+
+
+def scored_rows(per_volume: list[dict]) -> list[dict]:
+    """Entry rows with Dice/precision/recall and has_ich recomputed from their counts."""
+    out = []
+    for r in per_volume:
+        tp, fp, fn = int(r["tp"]), int(r["fp"]), int(r["fn"])
+        out.append({**r, **ratios(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn, "has_ich": tp + fn > 0})
+    return out
+
+
+def rescore(per_volume: list[dict]) -> dict:
+    """The entry summary its counts give: {"all"|"ich": {"n", metric: {"mean", "std"}}}."""
+    full = summarize(scored_rows(per_volume))
+    return {g: {"n": full[g]["n"], **{m: dict(full[g][m]) for m in METRICS}} for g in GROUPS}
+
+
+def summary_differences(stored: dict, recomputed: dict, tol: float = 1e-9) -> list[str]:
+    """Where a stored summary disagrees with the recomputed one (beyond `tol`)."""
+    out = []
+    for g in GROUPS:
+        if stored[g]["n"] != recomputed[g]["n"]:
+            out.append(f"summary {g}.n = {stored[g]['n']} but the per-volume rows give {recomputed[g]['n']}")
+        for m in METRICS:
+            for s in ("mean", "std"):
+                a, b = stored[g][m][s], recomputed[g][m][s]
+                if a is None or b is None:
+                    if a is not b:
+                        out.append(f"summary {g}.{m}.{s} = {a} but the per-volume counts give {b}")
+                elif not math.isclose(a, b, rel_tol=0.0, abs_tol=tol):
+                    out.append(f"summary {g}.{m}.{s} = {a!r} but the per-volume counts give {b!r} "
+                               f"(differs by {abs(a - b):.3g} > {tol:g})")
+    return out
+
+
+def short_id(run_id: str) -> str:
+    return run_id[:8]
+
+
+def filename(entry: dict) -> str:
+    return f"{entry['method']}--{short_id(entry['mlflow_run_id'])}.json"
+
+
+def relpath(entry: dict) -> Path:
+    """Where an entry belongs inside the leaderboard folder."""
+    return Path("entries") / entry["dataset"]["name"] / filename(entry)
+
+
+def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, fingerprint: str, split_hash: str,
+                k: int, profile: str, config: dict, per_volume: list[dict], ichbench_version: str, hardware,
+                gpu_hours, run_id: str, date: str, code_url, code_commit) -> dict:
+    rows = []
+    for r in per_volume:
+        subs = r.get("subtypes")
+        rows.append({"volume_id": str(r["volume_id"]), "fold": int(r["fold"]), "tp": int(r["tp"]),
+                     "fp": int(r["fp"]), "fn": int(r["fn"]), "pred_ml": float(r["pred_ml"]),
+                     "true_ml": float(r["true_ml"]), "subtypes": None if subs is None else sorted(subs)})
+    rows.sort(key=lambda r: r["volume_id"])
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "method": method,
+        "plugin": {"distribution": plugin_dist, "version": plugin_version},
+        "dataset": {"name": dataset, "fingerprint": fingerprint},
+        "split": {"hash": split_hash, "k": int(k)},
+        "profile": profile,
+        "config": config,
+        "per_volume": rows,
+        "summary": rescore(rows),
+        "ichbench_version": ichbench_version,
+        "hardware": hardware,
+        "gpu_hours": gpu_hours,
+        "mlflow_run_id": run_id,
+        "date": date,
+        "code": {"url": code_url, "commit": code_commit},
+    }
+
+
+def _find_key(obj, key: str, depth: int = 0):
+    if depth > 20:
+        return None
+    if isinstance(obj, dict):
+        if key in obj and isinstance(obj[key], (int, float)) and not isinstance(obj[key], bool):
+            return obj[key]
+        for v in obj.values():
+            found = _find_key(v, key, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(obj, list):
+        for v in obj:
+            found = _find_key(v, key, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def labeled_amount(entry: dict) -> dict:
+    """How many labeled volumes the fine-tuning saw per fold: {"fraction", "n_volumes", "declared"}.
+
+    Taken from `n_labeled_volumes` or `labeled_fraction` anywhere in the resolved config; without
+    either the run used every training volume of its folds (fraction 1). A fraction converts to
+    volumes through the mean training-set size of a fold, n·(k−1)/k.
+    """
+    n_total = len(entry["per_volume"])
+    k = entry["split"]["k"]
+    n_train = n_total * (k - 1) / k
+    n = _find_key(entry["config"], "n_labeled_volumes")
+    if n is not None:
+        return {"fraction": float(n) / n_train if n_train else None, "n_volumes": float(n), "declared": True}
+    f = _find_key(entry["config"], "labeled_fraction")
+    if f is not None:
+        return {"fraction": float(f), "n_volumes": float(f) * n_train, "declared": True}
+    return {"fraction": 1.0, "n_volumes": n_train, "declared": False}

@@ -1,0 +1,208 @@
+"""What the rendered leaderboard shows, computed once for the README and the page.
+
+Published rows keep the paper's printed numbers (percent). Entries are re-scored from their
+per-volume counts and shown in percent too, with a bootstrap CI over volumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ichbench import SUBTYPES
+from ichbench.leaderboard import stats
+from ichbench.leaderboard.canonical import Expectation
+from ichbench.leaderboard.entries import labeled_amount, scored_rows, short_id
+from ichbench.leaderboard.published import PublishedRow
+from ichbench.leaderboard.schema import GROUPS, METRICS
+from ichbench.splits import PAPER_K
+
+DATASET_TITLES = {"hssayeni": "Hssayeni et al. (PhysioNet ct-ich)", "segcq500": "Seg-CQ500"}
+DATASET_ORDER = ("hssayeni", "segcq500")
+GROUP_TITLES = {"all": "all volumes", "ich": "ICH volumes"}
+METRIC_TITLES = {"dice": "Dice", "precision": "Precision", "recall": "Recall"}
+
+
+@dataclass
+class Row:
+    key: str
+    kind: str  # "published" | "entry"
+    method: str
+    label: str
+    groups: dict  # group -> {"n", metric -> {"mean", "std", "ci"}} in percent
+    bold: list = field(default_factory=list)
+    gpu_hours: float | None = None
+    profile: str | None = None
+    k: int | None = None
+    labeled: dict | None = None
+    run_id: str | None = None
+    path: str | None = None
+    date: str | None = None
+    code: dict | None = None
+    hardware: str | None = None
+    plugin: dict | None = None
+    values: dict = field(default_factory=dict)  # metric -> {volume_id: percent}
+    subtypes: dict = field(default_factory=dict)  # volume_id -> list | None
+    has_ich: dict = field(default_factory=dict)  # volume_id -> bool
+
+    @property
+    def published(self) -> bool:
+        return self.kind == "published"
+
+    def sample(self, metric: str, group: str) -> dict:
+        vals = self.values.get(metric, {})
+        if group == "ich":
+            return {v: x for v, x in vals.items() if self.has_ich[v]}
+        return vals
+
+
+@dataclass
+class PMatrix:
+    group: str
+    metric: str
+    labels: list  # row labels, in row order
+    welch: list  # [i][j] p or None
+    paired: list  # [i][j] Holm-adjusted paired p or None
+    n_shared: list
+
+
+@dataclass
+class DatasetView:
+    name: str
+    title: str
+    rows: list
+    groups: list
+    left_out: list
+    paper_k: int | None
+    matrices: list = field(default_factory=list)
+    label_efficiency: list = field(default_factory=list)  # points, when several amounts exist
+
+    @property
+    def entries(self) -> list:
+        return [r for r in self.rows if not r.published]
+
+
+def _published_row(p: PublishedRow) -> Row:
+    groups = {g: {"n": p.groups[g]["n"], **{m: {**p.groups[g][m], "ci": None} for m in METRICS}} for g in GROUPS}
+    return Row(key=f"published:{p.source}:{p.method}", kind="published", method=p.method, label=p.label,
+               groups=groups, bold=list(p.bold))
+
+
+def _pct(x):
+    return None if x is None else 100.0 * x
+
+
+def _entry_row(shown: str, e: dict, labels: dict) -> Row:
+    rows = scored_rows(e["per_volume"])
+    values = {m: {r["volume_id"]: 100.0 * r[m] for r in rows} for m in METRICS}
+    has_ich = {r["volume_id"]: r["has_ich"] for r in rows}
+    groups = {}
+    for g in GROUPS:
+        chosen = [r for r in rows if g == "all" or r["has_ich"]]
+        groups[g] = {"n": len(chosen)}
+        for m in METRICS:
+            s = e["summary"][g][m]
+            ci = stats.bootstrap_ci([100.0 * r[m] for r in chosen])
+            groups[g][m] = {"mean": _pct(s["mean"]), "std": _pct(s["std"]), "ci": ci}
+    base = labels.get(e["method"], e["method"])
+    return Row(key=f"entry:{e['mlflow_run_id']}", kind="entry", method=e["method"],
+               label=f"{base} · run {short_id(e['mlflow_run_id'])}", groups=groups,
+               gpu_hours=e["gpu_hours"], profile=e["profile"], k=e["split"]["k"], labeled=labeled_amount(e),
+               run_id=e["mlflow_run_id"], path=shown, date=e["date"], code=e["code"], hardware=e["hardware"],
+               plugin=e["plugin"], values=values, subtypes={r["volume_id"]: r["subtypes"] for r in rows},
+               has_ich=has_ich)
+
+
+def _sort_key(r: Row):
+    m = r.groups["all"]["dice"]["mean"]
+    return (-(m if m is not None else -1.0), r.kind != "published", r.label)
+
+
+def _matrices(rows: list, groups: list) -> list:
+    out = []
+    for g in groups:
+        for m in METRICS:
+            n = len(rows)
+            welch = [[None] * n for _ in range(n)]
+            paired_raw = [[None] * n for _ in range(n)]
+            n_shared = [[0] * n for _ in range(n)]
+            for i in range(n):
+                for j in range(i + 1, n):
+                    a, b = rows[i], rows[j]
+                    if not a.published and not b.published:
+                        sa, sb = a.sample(m, g), b.sample(m, g)
+                        p = stats.welch(sa.values(), sb.values())
+                        pp, ns = stats.paired_wilcoxon(sa, sb)
+                        paired_raw[i][j] = paired_raw[j][i] = pp
+                        n_shared[i][j] = n_shared[j][i] = ns
+                    else:
+                        ga, gb = a.groups[g], b.groups[g]
+                        p = stats.welch_from_stats(ga[m]["mean"], ga[m]["std"], ga["n"],
+                                                   gb[m]["mean"], gb[m]["std"], gb["n"])
+                    welch[i][j] = welch[j][i] = p
+            # One Holm family per matrix: every pair with a paired test, counted once.
+            pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if paired_raw[i][j] is not None]
+            adjusted = stats.holm([paired_raw[i][j] for i, j in pairs])
+            paired = [[None] * n for _ in range(n)]
+            for (i, j), p in zip(pairs, adjusted):
+                paired[i][j] = paired[j][i] = p
+            out.append(PMatrix(g, m, [r.label for r in rows], welch, paired, n_shared))
+    return out
+
+
+def _label_efficiency(entries: list) -> list:
+    amounts = {round(r.labeled["n_volumes"], 6) for r in entries}
+    if len(amounts) < 2:
+        return []
+    points = []
+    for r in entries:
+        g = "ich" if r.groups["ich"]["n"] else "all"
+        points.append({"method": r.method, "label": r.label, "n_volumes": r.labeled["n_volumes"],
+                       "fraction": r.labeled["fraction"], "declared": r.labeled["declared"], "group": g,
+                       "dice": r.groups[g]["dice"]["mean"], "ci": r.groups[g]["dice"]["ci"]})
+    return sorted(points, key=lambda p: (p["method"], p["n_volumes"], p["label"]))
+
+
+def build(published: list, entries: dict, expectations: dict, labels: dict) -> list:
+    """entries: shown path -> accepted entry; expectations: dataset -> Expectation."""
+    names = {p.dataset for p in published} | {e["dataset"]["name"] for e in entries.values()} | set(expectations)
+    ordered = [n for n in DATASET_ORDER if n in names] + sorted(names - set(DATASET_ORDER))
+    views = []
+    for name in ordered:
+        rows = [_published_row(p) for p in published if p.dataset == name]
+        rows += [_entry_row(path, e, labels) for path, e in sorted(entries.items()) if e["dataset"]["name"] == name]
+        if not rows:
+            continue
+        rows.sort(key=_sort_key)
+        differs = any(r.groups["all"]["n"] != r.groups["ich"]["n"] for r in rows)
+        groups = ["all", "ich"] if differs else ["all"]
+        exp: Expectation | None = expectations.get(name)
+        view = DatasetView(name=name, title=DATASET_TITLES.get(name, name), rows=rows, groups=groups,
+                           left_out=exp.left_out() if exp and exp.known else [],
+                           paper_k=_paper_k(exp))
+        view.matrices = _matrices(rows, groups)
+        view.label_efficiency = _label_efficiency(view.entries)
+        views.append(view)
+    return views
+
+
+def _paper_k(exp: Expectation | None) -> int | None:
+    return PAPER_K.get(exp.dataset) if exp is not None else None
+
+
+def subtype_groups(view: DatasetView) -> list[tuple[str, set]]:
+    """(title, volume ids) panels for the Dice box plots: ICH volumes, then each known subtype."""
+    ids_ich = set()
+    by_sub = {s: set() for s in SUBTYPES}
+    for r in view.entries:
+        for v, subs in r.subtypes.items():
+            if r.has_ich[v]:
+                ids_ich.add(v)
+            for s in subs or ():
+                if s in by_sub and r.has_ich[v]:
+                    by_sub[s].add(v)
+    out = []
+    if any(r.groups["all"]["n"] != r.groups["ich"]["n"] for r in view.entries):
+        out.append(("all volumes", None))
+    out.append(("ICH volumes", ids_ich))
+    out += [(s.upper(), ids) for s, ids in by_sub.items() if ids]
+    return out

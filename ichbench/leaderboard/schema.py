@@ -1,0 +1,116 @@
+"""JSON Schemas of a leaderboard entry and of a published table.
+
+The schemas live here, in code, and `leaderboard/schema/entry.schema.json` is a copy written by
+`ichbench leaderboard render`; validation checks the copy is unchanged, so loosening the schema
+in a pull request is itself a rejection rather than a way around the checks.
+"""
+
+from __future__ import annotations
+
+from jsonschema import Draft202012Validator
+
+SCHEMA_VERSION = 1
+METRICS = ("dice", "precision", "recall")
+GROUPS = ("all", "ich")
+
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}
+_OPT_STR = {"type": ["string", "null"], "maxLength": 500}
+_COUNT = {"type": "integer", "minimum": 0}
+_ML = {"type": "number", "minimum": 0}
+_STAT = {"type": "object", "additionalProperties": False, "required": ["mean", "std"],
+         "properties": {"mean": {"type": ["number", "null"]}, "std": {"type": ["number", "null"], "minimum": 0}}}
+_GROUP = {"type": "object", "additionalProperties": False, "required": ["n", *METRICS],
+          "properties": {"n": _COUNT, **{m: _STAT for m in METRICS}}}
+
+ENTRY_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "ichbench/leaderboard/entry.schema.json",
+    "title": "ichbench leaderboard entry",
+    "description": "One submission: a method's per-volume counts on a dataset's canonical split, with the "
+                   "summary they give. Ratios are not stored: validation recomputes them from the counts.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["schema_version", "method", "plugin", "dataset", "split", "profile", "config", "per_volume",
+                 "summary", "ichbench_version", "hardware", "gpu_hours", "mlflow_run_id", "date", "code"],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "method": _NAME,
+        "plugin": {"type": "object", "additionalProperties": False, "required": ["distribution", "version"],
+                   "properties": {"distribution": _OPT_STR, "version": _OPT_STR}},
+        "dataset": {"type": "object", "additionalProperties": False, "required": ["name", "fingerprint"],
+                    "properties": {"name": _NAME, "fingerprint": _HEX64}},
+        "split": {"type": "object", "additionalProperties": False, "required": ["hash", "k"],
+                  "properties": {"hash": _HEX64, "k": {"type": "integer", "minimum": 2, "maximum": 100}}},
+        "profile": _NAME,
+        "config": {"type": "object", "description": "the run's resolved configuration (data only)"},
+        "per_volume": {
+            "type": "array", "minItems": 1, "maxItems": 20000,
+            "items": {
+                "type": "object", "additionalProperties": False,
+                "required": ["volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes"],
+                "properties": {
+                    # dataset volume ids only (file or folder names of the public release)
+                    "volume_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                    "fold": {"type": "integer", "minimum": 0},
+                    "tp": _COUNT, "fp": _COUNT, "fn": _COUNT,
+                    "pred_ml": _ML, "true_ml": _ML,
+                    "subtypes": {"type": ["array", "null"], "maxItems": 16,
+                                 "items": {"type": "string", "pattern": "^[a-z]{1,16}$"}},
+                },
+            },
+        },
+        "summary": {"type": "object", "additionalProperties": False, "required": list(GROUPS),
+                    "properties": {g: _GROUP for g in GROUPS}},
+        "ichbench_version": {"type": "string", "maxLength": 100},
+        "hardware": _OPT_STR,
+        "gpu_hours": {"type": ["number", "null"], "minimum": 0},
+        "mlflow_run_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"},
+        "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"},
+        "code": {"type": "object", "additionalProperties": False, "required": ["url", "commit"],
+                 "properties": {"url": _OPT_STR, "commit": _OPT_STR}},
+    },
+}
+
+_PCT = {"type": "object", "additionalProperties": False, "required": ["mean", "std"],
+        "properties": {"mean": {"type": "number", "minimum": 0, "maximum": 100},
+                       "std": {"type": "number", "minimum": 0}}}
+_PGROUP = {"type": "object", "additionalProperties": False, "required": ["n", *METRICS],
+           "properties": {"n": {"type": "integer", "minimum": 1}, **{m: _PCT for m in METRICS}}}
+
+PUBLISHED_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["published", "source", "units", "notes", "rows"],
+    "properties": {
+        "published": {"const": True},
+        "source": {"type": "object"},
+        "units": {"const": "percent"},
+        "notes": {"type": "array", "items": {"type": "string"}},
+        "rows": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["dataset", "method", "label", "all", "ich", "bold"],
+            "properties": {"dataset": _NAME, "method": _NAME, "label": {"type": "string"},
+                           "all": _PGROUP, "ich": _PGROUP,
+                           "bold": {"type": "array", "items": {"type": "string"}}}}},
+    },
+}
+
+
+def _problems(schema: dict, data) -> list[str]:
+    validator = Draft202012Validator(schema)
+    out = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        msg = err.message if len(err.message) < 200 else err.message[:200] + "…"
+        out.append(f"schema: at {where}: {msg}")
+    return out
+
+
+def entry_problems(entry) -> list[str]:
+    return _problems(ENTRY_SCHEMA, entry)
+
+
+def published_problems(table) -> list[str]:
+    return _problems(PUBLISHED_SCHEMA, table)

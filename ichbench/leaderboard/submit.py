@@ -1,0 +1,171 @@
+"""`ichbench leaderboard submit`: turn a finished `ichbench run` parent run into an entry.
+
+Reads only the tags and JSON artifacts the run logged (per_volume.json, config.json, split.json,
+summary.json), cross-checks them against each other, then validates the entry exactly as
+`validate` would before writing it; a rejected entry is never written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import tempfile
+from pathlib import Path
+
+from ichbench.errors import IchbenchError
+from ichbench.leaderboard import canonical as canon
+from ichbench.leaderboard.entries import build_entry, relpath, rescore
+from ichbench.leaderboard.jsonio import MAX_BYTES, read_json, write_json
+from ichbench.leaderboard.paths import Folder
+from ichbench.leaderboard.schema import GROUPS, METRICS
+from ichbench.leaderboard.validate import check_entry
+
+TAG = "ichbench."
+REQUIRED_TAGS = ("method", "dataset", "dataset_fingerprint", "split_hash", "k", "profile")
+ARTIFACTS = ("per_volume.json", "config.json", "split.json", "summary.json")
+
+
+class SubmitRejected(IchbenchError):
+    def __init__(self, where: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{where}: not submitted: " + "; ".join(problems))
+
+
+def default_tracking_uri(home: Path) -> str:
+    return f"sqlite:///{Path(home).resolve() / 'mlflow.db'}"
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if not db.exists():  # MLflow would silently create an empty store and then find nothing
+            raise IchbenchError(f"{db}: no MLflow tracking store here (run `ichbench run` first, or pass --tracking-uri)")
+    return MlflowClient(tracking_uri=uri)
+
+
+def find_run(uri: str, run_id: str | None = None, method: str | None = None, dataset: str | None = None):
+    """The parent run by id, or the latest finished parent run of (method, dataset)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    if run_id:
+        try:
+            return client, client.get_run(run_id)
+        except MlflowException:
+            raise IchbenchError(f"{uri}: no MLflow run {run_id!r}") from None
+    if not (method and dataset):
+        raise IchbenchError("give --run-id, or both --method and --dataset")
+    exp = client.get_experiment_by_name(f"ichbench/{dataset}")
+    if exp is None:
+        raise IchbenchError(f"{uri}: no experiment 'ichbench/{dataset}' (no `ichbench run` on {dataset} yet)")
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=(f"tags.`{TAG}kind` = 'parent' and tags.`{TAG}method` = '{_quote(method)}' "
+                       f"and tags.`{TAG}dataset` = '{_quote(dataset)}' and attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise IchbenchError(f"{uri}: no finished parent run of {method} on {dataset}")
+    return client, runs[0]
+
+
+def _quote(s: str) -> str:
+    if "'" in s or "\\" in s:
+        raise IchbenchError(f"invalid name {s!r}")
+    return s
+
+
+def _iso(ms) -> str:
+    return _dt.datetime.fromtimestamp(ms / 1000.0, _dt.timezone.utc).replace(microsecond=0) \
+        .isoformat().replace("+00:00", "Z")
+
+
+def _float_or_none(s):
+    if s in (None, ""):
+        return None
+    try:
+        v = float(s)
+    except ValueError:
+        raise IchbenchError(f"tag {TAG}gpu_hours = {s!r} is not a number") from None
+    return v if math.isfinite(v) and v >= 0 else None
+
+
+def entry_from_run(client, run, code_url: str | None = None) -> dict:
+    rid = run.info.run_id
+    where = f"MLflow run {rid}"
+    tags = run.data.tags
+    if tags.get(f"{TAG}kind") != "parent":
+        raise SubmitRejected(where, [f"not an ichbench parent run (tag {TAG}kind = {tags.get(TAG + 'kind')!r})"])
+    if run.info.status != "FINISHED":
+        raise SubmitRejected(where, [f"status is {run.info.status}, only FINISHED runs are submitted"])
+    missing = [t for t in REQUIRED_TAGS if not tags.get(TAG + t)]
+    if missing:
+        raise SubmitRejected(where, [f"missing tags {', '.join(TAG + t for t in missing)}"])
+    art = {}
+    with tempfile.TemporaryDirectory(prefix="ichbench-submit-") as tmp:
+        for name in ARTIFACTS:
+            try:
+                local = client.download_artifacts(rid, name, tmp)
+            except Exception as exc:  # MLflow raises several types for a missing artifact
+                raise SubmitRejected(where, [f"artifact {name} missing ({type(exc).__name__})"]) from None
+            art[name] = read_json(Path(local), max_bytes=4 * MAX_BYTES, shown=f"{where}/{name}")
+    rows, split, summary, config = art["per_volume.json"], art["split.json"], art["summary.json"], art["config.json"]
+    problems = []
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise SubmitRejected(where, ["per_volume.json is not a list of rows"])
+    need = ("volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes")
+    for r in rows:
+        lack = [k for k in need if k not in r]
+        if lack:
+            raise SubmitRejected(where, [f"per_volume.json row {r.get('volume_id', '?')} lacks {', '.join(lack)}"])
+    if not isinstance(config, dict):
+        problems.append("config.json is not an object")
+    try:
+        k = int(tags[TAG + "k"])
+    except ValueError:
+        raise SubmitRejected(where, [f"tag {TAG}k = {tags[TAG + 'k']!r} is not an integer"]) from None
+    if not isinstance(split, dict) or split.get("hash") != tags[TAG + "split_hash"] or split.get("k") != k:
+        problems.append("split.json does not match the run's split_hash/k tags")
+    else:
+        fold_of = {v: f["fold"] for f in split.get("folds", []) for v in f.get("test", [])}
+        moved = sorted(str(r["volume_id"]) for r in rows if fold_of.get(r["volume_id"]) != r["fold"])
+        if moved:
+            problems.append(f"per_volume.json folds differ from split.json for {', '.join(moved[:5])}")
+    recomputed = rescore([{**r, "tp": int(r["tp"]), "fp": int(r["fp"]), "fn": int(r["fn"])} for r in rows])
+    for g in GROUPS:
+        for m in METRICS:
+            logged = (summary.get(g, {}).get(m, {}) if isinstance(summary, dict) else {}).get("mean")
+            want = recomputed[g][m]["mean"]
+            if logged is not None and want is not None and abs(float(logged) - want) > 1e-9:
+                problems.append(f"summary.json {g}.{m}.mean = {logged} but per_volume.json gives {want}")
+    if problems:
+        raise SubmitRejected(where, problems)
+    return build_entry(
+        method=tags[TAG + "method"], plugin_dist=tags.get(TAG + "plugin_dist") or None,
+        plugin_version=tags.get(TAG + "plugin_version") or None, dataset=tags[TAG + "dataset"],
+        fingerprint=tags[TAG + "dataset_fingerprint"], split_hash=tags[TAG + "split_hash"], k=k,
+        profile=tags[TAG + "profile"], config=config, per_volume=rows,
+        ichbench_version=tags.get(TAG + "version") or "unknown", hardware=tags.get(TAG + "hardware") or None,
+        gpu_hours=_float_or_none(tags.get(TAG + "gpu_hours")), run_id=rid,
+        date=_iso(run.info.end_time or run.info.start_time), code_url=code_url,
+        code_commit=tags.get(TAG + "git_commit") or None)
+
+
+def submit(folder: Folder, uri: str, run_id: str | None = None, method: str | None = None,
+           dataset: str | None = None, code_url: str | None = None) -> Path:
+    client, run = find_run(uri, run_id, method, dataset)
+    entry = entry_from_run(client, run, code_url)
+    rel = relpath(entry)
+    data = canon.load(folder)
+    problems = check_entry(entry, canon.expectation(data, entry["dataset"]["name"]), rel)
+    for other in folder.entry_files():
+        try:
+            if read_json(other, shown=folder.rel(other)).get("mlflow_run_id") == entry["mlflow_run_id"]:
+                problems.append(f"duplicate: MLflow run {entry['mlflow_run_id']} is already on the leaderboard as "
+                                f"{folder.rel(other)}")
+        except (IchbenchError, AttributeError):
+            continue
+    if problems:
+        raise SubmitRejected(f"MLflow run {run.info.run_id}", problems)
+    return write_json(folder.root / rel, entry)

@@ -1,0 +1,277 @@
+"""Validation of the leaderboard folder: every rejection names the file and the reason.
+
+Checks, per entry: size limit and strict JSON; the schema; no patient identifiers; that it sits at
+entries/<dataset>/<method>--<run id prefix>.json; each volume once and folds in range; the summary
+recomputed from the per-volume counts (to 1e-9); the split hash against the split its own volumes
+and ICH flags give; then against canonical.json: volume ids (each canonical volume exactly once),
+ICH flags, fingerprint and split hash. Across entries: one entry per MLflow run. Folder-wide: the
+published tables byte-identical to the pinned ones, canonical.json consistent, the schema copy
+unchanged. Whatever canonical.json cannot support yet is reported as a note, never passed silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ichbench import SUBTYPES
+from ichbench.errors import IchbenchError
+from ichbench.leaderboard import canonical as canon
+from ichbench.leaderboard.entries import filename, rescore, summary_differences
+from ichbench.leaderboard.jsonio import read_json
+from ichbench.leaderboard.paths import Folder
+from ichbench.leaderboard.published import check_published
+from ichbench.leaderboard.schema import ENTRY_SCHEMA, entry_problems
+from ichbench.splits import SPLIT_SEED, make_split
+
+# Keys that name a person or a DICOM object rather than a dataset volume. Generic "name" keys are
+# fine (configs name methods and datasets); person-name keys are not.
+SUSPECT_KEY = re.compile(
+    r"(?i)(patient|birth|\bdob\b|accession|\bmrn\b|medical_?record|\bssn\b|social_?security|physician|"
+    r"institution|(first|last|full|given|family|middle|sur|person|subject)_?name|subject_?id|"
+    r"(sop|study|series)_?instance|instance_?uid)")
+DICOM_UID = re.compile(r"^\d+(\.\d+){5,}$")  # dotted-decimal UIDs identify real studies and images
+
+
+@dataclass
+class Rejection:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"REJECT {self.path}: {self.reason}"
+
+
+@dataclass
+class Report:
+    rejections: list[Rejection] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)
+    entries: dict[str, dict] = field(default_factory=dict)  # shown path -> entry, accepted ones
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejections
+
+    def reject(self, path: str, reasons) -> None:
+        for r in ([reasons] if isinstance(reasons, str) else reasons):
+            self.rejections.append(Rejection(path, r))
+
+    def lines(self) -> list[str]:
+        out = [f"ok     {p}" for p in self.accepted]
+        out += [str(r) for r in self.rejections]
+        out += [f"note: {n}" for n in self.notes]
+        return out
+
+
+def identifier_problems(obj, where: str = "", depth: int = 0) -> list[str]:
+    """Keys or values that look like patient or DICOM identifiers, anywhere in the document."""
+    if depth > 50:
+        return [f"nesting deeper than 50 levels at {where or '(top level)'}"]
+    out = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            path = f"{where}/{k}" if where else str(k)
+            if SUSPECT_KEY.search(str(k)):
+                out.append(f"field {path!r} looks like a patient identifier; entries carry dataset volume ids only")
+            out += identifier_problems(v, path, depth + 1)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out += identifier_problems(v, f"{where}/{i}", depth + 1)
+    elif isinstance(obj, str) and DICOM_UID.match(obj.strip()):
+        out.append(f"value at {where!r} looks like a DICOM UID; entries carry dataset volume ids only")
+    return out
+
+
+def _few(items, n: int = 5) -> str:
+    items = list(items)
+    return ", ".join(map(str, items[:n])) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> list[str]:
+    """Reasons to reject one parsed entry (empty: accepted). `location`: its path relative to the
+    leaderboard folder, when it is inside one."""
+    problems = entry_problems(entry)
+    if problems:
+        return problems[:5] + ([f"schema: {len(problems) - 5} more problems"] if len(problems) > 5 else [])
+    out = identifier_problems(entry)
+    ds = entry["dataset"]["name"]
+    k = entry["split"]["k"]
+    rows = entry["per_volume"]
+    if location is not None:
+        want = Path("entries") / ds / filename(entry)
+        if Path(location) != want:
+            out.append(f"misplaced: an entry for {entry['method']} on {ds} from run "
+                       f"{entry['mlflow_run_id']} belongs at {want}")
+    ids = [r["volume_id"] for r in rows]
+    dup = sorted(v for v, c in Counter(ids).items() if c > 1)
+    if dup:
+        out.append(f"volumes listed more than once: {_few(dup)}")
+    bad_folds = sorted({r["fold"] for r in rows if r["fold"] >= k})
+    if bad_folds:
+        out.append(f"fold numbers {_few(bad_folds)} out of range for k = {k}")
+    bad_sub = sorted({s for r in rows for s in (r["subtypes"] or ()) if s not in SUBTYPES})
+    if bad_sub:
+        out.append(f"unknown subtypes {_few(bad_sub)} (known: {', '.join(SUBTYPES)})")
+    if dup or bad_folds:
+        return out
+    out += summary_differences(entry["summary"], rescore(rows))
+
+    # The split is a function of the volumes and their ICH flags; the entry carries both, so its
+    # hash and fold assignment can be re-derived even where canonical.json knows nothing yet.
+    flags = {r["volume_id"]: r["tp"] + r["fn"] > 0 for r in rows}
+    if len(rows) >= k:
+        derived = make_split(ds, flags, k, SPLIT_SEED)
+        if derived["hash"] != entry["split"]["hash"]:
+            out.append(f"split hash {entry['split']['hash'][:12]}… is not the canonical split of the entry's own "
+                       f"{len(rows)} volumes and ICH flags ({derived['hash'][:12]}…)")
+        fold_of = {v: f["fold"] for f in derived["folds"] for v in f["test"]}
+        moved = sorted(r["volume_id"] for r in rows if fold_of[r["volume_id"]] != r["fold"])
+        if moved:
+            out.append(f"volumes scored in a different fold than the canonical split puts them: {_few(moved)}")
+    else:
+        out.append(f"{len(rows)} volumes cannot make {k} folds")
+
+    if not exp.known:
+        out.append(f"dataset {ds!r} has no record in canonical.json")
+        return out
+    if exp.volume_ids is not None:
+        missing = sorted(set(exp.volume_ids) - set(ids))
+        extra = sorted(set(ids) - set(exp.volume_ids))
+        if missing:
+            out.append(f"missing canonical volumes: {_few(missing)}")
+        if extra:
+            out.append(f"volumes not in the canonical {ds} set: {_few(extra)}")
+    elif exp.n_volumes is not None and len(ids) != exp.n_volumes:
+        out.append(f"{len(ids)} volumes; {ds} has {exp.n_volumes}")
+    if exp.has_ich is not None:
+        wrong = sorted(v for v in ids if v in exp.has_ich and exp.has_ich[v] != flags[v])
+        if wrong:
+            out.append(f"ICH presence (tp + fn > 0) disagrees with the canonical flags for {_few(wrong)}")
+    elif exp.n_ich_volumes is not None and len(ids) == exp.n_volumes:
+        n_ich = sum(flags.values())
+        if n_ich != exp.n_ich_volumes:
+            out.append(f"{n_ich} volumes with ICH (tp + fn > 0); {ds} has {exp.n_ich_volumes}")
+    if exp.fingerprints and entry["dataset"]["fingerprint"] not in exp.fingerprints:
+        out.append(f"dataset fingerprint {entry['dataset']['fingerprint'][:12]}… is not a recorded {ds} "
+                   f"fingerprint ({_few(f[:12] + '…' for f in exp.fingerprints)})")
+    expected_hash = exp.split_hash(k)
+    if expected_hash is not None and expected_hash != entry["split"]["hash"]:
+        out.append(f"split hash {entry['split']['hash'][:12]}… is not the canonical {ds} split for k = {k} "
+                   f"({expected_hash[:12]}…)")
+    return out
+
+
+def _load_entry(path: Path, shown: str, report: Report):
+    try:
+        return read_json(path, shown=shown)
+    except IchbenchError as exc:
+        report.reject(shown, getattr(exc, "problem", str(exc)))
+        return None
+
+
+def _entry_location(folder: Folder, path: Path) -> Path | None:
+    try:
+        return Path(path).resolve().relative_to(folder.root.resolve())
+    except ValueError:
+        return None
+
+
+def validate(folder: Folder, only: list[Path] | None = None) -> Report:
+    """Validate the whole folder, or only the given entry files (still checked against the
+    folder's canonical.json and its other entries for duplicates)."""
+    report = Report()
+    whole = only is None
+    try:
+        data = canon.load(folder)
+    except IchbenchError as exc:
+        report.reject(folder.rel(folder.canonical), getattr(exc, "problem", str(exc)))
+        return report
+
+    if whole:
+        for path in folder.published_files():
+            problems = check_published(path, folder.rel(path)) if path.suffix == ".json" else \
+                ["not a published table (published/*.json)"]
+            if problems:
+                report.reject(folder.rel(path), problems)
+            else:
+                report.accepted.append(folder.rel(path))
+        if not folder.published_files():
+            report.reject(folder.rel(folder.published_dir), "no published tables (the paper's Table 3 is missing)")
+        _check_schema_copy(folder, report)
+        targets = _all_entry_files(folder, report)
+    else:
+        targets = [Path(p) for p in only]
+
+    # Other entries in the folder, for the one-entry-per-run check when validating only some.
+    run_owner: dict[str, str] = {}
+    if not whole:
+        chosen = {p.resolve() for p in targets}
+        for path in folder.entry_files():
+            if path.resolve() in chosen or path.suffix != ".json":
+                continue
+            try:
+                other = read_json(path, shown=folder.rel(path))
+                run_owner.setdefault(str(other.get("mlflow_run_id")), folder.rel(path))
+            except (IchbenchError, AttributeError):
+                continue
+
+    for path in targets:
+        shown = folder.rel(path)
+        entry = _load_entry(path, shown, report)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            report.reject(shown, "schema: an entry is a JSON object")
+            continue
+        name = entry.get("dataset", {}).get("name") if isinstance(entry.get("dataset"), dict) else None
+        problems = check_entry(entry, canon.expectation(data, str(name)), _entry_location(folder, path))
+        run = str(entry.get("mlflow_run_id"))
+        if not problems and run in run_owner:
+            problems.append(f"duplicate: MLflow run {run} is already on the leaderboard as {run_owner[run]}")
+        if problems:
+            report.reject(shown, problems)
+            continue
+        run_owner[run] = shown
+        report.accepted.append(shown)
+        report.entries[shown] = entry
+
+    for name in sorted(data["datasets"]):
+        left = canon.expectation(data, name).left_out()
+        if left:
+            report.notes.append(f"{name}: not yet recorded from a real ingest, so these checks are left out: "
+                                f"{'; '.join(left)}. Record it from a real ingest with "
+                                f"`ichbench leaderboard canonical record --dataset {name}`.")
+    return report
+
+
+def _all_entry_files(folder: Folder, report: Report) -> list[Path]:
+    out = []
+    if not folder.entries_dir.is_dir():
+        return out
+    for path in sorted(folder.entries_dir.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        rel = path.relative_to(folder.entries_dir)
+        if len(rel.parts) != 2 or path.suffix != ".json":
+            report.reject(folder.rel(path), "not an entry: entries are entries/<dataset>/<method>--<run id>.json")
+            continue
+        out.append(path)
+    return out
+
+
+def _check_schema_copy(folder: Folder, report: Report) -> None:
+    shown = folder.rel(folder.schema)
+    if not folder.schema.exists():
+        report.reject(shown, "missing: `ichbench leaderboard render` writes it")
+        return
+    try:
+        copy = read_json(folder.schema, shown=shown)
+    except IchbenchError as exc:
+        report.reject(shown, getattr(exc, "problem", str(exc)))
+        return
+    if copy != ENTRY_SCHEMA:
+        report.reject(shown, "differs from the schema ichbench validates with (edit ichbench/leaderboard/schema.py "
+                             "instead, then render)")

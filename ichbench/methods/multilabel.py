@@ -1,0 +1,108 @@
+"""Multi-label classification pretraining (Spahr et al. 2023 §2.6.2.2), two losses.
+
+The binary classifier's network with seven sigmoid outputs — no-ICH, ICH and the five subtypes, in
+the store's label order — trained either with a weighted binary cross-entropy (`multilabel_ce`) or
+with the Dice loss between the 7 probabilities and the 7-label vector (`multilabel_dl`). Same
+settings as the binary task (batch 64, 50 epochs). Encoder transferred.
+
+The paper does not give the CE weights. We weight each class's positives by n_negative/n_positive
+(`ichbench.train.losses.class_pos_weights`: inverse frequency, clipped at 100), so EDH (~0.3 % of
+RSNA slices) is not drowned by the balanced no-ICH/ICH pair. `params["pos_weight"]` is either
+seven numbers (e.g. computed once by the caller with `class_pos_weights` over the store) or
+"auto": the model counts the labels of every batch it sees and weights with the running ratio,
+which converges to the store's frequencies within the first epoch and is checkpointed with the
+model (buffers), so a resumed run continues with the same weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ichbench import LABEL_ORDER
+from ichbench.methods.base import LabelNeeds
+from ichbench.methods.heads import PooledEncoderHead, PretextMethod
+from ichbench.train.losses import UNKNOWN_LABEL, multilabel_dice_loss, weighted_bce
+
+N_CLASSES = len(LABEL_ORDER)
+MAX_POS_WEIGHT = 100.0   # as `class_pos_weights`' default clip
+
+
+class MultilabelClassifier(PooledEncoderHead):
+    def __init__(self, unet, paper_dims):
+        super().__init__(unet, paper_dims, classes=True)
+        # running label counts for pos_weight="auto" (float64: exact far beyond RSNA's 750k slices)
+        self.register_buffer("label_pos", torch.zeros(N_CLASSES, dtype=torch.float64))
+        self.register_buffer("label_neg", torch.zeros(N_CLASSES, dtype=torch.float64))
+
+    @torch.no_grad()
+    def observe(self, labels: torch.Tensor) -> torch.Tensor:
+        """Add a training batch's labels (B, 7) to the counts (evaluation batches are not
+        counted); return the running n_neg/n_pos weights."""
+        if self.training:
+            known = labels != UNKNOWN_LABEL
+            self.label_pos += ((labels == 1) & known).sum(0).to(self.label_pos)
+            self.label_neg += ((labels == 0) & known).sum(0).to(self.label_neg)
+        w = torch.where(self.label_pos > 0, self.label_neg / self.label_pos.clamp(min=1),
+                        torch.full_like(self.label_pos, MAX_POS_WEIGHT))
+        return w.clamp(max=MAX_POS_WEIGHT).float()
+
+
+class _Multilabel(PretextMethod):
+    label_needs = LabelNeeds(segmentation=True, multilabel=True)
+    transfers = ("encoder",)
+    paper_section = "§2.6.2.2"
+
+    def build_pretext(self, unet, cfg):
+        dims = self.params(cfg)["mlp_dims"]
+        if int(dims[-1]) != N_CLASSES:
+            raise ValueError(f"{self.name}: the MLP must end in {N_CLASSES} outputs ({', '.join(LABEL_ORDER)}), got {dims}")
+        return MultilabelClassifier(unet, dims)
+
+    def _check_labels(self, labels: torch.Tensor) -> None:
+        if labels.ndim != 2 or labels.shape[1] != N_CLASSES:
+            raise ValueError(f"{self.name}: labels must be (B, {N_CLASSES}), got {tuple(labels.shape)}")
+
+
+class MultilabelCE(_Multilabel):
+    name = "multilabel_ce"
+    description = "7-label slice classifier (no-ICH, ICH, 5 subtypes), weighted BCE; encoder transferred"
+    profiles = {
+        "paper": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "auto"}},
+        "smoke": {"batch_size": 8, "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "auto"}},
+    }
+
+    def pretext_loss(self, model, batch, cfg, generator):
+        labels = batch["labels"]
+        self._check_labels(labels)
+        pw = self.params(cfg)["pos_weight"]
+        weights = model.observe(labels) if pw == "auto" else self.fixed_weights(pw).to(labels.device)
+        return weighted_bce(model(batch["images"]), labels, pos_weight=weights)
+
+    @staticmethod
+    def fixed_weights(pw) -> torch.Tensor:
+        """Seven numbers, as a list or as the comma-separated text `--set` leaves in a str param."""
+        try:
+            values = [float(v) for v in (pw.strip("[]() ").split(",") if isinstance(pw, str) else pw)]
+        except (TypeError, ValueError):
+            values = []
+        if len(values) != N_CLASSES or min(values) <= 0:
+            raise ValueError(f"multilabel_ce: pos_weight must be 'auto' or {N_CLASSES} positive numbers "
+                             f"({', '.join(LABEL_ORDER)}), got {pw!r}")
+        return torch.tensor(values, dtype=torch.float32)
+
+
+class MultilabelDL(_Multilabel):
+    name = "multilabel_dl"
+    description = "7-label slice classifier (no-ICH, ICH, 5 subtypes), Dice loss; encoder transferred"
+    profiles = {
+        "paper": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 7]}},
+        "smoke": {"batch_size": 8, "params": {"mlp_dims": [512, 1024, 256, 7]}},
+    }
+
+    def pretext_loss(self, model, batch, cfg, generator):
+        labels = batch["labels"]
+        self._check_labels(labels)
+        return multilabel_dice_loss(model(batch["images"]), labels)
+
+
+METHODS = [MultilabelCE(), MultilabelDL()]

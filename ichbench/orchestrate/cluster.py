@@ -1,0 +1,39 @@
+"""Starting or joining a Ray cluster.
+
+With no address, a local cluster sized to this machine (all CPUs, all visible GPUs) is started;
+with `--address` or RAY_ADDRESS an existing cluster is joined. The same driver code runs on both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ichbench.errors import IchbenchError
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> dict:
+    """Initialise Ray once per process; returns the cluster's total resources."""
+    import ray
+
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                if num_gpus is None:
+                    import torch
+                    num_gpus = torch.cuda.device_count()
+                ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, **kwargs)
+        except ConnectionError as exc:
+            raise IchbenchError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    return ray.cluster_resources()
+
+
+def default_gpus_per_fold(total_gpus: float, n_folds: int) -> float:
+    """Share the cluster's GPUs so that every fold runs at once (at most one GPU per fold)."""
+    if total_gpus <= 0 or n_folds <= 0:
+        return 0.0
+    return min(1.0, total_gpus / n_folds)

@@ -1,0 +1,252 @@
+"""The driver of `ichbench run`: submit pretraining and folds to Ray, gather results, and do all
+MLflow writing itself.
+
+Rerunning the same command redoes nothing that finished: fold results live on disk under the
+run's folder (keyed by everything that determines them), a finished pretraining is reused from
+its cache slot, and the MLflow parent and fold runs are found again by their `run_key` tag.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ichbench.errors import IchbenchError
+from ichbench.evaluate import summarize
+from ichbench.orchestrate.cluster import connect, default_gpus_per_fold
+from ichbench.orchestrate.plan import MethodPlan
+from ichbench.plugins import get_registry
+from ichbench.tracking import records
+from ichbench.tracking.mlflow_store import TAG, Tracker
+from ichbench.train import checkpoint as ckpt
+
+console = Console(stderr=True)
+SIDECAR = "mlflow_run.json"
+
+
+@dataclass
+class MethodOutcome:
+    plan: MethodPlan
+    parent_run_id: str
+    summary: dict
+    rows: list[dict]
+    pretrain_run_id: str | None = None
+    pretrain_cached: bool = False
+    gpu_hours: float = 0.0
+    fold_nodes: dict = field(default_factory=dict)
+
+
+def _done_result(plan: MethodPlan, fold: int) -> dict | None:
+    path = plan.fold_dir(fold) / "result.json"
+    if not path.exists():
+        return None
+    res = json.loads(path.read_text())
+    ok = res.get("split_hash") == plan.split["hash"] and res.get("store_fingerprint") == plan.store.fingerprint
+    return res if ok else None
+
+
+def _cached_pretraining(plan: MethodPlan) -> Path | None:
+    final = plan.pretrain_dir / ckpt.PRETRAINED_NAME
+    if not final.exists():
+        return None
+    pre = ckpt.load_pretrained(final)
+    if pre.get("config_hash") == plan.cfg.hash() and pre.get("store_fingerprint") == plan.pretrain_store.fingerprint:
+        return final
+    return None
+
+
+class Driver:
+    def __init__(self, tracker: Tracker, *, address: str | None = None, gpus_per_fold: float | None = None):
+        self.tracker = tracker
+        self.resources = connect(address)
+        self.gpus_per_fold = gpus_per_fold
+        self._live: list[str] = []   # MLflow runs to mark KILLED/FAILED if we are interrupted
+
+    # -- one method ----------------------------------------------------------------------------------
+    def run(self, plan: MethodPlan) -> MethodOutcome:
+        import ray
+        from ichbench.orchestrate.tasks import finetune_task, pretrain_task
+
+        tr = self.tracker
+        owner = get_registry().owner("methods", plan.method.name)
+        exp = tr.experiment(plan.cfg.dataset)
+        tags = records.base_tags(plan, owner, self.resources)
+        key = {f"{TAG}run_key": plan.run_key}
+        parent = tr.find_run(exp, {**key, f"{TAG}kind": "parent"})
+        if parent is None:
+            parent_id = tr.start_run(exp, f"{plan.method.name}/{plan.cfg.dataset}/{plan.cfg.profile}",
+                                     {**tags, f"{TAG}kind": "parent"}).info.run_id
+            tr.params(parent_id, plan.cfg.to_dict())
+        else:
+            parent_id = parent.info.run_id
+            if parent.info.status != "RUNNING":
+                tr.reopen(parent_id)
+        self._live = [parent_id]
+        outcome = MethodOutcome(plan, parent_id, {}, [])
+        started = time.time()
+        try:
+            pretrained = None
+            if plan.method.has_pretext:
+                pretrained = self._pretrain(plan, exp, tags, parent_id, outcome, pretrain_task)
+            results = self._folds(plan, exp, tags, parent_id, pretrained, outcome, finetune_task)
+        except KeyboardInterrupt:
+            self._abort("KILLED")
+            raise
+        except BaseException:
+            self._abort("FAILED")
+            raise
+        rows = [dict(r, fold=res["fold"]) for res in results for r in res["volumes"]]
+        outcome.rows = rows
+        outcome.summary = summarize(rows)
+        outcome.gpu_hours += sum(self._gpu_hours(res.get("wall_seconds", 0.0)) for res in results)
+        tr.metrics(parent_id, records.summary_metrics(outcome.summary))
+        tr.tags(parent_id, {f"{TAG}gpu_hours": f"{outcome.gpu_hours:.6f}",
+                            f"{TAG}folds": ",".join(str(f) for f in plan.folds),
+                            f"{TAG}wall_seconds": f"{time.time() - started:.1f}"})
+        tr.json_artifact(parent_id, rows, "per_volume.json")
+        tr.text_artifact(parent_id, records.per_volume_csv(rows), "per_volume.csv")
+        tr.json_artifact(parent_id, plan.cfg.to_dict(), "config.json")
+        tr.json_artifact(parent_id, plan.split, "split.json")
+        tr.json_artifact(parent_id, outcome.summary, "summary.json")
+        tr.end(parent_id, "FINISHED")
+        self._live = []
+        return outcome
+
+    def _gpu_hours(self, seconds: float, gpus: float | None = None) -> float:
+        g = self._fold_gpus() if gpus is None else gpus
+        return seconds * g / 3600.0
+
+    def _fold_gpus(self) -> float:
+        if self.gpus_per_fold is not None:
+            return self.gpus_per_fold
+        return default_gpus_per_fold(self.resources.get("GPU", 0), self._n_folds)
+
+    def _abort(self, status: str) -> None:
+        for run_id in self._live:
+            try:
+                self.tracker.end(run_id, status)
+            except Exception:  # noqa: BLE001 - best effort while shutting down
+                pass
+        self._live = []
+
+    # -- pretraining ---------------------------------------------------------------------------------
+    def _pretrain(self, plan, exp, tags, parent_id, outcome, pretrain_task) -> Path:
+        import ray
+        tr = self.tracker
+        cached = _cached_pretraining(plan)
+        sidecar = plan.pretrain_dir / SIDECAR
+        if cached is not None:
+            source = json.loads(sidecar.read_text()).get("run_id") if sidecar.exists() else None
+            existing = tr.find_run(exp, {f"{TAG}run_key": plan.run_key, f"{TAG}kind": "pretrain"})
+            if existing is None:
+                child = tr.start_run(exp, f"pretrain {plan.method.name} (cached)",
+                                     {**tags, f"{TAG}kind": "pretrain", f"{TAG}cached": "true",
+                                      f"{TAG}pretrain_source_run": source or "unknown",
+                                      f"{TAG}checkpoint": str(cached)}, parent_id).info.run_id
+                tr.end(child, "FINISHED")
+            outcome.pretrain_cached = True
+            outcome.pretrain_run_id = source
+            return cached
+        child = tr.start_run(exp, f"pretrain {plan.method.name}",
+                             {**tags, f"{TAG}kind": "pretrain", f"{TAG}cached": "false"}, parent_id).info.run_id
+        self._live.append(child)
+        tr.params(child, {"pretrain": plan.cfg.to_dict()["pretrain"], "pretrain_hash": plan.cfg.hash()})
+        gpus = 1 if self.resources.get("GPU", 0) >= 1 else 0
+        console.print(f"[bold]{plan.method.name}[/bold]: pretraining on {plan.cfg.pretrain_dataset} "
+                      f"({'1 GPU' if gpus else 'CPU'})")
+        ref = pretrain_task.options(num_gpus=gpus, num_cpus=1).remote(
+            plan.method, str(plan.pretrain_store.path), plan.cfg, str(plan.pretrain_dir))
+        info = self._wait_one(ref, f"pretrain {plan.method.name}")
+        path = Path(info["checkpoint"])
+        pre = ckpt.load_pretrained(path)
+        records.curves(tr, child, pre.get("history", []))
+        tr.metrics(child, {"seconds": info["seconds"]})
+        tr.tags(child, {f"{TAG}checkpoint": str(path), f"{TAG}node": info["node_id"],
+                        f"{TAG}gpu_hours": f"{info['seconds'] * gpus / 3600:.6f}"})
+        tr.file_artifact(child, path, "checkpoints")
+        tr.end(child, "FINISHED")
+        self._live.remove(child)
+        sidecar.write_text(json.dumps({"run_id": child, "experiment_id": exp, "tracking_uri": tr.uri}))
+        outcome.pretrain_run_id = child
+        outcome.gpu_hours += info["seconds"] * gpus / 3600
+        return path
+
+    def _wait_one(self, ref, desc: str):
+        import ray
+        with _progress() as bar:
+            t = bar.add_task(desc, total=1)
+            while True:
+                ready, _ = ray.wait([ref], timeout=0.5)
+                if ready:
+                    bar.advance(t)
+                    return ray.get(ref)
+
+    # -- folds ---------------------------------------------------------------------------------------
+    def _folds(self, plan, exp, tags, parent_id, pretrained, outcome, finetune_task) -> list[dict]:
+        import ray
+        tr = self.tracker
+        self._n_folds = len(plan.folds)
+        results: dict[int, dict] = {}
+        pending = {}
+        gpf = self._fold_gpus()
+        for fold in plan.folds:
+            done = _done_result(plan, fold)
+            if done is not None:
+                results[fold] = done
+                continue
+            pending[finetune_task.options(num_gpus=gpf, num_cpus=1).remote(
+                plan.method, str(plan.store.path), plan.split, fold, plan.cfg, str(plan.fold_dir(fold)),
+                str(pretrained) if pretrained else None)] = fold
+        if results:
+            console.print(f"{plan.method.name}: folds {sorted(results)} already finished, reused")
+        with _progress() as bar:
+            t = bar.add_task(f"{plan.method.name} folds", total=len(plan.folds), completed=len(results))
+            refs = list(pending)
+            try:
+                while refs:
+                    ready, refs = ray.wait(refs, num_returns=1, timeout=0.5)
+                    for ref in ready:
+                        res = ray.get(ref)
+                        results[res["fold"]] = res
+                        self._log_fold(plan, exp, tags, parent_id, res)
+                        bar.advance(t)
+            except BaseException:
+                for ref in refs:
+                    ray.cancel(ref, force=True)
+                raise
+        for fold in plan.folds:  # folds finished by an earlier, interrupted driver
+            self._log_fold(plan, exp, tags, parent_id, results[fold])
+        outcome.fold_nodes = {f: results[f].get("worker", {}).get("node_id") for f in plan.folds}
+        return [results[f] for f in plan.folds]
+
+    def _log_fold(self, plan, exp, tags, parent_id, res: dict) -> None:
+        tr = self.tracker
+        fold = res["fold"]
+        fkey = {f"{TAG}run_key": plan.run_key, f"{TAG}kind": "fold", f"{TAG}fold": str(fold)}
+        if tr.find_run(exp, fkey, statuses=("FINISHED",)) is not None:
+            return
+        child = tr.start_run(exp, f"{plan.method.name} fold {fold}", {**tags, **fkey}, parent_id).info.run_id
+        tr.params(child, {"fold": fold, "finetune": plan.cfg.to_dict()["finetune"]})
+        records.curves(tr, child, res.get("history", []))
+        tr.metrics(child, records.summary_metrics(res["summary"]))
+        worker = res.get("worker", {})
+        tr.tags(child, {f"{TAG}node": worker.get("node_id", ""), f"{TAG}attempts": res.get("attempts", 1),
+                        f"{TAG}gpu_hours": f"{self._gpu_hours(res.get('wall_seconds', 0.0)):.6f}"})
+        rows = [dict(r, fold=fold) for r in res["volumes"]]
+        tr.json_artifact(child, rows, "per_volume.json")
+        tr.text_artifact(child, records.per_volume_csv(rows), "per_volume.csv")
+        tr.json_artifact(child, res["config"], "config.json")
+        state = plan.fold_dir(fold) / ckpt.STATE_NAME
+        if state.exists():
+            tr.file_artifact(child, state, "checkpoints")
+        tr.end(child, "FINISHED")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)

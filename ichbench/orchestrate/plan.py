@@ -1,0 +1,92 @@
+"""What a run will do, decided on the driver before anything is submitted: resolved configs, the
+stores, the split, the pretraining cache slot and the run's identity. Every refusal (unknown
+names, missing stores, label needs) happens here, before any training."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ichbench.config import RunConfig, resolve
+from ichbench.datasets.base import PRETRAINING, SEGMENTATION, get_dataset
+from ichbench.errors import IchbenchError
+from ichbench.methods.base import Method, get_method
+from ichbench.splits import PAPER_K, save_split, split_for_store
+from ichbench.store import SliceStore, open_store, store_path
+from ichbench.train.engine import pretrained_dirname
+from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
+
+
+@dataclass
+class MethodPlan:
+    method: Method
+    cfg: RunConfig
+    store: SliceStore
+    split: dict
+    split_path: Path
+    folds: list[int]
+    run_key: str
+    run_dir: Path
+    pretrain_store: SliceStore | None = None
+    pretrain_dir: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+
+    def fold_dir(self, fold: int) -> Path:
+        return self.run_dir / f"fold_{fold}"
+
+
+def _open(home: Path, dataset: str, role: str, *, auto_ingest: bool) -> SliceStore:
+    path = store_path(home, dataset, role)
+    if not (path / "zarr.json").exists():
+        ds = get_dataset(dataset)
+        if role not in ds.roles:
+            raise IchbenchError(f"dataset {dataset!r} has no {role} store (its roles: {', '.join(ds.roles)})")
+        if not auto_ingest:
+            raise IchbenchError(f"no {role} store for {dataset!r} at {path}: run `ichbench data ingest {dataset}` first")
+        from ichbench.store.ingest import ingest  # the phantom makes its own sources: ingest on demand
+        ingest(ds, home, roles=[role])
+    return open_store(path)
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None, k=None,
+                pretrain_dataset=None, overrides=()) -> MethodPlan:
+    method = get_method(name)
+    get_dataset(dataset)
+    cfg = resolve(method, dataset, profile, list(overrides), pretrain_dataset)
+    auto = dataset == "phantom"
+    store = _open(home, dataset, SEGMENTATION, auto_ingest=auto)
+    check_finetuning_store(method, store)
+    pstore = pdir = None
+    if method.has_pretext:
+        pstore = _open(home, cfg.pretrain_dataset, PRETRAINING, auto_ingest=cfg.pretrain_dataset == "phantom")
+        check_pretraining_store(method, pstore)
+        if method.init_from:
+            check_pretraining_store(get_method(method.init_from), pstore)
+        pdir = home / "pretrained" / cfg.pretrain_dataset / pretrained_dirname(cfg)
+    k = k or PAPER_K.get(dataset, 5)
+    split = split_for_store(store, k)
+    split_path = save_split(split, home / "splits" / f"{dataset}-k{k}.json")
+    folds = sorted(set(folds)) if folds else list(range(k))
+    bad = [f for f in folds if not 0 <= f < k]
+    if bad:
+        raise IchbenchError(f"--folds {bad} out of range for k={k} (0..{k - 1})")
+    run_key = _key({"config": cfg.to_dict(), "split": split["hash"], "store": store.fingerprint,
+                    "pretrain_store": pstore.fingerprint if pstore else None})
+    run_dir = home / "runs" / dataset / method.name / f"{profile}-{run_key[:12]}"
+    return MethodPlan(method, cfg, store, split, split_path, folds, run_key, run_dir, pstore, pdir, list(overrides))
+
+
+def expand_methods(spec: str) -> list[str]:
+    """`a,b` or `all` (every registered method, in registration order)."""
+    from ichbench.plugins import get_registry
+    known = get_registry().methods()
+    names = list(known) if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    for n in names:
+        get_method(n)  # one-line error listing the known ones
+    return names

@@ -1,0 +1,58 @@
+"""The work that runs on Ray workers. Workers load stores from their paths themselves and return
+plain results; they never write to MLflow (the driver does: SQLite does not take many writers).
+
+Fold tasks are retried by Ray when their worker dies; the engine's per-epoch checkpoints make a
+retried fold resume where it stopped, with the same final result.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import ray
+
+FOLD_RETRIES = 3
+
+
+def _where() -> dict:
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "hostname": socket.gethostname(), "pid": os.getpid(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+
+def _device() -> str | None:
+    # Ray sets CUDA_VISIBLE_DEVICES for tasks that asked for a GPU; torch then sees only those.
+    return "cuda" if ray.get_gpu_ids() else "cpu"
+
+
+@ray.remote(max_retries=FOLD_RETRIES, retry_exceptions=False)
+def pretrain_task(method, store_path: str, cfg, out_dir: str) -> dict:
+    from ichbench.train.engine import pretrain
+    t0 = time.time()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    where = _where()
+    path = pretrain(method, Path(store_path), cfg, Path(out_dir), device=_device(), progress=False)
+    return {"checkpoint": str(path), "seconds": time.time() - t0, **where}
+
+
+@ray.remote(max_retries=FOLD_RETRIES, retry_exceptions=False)
+def finetune_task(method, store_path: str, split: dict, fold: int, cfg, out_dir: str,
+                  pretrained: str | None) -> dict:
+    from ichbench.train.engine import finetune
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    where = _where()
+    # The PID lets an operator (and the fault test) find the process of a fold.
+    (out / "worker.pid").write_text(str(where["pid"]))
+    attempts = out / "attempts"
+    attempts.write_text(str(int(attempts.read_text()) + 1 if attempts.exists() else 1))
+    result = finetune(method, Path(store_path), split, fold, cfg, out, pretrained=Path(pretrained) if pretrained else None,
+                      device=_device(), progress=False)
+    result["worker"] = where
+    result["attempts"] = int(attempts.read_text())
+    result["wall_seconds"] = time.time() - t0
+    return result

@@ -1,0 +1,126 @@
+"""One parent run per (method, dataset, profile), a child per pretraining and per fold.
+
+Runs carry an `ichbench.run_key` tag (a hash of everything that determines the result), so a
+rerun of the same command finds its unfinished parent and the children that already finished
+instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from ichbench.errors import IchbenchError
+
+TAG = "ichbench."
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial database tables" on every new store
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def default_tracking_uri(home: Path) -> str:
+    return f"sqlite:///{Path(home).resolve() / 'mlflow.db'}"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+class Tracker:
+    def __init__(self, uri: str, home: Path):
+        from mlflow import MlflowClient
+
+        self.uri = uri
+        self.home = Path(home)
+        # Probe once, without MLflow's minutes of HTTP retries: an unreachable store must fail
+        # before any training starts, and fail fast.
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+        os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot track"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise IchbenchError(f"MLflow tracking store {uri} is unreachable: {first[:200]}") from None
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    # -- experiments and runs ---------------------------------------------------------------------
+    def experiment(self, dataset: str) -> str:
+        name = f"ichbench/{dataset}"
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        artifacts = None
+        if self.uri.startswith("sqlite:"):
+            # next to the database, not in whatever directory the user happens to be in
+            artifacts = (self.home / "mlartifacts").resolve().as_uri()
+        return self.client.create_experiment(name, artifact_location=artifacts)
+
+    def find_run(self, experiment_id: str, tags: dict[str, str], statuses=None):
+        flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([experiment_id], filter_string=flt, order_by=["attributes.start_time DESC"])
+        for r in runs:
+            if statuses is None or r.info.status in statuses:
+                return r
+        return None
+
+    def start_run(self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None):
+        tags = dict(tags)
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        return self.client.create_run(experiment_id, tags=tags, run_name=name)
+
+    def reopen(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    # -- logging ------------------------------------------------------------------------------------
+    def params(self, run_id: str, config: dict) -> None:
+        from mlflow.entities import Param
+        existing = self.client.get_run(run_id).data.params
+        flat = {k: v[:6000] for k, v in _flatten(config).items() if k not in existing}
+        items = [Param(k, v) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def metrics(self, run_id: str, values: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+        import time
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in values.items()
+                 if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    def tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
+
+    def json_artifact(self, run_id: str, obj, name: str) -> None:
+        self.client.log_dict(run_id, obj, name)
+
+    def file_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def text_artifact(self, run_id: str, text: str, name: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / name
+            p.write_text(text)
+            self.client.log_artifact(run_id, str(p))

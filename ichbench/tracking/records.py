@@ -1,0 +1,79 @@
+"""What goes into each MLflow run: tags, params, curves, metrics and artifacts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import subprocess
+from pathlib import Path
+
+from ichbench import __version__
+from ichbench.tracking.mlflow_store import TAG, Tracker
+
+FOLD_COLUMNS = ("volume_id", "fold", "tp", "fp", "fn", "dice", "precision", "recall", "has_ich",
+                "subtypes", "pred_ml", "true_ml")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def hardware(resources: dict) -> str:
+    gpus = resources.get("GPU", 0)
+    gpu = ""
+    if gpus:
+        try:
+            import torch
+            gpu = f", {int(gpus)}x {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else f", {gpus:g} GPU"
+        except Exception:  # noqa: BLE001
+            gpu = f", {gpus:g} GPU"
+    return f"{platform.machine()} {int(resources.get('CPU', 0))} CPU{gpu}"
+
+
+def base_tags(plan, owner, resources: dict) -> dict[str, str]:
+    return {
+        f"{TAG}method": plan.method.name, f"{TAG}dataset": plan.cfg.dataset, f"{TAG}profile": plan.cfg.profile,
+        f"{TAG}run_key": plan.run_key, f"{TAG}dataset_fingerprint": plan.store.fingerprint,
+        f"{TAG}split_hash": plan.split["hash"], f"{TAG}k": str(plan.split["k"]),
+        f"{TAG}version": __version__, f"{TAG}plugin": owner.name,
+        f"{TAG}plugin_dist": owner.distribution or "", f"{TAG}plugin_version": owner.version or "",
+        f"{TAG}git_commit": git_commit(), f"{TAG}hardware": hardware(resources),
+        f"{TAG}pretrain_dataset": plan.cfg.pretrain_dataset,
+    }
+
+
+def curves(tracker: Tracker, run_id: str, history: list[dict]) -> None:
+    for rec in history:
+        values = {"loss": rec.get("loss"), "lr": rec.get("lr")}
+        if rec.get("val_loss") is not None:
+            values["val_loss"] = rec["val_loss"]
+        tracker.metrics(run_id, values, step=int(rec["epoch"]))
+
+
+def summary_metrics(summary: dict) -> dict[str, float]:
+    """Flatten a `summarize()` result into MLflow metric names: dice_all_mean, recall_ich_std, ..."""
+    out: dict[str, float] = {}
+    groups = {"all": summary["all"], "ich": summary["ich"], **{f"sub_{k}": v for k, v in summary["subtypes"].items()}}
+    for gname, g in groups.items():
+        out[f"n_{gname}"] = g["n"]
+        for metric in ("dice", "precision", "recall"):
+            for stat in ("mean", "std"):
+                val = (g.get(metric) or {}).get(stat)
+                if val is not None:
+                    out[f"{metric}_{gname}_{stat}"] = val
+    return out
+
+
+def per_volume_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FOLD_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, "subtypes": "|".join(r["subtypes"]) if r.get("subtypes") else ""})
+    return buf.getvalue()

@@ -1,0 +1,85 @@
+"""Atomic checkpoints.
+
+A checkpoint is written to a temporary file beside its final name and moved into place with
+os.replace, so a run killed while saving leaves the previous checkpoint intact, never half a file.
+The training state holds everything a resumed run needs to continue bit for bit: model, optimiser,
+scheduler, every random generator's state, the epochs done and the loss history.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ichbench.errors import IchbenchError
+
+STATE_NAME = "state.pt"          # resumable training state (rewritten every epoch)
+PRETRAINED_NAME = "pretrained.pt"  # the declared U-Net parts of a finished pretraining
+
+
+def save_atomic(obj, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load(path: Path) -> dict:
+    """Load a checkpoint onto the CPU. Only tensors and plain containers are accepted
+    (weights_only), so a checkpoint from elsewhere cannot run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise IchbenchError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is one bad file
+        raise IchbenchError(f"{path}: not a readable ichbench checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict:
+    out = {name: g.get_state() for name, g in generators.items()}
+    out["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
+    for name, g in generators.items():
+        g.set_state(state[name])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def training_state(model, optimizer, scheduler, generators, epoch: int, history: list, identity: str,
+                   extra: dict | None = None) -> dict:
+    return {"kind": "training_state", "identity": identity, "epoch": epoch, "history": history,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng_state(generators), **(extra or {})}
+
+
+def restore_training_state(state: dict, model, optimizer, scheduler, generators) -> tuple[int, list]:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng(state["rng"], generators)
+    return int(state["epoch"]), list(state["history"])
+
+
+def load_pretrained(path: Path) -> dict:
+    ckpt = load(path)
+    if ckpt.get("kind") != "pretrained" or "state" not in ckpt:
+        raise IchbenchError(f"{path}: not a pretrained checkpoint (made by `ichbench pretrain`)")
+    return ckpt

@@ -1,0 +1,212 @@
+"""Training data: a slice store read into memory once, and index samplers over it.
+
+zarr costs ~0.5 ms per single-slice read, so a worker loads the arrays it needs in one bulk read
+(`SliceStore.load`) and every batch is a tensor index into memory. Images stay int16 HU (half the
+memory of float32, which matters for the ~211,000 RSNA slices); the [-50, 150] HU window is applied
+per batch, on the training device. Samplers draw whole epochs of indices from a seeded
+torch.Generator, so a checkpoint of the generator's state makes a resumed run draw the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ichbench.errors import IchbenchError
+from ichbench.preprocess.window import window
+
+UNKNOWN = 255
+RESIZE_CHUNK = 256  # slices per interpolate call when resizing on load (bounds peak memory)
+
+
+@dataclass
+class SliceArrays:
+    """Arrays of one store (or of selected rows of it) as CPU tensors."""
+    images: torch.Tensor            # (N, S, S) int16 HU
+    labels: torch.Tensor            # (N, 7) uint8, 255 = unknown
+    volume: torch.Tensor            # (N,) int64 index into `volumes`
+    masks: torch.Tensor | None      # (N, S, S) uint8 hemorrhage, segmentation stores only
+    brain: torch.Tensor | None      # (N, S, S) uint8 intracranial cavity
+    volumes: list[dict]
+    fingerprint: str
+    path: Path
+    rows: torch.Tensor              # (N,) int64 row of each slice in the store
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def to(self, device: torch.device) -> "SliceArrays":
+        """A copy whose per-slice tensors live on `device` (used when the whole set fits on the GPU);
+        `volume` stays on the host, where slices are selected."""
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return SliceArrays(move(self.images), move(self.labels), self.volume, move(self.masks),
+                           move(self.brain), self.volumes, self.fingerprint, self.path, self.rows)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in
+                   (self.images, self.labels, self.volume, self.masks, self.brain) if t is not None)
+
+
+def _resize(stack: np.ndarray, size: int, is_mask: bool) -> torch.Tensor:
+    """(N, H, W) -> (N, size, size), in chunks; HU stays int16, masks are area fractions >= 0.5."""
+    out = []
+    for start in range(0, len(stack), RESIZE_CHUNK):
+        t = torch.from_numpy(np.asarray(stack[start:start + RESIZE_CHUNK], dtype=np.float32))[:, None]
+        shrink = t.shape[-1] > size
+        r = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)[:, 0]
+        out.append((r >= 0.5).to(torch.uint8) if is_mask else r.round().clamp(-32768, 32767).to(torch.int16))
+    return torch.cat(out) if out else torch.zeros((0, size, size), dtype=torch.uint8 if is_mask else torch.int16)
+
+
+def load_store(path: Path, image_size: int, rows: np.ndarray | None = None,
+               names=("images", "labels", "volume", "masks", "brain")) -> SliceArrays:
+    """Read a store (all rows, or `rows`) into memory at `image_size` x `image_size`."""
+    from ichbench.store import open_store  # zarr only where a store is read
+
+    store = open_store(path)
+    if rows is not None:
+        rows = np.sort(np.asarray(rows, dtype=np.int64))
+    data = store.load(names, index=rows)
+    n = len(data["labels"])
+    if rows is None:
+        rows = np.arange(n, dtype=np.int64)
+
+    def spatial(name: str, is_mask: bool) -> torch.Tensor | None:
+        arr = data.get(name)
+        if arr is None:
+            return None
+        if arr.shape[-1] != image_size or arr.shape[-2] != image_size:
+            return _resize(arr, image_size, is_mask)
+        return torch.from_numpy(np.ascontiguousarray(arr))
+
+    return SliceArrays(images=spatial("images", False), labels=torch.from_numpy(data["labels"]),
+                       volume=torch.from_numpy(data["volume"].astype(np.int64)),
+                       masks=spatial("masks", True), brain=spatial("brain", True),
+                       volumes=store.volumes, fingerprint=store.fingerprint, path=Path(path),
+                       rows=torch.from_numpy(rows))
+
+
+def windowed(images: torch.Tensor) -> torch.Tensor:
+    """(B, S, S) int16 HU -> (B, 1, S, S) float32 in [0, 1] (the paper's [-50, 150] HU window)."""
+    return window(images.float())[:, None]
+
+
+def place(arrays: SliceArrays, device: torch.device, fraction: float = 0.25) -> SliceArrays:
+    """Move the arrays onto a CUDA device when they take under `fraction` of its free memory:
+    batches are then gathered on the GPU with no host copy. Otherwise they stay (pinned) on the host."""
+    if device.type != "cuda":
+        return arrays
+    free, _ = torch.cuda.mem_get_info(device)
+    if arrays.nbytes() < fraction * free:
+        return arrays.to(device)
+    for name in ("images", "masks", "brain"):
+        t = getattr(arrays, name)
+        if t is not None:
+            setattr(arrays, name, t.pin_memory())
+    return arrays
+
+
+# -- slice selection --------------------------------------------------------------------------------
+
+def volume_rows(arrays: SliceArrays, volume_ids) -> torch.Tensor:
+    """Positions (into `arrays`) of every slice of the named volumes, in store order."""
+    index = {v["id"]: i for i, v in enumerate(arrays.volumes)}
+    missing = [v for v in volume_ids if v not in index]
+    if missing:
+        raise IchbenchError(f"{arrays.path}: volumes {missing[:3]} of the split are not in the store "
+                            "(was the split made for another store?)")
+    wanted = torch.zeros(len(arrays.volumes), dtype=torch.bool)
+    wanted[[index[v] for v in volume_ids]] = True
+    return torch.nonzero(wanted[arrays.volume], as_tuple=False)[:, 0]
+
+
+def pretrain_selection(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's pretraining set (§2.6): every ICH slice plus as many non-ICH slices, drawn from
+    the slices whose `any` label is known; a store with no known labels uses all its slices.
+    `holdout` of them (at most a tenth, for small stores) are kept out for the validation loss.
+    Returns (train_rows, holdout_rows), sorted store rows."""
+    anyich = labels[:, 1]
+    known = anyich != UNKNOWN
+    rng = np.random.default_rng(seed)
+    if known.any():
+        ich = np.flatnonzero(known & (anyich == 1))
+        non = np.flatnonzero(known & (anyich == 0))
+        if len(ich) and len(non):
+            non = rng.choice(non, size=min(len(ich), len(non)), replace=False)
+        rows = np.concatenate([ich, non])
+    else:
+        rows = np.arange(len(labels))
+    rows = np.sort(rows)
+    n_hold = min(int(holdout), len(rows) // 10)
+    perm = rng.permutation(len(rows))
+    return np.sort(rows[perm[n_hold:]]), np.sort(rows[perm[:n_hold]])
+
+
+# -- samplers ---------------------------------------------------------------------------------------
+
+class EpochSampler:
+    """Draws one epoch of index batches at a time from `pool(generator)`.
+
+    With `steps_per_epoch` set, exactly that many batches are drawn, redrawing the pool as often as
+    needed; otherwise one pass over the pool. `drop_last` drops a final short batch (pretexts want
+    a fixed batch size); a last batch of one slice is always dropped (BatchNorm needs two).
+    """
+
+    def __init__(self, pool, batch_size: int, steps_per_epoch: int | None, generator: torch.Generator,
+                 drop_last: bool = False):
+        self.pool = pool
+        self.batch_size = batch_size
+        self.steps = steps_per_epoch
+        self.generator = generator
+        self.drop_last = drop_last
+
+    def _batches_of(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        perm = idx[torch.randperm(len(idx), generator=self.generator)]
+        out = list(perm.split(self.batch_size))
+        if out and (len(out[-1]) < 2 or (self.drop_last and len(out[-1]) < self.batch_size and len(out) > 1)):
+            out.pop()
+        return out
+
+    def epoch(self) -> list[torch.Tensor]:
+        if self.steps is None:
+            batches = self._batches_of(self.pool(self.generator))
+        else:
+            batches = []
+            while len(batches) < self.steps:
+                more = self._batches_of(self.pool(self.generator))
+                if not more:
+                    break
+                batches += more
+            batches = batches[: self.steps]
+        if not batches:
+            raise IchbenchError("no training batch could be drawn (fewer than 2 training slices)")
+        return batches
+
+
+def finetune_pool(arrays: SliceArrays, train_rows: torch.Tensor, sampling: str, nonich_ratio: float):
+    """The pool function of fine-tuning: "mixed" (§2.5.3) takes every ICH slice of the training
+    volumes plus `nonich_ratio` times as many non-ICH slices, redrawn each epoch; "ich_only"
+    takes the ICH slices alone."""
+    if arrays.masks is None:
+        raise IchbenchError(f"{arrays.path}: store has no hemorrhage masks; fine-tuning needs a segmentation store")
+    has_ich = arrays.masks[train_rows].flatten(1).bool().any(1)
+    ich, non = train_rows[has_ich], train_rows[~has_ich]
+    if len(ich) == 0:
+        raise IchbenchError(f"{arrays.path}: the training volumes of this fold contain no hemorrhage")
+    if sampling == "ich_only":
+        return lambda g: ich
+    if sampling != "mixed":
+        raise IchbenchError(f"unknown sampling {sampling!r}; known: mixed, ich_only")
+    n_non = min(len(non), int(round(nonich_ratio * len(ich))))
+
+    def pool(g: torch.Generator) -> torch.Tensor:
+        return torch.cat([ich, non[torch.randperm(len(non), generator=g)[:n_non]]])
+    return pool

@@ -1,0 +1,404 @@
+"""The training engine: pretext pretraining and fine-tuning, plain PyTorch.
+
+Both share one loop (`_fit`): Adam with L2 as weight decay, the learning rate decayed by
+ExponentialLR once per epoch, a checkpoint of the whole training state after every epoch (so a
+killed run resumes where it stopped and ends with the same weights), and a rich progress bar.
+
+Devices: on CUDA the forward pass runs under bf16 autocast with channels_last tensors and, when the
+config asks, torch.compile; on the CPU everything is seeded and deterministic algorithms are
+enforced, so the same seed gives the same loss curve and the same weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ichbench import __version__
+from ichbench.errors import IchbenchError
+from ichbench.evaluate import per_volume_row, summarize
+from ichbench.models.unet import UNet, part_state, transfer_parts
+from ichbench.train import checkpoint as ckpt
+from ichbench.train.augment import random_affine
+from ichbench.train.data import (EpochSampler, SliceArrays, finetune_pool, load_store, place,
+                                 pretrain_selection, volume_rows, windowed)
+from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
+from ichbench.train.losses import dice_loss
+
+EVAL_BATCH = 64
+VALIDATION_SEED_OFFSET = 7919  # validation draws its pretext randomness from its own fixed stream
+
+
+def _method(method):
+    if isinstance(method, str):
+        from ichbench.methods.base import get_method
+        return get_method(method)
+    return method
+
+
+def select_device(device=None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def _device_mode(device: torch.device):
+    """CPU: deterministic algorithms (restored afterwards). CUDA: cuDNN autotuning for speed."""
+    if device.type == "cpu":
+        prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+    else:
+        prev = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = prev
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _prepare_model(model: torch.nn.Module, device: torch.device, compile_: bool) -> torch.nn.Module:
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        if compile_:
+            model.compile()  # in place: state_dict keys stay those of the plain module
+    return model
+
+
+def _gather(t: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rows `idx` of `t`, on `device` (indexing where `t` lives: host or, if it fits, the GPU)."""
+    return t[idx.to(t.device)].to(device, non_blocking=True)
+
+
+def _images(arrays: SliceArrays, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = windowed(_gather(arrays.images, idx, device))
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                    console=Console(stderr=True), disable=not (enabled and sys.stderr.isatty()),
+                    transient=False)
+
+
+def _fit(*, model: torch.nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], sampler: EpochSampler,
+         epochs: int, lr: float, lr_decay: float, weight_decay: float, state_path: Path, identity: str,
+         generators: dict[str, torch.Generator], device: torch.device, desc: str, progress: bool,
+         validate: Callable[[], float] | None = None, on_epoch: Callable[[int, list], None] | None = None,
+         ) -> list[dict]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay)
+    start, history = 0, []
+    if state_path.exists():
+        state = ckpt.load(state_path)
+        if state.get("identity") != identity:
+            raise IchbenchError(f"{state_path}: checkpoint of a different configuration; "
+                                "remove it or use another output folder")
+        start, history = ckpt.restore_training_state(state, model, optimizer, scheduler, generators)
+    with _progress(progress) as bar:
+        task = bar.add_task(desc, total=None, info="")
+        for epoch in range(start, epochs):
+            t0 = time.perf_counter()
+            model.train()
+            batches = sampler.epoch()
+            bar.update(task, total=len(batches), completed=0, info=f"epoch {epoch + 1}/{epochs}")
+            total = torch.zeros((), device=device)
+            for idx in batches:
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(idx)
+                if device.type == "cpu" and not torch.isfinite(loss):
+                    raise IchbenchError(f"{desc}: loss became {loss.item()} in epoch {epoch + 1}")
+                loss.backward()
+                optimizer.step()
+                total += loss.detach().float()
+                bar.advance(task)
+            record = {"epoch": epoch + 1, "loss": float(total) / len(batches),
+                      "lr": optimizer.param_groups[0]["lr"], "steps": len(batches)}
+            scheduler.step()
+            if not math.isfinite(record["loss"]):
+                raise IchbenchError(f"{desc}: mean loss is {record['loss']} in epoch {epoch + 1}")
+            if validate is not None:
+                record["val_loss"] = validate()
+            record["seconds"] = round(time.perf_counter() - t0, 3)
+            history.append(record)
+            bar.update(task, info=f"epoch {epoch + 1}/{epochs} loss {record['loss']:.4f}")
+            ckpt.save_atomic(ckpt.training_state(model, optimizer, scheduler, generators, epoch + 1,
+                                                 history, identity), state_path)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, history)
+    return history
+
+
+def _generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
+    """Sampling draws on the host, augmentation and pretext randomness on the training device."""
+    return {"sampler": torch.Generator().manual_seed(seed),
+            "device": torch.Generator(device=device).manual_seed(seed + 1)}
+
+
+# -- pretraining ------------------------------------------------------------------------------------
+
+def pretrained_dirname(cfg) -> str:
+    """Folder name of a pretraining under `<home>/pretrained/<pretrain_dataset>/`: method and hash,
+    so every fine-tuning (and local_contrastive's init) with the same settings reuses it."""
+    return f"{cfg.method}-{cfg.hash()[:12]}"
+
+
+def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress: bool = True,
+             init_checkpoint: Path | None = None, on_epoch=None) -> Path:
+    """Train `method`'s pretext on the store at `store_path`; returns the path of a checkpoint of the
+    U-Net parts the method transfers. A finished pretraining with the same config hash on the same
+    store content is returned as is; an interrupted one resumes from its last epoch."""
+    from ichbench.methods.base import get_method
+    from ichbench.store import open_store
+
+    m = _method(method)
+    if not m.has_pretext:
+        raise IchbenchError(f"{m.name} has no pretext to pretrain (a baseline); fine-tune it directly")
+    out_dir = Path(out_dir)
+    store = open_store(store_path)
+    check_pretraining_store(m, store)
+    pc = cfg.pretrain
+    identity = cfg.hash()
+    final = out_dir / ckpt.PRETRAINED_NAME
+    if final.exists():
+        done = ckpt.load_pretrained(final)
+        if done.get("config_hash") == identity and done.get("store_fingerprint") == store.fingerprint:
+            return final
+    state_path = out_dir / ckpt.STATE_NAME
+    state_identity = f"{identity}:{store.fingerprint}"
+    if state_path.exists() and ckpt.load(state_path).get("identity") != state_identity:
+        state_path.unlink()  # the store was re-ingested: an old partial run no longer applies
+    device = select_device(device)
+
+    init_state = None
+    if m.init_from:
+        if cfg.init is None:
+            raise IchbenchError(f"{m.name} starts from {m.init_from}'s pretraining, but the config has no `init`")
+        init_method = get_method(m.init_from)
+        if init_checkpoint is None:
+            init_checkpoint = pretrain(init_method, store_path, cfg.init, out_dir.parent / pretrained_dirname(cfg.init),
+                                       device=device, progress=progress)
+        init_state = (ckpt.load_pretrained(init_checkpoint), init_method.transfers)
+
+    labels = np.asarray(store.load(["labels"])["labels"])
+    train_rows, hold_rows = pretrain_selection(labels, pc.holdout, pc.seed)
+    arrays = load_store(store_path, pc.image_size, rows=np.concatenate([train_rows, hold_rows]),
+                        names=("images", "labels", "volume"))
+    pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
+    train_pos, hold_pos = pos(train_rows), pos(hold_rows)
+
+    with _device_mode(device):
+        torch.manual_seed(pc.seed)
+        unet = UNet(base=cfg.model.base_channels, depth=cfg.model.depth)
+        if init_state is not None:
+            _check_model(init_state[0], cfg, init_checkpoint)
+            transfer_parts(init_state[0]["state"], unet, init_state[1])
+        model = _prepare_model(m.build_pretext(unet, pc), device, pc.compile and device.type == "cuda")
+        arrays = place(arrays, device)
+        gens = _generators(pc.seed, device)
+        sampler = EpochSampler(lambda g: train_pos, pc.batch_size, pc.steps_per_epoch, gens["sampler"], drop_last=True)
+
+        def batch_of(idx: torch.Tensor) -> dict:
+            return {"images": _images(arrays, idx, device), "labels": _gather(arrays.labels, idx, device)}
+
+        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            batch = batch_of(idx)
+            with _autocast(device):
+                return m.pretext_loss(model, batch, pc, gens["device"])
+
+        def validate() -> float:
+            if len(hold_pos) < 2:
+                return float("nan")
+            g = torch.Generator(device=device).manual_seed(pc.seed + VALIDATION_SEED_OFFSET)
+            model.eval()
+            losses, weights = [], []
+            with torch.no_grad():
+                for idx in hold_pos.split(pc.batch_size):
+                    if len(idx) < 2:
+                        continue
+                    with _autocast(device):
+                        losses.append(m.pretext_loss(model, batch_of(idx), pc, g).float())
+                    weights.append(len(idx))
+            model.train()
+            w = torch.tensor(weights, dtype=torch.float32)
+            return float((torch.stack(losses).cpu() * w).sum() / w.sum())
+
+        t0 = time.perf_counter()
+        history = _fit(model=model, loss_fn=loss_fn, sampler=sampler, epochs=pc.epochs, lr=pc.lr,
+                       lr_decay=pc.lr_decay, weight_decay=pc.weight_decay, state_path=state_path,
+                       identity=state_identity, generators=gens, device=device, desc=f"pretrain {m.name}",
+                       progress=progress, validate=validate, on_epoch=on_epoch)
+    payload = {"kind": "pretrained", "method": m.name, "transfers": list(m.transfers),
+               "state": {k: v.detach().cpu() for k, v in part_state(model.unet, m.transfers).items()},
+               "model": dataclasses.asdict(cfg.model), "config": cfg.to_dict(), "config_hash": identity,
+               "store": str(store_path), "store_fingerprint": store.fingerprint,
+               "n_train_slices": int(len(train_pos)), "n_holdout_slices": int(len(hold_pos)),
+               "history": history, "device": str(device), "seconds": round(time.perf_counter() - t0, 3),
+               "ichbench_version": __version__}
+    return ckpt.save_atomic(payload, final)
+
+
+def _check_model(pre: dict, cfg, path) -> None:
+    want = dataclasses.asdict(cfg.model)
+    if pre.get("model") != want:
+        raise IchbenchError(f"{path}: pretrained for U-Net {pre.get('model')}, but this run uses {want}")
+
+
+# -- fine-tuning ------------------------------------------------------------------------------------
+
+def _load_pretrained_into(unet: UNet, method, path: Path, cfg) -> dict:
+    if not method.transfers:
+        raise IchbenchError(f"{method.name} transfers no pretrained parts (a baseline); drop the checkpoint")
+    pre = ckpt.load_pretrained(path)
+    _check_model(pre, cfg, path)
+    # Another method's checkpoint is accepted (to study transfer) for the parts this method declares.
+    parts = list(pre.get("transfers") or method.transfers) if pre.get("method") == method.name else list(method.transfers)
+    try:
+        copied = transfer_parts(pre["state"], unet, parts)
+    except ValueError as exc:
+        raise IchbenchError(f"{path}: {exc}") from None
+    return {"path": str(path), "method": pre.get("method"), "config_hash": pre.get("config_hash"),
+            "store_fingerprint": pre.get("store_fingerprint"), "parts": parts, "tensors": len(copied)}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor, device: torch.device,
+            threshold: float, icm: bool) -> np.ndarray:
+    """Binary masks (len(rows), S, S) for the slices `rows`: sigmoid > threshold, times the
+    intracranial mask for ICM methods."""
+    model.eval()
+    out = []
+    for idx in rows.split(EVAL_BATCH):
+        with _autocast(device):
+            logits = model(_images(arrays, idx, device))
+        pred = torch.sigmoid(logits.float())[:, 0] > threshold
+        if icm:
+            pred &= _gather(arrays.brain, idx, device).bool()
+        out.append(pred.cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, arrays.image_size, arrays.image_size), bool)
+
+
+def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: float, icm: bool,
+                     spacing_scale: float = 1.0) -> list[dict]:
+    """Per-volume rows (Dice, precision, recall, TP/FP/FN, mL) for the named volumes."""
+    index = {v["id"]: i for i, v in enumerate(arrays.volumes)}
+    rows_out = []
+    for vid in volume_ids:
+        rows = volume_rows(arrays, [vid])
+        pred = predict(model, arrays, rows, device, threshold, icm)
+        truth = arrays.masks[rows.to(arrays.masks.device)].cpu().numpy().astype(bool)
+        vol = arrays.volumes[index[vid]]
+        z, y, x = vol["spacing"]
+        rows_out.append(per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale), vol.get("subtypes")))
+    return rows_out
+
+
+def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Path, pretrained: Path | None = None,
+             device=None, progress: bool = True, on_epoch=None) -> dict:
+    """Fine-tune a U-Net on the training volumes of `fold` and score the fold's test volumes.
+
+    Writes `out_dir/result.json` (per-volume metrics, summary, history, the resolved config) and
+    returns the same dict. The training state is checkpointed every epoch in `out_dir/state.pt`;
+    calling again with the same arguments resumes (or, when finished, only re-evaluates).
+    """
+    from ichbench.splits import train_ids
+    from ichbench.store import open_store
+
+    m = _method(method)
+    out_dir = Path(out_dir)
+    fc = cfg.finetune
+    store = open_store(store_path)
+    check_finetuning_store(m, store)
+    if m.has_pretext and pretrained is None:
+        raise IchbenchError(f"{m.name} fine-tunes from its pretraining: pass a pretrained checkpoint "
+                            "(`ichbench pretrain` makes one)")
+    if not 0 <= fold < len(split["folds"]):
+        raise IchbenchError(f"fold {fold} out of range: the split has {len(split['folds'])} folds (0..{len(split['folds']) - 1})")
+    if split.get("store_fingerprint") not in (None, store.fingerprint):
+        raise IchbenchError(f"{store_path}: the split was made for another version of this store "
+                            "(fingerprints differ); make the split again")
+    device = select_device(device)
+    test_ids = list(split["folds"][fold]["test"])
+    train = train_ids(split, fold)
+    arrays = load_store(store_path, fc.image_size, names=("images", "labels", "volume", "masks", "brain"))
+    store_size = int(store.attrs["settings"]["size"])
+    train_rows = volume_rows(arrays, train)
+
+    with _device_mode(device):
+        torch.manual_seed(fc.seed)
+        unet = UNet(base=cfg.model.base_channels, depth=cfg.model.depth)
+        transfer = _load_pretrained_into(unet, m, Path(pretrained), cfg) if pretrained is not None else None
+        identity = cfg.finetune_hash(transfer["config_hash"] if transfer else None) + f":fold{fold}:{split.get('hash')}"
+        model = _prepare_model(unet, device, fc.compile and device.type == "cuda")
+        pool = finetune_pool(arrays, train_rows, m.sampling, fc.nonich_ratio)  # on the host copy
+        arrays = place(arrays, device)
+        gens = _generators(fc.seed, device)
+        sampler = EpochSampler(pool, fc.batch_size, fc.steps_per_epoch, gens["sampler"])
+        aug = fc.augment
+        # eq. 5's α applies to Mixed; ICH-only is plain eq. 4 (α = 1 on the rare slice that an
+        # augmentation empties).
+        alpha = fc.empty_weight if m.sampling == "mixed" else 1.0
+
+        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            images = windowed(_gather(arrays.images, idx, device))
+            masks = _gather(arrays.masks, idx, device)[:, None].float()
+            images, masks = random_affine(images, masks, translate=float(aug["translate"]),
+                                          rotate_deg=float(aug["rotate"]), scale=tuple(aug["scale"]),
+                                          hflip_p=float(aug["hflip"]), generator=gens["device"])
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                logits = model(images)
+            return dice_loss(logits.float(), masks, empty_weight=alpha)
+
+        t0 = time.perf_counter()
+        history = _fit(model=model, loss_fn=loss_fn, sampler=sampler, epochs=fc.epochs, lr=fc.lr,
+                       lr_decay=fc.lr_decay, weight_decay=fc.weight_decay, state_path=out_dir / ckpt.STATE_NAME,
+                       identity=identity, generators=gens, device=device,
+                       desc=f"finetune {m.name} fold {fold}", progress=progress, on_epoch=on_epoch)
+        train_seconds = time.perf_counter() - t0
+        rows = evaluate_volumes(model, arrays, test_ids, device, fc.threshold, m.icm,
+                                spacing_scale=store_size / fc.image_size)
+    result = {
+        "method": m.name, "dataset": cfg.dataset, "profile": cfg.profile, "fold": fold, "k": len(split["folds"]),
+        "split_hash": split.get("hash"), "store": str(store_path), "store_fingerprint": store.fingerprint,
+        "train_volumes": train, "test_volumes": test_ids, "n_train_slices": int(len(train_rows)),
+        "pretrained": transfer, "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
+        "history": history, "volumes": rows, "summary": summarize(rows), "device": str(device),
+        "train_seconds": round(train_seconds, 3), "ichbench_version": __version__, "torch_version": torch.__version__,
+    }
+    write_json_atomic(result, out_dir / "result.json")
+    return result
+
+
+def write_json_atomic(obj, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,67 @@
+"""Refuse a run whose stores cannot give the method the labels it needs — before any training.
+
+The paper's Table 2: every method fine-tunes on segmentation masks; the self-supervised pretexts
+need only images; binary classification needs slice-level ICH labels; multi-label classification
+needs those plus the five subtypes on every pretraining slice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ichbench import SUBTYPES
+from ichbench.errors import IchbenchError
+
+UNKNOWN = 255
+
+
+def _labels(store) -> tuple[np.ndarray, str]:
+    return np.asarray(store.load(["labels"])["labels"]), str(store.path)
+
+
+def check_pretraining_store(method, store) -> None:
+    """Raise IchbenchError with the reason when `store` (a SliceStore) cannot train the pretext."""
+    needs = method.label_needs
+    if not method.has_pretext or not (needs.binary or needs.multilabel):
+        return
+    labels, where = _labels(store)
+    known = labels[:, 1] != UNKNOWN
+    refuse = f"{method.name} cannot pretrain on {where}:"
+    if not known.any():
+        raise IchbenchError(f"{refuse} no slice has a known ICH label (all `any` labels are unknown, 255); "
+                            "it needs slice-level classification labels")
+    anyich = labels[known, 1]
+    if not (anyich == 1).any() or not (anyich == 0).any():
+        raise IchbenchError(f"{refuse} its labeled slices are all {'ICH' if (anyich == 1).all() else 'non-ICH'}; "
+                            "a classification pretext needs both classes")
+    if needs.multilabel:
+        sub = labels[known][:, 2:]
+        unknown = (sub == UNKNOWN).any(axis=1)
+        if unknown.any():
+            raise IchbenchError(f"{refuse} {int(unknown.sum())} of {int(known.sum())} labeled slices have unknown "
+                                "subtypes (255); multi-label pretraining needs all five subtype labels")
+        present = [name for j, name in enumerate(SUBTYPES) if (sub[:, j] == 1).any()]
+        if not present:
+            raise IchbenchError(f"{refuse} no slice is labeled with any ICH subtype "
+                                f"({', '.join(SUBTYPES)}); multi-label pretraining needs subtype positives")
+
+
+def check_finetuning_store(method, store) -> None:
+    """Segmentation masks for every method; the intracranial mask for the `_icm` ones."""
+    arrays = store.arrays
+    if "masks" not in arrays:
+        raise IchbenchError(f"{method.name} cannot fine-tune on {store.path}: the store has no hemorrhage "
+                            "masks (is it a pretraining store?)")
+    if method.icm and "brain" not in arrays:
+        raise IchbenchError(f"{method.name} cannot run on {store.path}: it masks predictions with the "
+                            "intracranial cavity, and the store has no `brain` array")
+
+
+def check_label_needs(method, store, purpose: str = "pretraining") -> None:
+    """`purpose`: "pretraining" (the store the pretext trains on) or "finetuning"."""
+    if purpose == "pretraining":
+        check_pretraining_store(method, store)
+    elif purpose == "finetuning":
+        check_finetuning_store(method, store)
+    else:
+        raise ValueError(f"purpose must be 'pretraining' or 'finetuning', got {purpose!r}")

@@ -1,0 +1,159 @@
+"""The rendered page in a real browser: headless Chromium (Debian `chromium`) driven over the
+Chrome DevTools Protocol loads index.html from disk, logs no console errors, fetches nothing
+from the network, shows the tables and plots, and a click on a header sorts the column."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from ichbench.leaderboard.canonical import record_from_store
+from ichbench.leaderboard.render import render
+from tests.test_leaderboard_support import copy_folder, flags_of, make_entry, phantom_store, write_entry
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian `chromium` is not installed "
+                                "(`apt-get install -y chromium`; .ci/run installs it)")
+aiohttp = pytest.importorskip("aiohttp", reason="aiohttp (an MLflow dependency) drives the DevTools websocket")
+
+
+class Page:
+    """A minimal CDP client: send commands, collect events."""
+
+    def __init__(self, ws):
+        self.ws, self.next_id, self.events, self.pending = ws, 0, [], {}
+
+    async def pump(self):
+        async for msg in self.ws:
+            data = json.loads(msg.data)
+            if "id" in data and data["id"] in self.pending:
+                self.pending.pop(data["id"]).set_result(data)
+            elif "method" in data:
+                self.events.append(data)
+
+    async def send(self, method, **params):
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[self.next_id] = fut
+        await self.ws.send_str(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        reply = await asyncio.wait_for(fut, 30)
+        assert "error" not in reply, reply
+        return reply["result"]
+
+    async def js(self, expr):
+        res = await self.send("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in res, res
+        return res["result"].get("value")
+
+    async def wait_event(self, name, timeout=30):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if any(e["method"] == name for e in self.events):
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(name)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    profile = tmp_path / "chromium-profile"
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+         f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        end = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > end:
+                pytest.fail("chromium did not start its DevTools endpoint")
+            time.sleep(0.05)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            targets = json.load(r)
+        yield next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def page_file(tmp_path, home):
+    folder = copy_folder(tmp_path)
+    res = phantom_store(home, n=8)
+    record_from_store(folder, home, "phantom", [2])
+    flags = flags_of(res)
+    for i, (m, frac) in enumerate([("multilabel_dl", None), ("unet_mixed", None), ("multilabel_dl", 0.5)]):
+        write_entry(folder, make_entry(flags, method=m, run_id=f"{i}" * 32, seed=i, k=2, fingerprint=res.fingerprint,
+                                       config={"data": {"labeled_fraction": frac}} if frac else None))
+    render(folder)
+    return folder.index
+
+
+async def _drive(ws_url, url):
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws_url, max_msg_size=0) as ws:
+            page = Page(ws)
+            pump = asyncio.create_task(page.pump())
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                await page.send(f"{domain}.enable")
+            await page.send("Emulation.setDeviceMetricsOverride", width=1300, height=900, deviceScaleFactor=1,
+                            mobile=False)
+            await page.send("Page.navigate", url=url)
+            await page.wait_event("Page.loadEventFired")
+            out = {}
+            out["tables"] = await page.js("document.querySelectorAll('table.results').length")
+            out["published_rows"] = await page.js("document.querySelectorAll('#results-hssayeni tr.published').length")
+            out["plots"] = await page.js(
+                "Array.from(document.querySelectorAll('img.plot')).map(i => [i.id, i.complete && i.naturalWidth > 0])")
+            sel = "#results-hssayeni thead th:nth-child(8)"  # Recall [%], ICH volumes
+            out["header"] = await page.js(f"document.querySelector('{sel}').textContent")
+            col = ("Array.from(document.querySelectorAll('#results-hssayeni tbody tr'))"
+                   ".map(r => parseFloat(r.cells[7].getAttribute('data-value')))")
+            out["before"] = await page.js(col)
+            # a real mouse click at the header's position, not element.click()
+            await page.js(f"document.querySelector('{sel}').scrollIntoView({{block: 'center'}})")
+            box = await page.js(f"(() => {{ const r = document.querySelector('{sel}').getBoundingClientRect();"
+                                " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+            for kind in ("mousePressed", "mouseReleased"):
+                await page.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left",
+                                clickCount=1)
+            out["after_one"] = await page.js(col)
+            out["aria"] = await page.js(f"document.querySelector('{sel}').getAttribute('aria-sort')")
+            for kind in ("mousePressed", "mouseReleased"):
+                await page.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left",
+                                clickCount=1)
+            out["after_two"] = await page.js(col)
+            await asyncio.sleep(0.2)
+            out["events"] = list(page.events)
+            pump.cancel()
+            return out
+
+
+def test_page_in_headless_chromium(browser, page_file):
+    out = asyncio.run(_drive(browser, page_file.as_uri()))
+    errors = [e for e in out["events"]
+              if e["method"] == "Runtime.exceptionThrown"
+              or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    assert errors == []
+    fetched = [e["params"]["request"]["url"] for e in out["events"] if e["method"] == "Network.requestWillBeSent"]
+    assert fetched and all(u.startswith(("file://", "data:")) for u in fetched), fetched
+    assert out["tables"] == 3 and out["published_rows"] == 10
+    assert dict(out["plots"]) == {"box-phantom": True, "le-phantom": True}
+    assert out["header"].startswith("Recall [%]") and "ICH volumes" in out["header"]
+    # the page opens sorted by Dice over all volumes, not by this column
+    assert out["before"] != sorted(out["before"], reverse=True)
+    assert out["after_one"] == sorted(out["before"], reverse=True)
+    assert out["aria"] == "descending"
+    assert out["after_two"] == sorted(out["before"])

@@ -1,0 +1,130 @@
+"""Rendering: README.md and index.html hold the expected rows and numbers, and the statistics
+shown are the ones computed from the entries."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from ichbench.cli.leaderboard import app
+from ichbench.leaderboard import canonical as canon
+from ichbench.leaderboard import stats
+from ichbench.leaderboard.canonical import record_from_store
+from ichbench.leaderboard.model import build
+from ichbench.leaderboard.published import load_published, paper_labels
+from ichbench.leaderboard.render import InvalidFolder, render
+from ichbench.leaderboard.validate import validate
+from tests.test_leaderboard_support import copy_folder, flags_of, make_entry, phantom_store, write_entry
+
+RUNS = {"multilabel_dl": "a" * 32, "unet_mixed": "b" * 32}
+
+
+@pytest.fixture
+def board(tmp_path, home):
+    folder = copy_folder(tmp_path)
+    res = phantom_store(home, n=8)
+    record_from_store(folder, home, "phantom", [2])
+    flags = flags_of(res)
+    entries = [make_entry(flags, method=m, run_id=r, seed=i, k=2, fingerprint=res.fingerprint)
+               for i, (m, r) in enumerate(RUNS.items())]
+    entries.append(make_entry(flags, method="multilabel_dl", run_id="c" * 32, seed=7, k=2,
+                              fingerprint=res.fingerprint, config={"data": {"labeled_fraction": 0.5}}))
+    for e in entries:
+        write_entry(folder, e)
+    return folder, entries
+
+
+def pct(x):
+    return f"{100 * x:.2f}"
+
+
+def test_readme_rows_and_numbers(board):
+    folder, entries = board
+    render(folder)
+    md = folder.readme.read_text()
+    # the paper's rows, as printed, bold where the paper has bold
+    assert ("| Multi-label classification (DL) | published | **63.85** ± 39.96 | **69.33** ± 38.78 | 76.45 ± 33.23 | "
+            "49.50 ± 31.95 | 60.92 ± 33.04 | 50.95 ± 32.37 | – |") in md
+    assert "| U-Net 2D ICH-only | published | 51.74 ± 29.78 | 54.17 ± 29.25 | 59.04 ± 31.93 | – |" in md
+    # re-scored rows: numbers recomputed from the counts (the fixture's summary came from them too)
+    e = entries[0]
+    d = e["summary"]["all"]["dice"]
+    lo, hi = stats.bootstrap_ci([100 * (2 * r["tp"] + 1) / (2 * r["tp"] + r["fp"] + r["fn"] + 1) for r in e["per_volume"]])
+    row = next(line for line in md.splitlines() if line.startswith("| Multi-label classification (DL) · run aaaaaaaa"))
+    assert f"| re-scored | {pct(d['mean'])} ± {pct(d['std'])} [{lo:.2f}, {hi:.2f}] |" in row
+    assert row.endswith("| 0.50 |")
+    assert md.count("| re-scored |") == 3 and md.count("| published |") == 20
+    assert "## Seg-CQ500" in md and "canonical.json lacks what only a real ingest" in md
+
+
+def test_page_tables_plots_and_no_external_resources(board):
+    folder, _ = board
+    render(folder)
+    html = folder.index.read_text()
+    for ds in ("hssayeni", "segcq500", "phantom"):
+        assert f'id="results-{ds}"' in html
+    assert html.count('<tr class="published">') == 20 and html.count('<tr class="entry">') == 3
+    assert re.search(r'id="box-phantom"[^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', html)
+    assert 'id="le-phantom"' in html  # two labeled amounts exist: 2 (half of 4) and 4 volumes per fold
+    assert 'id="box-hssayeni"' not in html  # published rows have no per-volume values to plot
+    assert 'id="p-phantom-all-dice"' in html and 'id="p-hssayeni-ich-recall"' in html
+    assert "paired is the right test" in html.lower()
+    # self-contained: nothing is fetched from anywhere
+    assert not re.search(r'(src|href)\s*=\s*"(?!data:|#)', html)
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+    assert "http://" not in html and "https://" not in html
+
+
+def test_matrix_is_holm_over_paired_wilcoxon(board):
+    folder, entries = board
+    report = validate(folder)
+    data = canon.load(folder)
+    views = build(load_published(folder), report.entries, {n: canon.expectation(data, n) for n in data["datasets"]},
+                  paper_labels(folder))
+    view = next(v for v in views if v.name == "phantom")
+    mat = next(m for m in view.matrices if m.group == "all" and m.metric == "dice")
+    rows = view.rows
+    raw = {}
+    for i in range(3):
+        for j in range(i + 1, 3):
+            raw[(i, j)] = stats.paired_wilcoxon(rows[i].values["dice"], rows[j].values["dice"])[0]
+    adjusted = dict(zip(raw, stats.holm(list(raw.values()))))
+    for (i, j), p in adjusted.items():
+        assert mat.paired[i][j] == pytest.approx(p) and mat.paired[j][i] == pytest.approx(p)
+        assert mat.welch[i][j] == pytest.approx(stats.welch(rows[i].values["dice"].values(),
+                                                             rows[j].values["dice"].values()))
+    # published rows: Welch from the printed mean/std/n, no paired test
+    hs = next(v for v in views if v.name == "hssayeni")
+    m = next(x for x in hs.matrices if x.group == "all" and x.metric == "dice")
+    a, b = hs.rows[0].groups["all"]["dice"], hs.rows[1].groups["all"]["dice"]
+    assert m.welch[0][1] == pytest.approx(stats.welch_from_stats(a["mean"], a["std"], 75, b["mean"], b["std"], 75))
+    assert m.paired[0][1] is None
+
+
+def test_render_is_deterministic_and_refuses_invalid(board):
+    folder, entries = board
+    render(folder)
+    first = folder.index.read_bytes()
+    render(folder)
+    assert folder.index.read_bytes() == first
+    bad = folder.root / "entries" / "phantom" / "unet_mixed--bbbbbbbb.json"
+    bad.write_text(bad.read_text().replace('"fp": ', '"fp": 1', 1))
+    with pytest.raises(InvalidFolder):
+        render(folder)
+    out = CliRunner().invoke(app, ["render", "--root", str(folder.root)])
+    assert out.exit_code == 1 and "REJECT leaderboard/entries/phantom/unet_mixed--bbbbbbbb.json" in out.output
+    out = CliRunner().invoke(app, ["render", "--root", str(folder.root), "--skip-invalid"])
+    assert out.exit_code == 0, out.output
+    assert folder.index.read_text().count('<tr class="entry">') == 2
+
+
+def test_no_label_efficiency_view_with_one_amount(tmp_path, home):
+    folder = copy_folder(tmp_path)
+    res = phantom_store(home, n=6)
+    record_from_store(folder, home, "phantom", [3])
+    write_entry(folder, make_entry(flags_of(res), fingerprint=res.fingerprint))
+    render(folder)
+    html = folder.index.read_text()
+    assert 'id="box-phantom"' in html and 'id="le-phantom"' not in html

@@ -1,0 +1,148 @@
+"""`ichbench leaderboard submit` against a real MLflow SQLite tracking store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from ichbench.cli.leaderboard import app
+from ichbench.leaderboard.canonical import record_from_store
+from ichbench.leaderboard.entries import rescore
+from ichbench.leaderboard.paths import Folder
+from ichbench.leaderboard.validate import validate
+from ichbench.splits import make_split
+from tests.test_leaderboard_support import copy_folder, counts_for, flags_of, phantom_store
+
+runner = CliRunner()
+
+
+def _log_run(uri, exp_id, flags, fingerprint, *, method="multilabel_dl", seed=0, status="FINISHED",
+             kind="parent", summary_shift=0.0, split_hash=None):
+    split = make_split("phantom", flags, 3)
+    fold_of = {v: f["fold"] for f in split["folds"] for v in f["test"]}
+    rows = []
+    for r in counts_for(flags, seed):
+        tp, fp, fn = r["tp"], r["fp"], r["fn"]
+        # the full row `ichbench run` logs: ratios and has_ich too (submit keeps only the counts)
+        rows.append({**r, "fold": fold_of[r["volume_id"]], "has_ich": tp + fn > 0,
+                     "dice": (2 * tp + 1) / (2 * tp + fp + fn + 1), "precision": (tp + 1) / (tp + fp + 1),
+                     "recall": (tp + 1) / (tp + fn + 1)})
+    summary = rescore(rows)
+    summary["all"]["dice"]["mean"] += summary_shift
+    tags = {"ichbench.kind": kind, "ichbench.method": method, "ichbench.dataset": "phantom",
+            "ichbench.profile": "smoke", "ichbench.dataset_fingerprint": fingerprint,
+            "ichbench.split_hash": split_hash or split["hash"], "ichbench.k": "3", "ichbench.version": "0.1.0",
+            "ichbench.plugin_dist": "ichbench", "ichbench.plugin_version": "0.1.0",
+            "ichbench.git_commit": "0123456789abcdef", "ichbench.hardware": "1x test CPU",
+            "ichbench.gpu_hours": "0.25"}
+    with mlflow.start_run(experiment_id=exp_id, tags=tags) as run:
+        mlflow.log_dict(rows, "per_volume.json")
+        mlflow.log_dict({"finetune": {"epochs": 1, "lr": 1e-3}, "data": {"labeled_fraction": 1.0}}, "config.json")
+        mlflow.log_dict(split, "split.json")
+        mlflow.log_dict(summary, "summary.json")
+    if status != "FINISHED":
+        mlflow.MlflowClient(uri).set_terminated(run.info.run_id, status)
+    time.sleep(0.01)  # distinct start times for "latest"
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    base = tmp_path_factory.mktemp("lb-submit")
+    home = base / "home"
+    home.mkdir()
+    res = phantom_store(home)
+    flags = flags_of(res)
+    template = copy_folder(base)
+    record_from_store(template, home, "phantom", [3])
+    uri = f"sqlite:///{base / 'mlflow.db'}"
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        exp = mlflow.create_experiment("ichbench/phantom", artifact_location=(base / "artifacts").as_uri())
+        runs = {
+            "older": _log_run(uri, exp, flags, res.fingerprint, seed=1),
+            "latest": _log_run(uri, exp, flags, res.fingerprint, seed=2),
+            "failed": _log_run(uri, exp, flags, res.fingerprint, seed=3, status="FAILED"),
+            "fold": _log_run(uri, exp, flags, res.fingerprint, seed=4, kind="fold"),
+            "tampered": _log_run(uri, exp, flags, res.fingerprint, method="unet_mixed", seed=5, summary_shift=0.01),
+            "badsplit": _log_run(uri, exp, flags, res.fingerprint, method="unet_mixed", seed=6, split_hash="e" * 64),
+        }
+    finally:
+        mlflow.set_tracking_uri(before)
+    return {"uri": uri, "runs": runs, "template": template, "fingerprint": res.fingerprint, "home": home}
+
+
+@pytest.fixture
+def folder(tracking, tmp_path):
+    dst = tmp_path / "leaderboard"
+    shutil.copytree(tracking["template"].root, dst)
+    return Folder(dst)
+
+
+def submit(tracking, folder, *args):
+    return runner.invoke(app, ["submit", "--tracking-uri", tracking["uri"], "--root", str(folder.root), *args])
+
+
+def test_submit_by_run_id_writes_a_valid_entry(tracking, folder):
+    rid = tracking["runs"]["older"]
+    out = submit(tracking, folder, "--run-id", rid, "--code-url", "example.org/mine")
+    assert out.exit_code == 0, out.output
+    path = folder.root / "entries" / "phantom" / f"multilabel_dl--{rid[:8]}.json"
+    assert f"wrote leaderboard/entries/phantom/{path.name}" in out.output
+    e = json.loads(path.read_text())
+    assert e["mlflow_run_id"] == rid and e["dataset"] == {"name": "phantom", "fingerprint": tracking["fingerprint"]}
+    assert e["split"]["k"] == 3 and e["profile"] == "smoke" and e["gpu_hours"] == 0.25
+    assert e["plugin"] == {"distribution": "ichbench", "version": "0.1.0"} and e["hardware"] == "1x test CPU"
+    assert e["code"] == {"url": "example.org/mine", "commit": "0123456789abcdef"}
+    assert e["config"]["finetune"]["lr"] == 1e-3
+    assert set(e["per_volume"][0]) == {"volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes"}
+    assert e["per_volume"] == sorted(e["per_volume"], key=lambda r: r["volume_id"])
+    assert e["summary"] == rescore(e["per_volume"])
+    assert e["date"].endswith("Z")
+    report = validate(folder)
+    assert report.ok, report.lines()
+
+
+def test_submit_latest_finished_parent(tracking, folder):
+    out = submit(tracking, folder, "--method", "multilabel_dl", "--dataset", "phantom")
+    assert out.exit_code == 0, out.output
+    written = sorted(p.name for p in (folder.root / "entries" / "phantom").iterdir())
+    # the newer FAILED run and the fold child run are passed over
+    assert written == [f"multilabel_dl--{tracking['runs']['latest'][:8]}.json"]
+
+
+def test_resubmitting_a_run_is_a_duplicate(tracking, folder):
+    rid = tracking["runs"]["older"]
+    assert submit(tracking, folder, "--run-id", rid).exit_code == 0
+    out = submit(tracking, folder, "--run-id", rid)
+    assert out.exit_code == 1 and f"duplicate: MLflow run {rid} is already on the leaderboard" in out.output
+
+
+@pytest.mark.parametrize("which, reason", [
+    ("tampered", "summary.json all.dice.mean"),
+    ("badsplit", "split.json does not match the run's split_hash/k tags"),
+    ("failed", "status is FAILED"),
+    ("fold", "not an ichbench parent run"),
+])
+def test_inconsistent_runs_are_not_written(tracking, folder, which, reason):
+    rid = tracking["runs"][which]
+    out = submit(tracking, folder, "--run-id", rid)
+    assert out.exit_code == 1, out.output
+    assert f"REJECT MLflow run {rid}" in out.output and reason in out.output
+    assert not (folder.root / "entries").exists()
+
+
+def test_missing_store_and_run_are_one_line_errors(tracking, folder, tmp_path):
+    out = runner.invoke(app, ["submit", "--run-id", "x" * 32, "--tracking-uri", f"sqlite:///{tmp_path}/none.db",
+                              "--root", str(folder.root)])
+    assert out.exit_code == 2 and "no MLflow tracking store here" in out.output
+    out = submit(tracking, folder, "--run-id", "0" * 32)
+    assert out.exit_code == 2 and f"no MLflow run {'0' * 32!r}" in out.output
+    out = submit(tracking, folder, "--method", "nope", "--dataset", "phantom")
+    assert out.exit_code == 2 and "no finished parent run of nope on phantom" in out.output

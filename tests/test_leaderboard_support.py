@@ -1,0 +1,85 @@
+"""Shared builders for the leaderboard tests (no tests here): a tmp copy of the leaderboard
+folder, a real slice store for the `phantom` dataset, and entries with known counts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ichbench.datasets.base import IngestOptions
+from ichbench.leaderboard.entries import build_entry, relpath
+from ichbench.leaderboard.paths import Folder
+from ichbench.splits import make_split
+from ichbench.store.ingest import ingest
+from tests.synthetic import SyntheticDataset
+
+REPO_LEADERBOARD = Path(__file__).resolve().parents[1] / "leaderboard"
+
+
+def copy_folder(tmp_path: Path) -> Folder:
+    """The repo's leaderboard folder copied to tmp (tests never write into the repo's)."""
+    dst = tmp_path / "leaderboard"
+    shutil.copytree(REPO_LEADERBOARD, dst, ignore=shutil.ignore_patterns("entries", "README.md", "index.html"))
+    return Folder(dst)
+
+
+class PhantomLike(SyntheticDataset):
+    """The in-memory test dataset under the name `phantom`, ingested through the real pipeline."""
+    name = "phantom"
+
+
+def phantom_store(home: Path, n: int = 6, force: bool = False):
+    """Ingest n tiny volumes (even indices have ICH) as the phantom segmentation store."""
+    [res] = ingest(PhantomLike(n=n), home, source=home, options=IngestOptions(size=16), force=force)
+    return res
+
+
+def flags_of(store_res) -> dict:
+    from ichbench.store import open_store
+    return {v["id"]: bool(v["has_ich"]) for v in open_store(store_res.path).volumes}
+
+
+def counts_for(flags: dict, seed: int) -> list[dict]:
+    """Per-volume rows with random but valid counts: no TP/FN where the volume has no ICH."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for vid in sorted(flags):
+        if flags[vid]:
+            tp, fp, fn = (int(x) for x in rng.integers(0, 400, 3))
+            fn = max(fn, 1 if tp == 0 else 0)
+        else:
+            tp, fn, fp = 0, 0, int(rng.integers(0, 3) * rng.integers(0, 50))
+        rows.append({"volume_id": vid, "tp": tp, "fp": fp, "fn": fn,
+                     "pred_ml": (tp + fp) * 0.001, "true_ml": (tp + fn) * 0.001,
+                     "subtypes": ["iph"] if flags[vid] else []})
+    return rows
+
+
+def make_entry(flags: dict, *, k: int = 3, method: str = "multilabel_dl", run_id: str = "a" * 32,
+               seed: int = 0, fingerprint: str = "0" * 64, dataset: str = "phantom", config: dict | None = None,
+               rows: list | None = None, gpu_hours: float | None = 0.5) -> dict:
+    split = make_split(dataset, flags, k)
+    fold_of = {v: f["fold"] for f in split["folds"] for v in f["test"]}
+    rows = rows if rows is not None else counts_for(flags, seed)
+    rows = [{**r, "fold": fold_of[r["volume_id"]]} for r in rows]
+    return build_entry(method=method, plugin_dist="ichbench", plugin_version="0.1.0", dataset=dataset,
+                       fingerprint=fingerprint, split_hash=split["hash"], k=k, profile="smoke",
+                       config=config or {"finetune": {"epochs": 1}}, per_volume=rows, ichbench_version="0.1.0",
+                       hardware="cpu: test", gpu_hours=gpu_hours, run_id=run_id, date="2025-01-02T03:04:05Z",
+                       code_url=None, code_commit="deadbeef")
+
+
+def write_entry(folder: Folder, entry: dict, rel: Path | None = None) -> Path:
+    path = folder.root / (rel or relpath(entry))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entry, indent=2))
+    return path
+
+
+def resplit(dataset: str, rows: list, k: int):
+    """(hash, volume -> fold) of the canonical split of these rows' volumes and ICH flags."""
+    split = make_split(dataset, {r["volume_id"]: r["tp"] + r["fn"] > 0 for r in rows}, k)
+    return split["hash"], {v: f["fold"] for f in split["folds"] for v in f["test"]}

@@ -1,0 +1,367 @@
+"""The paper's six pretext methods (§2.6): label needs, transferred parts, heads, corruption,
+region correspondence, frozen encoder, and that every pretext's loss falls on phantom slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ichbench import LABEL_ORDER
+from ichbench.config import PretrainConfig
+from ichbench.datasets.phantom.generator import generate_volume
+from ichbench.errors import UnknownNameError
+from ichbench.methods import binary_classification, context_restoration, global_contrastive, local_contrastive, multilabel
+from ichbench.methods.context_restoration import swap_patches
+from ichbench.methods.local_contrastive import region_info_nce, region_pairs
+from ichbench.models.unet import UNet, expand_parts, part_names
+from ichbench.preprocess import window
+from ichbench.train.augment import affine_theta, compose_theta, random_resized_crop_theta, sample_affine_params, warp
+from ichbench.train.losses import info_nce
+
+MODULES = (context_restoration, global_contrastive, local_contrastive, binary_classification, multilabel)
+METHODS = {m.name: m for mod in MODULES for m in mod.METHODS}
+ENCODER = ["encoder.0", "encoder.1", "encoder.2", "encoder.3", "bottleneck"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions: one intra-op thread is several times faster than two on a shared 2-core box
+    (OpenMP threads otherwise wait on each other while other processes hold the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def smoke_cfg(method) -> PretrainConfig:
+    return PretrainConfig(image_size=64, **method.pretrain_overrides("smoke"))
+
+
+def test_the_six_methods():
+    assert sorted(METHODS) == sorted(["context_restoration", "global_contrastive", "local_contrastive",
+                                      "binary_classification", "multilabel_ce", "multilabel_dl"])
+
+
+# The paper's Table 2: (segmentation, unlabeled, binary, multi-label).
+TABLE_2 = {
+    "multilabel_dl": (True, False, False, True),
+    "multilabel_ce": (True, False, False, True),
+    "binary_classification": (True, False, True, False),
+    "local_contrastive": (True, True, False, False),
+    "global_contrastive": (True, True, False, False),
+    "context_restoration": (True, True, False, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_2))
+def test_label_needs_are_table_2(name):
+    n = METHODS[name].label_needs
+    assert (n.segmentation, n.unlabeled, n.binary, n.multilabel) == TABLE_2[name]
+
+
+TRANSFERS = {
+    "context_restoration": part_names(UNet(base=4)),           # the whole model, head included
+    "global_contrastive": ENCODER,
+    "local_contrastive": ENCODER + ["decoder.0", "decoder.1", "decoder.2"],
+    "binary_classification": ENCODER,
+    "multilabel_ce": ENCODER,
+    "multilabel_dl": ENCODER,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFERS))
+def test_transfers_name_valid_parts(name):
+    m = METHODS[name]
+    assert m.has_pretext
+    assert expand_parts(UNet(base=4), m.transfers) == TRANSFERS[name]
+
+
+def test_local_contrastive_starts_from_global():
+    assert METHODS["local_contrastive"].init_from == "global_contrastive"
+    assert all(METHODS[n].init_from is None for n in METHODS if n != "local_contrastive")
+
+
+PAPER = {
+    "context_restoration": {"batch_size": 32, "params": {"n_swaps": 20, "patch": 20}},
+    "global_contrastive": {"batch_size": 60, "params": {"tau": 0.1, "proj_dims": [512, 512, 128]}},
+    "local_contrastive": {"batch_size": 24, "params": {"tau": 0.1, "proj_dims": [64, 128, 32],
+                                                       "n_regions": 20, "region": 3}},
+    "binary_classification": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 2]}},
+    "multilabel_ce": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "auto"}},
+    "multilabel_dl": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 7]}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_profile_numbers(name):
+    m = METHODS[name]
+    assert m.pretrain_overrides("paper") == PAPER[name]
+    cfg = PretrainConfig(**m.pretrain_overrides("paper"))
+    # the shared pretext settings of §2.6 stay the config's defaults
+    assert (cfg.epochs, cfg.lr, cfg.lr_decay, cfg.weight_decay, cfg.image_size) == (50, 1e-3, 0.96, 1e-6, 256)
+    smoke = m.pretrain_overrides("smoke")
+    assert set(smoke["params"]) == set(PAPER[name]["params"])
+    with pytest.raises(UnknownNameError, match="unknown profile 'huge'"):
+        m.pretrain_overrides("huge")
+
+
+def test_profile_resolves_through_the_config(registry):
+    from ichbench.config import resolve
+    cfg = resolve(METHODS["context_restoration"], "phantom", "smoke", ["pretrain.params.n_swaps=12"])
+    assert (cfg.pretrain.batch_size, cfg.pretrain.image_size, cfg.model.base_channels) == (8, 64, 8)
+    assert cfg.pretrain.params == {"n_swaps": 12, "patch": 5}
+    cfg = resolve(METHODS["multilabel_ce"], "phantom", "paper", ["pretrain.params.pos_weight=1,1,5,7,5,4,68"])
+    assert cfg.pretrain.batch_size == 64
+    assert METHODS["multilabel_ce"].fixed_weights(cfg.pretrain.params["pos_weight"]).tolist() == [1, 1, 5, 7, 5, 4, 68]
+
+
+def test_overrides_are_copies():
+    m = METHODS["global_contrastive"]
+    m.pretrain_overrides("paper")["params"]["tau"] = 5.0
+    assert m.pretrain_overrides("paper")["params"]["tau"] == 0.1
+
+
+# -- heads --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("base, dims", [
+    (32, {"global_contrastive": [512, 512, 128], "binary_classification": [512, 1024, 256, 2],
+          "multilabel_ce": [512, 1024, 256, 7], "multilabel_dl": [512, 1024, 256, 7]}),
+    (8, {"global_contrastive": [128, 128, 32], "binary_classification": [128, 256, 64, 2],
+         "multilabel_ce": [128, 256, 64, 7], "multilabel_dl": [128, 256, 64, 7]}),
+])
+def test_pooled_heads_follow_the_paper_and_scale_with_width(base, dims):
+    x = torch.rand(2, 1, 16, 16)
+    for name, expected in dims.items():
+        m = METHODS[name]
+        model = m.build_pretext(UNet(base=base), PretrainConfig(**m.pretrain_overrides("paper")))
+        assert model.dims == expected
+        linear = [layer for layer in model.mlp if isinstance(layer, torch.nn.Linear)]
+        assert [(l.in_features, l.out_features) for l in linear] == list(zip(expected[:-1], expected[1:]))
+        assert model(x).shape == (2, expected[-1])
+
+
+@pytest.mark.parametrize("base, dims", [(32, [64, 128, 32]), (8, [16, 32, 8])])
+def test_local_projector_shape(base, dims):
+    m = METHODS["local_contrastive"]
+    model = m.build_pretext(UNet(base=base), PretrainConfig(**m.pretrain_overrides("paper")))
+    convs = [c for c in model.projector if isinstance(c, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == \
+        [(dims[0], dims[1], (1, 1)), (dims[1], dims[2], (1, 1))]
+    # three decoder blocks: half the input resolution
+    assert model(torch.rand(2, 1, 32, 32)).shape == (2, dims[2], 16, 16)
+
+
+def test_restoration_uses_the_whole_unet():
+    m = METHODS["context_restoration"]
+    model = m.build_pretext(UNet(base=4), smoke_cfg(m))
+    assert model(torch.rand(2, 1, 32, 32)).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="one-channel"):
+        m.build_pretext(UNet(base=4, out_channels=2), smoke_cfg(m))
+
+
+def test_classifier_output_count_is_checked():
+    m = METHODS["multilabel_dl"]
+    cfg = PretrainConfig(params={"mlp_dims": [512, 256, 5]})
+    with pytest.raises(ValueError, match="7 outputs"):
+        m.build_pretext(UNet(base=4), cfg)
+
+
+# -- context restoration corruption -------------------------------------------------------------
+
+def test_swap_patches_swaps_exactly_n_disjoint_pairs():
+    n, p, size = 20, 5, 64
+    # every pixel distinct, so each moved pixel reveals where it came from
+    x = torch.arange(3 * size * size, dtype=torch.float64).view(3, 1, size, size)
+    y = swap_patches(x, n, p, torch.Generator().manual_seed(7))
+    for b in range(3):
+        src = (y[b, 0] - x[b, 0, 0, 0]).long()
+        rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        dr, dc = src // size - rows, src % size - cols          # displacement of each pixel
+        changed = (dr != 0) | (dc != 0)
+        assert int(changed.sum()) == 2 * n * p * p
+        assert torch.equal(y[b].flatten().sort().values, x[b].flatten().sort().values)  # a permutation
+        # the lattice origin of this image: changed patches start on it
+        r0, c0 = int(rows[changed].min()) % p, int(cols[changed].min()) % p
+        patches = {}
+        for top in range(r0, size - p + 1, p):
+            for left in range(c0, size - p + 1, p):
+                cell = (slice(top, top + p), slice(left, left + p))
+                if changed[cell].any():
+                    assert changed[cell].all()                    # whole patches move ...
+                    d = (int(dr[cell][0, 0]), int(dc[cell][0, 0]))
+                    assert (dr[cell] == d[0]).all() and (dc[cell] == d[1]).all()   # ... rigidly
+                    patches[(top, left)] = d
+        assert len(patches) == 2 * n
+        for (top, left), (a, c) in patches.items():              # and in swapped pairs
+            assert patches[(top + a, left + c)] == (-a, -c)
+
+
+def test_swap_patches_is_reproducible_under_a_seed():
+    x = torch.rand(4, 1, 64, 64)
+    a = swap_patches(x, 20, 5, torch.Generator().manual_seed(1))
+    b = swap_patches(x, 20, 5, torch.Generator().manual_seed(1))
+    c = swap_patches(x, 20, 5, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])       # each image draws its own patches
+
+
+def test_swap_patches_refuses_too_many_patches():
+    with pytest.raises(ValueError, match="do not fit"):
+        swap_patches(torch.rand(1, 1, 32, 32), 20, 5, torch.Generator())
+
+
+# -- local contrastive -------------------------------------------------------------------------
+
+def _smooth_field(b: int, size: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 1, size // 8, size // 8, generator=g)
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+
+
+def test_regions_follow_the_geometric_transforms():
+    b, size = 4, 64
+    x = _smooth_field(b, size, 0)
+    g = torch.Generator().manual_seed(3)
+    thetas = []
+    for _ in range(2):
+        params = sample_affine_params(b, translate=0.15, rotate_deg=45, scale=(0.8, 1.2), hflip_p=0.0, generator=g)
+        crop = random_resized_crop_theta(b, size, size, scale=(0.5, 1.0), generator=g)
+        thetas.append(compose_theta(affine_theta(params, size, size), crop))
+    v1, _ = warp(x, None, thetas[0])
+    v2, _ = warp(x, None, thetas[1])
+    r1, r2, valid = region_pairs(v1, v2, thetas[0], thetas[1], 20, 3, torch.Generator().manual_seed(0))
+    assert r1.shape == (b, 20, 9) and valid.shape == (b, 20)
+    assert valid.float().mean() > 0.5
+    matched = (r1 - r2).abs().mean(-1)[valid]
+    shuffled = (r1 - r2.roll(1, dims=1)).abs().mean(-1)[valid & valid.roll(1, dims=1)]
+    assert matched.mean() < 0.2 * shuffled.mean()
+    # with identical views the regions coincide exactly
+    s1, s2, ok = region_pairs(v1, v1, thetas[0], thetas[0], 20, 3, torch.Generator().manual_seed(0))
+    assert ok.all() and torch.allclose(s1, s2, atol=1e-5)
+
+
+def test_region_info_nce_is_info_nce_per_image():
+    g = torch.Generator().manual_seed(0)
+    r1, r2 = torch.randn(3, 6, 10, generator=g), torch.randn(3, 6, 10, generator=g)
+    valid = torch.ones(3, 6, dtype=torch.bool)
+    expected = torch.stack([info_nce(r1[i], r2[i], tau=0.1) for i in range(3)]).mean()
+    assert torch.allclose(region_info_nce(r1, r2, valid, 0.1), expected, atol=1e-5)
+    # regions not visible in both views drop out entirely
+    valid[0, 4:] = False
+    got = region_info_nce(r1[:1], r2[:1], valid[:1], 0.1)
+    assert torch.allclose(got, info_nce(r1[0, :4], r2[0, :4], tau=0.1), atol=1e-5)
+
+
+def test_local_contrastive_trains_only_the_decoder_and_projector():
+    torch.manual_seed(0)
+    m = METHODS["local_contrastive"]
+    cfg = smoke_cfg(m)
+    unet = UNet(base=4)
+    model = m.build_pretext(unet, cfg)
+    model.train()
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    proj_before = [p.clone() for p in model.projector.parameters()]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    frozen = {id(p) for part in [*unet.encoder, unet.bottleneck] for p in part.parameters()}
+    assert trainable and not frozen & {id(p) for p in trainable}
+    opt = torch.optim.Adam(trainable, lr=1e-2)
+    batch = {"images": _smooth_field(4, 64, 1), "labels": torch.zeros(4, 7, dtype=torch.uint8)}
+    for step in range(2):
+        loss = m.pretext_loss(model, batch, cfg, torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = unet.state_dict()
+    for k in before:
+        part = k.split(".")[0] if k.startswith(("bottleneck", "head")) else ".".join(k.split(".")[:2])
+        moved = not torch.equal(before[k], after[k])
+        if part in ENCODER or part in ("decoder.3", "head"):
+            assert not moved, f"{k} changed"          # frozen (weights and BN statistics) or unused
+        elif k.endswith("weight") and part in ("decoder.0", "decoder.1", "decoder.2"):
+            assert moved, f"{k} did not train"
+    assert all(not torch.equal(a, b) for a, b in zip(proj_before, model.projector.parameters()))
+
+
+# -- classification labels ----------------------------------------------------------------------
+
+def test_binary_classification_ignores_unknown_labels():
+    torch.manual_seed(0)
+    m = METHODS["binary_classification"]
+    cfg = smoke_cfg(m)
+    model = m.build_pretext(UNet(base=4), cfg).eval()
+    images = torch.rand(4, 1, 32, 32)
+    labels = torch.tensor([[1, 0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0, 0],
+                           [255] * 7, [0, 1, 0, 0, 0, 1, 0]], dtype=torch.uint8)
+    loss = m.pretext_loss(model, {"images": images, "labels": labels}, cfg, None)
+    logits = model(images)
+    expected = F.cross_entropy(logits[[0, 1, 3]], torch.tensor([0, 1, 1]))
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_multilabel_ce_weights():
+    m = METHODS["multilabel_ce"]
+    cfg = smoke_cfg(m)
+    model = m.build_pretext(UNet(base=4), cfg).train()
+    labels = torch.tensor([[1, 0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0, 0],
+                           [0, 1, 1, 1, 255, 0, 0]], dtype=torch.uint8)
+    w = model.observe(labels)
+    # no_ich 2+/2-, any 2+/2-, iph 2+/2-, ivh 1+/3-, sah 0+/3- (unknown not counted), sdh/edh 0+
+    assert w.tolist() == pytest.approx([1.0, 1.0, 1.0, 3.0, 100.0, 100.0, 100.0])
+    model.eval()
+    model.observe(labels)                      # evaluation batches are not counted
+    assert model.label_pos.tolist() == [2, 2, 2, 1, 0, 0, 0]
+    images = torch.rand(4, 1, 32, 32)
+    fixed = {"images": images, "labels": labels}
+    cfg.params["pos_weight"] = "1,2,3,4,5,6,7"   # what `--set` leaves in a str param
+    logits = model(images)
+    known = labels != 255
+    y = torch.where(known, labels, 0).float()
+    per = F.binary_cross_entropy_with_logits(logits, y, pos_weight=torch.arange(1.0, 8.0), reduction="none")
+    expected = per[known].mean()
+    assert torch.allclose(m.pretext_loss(model, fixed, cfg, None), expected, atol=1e-6)
+    cfg.params["pos_weight"] = [1.0, 2.0]
+    with pytest.raises(ValueError, match="7 positive numbers"):
+        m.pretext_loss(model, fixed, cfg, None)
+
+
+# -- every pretext learns on the phantom ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def phantom_batch():
+    """8 windowed 64x64 phantom slices (ICH and not, several subtypes) with their 7 labels."""
+    images, labels = [], []
+    for seed, subtypes in [(1, ["iph", "sdh"]), (2, ["sah", "edh"]), (3, ["ivh"])]:
+        v = generate_volume(seed, vol_id=f"P{seed}", slices=16, size=64, subtypes=subtypes)
+        anyich = v.mask.reshape(len(v.hu), -1).any(1)
+        sub = np.stack([v.subtype_masks[s].reshape(len(v.hu), -1).any(1) for s in LABEL_ORDER[2:]], 1)
+        images.append(window(v.hu))
+        labels.append(np.concatenate([~anyich[:, None], anyich[:, None], sub], 1))
+    images, labels = np.concatenate(images), np.concatenate(labels).astype(np.uint8)
+    pick = np.r_[0:48:6]
+    batch = {"images": torch.from_numpy(images[pick]).float()[:, None], "labels": torch.from_numpy(labels[pick])}
+    any_ich = batch["labels"][:, 1]
+    assert 0 < int(any_ich.sum()) < len(pick) and batch["labels"][:, 2:].sum(0).gt(0).sum() >= 3
+    return batch
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_pretext_loss_falls(name, phantom_batch):
+    torch.manual_seed(0)
+    m = METHODS[name]
+    cfg = smoke_cfg(m)
+    model = m.build_pretext(UNet(base=8), cfg)
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(15):
+        # the same seed each step: the same corruption / views, so the objective is fixed
+        loss = m.pretext_loss(model, phantom_batch, cfg, torch.Generator().manual_seed(0))
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < 0.8 * first, f"{name}: loss {first:.4f} -> {last:.4f}"

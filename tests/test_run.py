@@ -1,0 +1,185 @@
+"""`ichbench run` end to end on a real local Ray cluster and a real MLflow SQLite store."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from ichbench.errors import IchbenchError
+from ichbench.orchestrate.driver import Driver
+from ichbench.orchestrate.plan import plan_method
+from ichbench.tracking import Tracker, default_tracking_uri
+
+FAST = ["finetune.epochs=2", "finetune.steps_per_epoch=3", "pretrain.epochs=1", "pretrain.steps_per_epoch=3"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_method(home, method, folds=(0, 1), overrides=FAST, dataset="phantom", **kw):
+    tracker = Tracker(default_tracking_uri(home), home)
+    plan = plan_method(method, dataset, "smoke", home, folds=list(folds), overrides=list(overrides), **kw)
+    return Driver(tracker).run(plan), tracker
+
+
+def runs_of(home, **tags):
+    mlflow.set_tracking_uri(default_tracking_uri(home))
+    flt = " and ".join(f"tags.`ichbench.{k}` = '{v}'" for k, v in tags.items())
+    return mlflow.search_runs(experiment_names=["ichbench/phantom"], filter_string=flt, output_format="list")
+
+
+def test_smoke_run_is_tracked_in_mlflow(phantom_home, ray_session):
+    out, tracker = run_method(phantom_home, "multilabel_dl")
+    [parent] = runs_of(phantom_home, kind="parent")
+    assert parent.info.status == "FINISHED" and parent.info.run_id == out.parent_run_id
+    tags, metrics = parent.data.tags, parent.data.metrics
+    store_fp = out.plan.store.fingerprint
+    assert tags["ichbench.dataset_fingerprint"] == store_fp
+    assert tags["ichbench.split_hash"] == out.plan.split["hash"]
+    assert tags["ichbench.plugin_dist"] == "ichbench" and tags["ichbench.version"]
+    assert float(tags["ichbench.gpu_hours"]) == 0.0 and "CPU" in tags["ichbench.hardware"]
+    assert parent.data.params["finetune.epochs"] == "2"
+    # the parent's means are those of the per-volume rows of both folds together
+    rows = out.rows
+    assert len(rows) == sum(len(out.plan.split["folds"][f]["test"]) for f in (0, 1))
+    assert metrics["dice_all_mean"] == pytest.approx(sum(r["dice"] for r in rows) / len(rows))
+    assert metrics["n_all"] == len(rows) and "dice_ich_mean" in metrics
+    arts = {a.path for a in tracker.client.list_artifacts(parent.info.run_id)}
+    assert {"per_volume.json", "per_volume.csv", "config.json", "split.json", "summary.json"} <= arts
+    folds = runs_of(phantom_home, kind="fold")
+    assert sorted(r.data.tags["ichbench.fold"] for r in folds) == ["0", "1"]
+    for r in folds:
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        hist = tracker.client.get_metric_history(r.info.run_id, "loss")
+        assert [m.step for m in hist] == [1, 2]
+        assert {"per_volume.json", "checkpoints"} <= {a.path for a in tracker.client.list_artifacts(r.info.run_id)}
+    [pre] = runs_of(phantom_home, kind="pretrain")
+    assert pre.data.tags["ichbench.cached"] == "false"
+    assert (out.plan.pretrain_dir / "pretrained.pt").exists()
+
+
+def test_rerun_redoes_nothing_and_second_dataset_reuses_pretraining(phantom_home, ray_session):
+    first, _ = run_method(phantom_home, "binary_classification", folds=(0,))
+    ckpt = first.plan.pretrain_dir / "pretrained.pt"
+    mtime = ckpt.stat().st_mtime_ns
+    result = first.plan.fold_dir(0) / "result.json"
+    rmtime = result.stat().st_mtime_ns
+    again, _ = run_method(phantom_home, "binary_classification", folds=(0,))
+    assert again.parent_run_id == first.parent_run_id
+    assert ckpt.stat().st_mtime_ns == mtime and result.stat().st_mtime_ns == rmtime
+    assert len(runs_of(phantom_home, kind="fold", method="binary_classification")) == 1
+    assert again.summary == first.summary
+    # a second dataset (Seg-CQ500-shaped files made from phantom volumes) fine-tunes from the
+    # same pretraining: the cached checkpoint is reused, no second pretraining runs
+    from ichbench.datasets.base import IngestOptions, get_dataset
+    from ichbench.store.ingest import ingest
+    from tests.nifti_fixtures import phantom, write_segcq500
+    vols = {f"CQ500-CT-{i}": phantom(i, ["iph"] if i % 2 else [], slices=6, size=64, marker=False) for i in range(6)}
+    src = write_segcq500(phantom_home / "raw_cq", vols)
+    ingest(get_dataset("segcq500"), phantom_home, src, options=IngestOptions(size=64))
+    other, _ = run_method(phantom_home, "binary_classification", folds=(0,), dataset="segcq500",
+                          pretrain_dataset="phantom", k=3)
+    assert other.pretrain_cached and other.pretrain_run_id == first.pretrain_run_id
+    assert ckpt.stat().st_mtime_ns == mtime
+    mlflow.set_tracking_uri(default_tracking_uri(phantom_home))
+    cached = mlflow.search_runs(experiment_names=["ichbench/segcq500"], output_format="list",
+                                filter_string="tags.`ichbench.kind` = 'pretrain'")
+    assert [r.data.tags["ichbench.cached"] for r in cached] == ["true"]
+    assert cached[0].data.tags["ichbench.pretrain_source_run"] == first.pretrain_run_id
+
+
+def test_unreachable_tracking_store_fails_before_training(phantom_home):
+    out = subprocess.run([sys.executable, "-m", "ichbench.cli.main", "run", "-m", "unet_mixed", "-d", "phantom",
+                          "--profile", "smoke", "--tracking-uri", "http://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "ichbench: error: MLflow tracking store http://127.0.0.1:9 is unreachable")
+    assert not (phantom_home / "runs").exists()
+
+
+def test_label_needs_are_checked_before_training(phantom_home):
+    # fine-tuning needs masks: a pretraining store (no masks) is refused with the reason
+    from ichbench.methods import get_method
+    from ichbench.store import open_store, store_path
+    from ichbench.train.label_needs import check_finetuning_store
+    with pytest.raises(IchbenchError, match="has no hemorrhage masks"):
+        check_finetuning_store(get_method("unet_mixed"), open_store(store_path(phantom_home, "phantom", "pretraining")))
+    # and an unknown method never gets as far as a plan
+    with pytest.raises(IchbenchError, match="unknown method 'nope'; known: .*unet_mixed"):
+        plan_method("nope", "phantom", "smoke", phantom_home)
+
+
+def test_killed_fold_worker_is_retried_and_resumes_to_the_same_result(phantom_home, ray_session, tmp_path):
+    from ichbench.orchestrate.tasks import finetune_task
+    overrides = ["finetune.epochs=4", "finetune.steps_per_epoch=4"]
+    plan = plan_method("unet_mixed", "phantom", "smoke", phantom_home, folds=[0], overrides=overrides)
+    fold_dir = plan.fold_dir(0)
+    killed = {}
+
+    def killer():
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            state, pid = fold_dir / "state.pt", fold_dir / "worker.pid"
+            if state.exists() and pid.exists():
+                killed["pid"] = int(pid.read_text())
+                os.kill(killed["pid"], signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    out = Driver(Tracker(default_tracking_uri(phantom_home), phantom_home)).run(plan)
+    t.join()
+    assert "pid" in killed, "the fold never checkpointed"
+    assert int((fold_dir / "attempts").read_text()) == 2
+    res = json.loads((fold_dir / "result.json").read_text())
+    assert len(res["history"]) == 4
+    # an uninterrupted run of the same fold on a Ray worker (same threads as the killed one: float
+    # reductions depend on the thread count) gives the same metrics
+    ref = ray_session.get(finetune_task.remote(plan.method, str(plan.store.path), plan.split, 0, plan.cfg,
+                                               str(tmp_path / "ref"), None))
+    assert ref["attempts"] == 1
+    assert [r["dice"] for r in ref["volumes"]] == [r["dice"] for r in res["volumes"]]
+    assert [h["loss"] for h in ref["history"]] == [h["loss"] for h in res["history"]]
+    assert out.summary == ref["summary"]
+
+
+TWO_NODE = """
+import json, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+import ray
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+ray.init(address=cluster.address)
+from ichbench.orchestrate.driver import Driver
+from ichbench.orchestrate.plan import plan_method
+from ichbench.tracking import Tracker, default_tracking_uri
+home = Path(sys.argv[1])
+plan = plan_method("unet_mixed", "phantom", "smoke", home, folds=[0, 1],
+                   overrides=["finetune.epochs=2", "finetune.steps_per_epoch=3"])
+out = Driver(Tracker(default_tracking_uri(home), home)).run(plan)
+print("NODES", json.dumps({{"folds": out.fold_nodes, "cluster": [n["NodeID"] for n in ray.nodes()]}}))
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+def test_folds_are_placed_on_both_nodes_of_a_two_node_cluster(phantom_home, tmp_path):
+    script = tmp_path / "two_node.py"
+    script.write_text(TWO_NODE.format(root=str(ROOT)))
+    out = subprocess.run([sys.executable, str(script), str(phantom_home)], capture_output=True, text=True,
+                         timeout=400, env={**os.environ, "RAY_ADDRESS": ""})
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [l for l in out.stdout.splitlines() if l.startswith("NODES ")][0]
+    info = json.loads(line[6:])
+    assert len(info["cluster"]) == 2
+    assert set(info["folds"].values()) == set(info["cluster"])
