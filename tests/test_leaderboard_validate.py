@@ -128,7 +128,7 @@ def test_wrong_split_hash_rejected(board):
     e["split"]["hash"] = "f" * 64
     _rewrite(path, e)
     _reject(folder, path.relative_to(folder.root), "split hash ffffffffffff… is not the canonical phantom split for k = 3",
-            "is not the canonical split of the entry's own 6 volumes")
+            "is not the hash of the folds its volumes were scored in")
 
 
 def test_wrong_fold_rejected(board):
@@ -275,3 +275,36 @@ def test_record_without_store_is_one_line(tmp_path, home):
     out = cli("canonical", "record", "--dataset", "segcq500", "--root", folder.root)
     assert out.exit_code == 2
     assert "no slice store here" in out.output and "Traceback" not in out.output
+
+
+def test_segcq500_split_checked_before_ids_are_known(tmp_path):
+    # every Seg-CQ500 volume has ICH, so the canonical split follows from an entry's own 51 ids
+    folder = copy_folder(tmp_path)
+    ids = [f"CQ500-CT-{i}" for i in range(51)]
+    good = make_entry({v: True for v in ids}, k=5, dataset="segcq500", run_id="e" * 32)
+    write_entry(folder, good)
+    assert validate(folder).ok
+    # a self-consistent but non-canonical split (another seed): folds and hash agree with each other
+    from ichbench.splits import make_split
+    other = make_split("segcq500", {v: True for v in ids}, 5, seed=1)
+    bad = make_entry({v: True for v in ids}, k=5, dataset="segcq500", run_id="f" * 32)
+    fold_of = {v: f["fold"] for f in other["folds"] for v in f["test"]}
+    for r in bad["per_volume"]:
+        r["fold"] = fold_of[r["volume_id"]]
+    from ichbench.splits import split_hash
+    bad["split"]["hash"] = split_hash([f["test"] for f in other["folds"]], 5)  # hashed as if canonical
+    write_entry(folder, bad)
+    reasons = [r.reason for r in validate(folder).rejections]
+    assert any(x.startswith("split hash") and "is not the canonical segcq500 split for k = 5" in x for x in reasons)
+    assert any("different fold than the canonical split" in x for x in reasons)
+    assert not any("hash of the folds" in x for x in reasons)
+
+
+def test_split_hash_must_match_own_folds_without_canonical_flags(tmp_path):
+    folder = copy_folder(tmp_path)
+    ids = canon.load(folder)["datasets"]["hssayeni"]["volume_ids"]
+    e = make_entry({v: i < 36 for i, v in enumerate(ids)}, k=10, dataset="hssayeni", run_id="9" * 32)
+    e["per_volume"][0]["fold"] = (e["per_volume"][0]["fold"] + 1) % 10
+    write_entry(folder, e)
+    reasons = [r.reason for r in validate(folder).rejections]
+    assert len(reasons) == 1 and "is not the hash of the folds its volumes were scored in" in reasons[0]

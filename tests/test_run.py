@@ -183,3 +183,57 @@ def test_folds_are_placed_on_both_nodes_of_a_two_node_cluster(phantom_home, tmp_
     info = json.loads(line[6:])
     assert len(info["cluster"]) == 2
     assert set(info["folds"].values()) == set(info["cluster"])
+
+
+def test_tune_scores_every_sample_on_every_fold(phantom_home, ray_session):
+    from ichbench.orchestrate.search import parse_space, run_search
+    tracker = Tracker(default_tracking_uri(phantom_home), phantom_home)
+    plan = plan_method("unet_mixed", "phantom", "smoke", phantom_home, folds=[0, 1],
+                       overrides=["finetune.epochs=1", "finetune.steps_per_epoch=2"])
+    space = parse_space(["finetune.lr=loguniform(1e-4,1e-2)", "finetune.batch_size=choice(4,8)"])
+    out = run_search(plan, tracker, Driver(tracker), num_samples=2, space=space, seed=1)
+    assert len(out["samples"]) == 2 and all(sorted(s["fold_dice"]) == [0, 1] for s in out["samples"])
+    for s in out["samples"]:
+        assert s["mean_dice"] == pytest.approx(sum(s["fold_dice"].values()) / 2)
+        assert 1e-4 <= s["params"]["finetune.lr"] <= 1e-2 and s["params"]["finetune.batch_size"] in (4, 8)
+    assert out["best_dice"] == max(s["mean_dice"] for s in out["samples"])
+    [parent] = runs_of(phantom_home, kind="tune")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_mean_dice"] == pytest.approx(out["best_dice"])
+    assert len(runs_of(phantom_home, kind="tune_sample")) == 2
+
+
+def test_bad_search_space_is_one_line_error():
+    from ichbench.orchestrate.search import parse_space
+    with pytest.raises(IchbenchError, match="finetune.lr=normal\\(1,2\\): expected uniform"):
+        parse_space(["finetune.lr=normal(1,2)"])
+    with pytest.raises(IchbenchError, match="two increasing bounds"):
+        parse_space(["finetune.lr=loguniform(0,1)"])
+
+
+def test_ctrl_c_stops_workers_and_marks_runs_killed(phantom_home):
+    env = {**os.environ, "ICHBENCH_HOME": str(phantom_home), "RAY_ADDRESS": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "ichbench.cli.main", "run", "-m", "unet_mixed", "-d", "phantom",
+                             "--profile", "smoke", "--folds", "0", "--set", "finetune.epochs=50"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    runs_dir = phantom_home / "runs" / "phantom" / "unet_mixed"
+    while time.time() < deadline and not list(runs_dir.glob("*/fold_0/state.pt")):
+        time.sleep(0.2)
+    assert list(runs_dir.glob("*/fold_0/state.pt")), "the fold never started"
+    pid = int(next(runs_dir.glob("*/fold_0/worker.pid")).read_text())
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err or "interrupted" in _
+    statuses = sorted(r.info.status for r in runs_of(phantom_home))
+    assert statuses and set(statuses) == {"KILLED"}
+    deadline = time.time() + 30  # the fold's worker process is gone too
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"fold worker {pid} still running after Ctrl-C")

@@ -27,6 +27,7 @@ from ichbench.cli import run as run_cli  # noqa: E402
 app.command("run")(run_cli.run)
 app.command("runs")(run_cli.runs)
 app.command("ui")(run_cli.ui)
+app.command("tune")(run_cli.tune)
 
 
 def _version(value: bool) -> None:

@@ -120,3 +120,45 @@ def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1."),
         cmd += ["--default-artifact-root", (home / "mlartifacts").as_uri()]
     console.print(f"MLflow UI on http://127.0.0.1:{port} ({uri})")
     raise typer.Exit(subprocess.call(cmd))
+
+
+def tune(
+    method: str = typer.Option(..., "--method", "-m"),
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    num_samples: int = typer.Option(8, help="Hyperparameter samples; each is scored on every fold."),
+    space: list[str] = typer.Option([], "--space", help="key=dist, e.g. finetune.lr=loguniform(1e-4,1e-2); "
+                                    "dists: uniform, loguniform, randint, choice. Default: lr, α, batch size."),
+    profile: str = typer.Option("paper"),
+    folds: Optional[str] = typer.Option(None, help="Folds to score on (default: all)."),
+    k: Optional[int] = typer.Option(None),
+    seed: int = typer.Option(0, help="Seed of the hyperparameter sampling."),
+    pretrain_dataset: Optional[str] = typer.Option(None),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS"),
+    gpus_per_fold: Optional[float] = typer.Option(None),
+    tracking_uri: Optional[str] = typer.Option(None),
+    set_: list[str] = typer.Option([], "--set", help="Fixed config override key=value (repeatable)."),
+) -> None:
+    """Search fine-tuning hyperparameters with Ray Tune (mean volume Dice over folds); prints the best."""
+    import json
+
+    from ichbench.orchestrate.driver import Driver
+    from ichbench.orchestrate.plan import plan_method
+    from ichbench.orchestrate.search import parse_space, run_search
+
+    if num_samples < 1:
+        fail("--num-samples must be at least 1")
+    home = workspace()
+    parsed = parse_space(space)
+    tracker = _tracker(tracking_uri, home)
+    plan = plan_method(method, dataset, profile, home, folds=_folds(folds), k=k,
+                       pretrain_dataset=pretrain_dataset, overrides=set_)
+    driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)
+    out = run_search(plan, tracker, driver, num_samples=num_samples, space=parsed, seed=seed)
+    table = Table(title=f"tune {method} on {dataset}: mean volume Dice over folds {plan.folds}")
+    keys = sorted(out["best"])
+    for col in ["sample", *keys, "mean Dice"]:
+        table.add_column(col)
+    for row in sorted(out["samples"], key=lambda r: -r["mean_dice"]):
+        table.add_row(str(row["sample"]), *[f"{row['params'][k]:.4g}" for k in keys], f"{row['mean_dice']:.4f}")
+    console.print(table)
+    print(json.dumps({"best": out["best"], "mean_dice": out["best_dice"], "mlflow_run_id": out["run_id"]}))

@@ -91,11 +91,17 @@ class Expectation:
     fingerprints: list = field(default_factory=list)
     split_hashes: dict = field(default_factory=dict)
 
-    def split_hash(self, k: int) -> str | None:
-        if str(k) in self.split_hashes:
-            return self.split_hashes[str(k)]
+    @property
+    def all_ich(self) -> bool:
+        """Every volume has ICH (Seg-CQ500): the flags are known even before the ids are."""
+        return self.n_volumes is not None and self.n_ich_volumes == self.n_volumes
+
+    def flags_for(self, ids) -> dict | None:
+        """The canonical ICH flags to split these ids by, when canonical.json determines them."""
         if self.has_ich is not None:
-            return make_split(self.dataset, self.has_ich, k, SPLIT_SEED)["hash"]
+            return self.has_ich
+        if self.all_ich:
+            return {v: True for v in ids}
         return None
 
     def left_out(self) -> list[str]:
@@ -104,14 +110,16 @@ class Expectation:
         if self.volume_ids is None:
             out.append("volume ids (every canonical volume present exactly once)"
                        + ("; only the volume count is checked" if self.n_volumes is not None else ""))
-        if self.has_ich is None:
+        if self.has_ich is None and not self.all_ich:  # all-ICH: the count check fixes every flag
             out.append("per-volume ICH flags" + ("; only the number of ICH volumes is checked"
                                                    if self.n_ich_volumes is not None else ""))
         if not self.fingerprints:
             out.append("dataset fingerprint")
-        if not self.split_hashes and self.has_ich is None:
-            out.append("split hash (entries are only checked to be consistent with the split their own "
-                       "volumes and ICH flags give)")
+        if self.has_ich is None and self.all_ich:
+            out.append("split hash against recorded ids (it is checked against the canonical split of the "
+                       "entry's own volume ids, all of which have ICH)")
+        elif self.has_ich is None and not self.split_hashes:
+            out.append("split hash (only checked to be the hash of the folds the entry's volumes were scored in)")
         return out
 
 

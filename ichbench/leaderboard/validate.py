@@ -2,9 +2,9 @@
 
 Checks, per entry: size limit and strict JSON; the schema; no patient identifiers; that it sits at
 entries/<dataset>/<method>--<run id prefix>.json; each volume once and folds in range; the summary
-recomputed from the per-volume counts (to 1e-9); the split hash against the split its own volumes
-and ICH flags give; then against canonical.json: volume ids (each canonical volume exactly once),
-ICH flags, fingerprint and split hash. Across entries: one entry per MLflow run. Folder-wide: the
+recomputed from the per-volume counts (to 1e-9); the split hash against the folds its volumes were
+scored in; then against canonical.json: volume ids (each canonical volume exactly once), ICH flags,
+fingerprint, and the canonical split (hash and each volume's fold). Across entries: one entry per MLflow run. Folder-wide: the
 published tables byte-identical to the pinned ones, canonical.json consistent, the schema copy
 unchanged. Whatever canonical.json cannot support yet is reported as a note, never passed silently.
 """
@@ -24,7 +24,7 @@ from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.published import check_published
 from ichbench.leaderboard.schema import ENTRY_SCHEMA, entry_problems
-from ichbench.splits import SPLIT_SEED, make_split
+from ichbench.splits import SPLIT_SEED, make_split, split_hash
 
 # Keys that name a person or a DICOM object rather than a dataset volume. Generic "name" keys are
 # fine (configs name methods and datasets); person-name keys are not.
@@ -119,20 +119,14 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
         return out
     out += summary_differences(entry["summary"], rescore(rows))
 
-    # The split is a function of the volumes and their ICH flags; the entry carries both, so its
-    # hash and fold assignment can be re-derived even where canonical.json knows nothing yet.
+    # The split hash is the hash of the fold lists, so it can be recomputed from the folds the
+    # entry's volumes were scored in, whatever canonical.json knows.
+    own = [sorted(r["volume_id"] for r in rows if r["fold"] == i) for i in range(k)]
+    own_hash = split_hash(own, k, SPLIT_SEED)
+    if own_hash != entry["split"]["hash"]:
+        out.append(f"split hash {entry['split']['hash'][:12]}… is not the hash of the folds its volumes were "
+                   f"scored in ({own_hash[:12]}…)")
     flags = {r["volume_id"]: r["tp"] + r["fn"] > 0 for r in rows}
-    if len(rows) >= k:
-        derived = make_split(ds, flags, k, SPLIT_SEED)
-        if derived["hash"] != entry["split"]["hash"]:
-            out.append(f"split hash {entry['split']['hash'][:12]}… is not the canonical split of the entry's own "
-                       f"{len(rows)} volumes and ICH flags ({derived['hash'][:12]}…)")
-        fold_of = {v: f["fold"] for f in derived["folds"] for v in f["test"]}
-        moved = sorted(r["volume_id"] for r in rows if fold_of[r["volume_id"]] != r["fold"])
-        if moved:
-            out.append(f"volumes scored in a different fold than the canonical split puts them: {_few(moved)}")
-    else:
-        out.append(f"{len(rows)} volumes cannot make {k} folds")
 
     if not exp.known:
         out.append(f"dataset {ds!r} has no record in canonical.json")
@@ -149,7 +143,8 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     if exp.has_ich is not None:
         wrong = sorted(v for v in ids if v in exp.has_ich and exp.has_ich[v] != flags[v])
         if wrong:
-            out.append(f"ICH presence (tp + fn > 0) disagrees with the canonical flags for {_few(wrong)}")
+            out.append(f"ICH presence (tp + fn > 0) disagrees with the canonical flags for {_few(wrong)} "
+                       "(edited counts, or truth evaluated at a resolution where lesions vanish)")
     elif exp.n_ich_volumes is not None and len(ids) == exp.n_volumes:
         n_ich = sum(flags.values())
         if n_ich != exp.n_ich_volumes:
@@ -157,10 +152,19 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     if exp.fingerprints and entry["dataset"]["fingerprint"] not in exp.fingerprints:
         out.append(f"dataset fingerprint {entry['dataset']['fingerprint'][:12]}… is not a recorded {ds} "
                    f"fingerprint ({_few(f[:12] + '…' for f in exp.fingerprints)})")
-    expected_hash = exp.split_hash(k)
-    if expected_hash is not None and expected_hash != entry["split"]["hash"]:
+    canonical_flags = exp.flags_for(ids)
+    if canonical_flags is not None and len(ids) >= k:
+        split = make_split(ds, canonical_flags, k, SPLIT_SEED)
+        if split["hash"] != entry["split"]["hash"]:
+            out.append(f"split hash {entry['split']['hash'][:12]}… is not the canonical {ds} split for k = {k} "
+                       f"({split['hash'][:12]}…)")
+        fold_of = {v: f["fold"] for f in split["folds"] for v in f["test"]}
+        moved = sorted(r["volume_id"] for r in rows if fold_of.get(r["volume_id"]) != r["fold"])
+        if moved:
+            out.append(f"volumes scored in a different fold than the canonical split puts them: {_few(moved)}")
+    elif exp.split_hashes.get(str(k)) not in (None, entry["split"]["hash"]):
         out.append(f"split hash {entry['split']['hash'][:12]}… is not the canonical {ds} split for k = {k} "
-                   f"({expected_hash[:12]}…)")
+                   f"({exp.split_hashes[str(k)][:12]}…)")
     return out
 
 

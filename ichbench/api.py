@@ -1,0 +1,105 @@
+"""The plugin API of ichbench, version `API_VERSION`: everything a third-party package may use.
+
+A plugin imports from here and from nowhere else in ichbench. The names below are the same
+objects the built-in methods and datasets use (this module only re-exports them), so a plugin
+gets exactly the surface the built-ins are written against. Internal modules may move between
+releases; these names keep their meaning for as long as `API_VERSION` does not change
+(the policy is in docs/plugins.md, "Versioning").
+
+What a **method** provides (subclass `Method`, or `PretextMethod` for a per-profile table):
+`name`, `description`, `label_needs` (a `LabelNeeds`), `transfers` (U-Net part names, see
+`part_names`), optionally `init_from`, `icm`, `sampling`; for a pretext `pretrain_overrides(profile)`,
+`build_pretext(unet, cfg)` and `pretext_loss(model, batch, cfg, generator)`.
+What a **dataset** provides (subclass `Dataset`): `name`, `roles`, `layout`, `source_url`,
+`licence`, `check_layout(source)` and `read(source, role, options, report)` yielding `Volume`s.
+Both are handed to ichbench by a `@hookimpl` of `register_methods(register)` or
+`register_datasets(register)` in a module named by an `[project.entry-points.ichbench]` entry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ichbench import LABEL_ORDER, SUBTYPES, __version__
+from ichbench.config import PretrainConfig, RunConfig, resolve
+from ichbench.datasets.base import (PRETRAINING, SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions,
+                                    IngestReport, Volume, get_dataset)
+from ichbench.datasets.dicom_io import read_slice, stack_series
+from ichbench.datasets.nifti_io import load_ct, load_mask
+from ichbench.errors import IchbenchError, InputError, LayoutError, UnknownNameError
+from ichbench.methods.base import LabelNeeds, Method, get_method
+from ichbench.methods.heads import PooledEncoderHead, PretextMethod, conv1x1_projector, mlp, scaled_widths
+from ichbench.models.unet import ConvBlock, UNet, expand_parts, part_names, part_state, transfer_parts
+from ichbench.plugins.hookspecs import hookimpl
+from ichbench.preprocess.window import WINDOW, window
+from ichbench.store import SliceStore, open_store, store_path
+from ichbench.store.ingest import ingest
+from ichbench.train.augment import (T_GLOBAL, T_LOCAL, ViewTransform, contrastive_view, gaussian_blur,
+                                    random_affine, random_brightness, random_contrast, random_gaussian_blur,
+                                    random_resized_crop)
+from ichbench.train.losses import dice_loss, info_nce, multilabel_dice_loss, weighted_bce
+
+# Bumped only by an incompatible change to a name in __all__ (removed, renamed, or a changed
+# signature or meaning); additions keep it. See docs/plugins.md, "Versioning".
+API_VERSION = 1
+
+
+def require_api(version: int) -> None:
+    """Call at a plugin's import: a plugin written for another API version then fails to import
+    with one line that says why, which ichbench reports as a named warning and skips (or raises
+    under ICHBENCH_STRICT_PLUGINS=1), instead of breaking later inside a training run."""
+    if int(version) != API_VERSION:
+        raise IchbenchError(f"this plugin needs ichbench plugin API {version}, but ichbench {__version__} "
+                            f"provides API {API_VERSION}; install a matching version of the plugin or of ichbench")
+
+
+def example_batch(n: int = 8, size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A batch shaped exactly like the one the engine passes to `pretext_loss`, made from phantom
+    head CTs (a plugin's own tests need no dataset): `images` (n, 1, size, size) float32 windowed
+    to [0, 1], `labels` (n, 7) uint8 in LABEL_ORDER. Slices come from the middle of four phantom
+    volumes, three with different hemorrhage subtypes and one without, taken in turn, so any batch
+    of four or more mixes ICH and non-ICH slices."""
+    from ichbench.datasets.phantom.generator import generate_volume
+
+    if n < 2 or size < 32:
+        raise ValueError(f"example_batch needs n >= 2 and size >= 32, got n={n}, size={size}")
+    images, labels = [], []
+    kinds = (["iph", "sdh"], ["sah", "edh"], ["ivh"], [])
+    per = -(-n // len(kinds)) + 4              # slices per volume; the 2 end slices each side are skipped
+    for k, subtypes in enumerate(kinds):
+        v = generate_volume(seed * len(kinds) + k + 1, vol_id=f"EX{k}", slices=per, size=size, subtypes=subtypes)
+        s = len(v.hu)
+        anyich = v.mask.reshape(s, -1).any(1)
+        sub = np.stack([v.subtype_masks[t].reshape(s, -1).any(1) for t in SUBTYPES], 1)
+        images.append(window(v.hu[2:-2]))
+        labels.append(np.concatenate([~anyich[:, None], anyich[:, None], sub], 1)[2:-2])
+    # interleave the volumes so any prefix of the batch sees all of them
+    order = np.argsort(np.concatenate([np.arange(len(x)) * len(kinds) + j for j, x in enumerate(images)]))
+    img, lab = np.concatenate(images)[order][:n], np.concatenate(labels)[order][:n]
+    return {"images": torch.from_numpy(img.astype(np.float32))[:, None],
+            "labels": torch.from_numpy(lab.astype(np.uint8))}
+
+
+__all__ = [
+    "API_VERSION", "require_api", "example_batch", "__version__",
+    # plugin hooks
+    "hookimpl",
+    # methods
+    "Method", "PretextMethod", "LabelNeeds", "get_method",
+    "PooledEncoderHead", "mlp", "conv1x1_projector", "scaled_widths",
+    "PretrainConfig", "RunConfig", "resolve",
+    # the U-Net and its parts
+    "UNet", "ConvBlock", "part_names", "expand_parts", "part_state", "transfer_parts",
+    # losses and augmentation a pretext needs
+    "dice_loss", "info_nce", "weighted_bce", "multilabel_dice_loss",
+    "ViewTransform", "T_GLOBAL", "T_LOCAL", "contrastive_view", "random_affine", "random_resized_crop",
+    "random_brightness", "random_contrast", "random_gaussian_blur", "gaussian_blur",
+    "WINDOW", "window",
+    # datasets
+    "Dataset", "Volume", "IngestOptions", "IngestReport", "SEGMENTATION", "PRETRAINING", "UNKNOWN_LABEL",
+    "LABEL_ORDER", "SUBTYPES", "get_dataset", "load_ct", "load_mask", "read_slice", "stack_series",
+    "ingest", "open_store", "store_path", "SliceStore",
+    # errors
+    "IchbenchError", "InputError", "LayoutError", "UnknownNameError",
+]

@@ -1,0 +1,79 @@
+"""VICReg as an ichbench pretext: the U-Net encoder learns from two views of each unlabeled slice.
+
+The representation is the global average pool of the U-Net bottleneck (512 channels at the paper's
+width), the counterpart of the ResNet's pooled 2048-d output in Bardes et al.; the expander is
+their MLP of three linear layers, the first two followed by BatchNorm and ReLU (8192-8192-8192).
+Views come from the same transform T_G the paper's SimCLR pretext uses, so the two joint-embedding
+pretexts differ only in their objective. Only the encoder is handed to the U-Net; the expander is
+discarded, as VICReg prescribes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ichbench.api import T_GLOBAL, LabelNeeds, PretextMethod, contrastive_view, scaled_widths
+from ichbench_vicreg.loss import vicreg_loss
+
+
+def expander(dims: list[int]) -> nn.Sequential:
+    """Linear-BN-ReLU blocks, then a last Linear without bias (the authors' `Projector`)."""
+    layers: list[nn.Module] = []
+    for a, b in zip(dims[:-2], dims[1:-1]):
+        layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(dims[-2], dims[-1], bias=False))
+    return nn.Sequential(*layers)
+
+
+class VICRegModel(nn.Module):
+    """U-Net encoder -> global average pool of the bottleneck -> expander."""
+
+    def __init__(self, unet, paper_dims):
+        super().__init__()
+        self.unet = unet
+        # widths are given for the paper's 512-channel bottleneck and scale with a narrower U-Net
+        self.dims = scaled_widths(paper_dims, unet.widths[-1])
+        self.expander = expander(self.dims)
+
+    def representation(self, images: torch.Tensor) -> torch.Tensor:
+        return self.unet.encode(images)[-1].mean(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.expander(self.representation(images))
+
+
+class VICReg(PretextMethod):
+    name = "vicreg"
+    description = ("VICReg on the encoder: T_G views, expander 8192-8192-8192, "
+                   "invariance/variance/covariance 25/25/1; encoder transferred")
+    paper_section = "Bardes et al. 2021 (cited in §1); not one of the paper's methods"
+    label_needs = LabelNeeds(segmentation=True, unlabeled=True)
+    transfers = ("encoder",)
+    profiles = {
+        # Bardes et al.: λ = μ = 25, ν = 1, ε = 1e-4, expander 8192-8192-8192 on a 2048-d
+        # representation. Their LARS, batch 2048 and 1000 epochs are replaced by this harness's
+        # shared pretext recipe (Adam 1e-3, 50 epochs); batch 128 per view fits one GPU at 256².
+        "paper": {"batch_size": 128, "params": {"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0,
+                                                "eps": 1e-4, "expander_dims": [512, 8192, 8192, 8192]}},
+        # same numbers; the expander scales with the 8-channel U-Net (128 -> 2048 -> 2048 -> 2048)
+        "smoke": {"batch_size": 8, "params": {"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0,
+                                              "eps": 1e-4, "expander_dims": [512, 8192, 8192, 8192]}},
+    }
+
+    def build_pretext(self, unet, cfg):
+        return VICRegModel(unet, self.params(cfg)["expander_dims"])
+
+    def pretext_loss(self, model, batch, cfg, generator):
+        p = self.params(cfg)
+        images = batch["images"]
+        v1 = contrastive_view(images, T_GLOBAL, generator=generator)
+        v2 = contrastive_view(images, T_GLOBAL, generator=generator)
+        # Two forward passes, as in the authors' code: each branch's BatchNorm and its variance
+        # and covariance terms see one view of the batch, never a mix of both.
+        z1, z2 = model(v1), model(v2)
+        return vicreg_loss(z1, z2, sim_coeff=float(p["sim_coeff"]), std_coeff=float(p["std_coeff"]),
+                           cov_coeff=float(p["cov_coeff"]), eps=float(p["eps"]))
+
+
+METHODS = [VICReg()]
