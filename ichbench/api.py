@@ -32,6 +32,7 @@ from ichbench.methods.base import LabelNeeds, Method, get_method
 from ichbench.methods.heads import PooledEncoderHead, PretextMethod, conv1x1_projector, mlp, scaled_widths
 from ichbench.models.unet import ConvBlock, UNet, expand_parts, part_names, part_state, transfer_parts
 from ichbench.plugins.hookspecs import hookimpl
+from ichbench.plugins.manager import Registry, get_registry, reset_registry
 from ichbench.preprocess.window import WINDOW, window
 from ichbench.store import SliceStore, open_store, store_path
 from ichbench.store.ingest import ingest
@@ -83,8 +84,8 @@ def example_batch(n: int = 8, size: int = 64, seed: int = 0) -> dict[str, torch.
 
 __all__ = [
     "API_VERSION", "require_api", "example_batch", "__version__",
-    # plugin hooks
-    "hookimpl",
+    # plugin hooks, and the registry a plugin's tests can query (methods(), datasets(), owner())
+    "hookimpl", "Registry", "get_registry", "reset_registry",
     # methods
     "Method", "PretextMethod", "LabelNeeds", "get_method",
     "PooledEncoderHead", "mlp", "conv1x1_projector", "scaled_widths",

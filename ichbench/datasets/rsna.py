@@ -302,9 +302,9 @@ class RsnaDataset(Dataset):
         order = np.lexsort((depth, code))
         order = order[code[order] >= 0]
         bounds = np.flatnonzero(np.diff(code[order])) + 1
-        for group in (np.split(order, bounds) if len(order) else []):
-            c = int(code[group[0]])
-            dz[c] = _series_spacing(depth[group], thickness.get(c))
+        for members in (np.split(order, bounds) if len(order) else []):
+            c = int(code[members[0]])
+            dz[c] = _series_spacing(depth[members], thickness.get(c))
         ok = (code >= 0) & (row >= 0)
         unknown_dz = ok & ~np.isfinite(dz[np.maximum(code, 0)])
         for i in np.flatnonzero(unknown_dz):
