@@ -16,7 +16,7 @@ from ichbench.methods import binary_classification, context_restoration, global_
 from ichbench.methods.context_restoration import swap_patches
 from ichbench.methods.local_contrastive import region_info_nce, region_pairs
 from ichbench.models.unet import UNet, expand_parts, part_names
-from ichbench.preprocess import window
+from ichbench.preprocess.window import window
 from ichbench.train.augment import affine_theta, compose_theta, random_resized_crop_theta, sample_affine_params, warp
 from ichbench.train.losses import info_nce
 

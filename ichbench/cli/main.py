@@ -14,6 +14,7 @@ from rich.table import Table
 from ichbench import __version__
 from ichbench.cli import data
 from ichbench.cli import leaderboard
+from ichbench.cli import plugin
 from ichbench.cli.common import STATE
 from ichbench.errors import IchbenchError
 
@@ -23,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(data.app, name="data")
 app.add_typer(leaderboard.app, name="leaderboard")
+app.add_typer(plugin.app, name="plugin")
 from ichbench.cli import run as run_cli  # noqa: E402
 app.command("run")(run_cli.run)
 app.command("runs")(run_cli.runs)

@@ -35,6 +35,8 @@ class Volume:
     labels: (S, 7) uint8 in LABEL_ORDER, UNKNOWN_LABEL where unknown; None derives
         [no_ich, any] from the mask with subtypes unknown.
     subtypes: volume-level subtypes present (names from SUBTYPES), None if unknown.
+    spacing is always the native one; a reader that resamples slices itself (to the store size,
+    in its decoding workers) says so with native_shape, so the stored spacing is still right.
     Yielding several Volumes with the same id appends their slices to one volume.
     """
 
@@ -46,6 +48,8 @@ class Volume:
     labels: np.ndarray | None = None
     subtypes: list[str] | None = None
     source: str = ""
+    native_shape: tuple[int, int] | None = None  # set when a reader already resized `hu` (in its workers)
+    has_ich: bool | None = None                  # volume-level ICH where slices carry no label (CQ500)
 
     def resolved_labels(self) -> np.ndarray:
         if self.labels is not None:

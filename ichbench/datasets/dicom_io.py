@@ -127,6 +127,21 @@ def hu_or_problem(path) -> tuple[np.ndarray | None, str | None]:
         return None, exc.problem
 
 
+def hu_at_size(path, size: int) -> tuple[np.ndarray | None, tuple[int, int] | None, str | None]:
+    """(HU resampled to size x size, native (H, W), None) or (None, None, problem).
+
+    For decoding workers: resampling there keeps the main process (the store writer) from
+    becoming the bottleneck, and sends a quarter of the bytes back at 512 -> 256."""
+    hu, problem = hu_or_problem(path)
+    if hu is None:
+        return None, None, problem
+    import torch
+
+    from ichbench.preprocess.resize import resize_slices
+    torch.set_num_threads(1)  # one worker per core: torch's own threads would only contend
+    return resize_slices(hu[None], size)[0].astype(np.float32), hu.shape, None
+
+
 def slice_normal(orientation) -> np.ndarray:
     """Unit normal of the slice plane (row cosine x column cosine)."""
     row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)

@@ -14,9 +14,9 @@ How it is read:
      a subtype positive while `any` is 0 are reported and the image left out.
   2. CSV images without a file, and files without CSV rows, are reported.
   3. A header pass (no pixels, in `options.workers` processes) finds each slice's series and its
-     position along the slice normal. RSNA files carry no SliceThickness, so the z spacing of a
-     series is the median distance between its slices; unreadable headers and non-axial slices
-     are reported here.
+     position along the slice normal. The anonymised RSNA files lack SliceThickness, so the z
+     spacing of a series is the median distance between its slices (SliceThickness only for a
+     lone slice); unreadable headers and non-axial slices are reported here.
   4. Selection. "paper" (§2.6): every ICH slice plus an equal number of non-ICH slices drawn
      with `options.seed`; "all": every slice. Then `options.holdout` of the selected slices
      (at most half of them) are drawn, with the same generator, for validation.
@@ -36,6 +36,7 @@ those present on its stored slices.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 from contextlib import closing
 from pathlib import Path
@@ -45,7 +46,7 @@ import numpy as np
 
 from ichbench import LABEL_ORDER, SUBTYPES
 from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, Volume
-from ichbench.datasets.dicom_io import DUPLICATE_MM, hu_or_problem, is_axial, read_slice, slice_normal
+from ichbench.datasets.dicom_io import DUPLICATE_MM, hu_at_size, is_axial, read_slice, slice_normal
 from ichbench.datasets.parallel import OrderedPool
 from ichbench.errors import IchbenchError, InputError, LayoutError
 from ichbench.plugins import hookimpl
@@ -328,31 +329,33 @@ class RsnaDataset(Dataset):
         present = np.zeros((2 * len(series_uids), len(SUBTYPES)), bool)
         np.logical_or.at(present, group, labels[row[chosen], 2:] == 1)
 
-        def volume_of(chunk: list[int], g: int, hus: list[np.ndarray]) -> Volume:
+        def volume_of(chunk: list[int], g: int, hus: list[np.ndarray], native) -> Volume:
             i0 = chunk[0]
             c = int(code[i0])
             sy, sx = spacing_yx[i0]
             return Volume(id=(VALIDATION_PREFIX if g % 2 else "") + series_uids[c], hu=np.stack(hus),
                           spacing=(float(dz[c]), float(sy), float(sx)), labels=labels[row[chunk]],
-                          subtypes=[n for n, p in zip(SUBTYPES, present[g]) if p], source=path_of(i0))
+                          subtypes=[n for n, p in zip(SUBTYPES, present[g]) if p], source=path_of(i0),
+                          native_shape=native)
 
         # 5. decode in order, yield chunks of one series
         chunk: list[int] = []
         hus: list[np.ndarray] = []
-        with closing(pool.map(hu_or_problem, map(path_of, chosen), chunksize=8)) as decoded:
-            for k, (hu, problem) in enumerate(decoded):
+        decode = functools.partial(hu_at_size, size=options.size)  # workers decode and resample
+        with closing(pool.map(decode, map(path_of, chosen), chunksize=8)) as decoded:
+            for k, (hu, native, problem) in enumerate(decoded):
                 i = int(chosen[k])
                 if hu is None:
                     report.skip(path_of(i), problem)
                     continue
-                if chunk and (group[k] != g or hu.shape != hus[0].shape or len(chunk) >= CHUNK):
-                    yield volume_of(chunk, g, hus)
+                if chunk and (group[k] != g or native != shape or len(chunk) >= CHUNK):
+                    yield volume_of(chunk, g, hus, shape)
                     chunk, hus = [], []
                 chunk.append(i)
                 hus.append(hu)
-                g = int(group[k])
+                g, shape = int(group[k]), native
         if chunk:
-            yield volume_of(chunk, g, hus)
+            yield volume_of(chunk, g, hus, shape)
 
 
 @hookimpl

@@ -4,15 +4,16 @@ Built-ins are the entry points that ichbench's own distribution declares; they a
 External plugins are every other distribution's entry points in the `ichbench` group, filtered by
 ICHBENCH_LOAD_PLUGINS (unset: all; empty: none; else a comma list of entry-point or distribution
 names). A plugin that fails to import, whose hook raises, that implements a hook that does not
-exist, or that registers a name already taken is reported by name on stderr and skipped, so one
-broken package never takes the CLI down. ICHBENCH_STRICT_PLUGINS=1 turns each of these into an
-error instead.
+exist (or with other arguments than the hookspec's), or that registers a name already taken is
+reported by name on stderr and skipped, so one broken package never takes the CLI down.
+ICHBENCH_STRICT_PLUGINS=1 turns each of these into an error instead.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
 import sys
 from dataclasses import dataclass, field
@@ -92,10 +93,34 @@ class Registry:
                 hints.append(f"{bad!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             self.warn(f"plugin {name!r} implements unknown hook {', '.join(hints)}; plugin skipped")
             return False
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            # pluggy checks the arguments against the hookspec; a mismatch must not crash the CLI
+            detail = "; ".join(self._signature_problems(plugin, impls)) or " ".join(str(exc).split())
+            self.warn(f"plugin {name!r} {detail}; plugin skipped")
+            return False
+        except ValueError:
+            # the same module object under a second entry-point name
+            first = next((n for n, p in self.plugins.items() if self.pm.get_plugin(n) is plugin), "?")
+            self.warn(f"plugin {name!r} is the same module as plugin {first!r}, already loaded; skipped")
+            return False
         self.plugins[name] = PluginInfo(name, distribution, version, builtin, sorted(impls))
         self._collected = False
         return True
+
+    def _signature_problems(self, plugin: Any, impls: list[str]) -> list[str]:
+        out = []
+        for attr in impls:
+            want = list(getattr(self.pm.hook, attr).spec.argnames)
+            try:
+                got = list(inspect.signature(getattr(plugin, attr)).parameters)
+            except (TypeError, ValueError):
+                continue
+            got = got[1:] if got[:1] == ["self"] else got   # a function looked up on a class
+            if not set(got) <= set(want):
+                out.append(f"implements {attr}({', '.join(got)}), but the hook is {attr}({', '.join(want)})")
+        return out
 
     def load_entry_points(self) -> None:
         selected = os.environ.get("ICHBENCH_LOAD_PLUGINS")

@@ -1,0 +1,174 @@
+"""`ichbench methods`, `ichbench pretrain`, `ichbench finetune`: one process, one fold at a time.
+
+Outputs live under the workspace:
+  pretrained/<pretrain_dataset>/<method>-<hash12>/pretrained.pt   (cached by config hash)
+  results/<dataset>/<method>/<profile>-<hash12>/k<K>-fold<F>/result.json
+Every result.json holds the resolved config, so a number can always be traced to its settings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ichbench.cli.common import fail, workspace
+
+console = Console()
+
+METHOD_OPT = typer.Option(..., "--method", "-m", help="Method name (see `ichbench methods`).")
+DATASET_OPT = typer.Option(..., "--dataset", "-d", help="Dataset name (see `ichbench datasets`).")
+PROFILE_OPT = typer.Option("paper", "--profile", "-p", help="Settings profile: paper or smoke.")
+SET_OPT = typer.Option([], "--set", "-s", help="Override a setting, e.g. finetune.epochs=3 (repeatable).")
+PRE_DS_OPT = typer.Option(None, "--pretrain-dataset",
+                          help="Dataset whose pretraining store the pretext uses (default: the dataset "
+                               "itself if it has one, else rsna).")
+DRY_OPT = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit.")
+DEVICE_OPT = typer.Option(None, "--device", help="torch device (default: cuda if available, else cpu).")
+
+
+def methods(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the methods: label needs, transferred U-Net parts, plugin."""
+    from ichbench.plugins import get_registry
+    reg = get_registry()
+    rows = [{**m.describe(), "plugin": reg.owner("methods", name).name}
+            for name, m in sorted(reg.methods().items())]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title="methods")
+    for col in ("name", "label needs", "transfers", "plugin", "description"):
+        t.add_column(col)
+    for r in rows:
+        transfers = ", ".join(r["transfers"]) or "-"
+        if r.get("init_from"):
+            transfers += f" (from {r['init_from']})"
+        t.add_row(r["name"], ", ".join(r["label_needs"]), transfers, r["plugin"], r["description"])
+    console.print(t)
+
+
+def _resolve(method: str, dataset: str, profile: str, overrides: list[str], pretrain_dataset: str | None):
+    from ichbench.config import resolve
+    from ichbench.datasets.base import get_dataset
+    from ichbench.methods.base import get_method
+    m = get_method(method)
+    get_dataset(dataset)
+    if pretrain_dataset is not None:
+        get_dataset(pretrain_dataset)
+    return m, resolve(m, dataset, profile, overrides, pretrain_dataset)
+
+
+def _pretrain_store(root: Path, cfg) -> Path:
+    from ichbench.datasets.base import PRETRAINING, get_dataset
+    from ichbench.store import store_path
+    ds = get_dataset(cfg.pretrain_dataset)
+    if PRETRAINING not in ds.roles:
+        fail(f"dataset {ds.name!r} has no pretraining store (roles: {', '.join(ds.roles)}); "
+             "choose one with --pretrain-dataset")
+    return store_path(root, ds.name, PRETRAINING)
+
+
+def _ensure_pretrained(root: Path, m, cfg, device) -> Path:
+    from ichbench.store import open_store
+    from ichbench.train.engine import pretrain as run_pretrain, pretrained_dirname
+    from ichbench.train.label_needs import check_pretraining_store
+    store = _pretrain_store(root, cfg)
+    check_pretraining_store(m, open_store(store))
+    out = root / "pretrained" / cfg.pretrain_dataset / pretrained_dirname(cfg)
+    return run_pretrain(m, store, cfg, out, device=device)
+
+
+def pretrain(method: str = METHOD_OPT, dataset: str = DATASET_OPT, profile: str = PROFILE_OPT,
+             set_: list[str] = SET_OPT, pretrain_dataset: Optional[str] = PRE_DS_OPT,
+             dry_run: bool = DRY_OPT, device: Optional[str] = DEVICE_OPT) -> None:
+    """Pretrain a method's pretext; prints the checkpoint path (reused when already done)."""
+    m, cfg = _resolve(method, dataset, profile, set_, pretrain_dataset)
+    if dry_run:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return
+    if not m.has_pretext:
+        fail(f"{m.name} has no pretext to pretrain (a baseline); run `ichbench finetune` directly")
+    path = _ensure_pretrained(workspace(), m, cfg, device)
+    print(path)
+
+
+def _split(root: Path, dataset: str, store, k: int) -> dict:
+    """The canonical split, saved once in <home>/splits and reused while the store is unchanged."""
+    from ichbench.splits import load_split, save_split, split_for_store
+    path = root / "splits" / f"{dataset}-k{k}.json"
+    if path.exists():
+        split = load_split(path)
+        if split.get("store_fingerprint") == store.fingerprint:
+            return split
+    split = split_for_store(store, k)
+    save_split(split, path)
+    return split
+
+
+def _summary_table(result: dict) -> Table:
+    s = result["summary"]
+    t = Table(title=f"{result['method']} on {result['dataset']}, fold {result['fold']} of {result['k']}")
+    for col in ("volumes", "n", "dice", "precision", "recall"):
+        t.add_column(col)
+
+    def cell(group: dict, name: str) -> str:
+        v = group[name]
+        if v["mean"] is None:
+            return "-"
+        return f"{v['mean']:.3f}" + (f" ± {v['std']:.3f}" if v["std"] is not None else "")
+    for label, key in (("all", "all"), ("with ICH", "ich")):
+        g = s[key]
+        t.add_row(label, str(g["n"]), cell(g, "dice"), cell(g, "precision"), cell(g, "recall"))
+    return t
+
+
+def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
+             fold: int = typer.Option(..., "--fold", "-f", help="Test fold (0-based)."),
+             profile: str = PROFILE_OPT,
+             k: Optional[int] = typer.Option(None, "--k", help="Number of folds (paper: hssayeni 10, segcq500 5)."),
+             pretrained: Optional[Path] = typer.Option(None, "--pretrained",
+                                                       help="Pretrained checkpoint (default: pretrain or reuse the cached one)."),
+             set_: list[str] = SET_OPT, pretrain_dataset: Optional[str] = PRE_DS_OPT,
+             dry_run: bool = DRY_OPT, device: Optional[str] = DEVICE_OPT,
+             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
+    """Fine-tune on one fold's training volumes and score its test volumes (per-volume JSON)."""
+    from ichbench.datasets.base import SEGMENTATION, get_dataset, require_role
+    from ichbench.splits import PAPER_K
+    from ichbench.store import open_store, store_path
+    from ichbench.train.engine import finetune as run_finetune
+    from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
+
+    m, cfg = _resolve(method, dataset, profile, set_, pretrain_dataset)
+    if dry_run:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return
+    root = workspace()
+    k = k or PAPER_K.get(dataset, 5)
+    seg_path = store_path(root, dataset, require_role(get_dataset(dataset), SEGMENTATION))
+    store = open_store(seg_path)
+    split = _split(root, dataset, store, k)
+    if not 0 <= fold < k:
+        fail(f"--fold must be in 0..{k - 1} for k={k}, got {fold}")
+    # Refuse before any training: both stores must carry the labels the method needs.
+    check_finetuning_store(m, store)
+    if pretrained is not None and not m.has_pretext:
+        fail(f"{m.name} transfers no pretrained parts (a baseline); drop --pretrained")
+    if m.has_pretext and pretrained is None:
+        check_pretraining_store(m, open_store(_pretrain_store(root, cfg)))
+        pretrained = _ensure_pretrained(root, m, cfg, device)
+    pre_hash = None
+    if pretrained is not None:
+        from ichbench.train.checkpoint import load_pretrained
+        pre_hash = load_pretrained(pretrained).get("config_hash")
+    out = (root / "results" / dataset / m.name / f"{profile}-{cfg.finetune_hash(pre_hash)[:12]}"
+           / f"k{k}-fold{fold}")
+    result = run_finetune(m, seg_path, split, fold, cfg, out, pretrained=pretrained, device=device)
+    if as_json:
+        print(json.dumps({"result": str(out / "result.json"), "summary": result["summary"]}, indent=2))
+        return
+    console.print(_summary_table(result))
+    console.print(f"per-volume metrics and config: {out / 'result.json'}")
