@@ -65,6 +65,10 @@ class FinetuneConfig:
     seed: int = 0
     threshold: float = 0.5      # on the sigmoid output (§2.5.2)
     compile: bool = False
+    # Initial foreground probability of the output layer (its bias set to logit(prior)) when the
+    # head is not transferred; None keeps PyTorch's default init (the paper profile). See the
+    # smoke profile for why.
+    head_prior: float | None = None
 
 
 @dataclass
@@ -334,6 +338,8 @@ def validate(cfg: RunConfig) -> None:
     f = cfg.finetune
     if not 0 <= f.empty_weight or f.nonich_ratio < 0 or not 0 < f.threshold < 1:
         raise IchbenchError("finetune: need empty_weight >= 0, nonich_ratio >= 0, 0 < threshold < 1")
+    if f.head_prior is not None and not 0 < f.head_prior < 1:
+        raise IchbenchError(f"finetune.head_prior must be in (0, 1) or none, got {f.head_prior}")
     unknown_aug = set(f.augment) - set(PAPER_AUGMENT)
     if unknown_aug:
         raise IchbenchError(f"finetune.augment: unknown keys {sorted(unknown_aug)}; valid: {', '.join(PAPER_AUGMENT)}")

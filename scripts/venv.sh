@@ -14,3 +14,5 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==${ICHBENCH_TORCH:-2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e '.[dev]'
+# the example third-party method plugins: their tests and a smoke run are part of the suite
+.venv/bin/python -m pip install -q -e plugins/ichbench-vicreg -e plugins/ichbench-mae

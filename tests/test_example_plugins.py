@@ -30,7 +30,7 @@ EXAMPLES = {"vicreg": ROOT / "plugins" / "ichbench-vicreg", "mae": ROOT / "plugi
 FAST = ["pretrain.epochs=1", "pretrain.steps_per_epoch=3", "finetune.epochs=1", "finetune.steps_per_epoch=3"]
 
 
-def make_dist(tmp_path, monkeypatch, dist: str, entries: dict[str, str], modules: dict[str, str] = {}):
+def make_dist(tmp_path, monkeypatch, dist: str, entries: dict[str, str], modules: dict[str, str] | None = None):
     """A real installed distribution (dist-info + entry_points.txt) on sys.path, plus the example
     plugins' source folders so their modules import without being installed."""
     site = tmp_path / f"site-{dist}"
@@ -39,7 +39,7 @@ def make_dist(tmp_path, monkeypatch, dist: str, entries: dict[str, str], modules
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.3.0\n")
     (info / "entry_points.txt").write_text("[ichbench]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items()))
-    for name, src in modules.items():
+    for name, src in (modules or {}).items():
         (site / f"{name}.py").write_text(textwrap.dedent(src))
         sys.modules.pop(name, None)
     for pkg in EXAMPLES.values():

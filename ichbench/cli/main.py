@@ -15,6 +15,7 @@ from ichbench import __version__
 from ichbench.cli import data
 from ichbench.cli import leaderboard
 from ichbench.cli import plugin
+from ichbench.cli import train
 from ichbench.cli.common import STATE
 from ichbench.errors import IchbenchError
 
@@ -25,6 +26,9 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(leaderboard.app, name="leaderboard")
 app.add_typer(plugin.app, name="plugin")
+app.command("methods")(train.methods)
+app.command("pretrain")(train.pretrain)
+app.command("finetune")(train.finetune)
 from ichbench.cli import run as run_cli  # noqa: E402
 app.command("run")(run_cli.run)
 app.command("runs")(run_cli.runs)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from ichbench.methods import baselines
+from ichbench.methods import (baselines, binary_classification, context_restoration, global_contrastive,
+                              local_contrastive, multilabel)
 from ichbench.plugins import hookimpl
 
-MODULES = (baselines,)
+# The paper's order (Table 3 groups): baselines, self-supervised, weakly-supervised pretexts.
+MODULES = (baselines, context_restoration, global_contrastive, local_contrastive, binary_classification, multilabel)
 
 
 @hookimpl

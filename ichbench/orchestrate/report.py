@@ -23,19 +23,21 @@ def _fmt(group: dict | None, metric: str, scale: float = 100.0) -> str:
     if not group or not group.get(metric) or group[metric].get("mean") is None:
         return "—"
     m, s = group[metric]["mean"] * scale, group[metric].get("std")
-    return f"{m:.2f} ± {s * scale:.2f}" if s is not None else f"{m:.2f}"
+    return f"{m:.1f}±{s * scale:.1f}" if s is not None else f"{m:.1f}"
 
 
 def result_table(outcomes) -> Table:
-    t = Table(title="Volume-level results (percent, mean ± std over volumes)")
-    for col in ("method", "dataset", "source", "n", "Dice (all)", "Dice (ICH)", "Precision (all)", "Recall (all)"):
-        t.add_column(col, justify="right" if col not in ("method", "dataset", "source") else "left")
+    t = Table(title="Volume-level results: percent, mean ± std over volumes")
+    t.add_column("method", no_wrap=True)
+    t.add_column("dataset (source)", no_wrap=True)
+    for col in ("n", "Dice all", "Dice ICH", "Prec. all", "Recall all"):
+        t.add_column(col, justify="right")
     for o in outcomes:
         s = o.summary
         name, ds = o.plan.method.name, o.plan.cfg.dataset
-        t.add_row(name, ds, f"this run ({o.plan.cfg.profile})", str(s["all"]["n"]), _fmt(s["all"], "dice"),
+        t.add_row(name, f"{ds} (this run, {o.plan.cfg.profile})", str(s["all"]["n"]), _fmt(s["all"], "dice"),
                   _fmt(s["ich"], "dice"), _fmt(s["all"], "precision"), _fmt(s["all"], "recall"))
         for pds, row in sorted(published_rows(name).items()):
-            t.add_row("", pds, "Spahr et al. 2023", str(row["all"]["n"]), _fmt(row["all"], "dice", 1.0),
+            t.add_row("", f"{pds} (paper)", str(row["all"]["n"]), _fmt(row["all"], "dice", 1.0),
                       _fmt(row["ich"], "dice", 1.0), _fmt(row["all"], "precision", 1.0), _fmt(row["all"], "recall", 1.0))
     return t

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ichbench import __version__
 from ichbench.errors import IchbenchError
 from ichbench.evaluate import per_volume_row, summarize
-from ichbench.models.unet import UNet, part_state, transfer_parts
+from ichbench.models.unet import UNet, expand_parts, part_state, transfer_parts
 from ichbench.train import checkpoint as ckpt
 from ichbench.train.augment import random_affine
 from ichbench.train.data import (EpochSampler, SliceArrays, finetune_pool, load_store, place,
@@ -353,6 +353,8 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         torch.manual_seed(fc.seed)
         unet = UNet(base=cfg.model.base_channels, depth=cfg.model.depth)
         transfer = _load_pretrained_into(unet, m, Path(pretrained), cfg) if pretrained is not None else None
+        if fc.head_prior is not None and not (transfer and "head" in expand_parts(unet, transfer["parts"])):
+            torch.nn.init.constant_(unet.head.bias, math.log(fc.head_prior / (1 - fc.head_prior)))
         identity = cfg.finetune_hash(transfer["config_hash"] if transfer else None) + f":fold{fold}:{split.get('hash')}"
         model = _prepare_model(unet, device, fc.compile and device.type == "cuda")
         pool = finetune_pool(arrays, train_rows, m.sampling, fc.nonich_ratio)  # on the host copy

@@ -1,0 +1,349 @@
+"""Training engine on the CPU: determinism, resume after a kill, caching, sampling, label needs.
+
+Runs are tiny (a 4-channel U-Net at 32x32, a few steps): these tests check the engine's
+bookkeeping, not learning (tests/test_finetune_smoke.py does that).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ichbench.config import resolve
+from ichbench.datasets import IngestOptions, get_dataset
+from ichbench.errors import IchbenchError
+from ichbench.methods.base import LabelNeeds, Method
+from ichbench.preprocess.resize import resize_slices
+from ichbench.splits import split_for_store, train_ids
+from ichbench.store import open_store
+from ichbench.store.writer import StoreWriter
+from ichbench.train import checkpoint as ckpt
+from ichbench.train.data import EpochSampler, finetune_pool, load_store, pretrain_selection, volume_rows
+from ichbench.train.engine import finetune, predict, pretrain
+from ichbench.train.label_needs import check_label_needs
+
+# Small enough to generate and ingest in a few seconds; 15 volumes give 5 test volumes per fold at k=3.
+PHANTOM_SMALL = {"volumes": 15, "slices": 16, "native_size": 64, "pretrain_volumes": 4}
+TINY = ["model.base_channels=4", "finetune.image_size=32", "finetune.epochs=2", "finetune.steps_per_epoch=3",
+        "finetune.batch_size=8"]
+
+
+@pytest.fixture(scope="session")
+def phantom_store(tmp_path_factory) -> Path:
+    """The phantom's segmentation store at 64x64, ingested once per session (ingest skips an
+    unchanged store, so other modules importing this fixture reuse it)."""
+    from ichbench.store.ingest import ingest
+    root = tmp_path_factory.getbasetemp() / "phantom64"
+    res = ingest(get_dataset("phantom"), root, roles=["segmentation"],
+                 options=IngestOptions(size=64, extra=dict(PHANTOM_SMALL)))
+    return res[0].path
+
+
+@pytest.fixture(scope="module")
+def split(phantom_store):
+    return split_for_store(open_store(phantom_store), 3)
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_after(epoch_to_die: int):
+    def hook(epoch, history):
+        if epoch == epoch_to_die:
+            raise Killed
+    return hook
+
+
+def recorder(calls: list):
+    return lambda epoch, history: calls.append(epoch)
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- fine-tuning --------------------------------------------------------------------------------------
+
+def test_finetune_is_deterministic_on_cpu(phantom_store, split, tmp_path):
+    cfg = resolve("unet_mixed", "phantom", "smoke", TINY)
+    r1 = finetune("unet_mixed", phantom_store, split, 0, cfg, tmp_path / "a", device="cpu", progress=False)
+    r2 = finetune("unet_mixed", phantom_store, split, 0, cfg, tmp_path / "b", device="cpu", progress=False)
+    assert [h["loss"] for h in r1["history"]] == [h["loss"] for h in r2["history"]]
+    assert r1["volumes"] == r2["volumes"]
+    s1, s2 = ckpt.load(tmp_path / "a" / "state.pt"), ckpt.load(tmp_path / "b" / "state.pt")
+    assert same_tensors(s1["model"], s2["model"])
+    # a different seed is a different run
+    r3 = finetune("unet_mixed", phantom_store, split, 0, resolve("unet_mixed", "phantom", "smoke", TINY + ["finetune.seed=1"]),
+                  tmp_path / "c", device="cpu", progress=False)
+    assert [h["loss"] for h in r3["history"]] != [h["loss"] for h in r1["history"]]
+
+
+def test_result_holds_config_and_per_volume_metrics(phantom_store, split, tmp_path):
+    cfg = resolve("unet_mixed", "phantom", "smoke", TINY + ["finetune.epochs=1"])
+    r = finetune("unet_mixed", phantom_store, split, 1, cfg, tmp_path, device="cpu", progress=False)
+    assert (tmp_path / "result.json").exists()
+    assert [v["volume_id"] for v in r["volumes"]] == split["folds"][1]["test"]
+    assert set(r["train_volumes"]) == set(train_ids(split, 1))
+    assert r["config"]["finetune"]["epochs"] == 1 and r["config"]["model"]["base_channels"] == 4
+    assert r["summary"]["all"]["n"] == len(split["folds"][1]["test"])
+    # 32x32 from a 64x64 store: voxels are twice as wide, so mL stays comparable with the store's
+    truth = sum(v["tp"] + v["fn"] for v in r["volumes"])
+    assert truth > 0
+    s = open_store(phantom_store)
+    vol = next(v for v in s.volumes if v["id"] == r["volumes"][0]["volume_id"])
+    z, y, x = vol["spacing"]
+    row = r["volumes"][0]
+    assert row["true_ml"] == pytest.approx((row["tp"] + row["fn"]) * z * (2 * y) * (2 * x) / 1000)
+
+
+def test_killed_finetune_resumes_to_identical_results(phantom_store, split, tmp_path):
+    cfg = resolve("unet_mixed", "phantom", "smoke", TINY)
+    full = finetune("unet_mixed", phantom_store, split, 0, cfg, tmp_path / "full", device="cpu", progress=False)
+    with pytest.raises(Killed):
+        finetune("unet_mixed", phantom_store, split, 0, cfg, tmp_path / "cut", device="cpu", progress=False,
+                 on_epoch=kill_after(1))
+    assert ckpt.load(tmp_path / "cut" / "state.pt")["epoch"] == 1
+    assert not (tmp_path / "cut" / "result.json").exists()
+    calls = []
+    resumed = finetune("unet_mixed", phantom_store, split, 0, cfg, tmp_path / "cut", device="cpu", progress=False,
+                       on_epoch=recorder(calls))
+    assert calls == [2]  # only the missing epoch ran
+    a, b = ckpt.load(tmp_path / "full" / "state.pt"), ckpt.load(tmp_path / "cut" / "state.pt")
+    assert same_tensors(a["model"], b["model"])
+    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in resumed["history"]]
+    assert full["volumes"] == resumed["volumes"]
+    # finished: a further call only re-evaluates
+    calls.clear()
+    again = finetune("unet_mixed", phantom_store, split, 0, cfg, tmp_path / "cut", device="cpu", progress=False,
+                     on_epoch=recorder(calls))
+    assert calls == [] and again["volumes"] == full["volumes"]
+    # another config must not silently continue this run's checkpoint
+    other = resolve("unet_mixed", "phantom", "smoke", TINY + ["finetune.lr=0.01"])
+    with pytest.raises(IchbenchError, match="different configuration"):
+        finetune("unet_mixed", phantom_store, split, 0, other, tmp_path / "cut", device="cpu", progress=False)
+
+
+def test_icm_predictions_stay_inside_the_brain(phantom_store):
+    arrays = load_store(phantom_store, 64)
+
+    class AlwaysPositive(nn.Module):
+        def forward(self, x):
+            return torch.full_like(x, 10.0)
+    rows = torch.arange(20)
+    plain = predict(AlwaysPositive(), arrays, rows, torch.device("cpu"), 0.5, icm=False)
+    masked = predict(AlwaysPositive(), arrays, rows, torch.device("cpu"), 0.5, icm=True)
+    assert plain.all()
+    np.testing.assert_array_equal(masked, arrays.brain[rows].numpy().astype(bool))
+    assert 0 < masked.mean() < 1
+
+
+# -- data -----------------------------------------------------------------------------------------------
+
+def test_load_store_resizes_on_load(phantom_store):
+    full, half = load_store(phantom_store, 64), load_store(phantom_store, 32)
+    assert half.images.shape == (len(full), 32, 32) and half.images.dtype == torch.int16
+    assert set(torch.unique(half.masks).tolist()) <= {0, 1}
+    # the same resampling as ingest uses (antialiased bilinear, rounded to int16 HU)
+    expected = resize_slices(full.images[:4].numpy().astype(np.float32), 32)
+    assert (half.images[:4].numpy().astype(int) - expected).__abs__().max() <= 1
+    assert half.masks.sum() > 0
+    assert torch.equal(half.labels, full.labels)
+
+
+def test_mixed_and_ich_only_sampling(phantom_store, split):
+    arrays = load_store(phantom_store, 64)
+    train = volume_rows(arrays, train_ids(split, 0))
+    has = arrays.masks.flatten(1).bool().any(1)
+    ich = set(train[has[train]].tolist())
+    non = set(train[~has[train]].tolist())
+    assert len(non) > 2 * len(ich)  # otherwise the test could not see the ratio
+    g = torch.Generator().manual_seed(0)
+    epoch1 = finetune_pool(arrays, train, "mixed", 2.0)(g).tolist()
+    epoch2 = finetune_pool(arrays, train, "mixed", 2.0)(g).tolist()
+    for drawn in (epoch1, epoch2):
+        assert len(drawn) == len(set(drawn)) == 3 * len(ich)
+        assert ich <= set(drawn) and set(drawn) - ich <= non
+    assert set(epoch1) != set(epoch2)  # the healthy slices are redrawn each epoch
+    assert set(finetune_pool(arrays, train, "ich_only", 2.0)(g).tolist()) == ich
+    # test volumes never leak into training
+    test = set(volume_rows(arrays, split["folds"][0]["test"]).tolist())
+    assert not test & set(epoch1)
+
+
+def test_epoch_sampler_batches():
+    g = torch.Generator().manual_seed(0)
+    pool = torch.arange(10)
+    one_pass = EpochSampler(lambda _: pool, 4, None, g).epoch()
+    assert [len(b) for b in one_pass] == [4, 4, 2] and sorted(torch.cat(one_pass).tolist()) == list(range(10))
+    assert [len(b) for b in EpochSampler(lambda _: pool, 4, None, g, drop_last=True).epoch()] == [4, 4]
+    assert [len(b) for b in EpochSampler(lambda _: pool, 3, None, g).epoch()] == [3, 3, 3]  # a batch of 1 is dropped
+    assert [len(b) for b in EpochSampler(lambda _: pool, 4, 5, g).epoch()] == [4, 4, 2, 4, 4]
+
+
+def test_pretrain_selection_is_balanced():
+    labels = np.zeros((40, 7), np.uint8)
+    labels[:, 0] = 1
+    labels[:6, :2] = (0, 1)              # 6 ICH slices
+    labels[30:, :] = 255                 # 10 slices with unknown labels are not used
+    train, hold = pretrain_selection(labels, holdout=5000, seed=0)
+    rows = np.concatenate([train, hold])
+    assert len(rows) == 12 and len(set(rows)) == 12
+    assert set(range(6)) <= set(rows) and not set(rows) & set(range(30, 40))
+    assert len(hold) == 1                # at most a tenth of a small store
+    assert len(pretrain_selection(labels, holdout=0, seed=0)[1]) == 0
+    unlabeled = np.full((20, 7), 255, np.uint8)
+    train, hold = pretrain_selection(unlabeled, holdout=3, seed=0)
+    assert sorted(np.concatenate([train, hold])) == list(range(20)) and len(hold) == 2
+
+
+# -- pretraining ----------------------------------------------------------------------------------------
+
+class Denoise(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x):
+        return self.unet(x)
+
+
+class FakeDenoising(Method):
+    """A minimal pretext for engine tests: restore images from added Gaussian noise."""
+    name = "fake_denoising"
+    label_needs = LabelNeeds(unlabeled=True)
+    transfers = ("encoder",)
+
+    def pretrain_overrides(self, profile):
+        return {"params": {"noise": 0.1}}
+
+    def build_pretext(self, unet, cfg):
+        return Denoise(unet)
+
+    def pretext_loss(self, model, batch, cfg, generator):
+        x = batch["images"]
+        noise = torch.randn(x.shape, generator=generator, device=x.device) * cfg.params["noise"]
+        return F.mse_loss(model(x + noise), x)
+
+
+PRE_TINY = ["model.base_channels=4", "pretrain.image_size=32", "pretrain.epochs=2", "pretrain.steps_per_epoch=2",
+            "pretrain.batch_size=8", "pretrain.holdout=8"]
+
+
+def test_pretrain_resumes_and_is_cached(phantom_store, tmp_path):
+    m = FakeDenoising()
+    cfg = resolve(m, "phantom", "smoke", PRE_TINY)
+    full = pretrain(m, phantom_store, cfg, tmp_path / "full", device="cpu", progress=False)
+    with pytest.raises(Killed):
+        pretrain(m, phantom_store, cfg, tmp_path / "cut", device="cpu", progress=False, on_epoch=kill_after(1))
+    calls = []
+    cut = pretrain(m, phantom_store, cfg, tmp_path / "cut", device="cpu", progress=False, on_epoch=recorder(calls))
+    assert calls == [2]
+    a, b = ckpt.load_pretrained(full), ckpt.load_pretrained(cut)
+    assert same_tensors(a["state"], b["state"])
+    assert [(h["loss"], h["val_loss"]) for h in a["history"]] == [(h["loss"], h["val_loss"]) for h in b["history"]]
+    assert all(np.isfinite(h["val_loss"]) for h in a["history"])
+    # only the declared parts are saved: encoder levels and bottleneck, nothing of the decoder/head
+    assert a["state"] and all(k.startswith(("encoder.", "bottleneck.")) for k in a["state"])
+    assert a["method"] == "fake_denoising" and a["config_hash"] == cfg.hash()
+    assert a["store_fingerprint"] == open_store(phantom_store).fingerprint
+    # finished: returned from the cache without training
+    calls.clear()
+    assert pretrain(m, phantom_store, cfg, tmp_path / "full", device="cpu", progress=False,
+                    on_epoch=recorder(calls)) == full
+    assert calls == []
+
+
+def test_save_atomic_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "state.pt"
+    ckpt.save_atomic({"epoch": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError):
+        ckpt.save_atomic({"epoch": 2, "x": Unpicklable()}, path)
+    assert ckpt.load(path) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+# -- label needs ----------------------------------------------------------------------------------------
+
+def write_store(path: Path, labels: np.ndarray, *, masks: bool = False, brain: bool = True) -> Path:
+    n = len(labels)
+    w = StoreWriter(path, size=16, with_masks=masks, with_brain=brain)
+    rng = np.random.default_rng(0)
+    w.add({"id": "V0", "spacing": [5.0, 1.0, 1.0], "subtypes": None}, rng.integers(-100, 100, (n, 16, 16)),
+          labels, masks=np.zeros((n, 16, 16), np.uint8) if masks else None,
+          brain=np.ones((n, 16, 16), np.uint8) if brain else None)
+    w.close({"dataset": "fake", "role": "pretraining"}, {"size": 16})
+    return path
+
+
+def classifier(name: str, **needs) -> Method:
+    m = Method()
+    m.name, m.label_needs, m.transfers = name, LabelNeeds(**needs), ("encoder",)
+    return m
+
+
+def labels_of(anyich, subtypes=None) -> np.ndarray:
+    n = len(anyich)
+    out = np.zeros((n, 7), np.uint8)
+    out[:, 1] = anyich
+    out[:, 0] = np.where(np.asarray(anyich) == 255, 255, 1 - np.asarray(anyich))
+    out[:, 2:] = 0 if subtypes is None else subtypes
+    return out
+
+
+def test_label_needs_refuse_before_training(tmp_path):
+    binary = classifier("binary_like", binary=True)
+    multi = classifier("multilabel_like", multilabel=True)
+    unlabeled = classifier("unlabeled_like", unlabeled=True)
+    anyich = [1, 1, 0, 0, 0, 0]
+
+    with_subtypes = labels_of(anyich)
+    with_subtypes[0, 2] = with_subtypes[1, 5] = 1
+    full = open_store(write_store(tmp_path / "full.zarr", with_subtypes))
+    for m in (binary, multi, unlabeled):
+        check_label_needs(m, full)
+
+    unknown_sub = labels_of(anyich)
+    unknown_sub[:2, 2:] = 255            # ICH slices whose subtype is unknown (Seg-CQ500-like)
+    store = open_store(write_store(tmp_path / "unknown_sub.zarr", unknown_sub))
+    with pytest.raises(IchbenchError, match="2 of 6 labeled slices have unknown subtypes"):
+        check_label_needs(multi, store)
+    check_label_needs(binary, store)
+
+    no_sub = open_store(write_store(tmp_path / "no_sub.zarr", labels_of(anyich)))
+    with pytest.raises(IchbenchError, match="no slice is labeled with any ICH subtype"):
+        check_label_needs(multi, no_sub)
+
+    unlabeled_store = open_store(write_store(tmp_path / "unlabeled.zarr", np.full((6, 7), 255, np.uint8)))
+    for m in (binary, multi):
+        with pytest.raises(IchbenchError, match="no slice has a known ICH label"):
+            check_label_needs(m, unlabeled_store)
+    check_label_needs(unlabeled, unlabeled_store)
+
+    one_class = open_store(write_store(tmp_path / "one_class.zarr", labels_of([0] * 6)))
+    with pytest.raises(IchbenchError, match="all non-ICH"):
+        check_label_needs(binary, one_class)
+
+    # pretrain() refuses before it writes anything
+    with pytest.raises(IchbenchError, match="unknown subtypes"):
+        pretrain(multi, store.path, resolve(FakeDenoising(), "phantom", "smoke", PRE_TINY), tmp_path / "out",
+                 device="cpu", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_finetuning_store_needs(tmp_path):
+    from ichbench.methods.base import get_method
+    no_masks = open_store(write_store(tmp_path / "pre.zarr", labels_of([1, 0, 0])))
+    with pytest.raises(IchbenchError, match="no hemorrhage masks"):
+        check_label_needs(get_method("unet_mixed"), no_masks, "finetuning")
+    no_brain = open_store(write_store(tmp_path / "seg.zarr", labels_of([1, 0, 0]), masks=True, brain=False))
+    check_label_needs(get_method("unet_mixed"), no_brain, "finetuning")
+    with pytest.raises(IchbenchError, match="intracranial cavity"):
+        check_label_needs(get_method("unet_mixed_icm"), no_brain, "finetuning")
