@@ -27,7 +27,8 @@ def registry():
 
 # -- shared phantom stores and one Ray cluster for the orchestration tests -------------------------
 
-PHANTOM_SMALL = {"volumes": 10, "slices": 12, "native_size": 64, "pretrain_volumes": 8}
+# 15 volumes: 3 test volumes per fold at k=5, 5 at k=3
+PHANTOM_SMALL = {"volumes": 15, "slices": 16, "native_size": 64, "pretrain_volumes": 4}
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +42,13 @@ def phantom_stores(tmp_path_factory):
     reset_registry()
     ingest(get_dataset("phantom"), root, options=IngestOptions(size=64, extra=dict(PHANTOM_SMALL)))
     return root
+
+
+@pytest.fixture(scope="session")
+def phantom_store(phantom_stores):
+    """Path of the session phantom's segmentation store (64x64)."""
+    from ichbench.store import store_path
+    return store_path(phantom_stores, "phantom", "segmentation")
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ichbench.config import resolve
-from ichbench.datasets import IngestOptions, get_dataset
 from ichbench.errors import IchbenchError
 from ichbench.methods.base import LabelNeeds, Method
 from ichbench.preprocess.resize import resize_slices
@@ -25,21 +24,8 @@ from ichbench.train.data import EpochSampler, finetune_pool, load_store, pretrai
 from ichbench.train.engine import finetune, predict, pretrain
 from ichbench.train.label_needs import check_label_needs
 
-# Small enough to generate and ingest in a few seconds; 15 volumes give 5 test volumes per fold at k=3.
-PHANTOM_SMALL = {"volumes": 15, "slices": 16, "native_size": 64, "pretrain_volumes": 4}
 TINY = ["model.base_channels=4", "finetune.image_size=32", "finetune.epochs=2", "finetune.steps_per_epoch=3",
         "finetune.batch_size=8"]
-
-
-@pytest.fixture(scope="session")
-def phantom_store(tmp_path_factory) -> Path:
-    """The phantom's segmentation store at 64x64, ingested once per session (ingest skips an
-    unchanged store, so other modules importing this fixture reuse it)."""
-    from ichbench.store.ingest import ingest
-    root = tmp_path_factory.getbasetemp() / "phantom64"
-    res = ingest(get_dataset("phantom"), root, roles=["segmentation"],
-                 options=IngestOptions(size=64, extra=dict(PHANTOM_SMALL)))
-    return res[0].path
 
 
 @pytest.fixture(scope="module")

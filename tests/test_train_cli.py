@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.test_engine import TINY, phantom_store  # noqa: F401 - the session-scoped phantom store
+from tests.test_engine import TINY
 
 BASELINES = ["unet_ich_only", "unet_ich_only_icm", "unet_mixed", "unet_mixed_icm"]
 
@@ -85,5 +85,5 @@ def test_finetune_writes_per_volume_results_with_config(cli, home, phantom_store
     assert [v["volume_id"] for v in result["volumes"]] == split["folds"][1]["test"]
     assert result["split_hash"] == split["hash"] and printed["summary"] == result["summary"]
     # out-of-range fold: refused before training
-    code, _, err = cli(*args[:4], "--fold", "3", *args[6:])
+    code, _, err = cli(*args[:5], "--fold", "3", *args[7:])
     assert code == 2 and "--fold must be in 0..2" in err

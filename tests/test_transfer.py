@@ -11,7 +11,7 @@ from ichbench.methods.base import LabelNeeds, Method
 from ichbench.models.unet import UNet, expand_parts, part_state
 from ichbench.train import checkpoint as ckpt
 from ichbench.train.engine import _load_pretrained_into, pretrain
-from tests.test_engine import PRE_TINY, FakeDenoising, phantom_store  # noqa: F401 - the session-scoped store
+from tests.test_engine import PRE_TINY, FakeDenoising
 
 MODEL = {"base_channels": 4, "depth": 5}
 

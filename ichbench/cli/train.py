@@ -35,19 +35,24 @@ def methods(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the methods: label needs, transferred U-Net parts, plugin."""
     from ichbench.plugins import get_registry
     reg = get_registry()
-    rows = [{**m.describe(), "plugin": reg.owner("methods", name).name}
-            for name, m in sorted(reg.methods().items())]
+    rows = []
+    for name, m in sorted(reg.methods().items()):
+        owner = reg.owner("methods", name)
+        rows.append({**m.describe(), "plugin": owner.name, "distribution": owner.distribution,
+                     "version": owner.version})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     t = Table(title="methods")
-    for col in ("name", "label needs", "transfers", "plugin", "description"):
+    t.add_column("name", no_wrap=True)
+    for col in ("label needs", "transfers", "plugin", "description"):
         t.add_column(col)
     for r in rows:
         transfers = ", ".join(r["transfers"]) or "-"
         if r.get("init_from"):
             transfers += f" (from {r['init_from']})"
-        t.add_row(r["name"], ", ".join(r["label_needs"]), transfers, r["plugin"], r["description"])
+        dist = f"{r['distribution']} {r['version']}" if r["distribution"] else r["plugin"]
+        t.add_row(r["name"], ", ".join(r["label_needs"]), transfers, dist, r["description"])
     console.print(t)
 
 

@@ -101,17 +101,12 @@ def windowed(images: torch.Tensor) -> torch.Tensor:
 
 def place(arrays: SliceArrays, device: torch.device, fraction: float = 0.25) -> SliceArrays:
     """Move the arrays onto a CUDA device when they take under `fraction` of its free memory:
-    batches are then gathered on the GPU with no host copy. Otherwise they stay (pinned) on the host."""
+    batches are then gathered on the GPU with no host copy. Otherwise they stay on the host and
+    each batch (a few MB of int16) is indexed there and copied over."""
     if device.type != "cuda":
         return arrays
     free, _ = torch.cuda.mem_get_info(device)
-    if arrays.nbytes() < fraction * free:
-        return arrays.to(device)
-    for name in ("images", "masks", "brain"):
-        t = getattr(arrays, name)
-        if t is not None:
-            setattr(arrays, name, t.pin_memory())
-    return arrays
+    return arrays.to(device) if arrays.nbytes() < fraction * free else arrays
 
 
 # -- slice selection --------------------------------------------------------------------------------

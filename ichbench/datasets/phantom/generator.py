@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from ichbench import SUBTYPES
 
-GENERATOR_VERSION = 1             # bump when the output for a given seed changes: the phantom
+GENERATOR_VERSION = 2             # bump when the output for a given seed changes: the phantom
                                   # source folder is regenerated when its manifest differs
 HU_MIN, HU_MAX = -1024, 3071
 SLICE_THICKNESS_MM = 5.0          # as RSNA/CQ500 head CT
@@ -239,23 +239,24 @@ def _ivh(rng, an: _Anatomy, vents: dict) -> np.ndarray:
 
 
 def _sah(rng, an: _Anatomy) -> np.ndarray:
-    """Subarachnoid: thin curvilinear strips along the surface and sulci of a convexity sector,
-    sometimes with blood in the interhemispheric fissure."""
-    centre, half = _pick_z(rng, an.S, (0.12, 0.25))
+    """Subarachnoid: thin curvilinear strips in the surface CSF and down the sulci of a convexity
+    sector, sometimes in the interhemispheric fissure too. Strips are about 5 mm wide (the clot
+    widens the sulci): thinner ones would vanish at the 64² training size."""
+    centre, half = _pick_z(rng, an.S, (0.14, 0.25))
     prof = _z_profile(an.S, centre, half)[:, None, None] > 0
-    th0, hw = rng.uniform(-np.pi, np.pi), np.deg2rad(rng.uniform(40, 65))
+    th0, hw = rng.uniform(-np.pi, np.pi), np.deg2rad(rng.uniform(45, 70))
     dth = np.abs(_wrap(an.theta - th0))[None]
     taper = np.clip(np.cos(np.pi / 2 * dth / hw), 0, None)
     depth = (1 - an.rho) * an.r_in
-    width = rng.uniform(4.5, 7.0)
-    m = (dth < hw) & (depth < width * np.maximum(taper, 0.4)) & an.brain
-    # blood runs down the sulci of the sector, widened by the clot
+    m = (dth < hw) & (depth < rng.uniform(3.5, 5.5) * np.maximum(taper, 0.4)) & an.brain
     d3 = np.broadcast_to(an.d, m.shape)
-    for a0, sdepth in an.sulcus_axes:
+    extra = [(th0 + rng.uniform(-0.8, 0.8) * hw + 0.06 * np.sin(2.0 * an.t + rng.uniform(0, 6)),
+              rng.uniform(12, 22)) for _ in range(rng.integers(2, 5))]
+    for a0, sdepth in an.sulcus_axes + extra:
         across = np.abs(_wrap(an.theta[None] - a0[:, None, None])) * d3
-        m |= (across < 1.6) & (depth < sdepth) & (dth < hw) & an.brain
+        m |= (across < 2.6) & (depth < sdepth + 3) & (dth < hw) & an.brain
     if rng.random() < 0.5:
-        m |= (np.abs(an.dx)[None] < 2.0) & (an.dy[None] < 0) & (an.rho > 0.35) & an.brain
+        m |= (np.abs(an.dx)[None] < 2.5) & (an.dy[None] < 0) & (an.rho > 0.3) & an.brain
     return m & prof
 
 
@@ -333,7 +334,7 @@ def generate_volume(seed: int, *, vol_id: str = "PH000", slices: int = 16, size:
 
     # blood: 50-90 HU by subtype, denser clot centre, mild texture; edema rings the IPH
     blood = np.full(hu.shape, -np.inf)
-    levels = {"iph": (62, 80), "ivh": (55, 75), "sah": (50, 66), "sdh": (60, 82), "edh": (66, 88)}
+    levels = {"iph": (62, 80), "ivh": (55, 75), "sah": (55, 72), "sdh": (60, 82), "edh": (66, 88)}
     texture = _smooth_field(rng, hu.shape, (0.5, 1.5, 1.5), 3.0)
     for s in SUBTYPES:
         m = sub_masks[s]
