@@ -333,3 +333,15 @@ def test_finetuning_store_needs(tmp_path):
     check_label_needs(get_method("unet_mixed"), no_brain, "finetuning")
     with pytest.raises(IchbenchError, match="intracranial cavity"):
         check_label_needs(get_method("unet_mixed_icm"), no_brain, "finetuning")
+
+
+def test_pretraining_holds_out_the_stores_own_validation_slices():
+    # labels of 8 slices: ICH on 0, 1, 5; the ingest put slices 6 and 7 in `val/` volumes
+    labels = np.zeros((8, 7), np.uint8)
+    labels[[0, 1, 5], 1] = 1
+    labels[:, 0] = 1 - labels[:, 1]
+    val = np.zeros(8, bool)
+    val[[6, 7]] = True
+    train, hold = pretrain_selection(labels, holdout=100, seed=0, validation=val)
+    assert hold.tolist() == [6, 7]
+    assert set(train) >= {0, 1, 5} and not set(train) & {6, 7} and len(train) == 6  # 3 ICH + 3 non-ICH

@@ -50,6 +50,7 @@ from ichbench.datasets.dicom_io import DUPLICATE_MM, hu_at_size, is_axial, read_
 from ichbench.datasets.parallel import OrderedPool
 from ichbench.errors import IchbenchError, InputError, LayoutError
 from ichbench.plugins import hookimpl
+from ichbench.store.layout import VALIDATION_PREFIX
 
 IMAGE_DIR = "stage_2_train"
 LABELS_CSV = "stage_2_train.csv"
@@ -58,7 +59,6 @@ RSNA_COLUMNS = ("epidural", "intraparenchymal", "intraventricular", "subarachnoi
 _TO_LABEL = {"any": 1, "intraparenchymal": 2, "intraventricular": 3, "subarachnoid": 4,
              "subdural": 5, "epidural": 6}
 _COLUMN = {name: i for i, name in enumerate(RSNA_COLUMNS)}
-VALIDATION_PREFIX = "val/"
 CHUNK = 16          # slices per yielded Volume: batches the resize without holding a whole series
 _UNSET = 255
 
@@ -170,9 +170,7 @@ def select_slices(any_ich: np.ndarray, selection: str, holdout: int, seed: int,
 
 def validation_mask(store) -> np.ndarray:
     """(N,) bool: True for slices in `val/...` volumes of a pretraining store (see module doc)."""
-    val = np.array([str(v["id"]).startswith(VALIDATION_PREFIX) for v in store.volumes], bool)
-    volume = store.load(["volume"])["volume"]
-    return val[volume] if len(val) else np.zeros(len(volume), bool)
+    return store.validation_mask()
 
 
 # -- worker functions (top level: they run in worker processes) -----------------------------------

@@ -7,7 +7,9 @@ import json
 
 FORMAT_VERSION = 1
 ARRAYS = ("images", "masks", "labels", "volume", "brain")  # fixed order: the fingerprint depends on it
-SHARD_SLICES = 64  # slices per shard file; one chunk per slice inside it
+SHARD_SLICES = 64
+# Volumes whose id starts with this hold a pretraining store's validation slices (chosen at ingest).
+VALIDATION_PREFIX = "val/"  # slices per shard file; one chunk per slice inside it
 
 
 def canonical_json(obj) -> bytes:

@@ -11,7 +11,7 @@ import zarr
 
 from ichbench import LABEL_ORDER
 from ichbench.errors import IchbenchError
-from ichbench.store.layout import ARRAYS, FORMAT_VERSION, SHARD_SLICES, fingerprint
+from ichbench.store.layout import ARRAYS, FORMAT_VERSION, SHARD_SLICES, VALIDATION_PREFIX, fingerprint
 
 
 def store_path(home: Path, dataset: str, role: str) -> Path:
@@ -44,6 +44,12 @@ class SliceStore:
     @property
     def arrays(self) -> list[str]:
         return [a for a in ARRAYS if a in self.group]
+
+    def validation_mask(self) -> np.ndarray:
+        """(N,) bool: slices of the `val/...` volumes, the held-out set an ingest chose."""
+        val = np.array([str(v["id"]).startswith(VALIDATION_PREFIX) for v in self.volumes], bool)
+        volume = self.group["volume"][:]
+        return val[volume] if len(val) else np.zeros(len(volume), bool)
 
     def __getitem__(self, name: str) -> zarr.Array:
         return self.group[name]

@@ -123,13 +123,17 @@ def volume_rows(arrays: SliceArrays, volume_ids) -> torch.Tensor:
     return torch.nonzero(wanted[arrays.volume], as_tuple=False)[:, 0]
 
 
-def pretrain_selection(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def pretrain_selection(labels: np.ndarray, holdout: int, seed: int,
+                       validation: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The paper's pretraining set (§2.6): every ICH slice plus as many non-ICH slices, drawn from
     the slices whose `any` label is known; a store with no known labels uses all its slices.
-    `holdout` of them (at most a tenth, for small stores) are kept out for the validation loss.
+    Held out for the validation loss: the store's own validation slices when its ingest chose
+    them (`validation`, e.g. RSNA's 5,000), else `holdout` of the selection (at most a tenth).
     Returns (train_rows, holdout_rows), sorted store rows."""
     anyich = labels[:, 1]
-    known = anyich != UNKNOWN
+    has_val = validation is not None and bool(validation.any())
+    eligible = ~validation if has_val else np.ones(len(labels), bool)
+    known = (anyich != UNKNOWN) & eligible
     rng = np.random.default_rng(seed)
     if known.any():
         ich = np.flatnonzero(known & (anyich == 1))
@@ -138,8 +142,10 @@ def pretrain_selection(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.
             non = rng.choice(non, size=min(len(ich), len(non)), replace=False)
         rows = np.concatenate([ich, non])
     else:
-        rows = np.arange(len(labels))
+        rows = np.flatnonzero(eligible)
     rows = np.sort(rows)
+    if has_val:
+        return rows, np.flatnonzero(validation)
     n_hold = min(int(holdout), len(rows) // 10)
     perm = rng.permutation(len(rows))
     return np.sort(rows[perm[n_hold:]]), np.sort(rows[perm[:n_hold]])

@@ -206,7 +206,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
         init_state = (ckpt.load_pretrained(init_checkpoint), init_method.transfers)
 
     labels = np.asarray(store.load(["labels"])["labels"])
-    train_rows, hold_rows = pretrain_selection(labels, pc.holdout, pc.seed)
+    train_rows, hold_rows = pretrain_selection(labels, pc.holdout, pc.seed, validation=store.validation_mask())
     arrays = load_store(store_path, pc.image_size, rows=np.concatenate([train_rows, hold_rows]),
                         names=("images", "labels", "volume"))
     pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
