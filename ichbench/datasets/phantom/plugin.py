@@ -23,7 +23,7 @@ from ichbench.errors import IchbenchError, InputError, LayoutError
 from ichbench.plugins import hookimpl
 
 # Defaults sized so that generating and ingesting both stores stays well under a minute on two
-# cores (measured: ~12 s of CPU, 28 s wall on a loaded 2-core machine), yet give five-fold CV four
+# cores (measured: 11 s wall on an idle 2-core machine, 28 s while loaded), yet give five-fold CV four
 # volumes per fold with every subtype present (12 ICH volumes, the main subtype cycling).
 DEFAULTS = {"volumes": 20, "slices": 24, "native_size": 128, "pretrain_volumes": 20,
             "ich_fraction": 0.6}
