@@ -12,7 +12,8 @@ from rich.table import Table
 
 from ichbench.cli.common import fail, workspace
 
-console = Console()
+# Piped output (CI logs, `| tee`) gets room for the results table instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def _folds(text: Optional[str]) -> list[int] | None:
