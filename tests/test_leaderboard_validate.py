@@ -308,3 +308,11 @@ def test_split_hash_must_match_own_folds_without_canonical_flags(tmp_path):
     write_entry(folder, e)
     reasons = [r.reason for r in validate(folder).rejections]
     assert len(reasons) == 1 and "is not the hash of the folds its volumes were scored in" in reasons[0]
+
+
+def test_the_repositorys_leaderboard_folder_validates():
+    # CI runs validation over the committed folder: published rows, canonical records, entries
+    from tests.test_leaderboard_support import REPO_LEADERBOARD
+    out = cli("validate", "--root", REPO_LEADERBOARD)
+    assert out.exit_code == 0, out.output
+    assert "0 rejected" in out.output
