@@ -21,7 +21,8 @@ from ichbench.store import open_store
 from ichbench.store.writer import StoreWriter
 from ichbench.train import checkpoint as ckpt
 from ichbench.train.data import EpochSampler, finetune_pool, load_store, pretrain_selection, volume_rows
-from ichbench.train.engine import finetune, predict, pretrain
+from ichbench.train.engine import finetune, pretrain
+from ichbench.train.predict import predict
 from ichbench.train.label_needs import check_label_needs
 
 TINY = ["model.base_channels=4", "finetune.image_size=32", "finetune.epochs=2", "finetune.steps_per_epoch=3",

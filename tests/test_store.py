@@ -15,7 +15,7 @@ from ichbench.errors import InputError
 from ichbench.store import open_store, store_path
 from ichbench.store.ingest import ingest
 from ichbench.store.writer import StoreWriter
-from tests.synthetic import SyntheticDataset, make_volume
+from tests.synthetic import SyntheticDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -339,6 +339,7 @@ class RsnaDataset(Dataset):
         # 5. decode in order, yield chunks of one series
         chunk: list[int] = []
         hus: list[np.ndarray] = []
+        g, shape = -1, None  # the group and native shape of the slices in `chunk`
         decode = functools.partial(hu_at_size, size=options.size)  # workers decode and resample
         with closing(pool.map(decode, map(path_of, chosen), chunksize=8)) as decoded:
             for k, (hu, native, problem) in enumerate(decoded):

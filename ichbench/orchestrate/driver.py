@@ -16,7 +16,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ichbench.errors import IchbenchError
 from ichbench.evaluate import summarize
 from ichbench.orchestrate.cluster import connect, default_gpus_per_fold
 from ichbench.orchestrate.plan import MethodPlan
@@ -66,10 +65,10 @@ class Driver:
         self.resources = connect(address)
         self.gpus_per_fold = gpus_per_fold
         self._live: list[str] = []   # MLflow runs to mark KILLED/FAILED if we are interrupted
+        self._n_folds = 1
 
     # -- one method ----------------------------------------------------------------------------------
     def run(self, plan: MethodPlan) -> MethodOutcome:
-        import ray
         from ichbench.orchestrate.tasks import finetune_task, pretrain_task
 
         tr = self.tracker
@@ -136,7 +135,6 @@ class Driver:
 
     # -- pretraining ---------------------------------------------------------------------------------
     def _pretrain(self, plan, exp, tags, parent_id, outcome, pretrain_task) -> Path:
-        import ray
         tr = self.tracker
         cached = _cached_pretraining(plan)
         sidecar = plan.pretrain_dir / SIDECAR
@@ -189,7 +187,6 @@ class Driver:
     # -- folds ---------------------------------------------------------------------------------------
     def _folds(self, plan, exp, tags, parent_id, pretrained, outcome, finetune_task) -> list[dict]:
         import ray
-        tr = self.tracker
         self._n_folds = len(plan.folds)
         results: dict[int, dict] = {}
         pending = {}

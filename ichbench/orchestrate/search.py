@@ -94,7 +94,6 @@ def run_search(plan, tracker, driver, *, num_samples: int, space: dict[str, Dist
     """Returns {"best": sample, "best_dice": x, "samples": [{"params", "fold_dice", "mean_dice"}]}."""
     from ray import tune
 
-    from ichbench.orchestrate.driver import Driver  # noqa: F401 - the driver owns the cluster
     from ichbench.tracking import records
     from ichbench.tracking.mlflow_store import TAG
 

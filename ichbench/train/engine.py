@@ -11,7 +11,6 @@ enforced, so the same seed gives the same loss curve and the same weights.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -28,16 +27,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ichbench import __version__
 from ichbench.errors import IchbenchError
-from ichbench.evaluate import per_volume_row, summarize
+from ichbench.evaluate import summarize
 from ichbench.models.unet import UNet, expand_parts, part_state, transfer_parts
 from ichbench.train import checkpoint as ckpt
 from ichbench.train.augment import random_affine
-from ichbench.train.data import (EpochSampler, SliceArrays, finetune_pool, load_store, place,
+from ichbench.train.data import (EpochSampler, finetune_pool, load_store, place,
                                  pretrain_selection, volume_rows, windowed)
+from ichbench.train.device import autocast_for, device_mode, gather, images_of, prepare_model, select_device
 from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
 from ichbench.train.losses import dice_loss
+from ichbench.train.predict import evaluate_volumes
 
-EVAL_BATCH = 64
 VALIDATION_SEED_OFFSET = 7919  # validation draws its pretext randomness from its own fixed stream
 
 
@@ -46,56 +46,6 @@ def _method(method):
         from ichbench.methods.base import get_method
         return get_method(method)
     return method
-
-
-def select_device(device=None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@contextlib.contextmanager
-def _device_mode(device: torch.device):
-    """CPU: deterministic algorithms (restored afterwards). CUDA: cuDNN autotuning for speed."""
-    if device.type == "cpu":
-        prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-    else:
-        prev = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = True
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.benchmark = prev
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _prepare_model(model: torch.nn.Module, device: torch.device, compile_: bool) -> torch.nn.Module:
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-        if compile_:
-            model.compile()  # in place: state_dict keys stay those of the plain module
-    return model
-
-
-def _gather(t: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Rows `idx` of `t`, on `device` (indexing where `t` lives: host or, if it fits, the GPU)."""
-    return t[idx.to(t.device)].to(device, non_blocking=True)
-
-
-def _images(arrays: SliceArrays, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = windowed(_gather(arrays.images, idx, device))
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
 def _progress(enabled: bool) -> Progress:
@@ -212,23 +162,23 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
     train_pos, hold_pos = pos(train_rows), pos(hold_rows)
 
-    with _device_mode(device):
+    with device_mode(device):
         torch.manual_seed(pc.seed)
         unet = UNet(base=cfg.model.base_channels, depth=cfg.model.depth)
         if init_state is not None:
             _check_model(init_state[0], cfg, init_checkpoint)
             transfer_parts(init_state[0]["state"], unet, init_state[1])
-        model = _prepare_model(m.build_pretext(unet, pc), device, pc.compile and device.type == "cuda")
+        model = prepare_model(m.build_pretext(unet, pc), device, pc.compile and device.type == "cuda")
         arrays = place(arrays, device)
         gens = _generators(pc.seed, device)
         sampler = EpochSampler(lambda g: train_pos, pc.batch_size, pc.steps_per_epoch, gens["sampler"], drop_last=True)
 
         def batch_of(idx: torch.Tensor) -> dict:
-            return {"images": _images(arrays, idx, device), "labels": _gather(arrays.labels, idx, device)}
+            return {"images": images_of(arrays, idx, device), "labels": gather(arrays.labels, idx, device)}
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             batch = batch_of(idx)
-            with _autocast(device):
+            with autocast_for(device):
                 return m.pretext_loss(model, batch, pc, gens["device"])
 
         def validate() -> float:
@@ -241,7 +191,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
                 for idx in hold_pos.split(pc.batch_size):
                     if len(idx) < 2:
                         continue
-                    with _autocast(device):
+                    with autocast_for(device):
                         losses.append(m.pretext_loss(model, batch_of(idx), pc, g).float())
                     weights.append(len(idx))
             model.train()
@@ -286,38 +236,6 @@ def _load_pretrained_into(unet: UNet, method, path: Path, cfg) -> dict:
             "store_fingerprint": pre.get("store_fingerprint"), "parts": parts, "tensors": len(copied)}
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor, device: torch.device,
-            threshold: float, icm: bool) -> np.ndarray:
-    """Binary masks (len(rows), S, S) for the slices `rows`: sigmoid > threshold, times the
-    intracranial mask for ICM methods."""
-    model.eval()
-    out = []
-    for idx in rows.split(EVAL_BATCH):
-        with _autocast(device):
-            logits = model(_images(arrays, idx, device))
-        pred = torch.sigmoid(logits.float())[:, 0] > threshold
-        if icm:
-            pred &= _gather(arrays.brain, idx, device).bool()
-        out.append(pred.cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, arrays.image_size, arrays.image_size), bool)
-
-
-def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: float, icm: bool,
-                     spacing_scale: float = 1.0) -> list[dict]:
-    """Per-volume rows (Dice, precision, recall, TP/FP/FN, mL) for the named volumes."""
-    index = {v["id"]: i for i, v in enumerate(arrays.volumes)}
-    rows_out = []
-    for vid in volume_ids:
-        rows = volume_rows(arrays, [vid])
-        pred = predict(model, arrays, rows, device, threshold, icm)
-        truth = arrays.masks[rows.to(arrays.masks.device)].cpu().numpy().astype(bool)
-        vol = arrays.volumes[index[vid]]
-        z, y, x = vol["spacing"]
-        rows_out.append(per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale), vol.get("subtypes")))
-    return rows_out
-
-
 def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Path, pretrained: Path | None = None,
              device=None, progress: bool = True, on_epoch=None) -> dict:
     """Fine-tune a U-Net on the training volumes of `fold` and score the fold's test volumes.
@@ -349,14 +267,14 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     store_size = int(store.attrs["settings"]["size"])
     train_rows = volume_rows(arrays, train)
 
-    with _device_mode(device):
+    with device_mode(device):
         torch.manual_seed(fc.seed)
         unet = UNet(base=cfg.model.base_channels, depth=cfg.model.depth)
         transfer = _load_pretrained_into(unet, m, Path(pretrained), cfg) if pretrained is not None else None
         if fc.head_prior is not None and not (transfer and "head" in expand_parts(unet, transfer["parts"])):
             torch.nn.init.constant_(unet.head.bias, math.log(fc.head_prior / (1 - fc.head_prior)))
         identity = cfg.finetune_hash(transfer["config_hash"] if transfer else None) + f":fold{fold}:{split.get('hash')}"
-        model = _prepare_model(unet, device, fc.compile and device.type == "cuda")
+        model = prepare_model(unet, device, fc.compile and device.type == "cuda")
         pool = finetune_pool(arrays, train_rows, m.sampling, fc.nonich_ratio)  # on the host copy
         arrays = place(arrays, device)
         gens = _generators(fc.seed, device)
@@ -367,14 +285,14 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         alpha = fc.empty_weight if m.sampling == "mixed" else 1.0
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
-            images = windowed(_gather(arrays.images, idx, device))
-            masks = _gather(arrays.masks, idx, device)[:, None].float()
+            images = windowed(gather(arrays.images, idx, device))
+            masks = gather(arrays.masks, idx, device)[:, None].float()
             images, masks = random_affine(images, masks, translate=float(aug["translate"]),
                                           rotate_deg=float(aug["rotate"]), scale=tuple(aug["scale"]),
                                           hflip_p=float(aug["hflip"]), generator=gens["device"])
             if device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
+            with autocast_for(device):
                 logits = model(images)
             return dice_loss(logits.float(), masks, empty_weight=alpha)
 

@@ -1,0 +1,59 @@
+"""Where training runs: device choice, CPU determinism, CUDA speed settings, batch gathering."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ichbench.train.data import SliceArrays, windowed
+
+
+def select_device(device=None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def device_mode(device: torch.device):
+    """CPU: deterministic algorithms (restored afterwards). CUDA: cuDNN autotuning for speed."""
+    if device.type == "cpu":
+        prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+    else:
+        prev = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = prev
+
+
+def autocast_for(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device, compile_: bool) -> torch.nn.Module:
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        if compile_:
+            model.compile()  # in place: state_dict keys stay those of the plain module
+    return model
+
+
+def gather(t: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rows `idx` of `t`, on `device` (indexing where `t` lives: host or, if it fits, the GPU)."""
+    return t[idx.to(t.device)].to(device, non_blocking=True)
+
+
+def images_of(arrays: SliceArrays, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = windowed(gather(arrays.images, idx, device))
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x

@@ -1,0 +1,44 @@
+"""Inference and per-volume scoring of a trained U-Net on a store held in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ichbench.evaluate import per_volume_row
+from ichbench.train.data import SliceArrays, volume_rows
+from ichbench.train.device import autocast_for, gather, images_of
+
+EVAL_BATCH = 64
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor, device: torch.device,
+            threshold: float, icm: bool) -> np.ndarray:
+    """Binary masks (len(rows), S, S) for the slices `rows`: sigmoid > threshold, times the
+    intracranial mask for ICM methods."""
+    model.eval()
+    out = []
+    for idx in rows.split(EVAL_BATCH):
+        with autocast_for(device):
+            logits = model(images_of(arrays, idx, device))
+        pred = torch.sigmoid(logits.float())[:, 0] > threshold
+        if icm:
+            pred &= gather(arrays.brain, idx, device).bool()
+        out.append(pred.cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, arrays.image_size, arrays.image_size), bool)
+
+
+def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: float, icm: bool,
+                     spacing_scale: float = 1.0) -> list[dict]:
+    """Per-volume rows (Dice, precision, recall, TP/FP/FN, mL) for the named volumes."""
+    index = {v["id"]: i for i, v in enumerate(arrays.volumes)}
+    rows_out = []
+    for vid in volume_ids:
+        rows = volume_rows(arrays, [vid])
+        pred = predict(model, arrays, rows, device, threshold, icm)
+        truth = arrays.masks[rows.to(arrays.masks.device)].cpu().numpy().astype(bool)
+        vol = arrays.volumes[index[vid]]
+        z, y, x = vol["spacing"]
+        rows_out.append(per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale), vol.get("subtypes")))
+    return rows_out
