@@ -209,7 +209,7 @@ def test_reads_csv_problems_are_reported(tmp_path):
     assert files == [str(empty), str(short), f"{dup}:4"]
     assert "empty" in report.skipped[0]["problem"]
     assert "R2:IPH" in report.skipped[1]["problem"]
-    assert "duplicate row for CQ500-CT-4" in report.skipped[2]["problem"]
+    assert "second row for CQ500-CT-4; the first is used" in report.skipped[2]["problem"]
 
 
 def test_wrong_layout_names_the_expected_path(tmp_path):

@@ -148,6 +148,17 @@ class Dataset:
                 "source_url": self.source_url, "licence": self.licence, "layout": self.layout}
 
 
+def folder_listing(folder: Path, limit: int = 12) -> str:
+    """What a folder holds, for layout errors ("expected X under Y; found: a, b/, ...")."""
+    if not folder.is_dir():
+        return "(folder does not exist)"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return "(empty folder)"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def get_dataset(name: str) -> Dataset:
     from ichbench.plugins import get_registry
     known = get_registry().datasets()

@@ -31,7 +31,8 @@ from typing import Iterator
 import numpy as np
 
 from ichbench import LABEL_ORDER
-from ichbench.datasets.base import SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions, IngestReport, Volume
+from ichbench.datasets.base import (SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions, IngestReport, Volume,
+                                    folder_listing)
 from ichbench.datasets.nifti_io import NiftiVolume, closest_ornt, file_to_store, load_ct, load_mask, open_image
 from ichbench.errors import InputError, LayoutError
 from ichbench.plugins import hookimpl
@@ -71,16 +72,6 @@ def authors_transform(affine) -> np.ndarray:
     ornt = closest_ornt(affine)
     z_flip = -1 if ornt is not None and ornt[2, 0] == 2 and ornt[2, 1] < 0 else 1
     return np.array([[0, 1], [1, -1], [2, z_flip]], dtype=float)
-
-
-def _listing(folder: Path, limit: int = 12) -> str:
-    if not folder.is_dir():
-        return "(folder does not exist)"
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    if not names:
-        return "(empty folder)"
-    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 def _nifti_files(folder: Path) -> dict[int, Path]:
@@ -169,16 +160,16 @@ class HssayeniDataset(Dataset):
             raise LayoutError(f"{expected}; found: {source} does not exist or is not a folder")
         root = find_root(source)
         if root is None:
-            raise LayoutError(f"{expected}; found: {_listing(source)}")
+            raise LayoutError(f"{expected}; found: {folder_listing(source)}")
         problems = []
         if not _nifti_files(root / "ct_scans"):
-            problems.append(f"no NNN.nii files in {root / 'ct_scans'} (it holds: {_listing(root / 'ct_scans')})")
+            problems.append(f"no NNN.nii files in {root / 'ct_scans'} (it holds: {folder_listing(root / 'ct_scans')})")
         if not (root / "masks").is_dir():
             problems.append(f"no masks/ folder in {root}")
         if not (root / DIAGNOSIS_CSV).is_file():
             problems.append(f"no {DIAGNOSIS_CSV} in {root}")
         if problems:
-            raise LayoutError(f"{expected}; found: {'; '.join(problems)} (folder holds: {_listing(root)})")
+            raise LayoutError(f"{expected}; found: {'; '.join(problems)} (folder holds: {folder_listing(root)})")
 
     def read(self, source: Path, role: str, options: IngestOptions,
              report: IngestReport) -> Iterator[Volume]:

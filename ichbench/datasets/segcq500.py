@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ichbench import SUBTYPES
-from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume
+from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume, folder_listing
+from ichbench.datasets.cq500 import read_reads
 from ichbench.datasets.nifti_io import load_ct, load_mask
 from ichbench.errors import InputError, LayoutError
 from ichbench.plugins import hookimpl
@@ -34,9 +35,6 @@ VOLUME_RE = re.compile(r"^CQ500-CT-(\d+)$", re.IGNORECASE)
 CT_NAMES = ("CT.nii", "CT.nii.gz")
 MASK_NAMES = ("ICH_mask.nii.gz", "ICH_mask.nii")
 BRAIN_NAMES = ("brain.nii.gz", "brain.nii")
-READERS = ("R1", "R2", "R3")
-# reads.csv subtype columns are R<i>:<CODE>; our subtype names are the lower-case codes
-READ_CODES = {name: name.upper() for name in SUBTYPES}
 
 
 def find_data_dir(source: Path) -> Path | None:
@@ -54,63 +52,22 @@ def _first(folder: Path, names) -> Path | None:
     return None
 
 
-def _listing(folder: Path, limit: int = 12) -> str:
-    if not folder.is_dir():
-        return "(folder does not exist)"
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    if not names:
-        return "(empty folder)"
-    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 def _volume_sort_key(p: Path):
     m = VOLUME_RE.match(p.name)
     return (0, int(m.group(1)), "") if m else (1, 0, p.name)
 
 
 def parse_reads(path: Path, report: IngestReport) -> dict[str, list[str]] | None:
-    """CQ500 reads.csv -> {volume name (upper case): subtypes present by majority (>= 2 of 3)}.
+    """CQ500 reads.csv -> {volume name (upper case): subtypes present by majority of the readers}.
 
-    Returns None (after reporting) when the file cannot be used at all."""
+    The same file and the same parser as the `cq500` dataset. Returns None (after reporting)
+    when the file cannot be used at all: the volumes then have unknown subtypes."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        report.skip(path, f"reads CSV cannot be read ({type(exc).__name__}: {exc}); subtypes unknown")
+        reads = read_reads(path, report)
+    except InputError as exc:
+        report.skip(path, f"{exc.problem}; subtypes unknown")
         return None
-    if not rows or not any(c.strip() for c in rows[0]):
-        report.skip(path, "reads CSV is empty; subtypes unknown")
-        return None
-    header = [c.strip() for c in rows[0]]
-    col = {name: i for i, name in enumerate(header)}
-    wanted = [f"{r}:{code}" for code in READ_CODES.values() for r in READERS]
-    missing = [c for c in ["name", *wanted] if c not in col]
-    if missing:
-        report.skip(path, f"reads CSV lacks columns {', '.join(missing)}; subtypes unknown")
-        return None
-    out: dict[str, list[str]] = {}
-    first_line: dict[str, int] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(c.strip() for c in row):
-            continue
-        where = f"{path}:{line}"
-        if len(row) < len(header):
-            report.skip(where, f"row has {len(row)} fields, header has {len(header)}")
-            continue
-        name = row[col["name"]].strip().upper()
-        if name in first_line:
-            report.skip(where, f"duplicate row for {name} (first at line {first_line[name]}); ignored")
-            continue
-        try:
-            votes = {code: sum(int(float(row[col[f"{r}:{code}"]])) for r in READERS)
-                     for code in READ_CODES.values()}
-        except ValueError:
-            report.skip(where, f"non-numeric reader value in the row for {name}")
-            continue
-        first_line[name] = line
-        out[name] = [sub for sub, code in READ_CODES.items() if votes[code] >= 2]
-    return out
+    return {name.upper(): [s for s in SUBTYPES if s in r["subtypes"]] for name, r in reads.items()}
 
 
 def parse_info(path: Path, report: IngestReport) -> set[str] | None:
@@ -160,10 +117,10 @@ class SegCQ500Dataset(Dataset):
             raise LayoutError(f"{expected}; found: {source} does not exist or is not a folder")
         data = find_data_dir(source)
         if data is None:
-            raise LayoutError(f"{expected}; found: {_listing(source)}")
+            raise LayoutError(f"{expected}; found: {folder_listing(source)}")
         volumes = data / "volumes"
         if not any(_first(d, CT_NAMES) for d in volumes.iterdir() if d.is_dir()):
-            raise LayoutError(f"{expected}; found no CT.nii in {volumes}, which holds: {_listing(volumes)}")
+            raise LayoutError(f"{expected}; found no CT.nii in {volumes}, which holds: {folder_listing(volumes)}")
 
     def _reads_path(self, source: Path, options: IngestOptions) -> Path | None:
         given = options.extra.get("reads")
