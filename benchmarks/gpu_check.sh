@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 3 in one go, for a lent accelerator: training-step throughput (eager /
 # channels_last / compile at batch 16, 64, 256, bf16 autocast), batched augmentation vs per-sample
-# CPU augmentation, and any tests marked `gpu`. Each stage has its own time limit so the whole
+# CPU augmentation, k fold-like runs sharing the GPU vs sequential, and any tests marked `gpu`. Each stage has its own time limit so the whole
 # script ends within 8 minutes; a stage that fails or times out is recorded and the next one runs.
 #
 #   OUT=/some/folder bash benchmarks/gpu_check.sh      # run from the repository root
@@ -43,9 +43,11 @@ cat "$OUT/environment.txt"
 # ~20 s of eager/channels_last runs, then three compilations of the U-Net (one per batch size);
 # the JSON is rewritten after each measurement, so a timeout keeps what finished.
 # shellcheck disable=SC2086
-stage train_step 270 "$PY" benchmarks/train_step.py --device "$DEVICE" --json "$OUT/train_step.json" $TRAIN_STEP_ARGS
+stage train_step 240 "$PY" benchmarks/train_step.py --device "$DEVICE" --json "$OUT/train_step.json" $TRAIN_STEP_ARGS
 stage augment 60 "$PY" benchmarks/augment.py --device "$DEVICE" --batch 256 --json "$OUT/augment.json"
-stage augment_cpu 45 "$PY" benchmarks/augment.py --device cpu --batch 64 --json "$OUT/augment_cpu.json"
+stage augment_cpu 30 "$PY" benchmarks/augment.py --device cpu --batch 64 --json "$OUT/augment_cpu.json"
+# k fold-like runs sharing the one GPU (what --gpus-per-fold 1/k does) vs one after another
+stage gpu_share 75 "$PY" benchmarks/gpu_share.py --device "$DEVICE" --folds 5 --steps 40 --json "$OUT/gpu_share.json"
 
 # GPU tests: only the files that carry the marker are collected, so test modules that need the
 # data stack are never imported here.
@@ -56,6 +58,8 @@ elif ! "$PY" -c "import pytest" 2>/dev/null; then
     echo "gpu tests: skipped (pytest not installed)" | tee -a "$SUMMARY"
 else
     # shellcheck disable=SC2086
-    stage gpu_tests 75 "$PY" -m pytest -m gpu -q -p no:cacheprovider $gpu_tests
+    stage gpu_tests 60 "$PY" -m pytest -m gpu -q -p no:cacheprovider $gpu_tests
 fi
 echo "total: $(( $(date +%s) - start ))s; results in $OUT" | tee -a "$SUMMARY"
+# The device tool returns at most 8 files: keep the JSONs and the summary, pack the logs.
+(cd "$OUT" && tar czf logs.tar.gz --exclude=./summary.txt ./*.txt && find . -maxdepth 1 -name "*.txt" ! -name summary.txt -delete)
