@@ -61,6 +61,14 @@ def test_smoke_run_is_tracked_in_mlflow(phantom_home, ray_session):
     [pre] = runs_of(phantom_home, kind="pretrain")
     assert pre.data.tags["ichbench.cached"] == "false"
     assert (out.plan.pretrain_dir / "pretrained.pt").exists()
+    # `ichbench runs` lists it
+    from typer.testing import CliRunner
+    from ichbench.cli.main import app
+    listed = CliRunner().invoke(app, ["runs", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.stdout)
+    assert (row["run_id"], row["method"], row["folds"]) == (parent.info.run_id, "multilabel_dl", "0,1")
+    assert row["dice_all"] == pytest.approx(metrics["dice_all_mean"])
 
 
 def test_rerun_redoes_nothing_and_second_dataset_reuses_pretraining(phantom_home, ray_session):
@@ -263,3 +271,28 @@ def test_driver_killed_then_rerun_finishes_without_redoing_work(phantom_home):
     parents = runs_of(phantom_home, kind="parent")
     assert [p.info.status for p in parents] == ["FINISHED"]  # the interrupted parent, reopened
     assert [r.info.status for r in runs_of(phantom_home, kind="fold")] == ["FINISHED"]
+
+
+def test_ui_serves_the_tracking_store_on_loopback(phantom_home):
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "ichbench.cli.main", "ui", "--port", str(port)],
+                            env={**os.environ, "ICHBENCH_HOME": str(phantom_home)}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, body = time.time() + 90, None
+        while time.time() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search"
+                                            "?max_results=10", timeout=2) as r:
+                    body = json.loads(r.read())
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, "the MLflow UI never answered"
+        assert "experiments" in body
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
