@@ -28,7 +28,8 @@ UNKNOWN_LABEL = 255  # in `labels`: this label is not known for this slice (e.g.
 class Volume:
     """Consecutive axial slices of one scan (or one slice of it, for slice-level sources).
 
-    hu: (S, H, W) float32 Hounsfield units, head pointing up (anterior at the top rows).
+    hu: (S, H, W) Hounsfield units (float32, or int16 from a reader that resampled already),
+        head pointing up (anterior at the top rows).
     spacing: (z, y, x) in mm at native resolution.
     mask: (S, H, W) bool hemorrhage mask, or None where the source has no segmentation.
     brain: (S, H, W) bool intracranial mask, or None to have it computed at ingest.
