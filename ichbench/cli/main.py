@@ -9,7 +9,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from ichbench import __version__
 from ichbench.cli import data
@@ -63,12 +62,15 @@ def datasets(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     console = Console()
     for r in rows:
-        t = Table(title=f"{r['name']} — {r['description']}", show_header=False, title_justify="left")
-        t.add_row("roles", ", ".join(r["roles"]))
-        t.add_row("source", r["source_url"])
-        t.add_row("licence", r["licence"])
-        t.add_row("layout", r["layout"])
-        console.print(t)
+        console.rule(f"[bold]{r['name']}[/bold]", align="left")
+        console.print(r["description"], highlight=False)
+        console.print(f"[bold]roles[/bold]    {', '.join(r['roles'])}   [bold]plugin[/bold] {r['plugin']}", highlight=False)
+        console.print(f"[bold]source[/bold]   {r['source_url']}", highlight=False)
+        console.print(f"[bold]licence[/bold]  {r['licence']}", highlight=False)
+        console.print("[bold]layout[/bold]")
+        # preformatted (aligned columns): printed as is, never re-wrapped
+        print("\n".join("  " + line for line in r["layout"].splitlines()))
+        print()
 
 
 @app.command()
