@@ -144,3 +144,15 @@ def test_unknown_dataset_is_one_line_error(fresh, home):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "ichbench: error: unknown dataset 'nosuch'; known: cq500, hssayeni, phantom, rsna, segcq500"]
+
+
+def test_datasets_command_lists_role_source_licence_layout(fresh):
+    rows = {r["name"]: r for r in json.loads(CliRunner().invoke(app, ["datasets", "--json"]).stdout)}
+    assert set(rows) >= {"phantom", "segcq500", "hssayeni", "rsna", "cq500"}
+    assert rows["segcq500"]["roles"] == ["segmentation"] and rows["rsna"]["roles"] == ["pretraining"]
+    assert rows["phantom"]["roles"] == ["segmentation", "pretraining"]
+    assert "zenodo.org/records/8063221" in rows["segcq500"]["source_url"]
+    for r in rows.values():
+        assert r["source_url"] and r["licence"] and r["layout"] and r["plugin"]
+    text = CliRunner().invoke(app, ["datasets"]).stdout
+    assert "ct_scans/NNN.nii" in text and "stage_2_train" in text
