@@ -58,7 +58,7 @@ def test_valid_entry_passes(board):
     assert "ok     leaderboard/published/spahr2023.json" in out.output
 
 
-def _reject(folder, path, *expected):
+def assert_rejected(folder, path, *expected):
     out = cli("validate", "--root", folder.root)
     assert out.exit_code == 1, out.output
     lines = [line for line in out.output.splitlines() if line.startswith(f"REJECT leaderboard/{path}")]
@@ -77,7 +77,7 @@ def test_changed_mean_rejected(board):
     e = copy.deepcopy(entry)
     e["summary"]["ich"]["dice"]["mean"] += 1e-6
     _rewrite(path, e)
-    _reject(folder, path.relative_to(folder.root), "summary ich.dice.mean", "per-volume counts give")
+    assert_rejected(folder, path.relative_to(folder.root), "summary ich.dice.mean", "per-volume counts give")
 
 
 def test_changed_counts_rejected(board):
@@ -86,7 +86,7 @@ def test_changed_counts_rejected(board):
     e = copy.deepcopy(entry)
     e["per_volume"][0]["fp"] = 0
     _rewrite(path, e)
-    _reject(folder, path.relative_to(folder.root), "per-volume counts give")
+    assert_rejected(folder, path.relative_to(folder.root), "per-volume counts give")
 
 
 def _forged(entry, rows, k=3):
@@ -104,14 +104,14 @@ def test_missing_volume_rejected(board):
     folder, _, _, entry, path = board
     rows = [r for r in copy.deepcopy(entry["per_volume"]) if r["volume_id"] != "V003"]
     _rewrite(path, _forged(entry, rows))
-    _reject(folder, path.relative_to(folder.root), "missing canonical volumes: V003", "not the canonical phantom split")
+    assert_rejected(folder, path.relative_to(folder.root), "missing canonical volumes: V003", "not the canonical phantom split")
 
 
 def test_extra_volume_rejected(board):
     folder, _, _, entry, path = board
     rows = copy.deepcopy(entry["per_volume"]) + [{**entry["per_volume"][1], "volume_id": "V999"}]
     _rewrite(path, _forged(entry, rows))
-    _reject(folder, path.relative_to(folder.root), "volumes not in the canonical phantom set: V999")
+    assert_rejected(folder, path.relative_to(folder.root), "volumes not in the canonical phantom set: V999")
 
 
 def test_duplicated_volume_rejected(board):
@@ -119,7 +119,7 @@ def test_duplicated_volume_rejected(board):
     e = copy.deepcopy(entry)
     e["per_volume"].append(dict(e["per_volume"][0]))
     _rewrite(path, e)
-    _reject(folder, path.relative_to(folder.root), "volumes listed more than once: V000")
+    assert_rejected(folder, path.relative_to(folder.root), "volumes listed more than once: V000")
 
 
 def test_wrong_split_hash_rejected(board):
@@ -127,7 +127,7 @@ def test_wrong_split_hash_rejected(board):
     e = copy.deepcopy(entry)
     e["split"]["hash"] = "f" * 64
     _rewrite(path, e)
-    _reject(folder, path.relative_to(folder.root), "split hash ffffffffffff… is not the canonical phantom split for k = 3",
+    assert_rejected(folder, path.relative_to(folder.root), "split hash ffffffffffff… is not the canonical phantom split for k = 3",
             "is not the hash of the folds its volumes were scored in")
 
 
@@ -137,7 +137,7 @@ def test_wrong_fold_rejected(board):
     a, b = e["per_volume"][0], e["per_volume"][2]
     a["fold"], b["fold"] = (a["fold"] + 1) % 3, a["fold"]
     _rewrite(path, e)
-    _reject(folder, path.relative_to(folder.root), "different fold than the canonical split puts them")
+    assert_rejected(folder, path.relative_to(folder.root), "different fold than the canonical split puts them")
 
 
 def test_wrong_fingerprint_rejected(board):
@@ -145,7 +145,7 @@ def test_wrong_fingerprint_rejected(board):
     e = copy.deepcopy(entry)
     e["dataset"]["fingerprint"] = "1" * 64
     _rewrite(path, e)
-    _reject(folder, path.relative_to(folder.root), "dataset fingerprint 111111111111… is not a recorded phantom fingerprint")
+    assert_rejected(folder, path.relative_to(folder.root), "dataset fingerprint 111111111111… is not a recorded phantom fingerprint")
 
 
 def test_duplicate_run_rejected(board):
@@ -153,7 +153,7 @@ def test_duplicate_run_rejected(board):
     twin = copy.deepcopy(entry)
     twin["method"] = "renamed_method"
     twin_path = write_entry(folder, twin)
-    lines = _reject(folder, twin_path.relative_to(folder.root), "duplicate: MLflow run " + "a" * 32)
+    lines = assert_rejected(folder, twin_path.relative_to(folder.root), "duplicate: MLflow run " + "a" * 32)
     assert f"already on the leaderboard as leaderboard/entries/phantom/{path.name}" in lines[0]
 
 
@@ -161,7 +161,7 @@ def test_edited_published_row_rejected(board):
     folder = board[0]
     pub = folder.published_dir / "spahr2023.json"
     pub.write_text(pub.read_text().replace('"mean": 63.85', '"mean": 73.85', 1))
-    _reject(folder, "published/spahr2023.json", "published rows were edited")
+    assert_rejected(folder, "published/spahr2023.json", "published rows were edited")
     # and the edited copy is never shown as the paper's
     from ichbench.leaderboard.published import load_published
     assert load_published(folder) == []
@@ -170,7 +170,7 @@ def test_edited_published_row_rejected(board):
 def test_unknown_published_file_rejected(board):
     folder = board[0]
     (folder.published_dir / "mine.json").write_text(json.dumps({"rows": []}))
-    _reject(folder, "published/mine.json", "not a known published table")
+    assert_rejected(folder, "published/mine.json", "not a known published table")
 
 
 def test_oversized_file_rejected(board):
@@ -178,13 +178,13 @@ def test_oversized_file_rejected(board):
     e = copy.deepcopy(entry)
     e["config"]["padding"] = "x" * (5 * 1024 * 1024)
     _rewrite(path, e)
-    _reject(folder, path.relative_to(folder.root), "over the 5,242,880-byte limit")
+    assert_rejected(folder, path.relative_to(folder.root), "over the 5,242,880-byte limit")
 
 
 def test_malformed_json_rejected(board):
     folder, _, _, _, path = board
     path.write_text(path.read_text()[:-20])
-    lines = _reject(folder, path.relative_to(folder.root), "malformed JSON")
+    lines = assert_rejected(folder, path.relative_to(folder.root), "malformed JSON")
     assert len(lines) == 1 and "line" in lines[0]
 
 
@@ -192,9 +192,9 @@ def test_nan_and_duplicate_keys_rejected(board):
     folder, _, _, _, path = board
     text = path.read_text()
     path.write_text(text.replace('"gpu_hours": 0.5', '"gpu_hours": NaN', 1))
-    _reject(folder, path.relative_to(folder.root), "NaN is not valid JSON")
+    assert_rejected(folder, path.relative_to(folder.root), "NaN is not valid JSON")
     path.write_text(text.replace('"gpu_hours": 0.5', '"gpu_hours": 0.5, "gpu_hours": 0.1', 1))
-    _reject(folder, path.relative_to(folder.root), "duplicate key 'gpu_hours'")
+    assert_rejected(folder, path.relative_to(folder.root), "duplicate key 'gpu_hours'")
 
 
 def test_patient_identifiers_rejected(board):
@@ -202,7 +202,7 @@ def test_patient_identifiers_rejected(board):
     e = copy.deepcopy(entry)
     e["config"]["data"] = {"PatientName": "DOE^JOHN", "study": "1.2.840.113619.2.55.3.604688119"}
     _rewrite(path, e)
-    _reject(folder, path.relative_to(folder.root), "'config/data/PatientName' looks like a patient identifier",
+    assert_rejected(folder, path.relative_to(folder.root), "'config/data/PatientName' looks like a patient identifier",
             "looks like a DICOM UID")
 
 
@@ -211,11 +211,11 @@ def test_schema_violation_and_misplaced_file_rejected(board):
     e = copy.deepcopy(entry)
     e["per_volume"][0]["dice"] = 0.99  # ratios are never stored, only counts
     _rewrite(path, e)
-    _reject(folder, path.relative_to(folder.root), "schema: at per_volume/0")
+    assert_rejected(folder, path.relative_to(folder.root), "schema: at per_volume/0")
     _rewrite(path, entry)
     moved = folder.root / "entries" / "phantom" / "elsewhere.json"
     path.rename(moved)
-    _reject(folder, moved.relative_to(folder.root), f"belongs at {relpath(entry)}")
+    assert_rejected(folder, moved.relative_to(folder.root), f"belongs at {relpath(entry)}")
 
 
 def test_edited_schema_copy_rejected(board):
@@ -223,7 +223,7 @@ def test_edited_schema_copy_rejected(board):
     schema = json.loads(folder.schema.read_text())
     schema["additionalProperties"] = True
     folder.schema.write_text(json.dumps(schema))
-    _reject(folder, "schema/entry.schema.json", "differs from the schema ichbench validates with")
+    assert_rejected(folder, "schema/entry.schema.json", "differs from the schema ichbench validates with")
 
 
 def test_validate_single_path_and_unrecorded_dataset(tmp_path, home):
