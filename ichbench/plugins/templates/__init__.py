@@ -1,0 +1,1 @@
+"""The files `ichbench plugin new` writes, as strings so that they ship in every install."""
