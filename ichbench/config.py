@@ -64,6 +64,7 @@ class FinetuneConfig:
     steps_per_epoch: int | None = None
     seed: int = 0
     threshold: float = 0.5      # on the sigmoid output (§2.5.2)
+    labeled_fraction: float = 1.0  # label-efficiency runs: share of each fold's training volumes used
     compile: bool = False
     # Initial foreground probability of the output layer (its bias set to logit(prior)) when the
     # head is not transferred; None keeps PyTorch's default init (the paper profile). See the
@@ -346,6 +347,8 @@ def validate(cfg: RunConfig) -> None:
         raise IchbenchError("finetune: need empty_weight >= 0, nonich_ratio >= 0, 0 < threshold < 1")
     if f.head_prior is not None and not 0 < f.head_prior < 1:
         raise IchbenchError(f"finetune.head_prior must be in (0, 1) or none, got {f.head_prior}")
+    if not 0 < f.labeled_fraction <= 1:
+        raise IchbenchError(f"finetune.labeled_fraction must be in (0, 1], got {f.labeled_fraction}")
     unknown_aug = set(f.augment) - set(PAPER_AUGMENT)
     if unknown_aug:
         raise IchbenchError(f"finetune.augment: unknown keys {sorted(unknown_aug)}; valid: {', '.join(PAPER_AUGMENT)}")

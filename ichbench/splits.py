@@ -59,6 +59,26 @@ def train_ids(split: dict, fold: int) -> list[str]:
     return sorted(v for f in split["folds"] for v in f["test"] if v not in test)
 
 
+def labeled_subset(train: list[str], has_ich: dict[str, bool], fraction: float, seed: int = SPLIT_SEED) -> list[str]:
+    """The training volumes whose labels a label-efficiency run may use: `fraction` of each ICH
+    stratum, at least one volume per non-empty stratum. One fixed permutation per stratum, so a
+    smaller fraction's volumes are always a subset of a larger one's (nested curves)."""
+    if not 0 < fraction <= 1:
+        raise IchbenchError(f"labeled_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return sorted(train)
+    rng = np.random.default_rng(seed)
+    keep: list[str] = []
+    for flag in (True, False):
+        ids = sorted(v for v in train if bool(has_ich[v]) == flag)
+        if ids:
+            order = rng.permutation(len(ids))
+            keep += [ids[i] for i in order[:max(1, round(fraction * len(ids)))]]
+        else:
+            rng.permutation(0)  # keep the stream aligned whatever the strata sizes
+    return sorted(keep)
+
+
 def save_split(split: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(split, indent=2))

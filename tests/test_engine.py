@@ -346,3 +346,12 @@ def test_pretraining_holds_out_the_stores_own_validation_slices():
     train, hold = pretrain_selection(labels, holdout=100, seed=0, validation=val)
     assert hold.tolist() == [6, 7]
     assert set(train) >= {0, 1, 5} and not set(train) & {6, 7} and len(train) == 6  # 3 ICH + 3 non-ICH
+
+
+def test_labeled_fraction_trains_on_a_stratified_subset(phantom_store, split, tmp_path):
+    cfg = resolve("unet_mixed", "phantom", "smoke", TINY + ["finetune.labeled_fraction=0.5", "finetune.epochs=1"])
+    res = finetune("unet_mixed", phantom_store, split, 0, cfg, tmp_path / "half", progress=False)
+    full = train_ids(split, 0)
+    assert set(res["train_volumes"]) < set(full) and res["n_labeled_volumes"] == len(res["train_volumes"])
+    assert res["config"]["finetune"]["labeled_fraction"] == 0.5
+    assert abs(len(res["train_volumes"]) - len(full) / 2) <= 1

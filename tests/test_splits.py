@@ -52,3 +52,19 @@ def test_saved_split_detects_edits(tmp_path):
 def test_too_few_volumes():
     with pytest.raises(IchbenchError, match="cannot make 5 folds from 3 volumes"):
         make_folds({"a": True, "b": False, "c": True}, 5)
+
+
+def test_labeled_subset_is_stratified_nested_and_deterministic():
+    from ichbench.splits import labeled_subset
+    vols = cohort(n_ich=8, n_clean=4)
+    train = sorted(vols)
+    half = labeled_subset(train, vols, 0.5, seed=3)
+    quarter = labeled_subset(train, vols, 0.25, seed=3)
+    assert sum(vols[v] for v in half) == 4 and sum(not vols[v] for v in half) == 2
+    assert sum(vols[v] for v in quarter) == 2 and sum(not vols[v] for v in quarter) == 1
+    assert set(quarter) <= set(half)                      # nested: curves compare like with like
+    assert labeled_subset(train, vols, 0.5, seed=3) == half
+    assert labeled_subset(train, vols, 1.0) == train
+    assert len(labeled_subset(train, vols, 0.01)) == 2    # at least one volume of each stratum
+    with pytest.raises(IchbenchError, match="labeled_fraction must be in"):
+        labeled_subset(train, vols, 0.0)

@@ -244,7 +244,7 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     returns the same dict. The training state is checkpointed every epoch in `out_dir/state.pt`;
     calling again with the same arguments resumes (or, when finished, only re-evaluates).
     """
-    from ichbench.splits import train_ids
+    from ichbench.splits import labeled_subset, train_ids
     from ichbench.store import open_store
 
     m = _method(method)
@@ -262,7 +262,8 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
                             "(fingerprints differ); make the split again")
     device = select_device(device)
     test_ids = list(split["folds"][fold]["test"])
-    train = train_ids(split, fold)
+    train = labeled_subset(train_ids(split, fold), {v["id"]: bool(v.get("has_ich")) for v in store.volumes},
+                           fc.labeled_fraction, seed=fold)
     arrays = load_store(store_path, fc.image_size, names=("images", "labels", "volume", "masks", "brain"))
     store_size = int(store.attrs["settings"]["size"])
     train_rows = volume_rows(arrays, train)
@@ -307,7 +308,8 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     result = {
         "method": m.name, "dataset": cfg.dataset, "profile": cfg.profile, "fold": fold, "k": len(split["folds"]),
         "split_hash": split.get("hash"), "store": str(store_path), "store_fingerprint": store.fingerprint,
-        "train_volumes": train, "test_volumes": test_ids, "n_train_slices": int(len(train_rows)),
+        "train_volumes": train, "n_labeled_volumes": len(train), "test_volumes": test_ids,
+        "n_train_slices": int(len(train_rows)),
         "pretrained": transfer, "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
         "history": history, "volumes": rows, "summary": summarize(rows), "device": str(device),
         "train_seconds": round(train_seconds, 3), "ichbench_version": __version__, "torch_version": torch.__version__,
