@@ -101,7 +101,7 @@ def test_submit_by_run_id_writes_a_valid_entry(tracking, folder):
     assert e["plugin"] == {"distribution": "ichbench", "version": "0.1.0"} and e["hardware"] == "1x test CPU"
     assert e["code"] == {"url": "example.org/mine", "commit": "0123456789abcdef"}
     assert e["config"]["finetune"]["lr"] == 1e-3
-    assert set(e["per_volume"][0]) == {"volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes"}
+    assert set(e["per_volume"][0]) == {"volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes", "has_ich"}
     assert e["per_volume"] == sorted(e["per_volume"], key=lambda r: r["volume_id"])
     assert e["summary"] == rescore(e["per_volume"])
     assert e["date"].endswith("Z")

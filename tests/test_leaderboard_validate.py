@@ -89,6 +89,27 @@ def test_changed_counts_rejected(board):
     assert_rejected(folder, path.relative_to(folder.root), "per-volume counts give")
 
 
+def test_ich_flag_contradicting_the_counts_rejected(board):
+    folder, flags, _, entry, path = board
+    e = copy.deepcopy(entry)
+    row = next(r for r in e["per_volume"] if r["tp"] + r["fn"] > 0)
+    row["has_ich"] = False          # hide a hemorrhage volume from the ICH group
+    _rewrite(path, e)
+    assert_rejected(folder, path.relative_to(folder.root), f"has_ich is false but tp + fn > 0 for {row['volume_id']}")
+
+
+def test_ich_flag_without_scored_voxels_counts_as_ich(board):
+    """A bleed lost when the mask was resampled still makes an ICH volume (issue 9 §5)."""
+    folder, flags, _, entry, path = board
+    e = copy.deepcopy(entry)
+    row = next(r for r in e["per_volume"] if r["has_ich"])
+    row["tp"], row["fn"] = 0, 0
+    e["summary"] = rescore(e["per_volume"])
+    assert e["summary"]["ich"]["n"] == sum(flags.values())
+    _rewrite(path, e)
+    assert validate(folder).ok
+
+
 def _forged(entry, rows, k=3):
     """What a careful forger would do: re-derive summary and split so only canonical data catches it."""
     e = copy.deepcopy(entry)
@@ -254,7 +275,7 @@ def test_hssayeni_count_checked_without_record(tmp_path):
     assert [r.reason for r in report.rejections] == ["missing canonical volumes: 049"]
     fewer_ich = make_entry({v: i < 30 for i, v in enumerate(ids)}, k=10, dataset="hssayeni", run_id="d" * 32)
     write_entry(folder, fewer_ich)
-    assert "30 volumes with ICH (tp + fn > 0); hssayeni has 36" in [r.reason for r in validate(folder).rejections]
+    assert "30 volumes with ICH (has_ich); hssayeni has 36" in [r.reason for r in validate(folder).rejections]
 
 
 def test_record_refuses_partial_store(tmp_path, home):

@@ -136,8 +136,11 @@ def test_summary_rejects_inconsistent_rows():
         summarize([ROWS[0], ROWS[0]])
     with pytest.raises(ValueError, match="missing true_ml"):
         summarize([{k: v for k, v in ROWS[0].items() if k != "true_ml"}])
-    with pytest.raises(ValueError, match="has_ich"):
-        summarize([dict(ROWS[2], has_ich=True)])
+    with pytest.raises(ValueError, match="has_ich"):   # hemorrhage voxels in a volume flagged healthy
+        summarize([dict(ROWS[0], has_ich=False)])
+    # the other way round is allowed: a bleed flagged from the native mask but lost when the mask
+    # was resampled to the scoring grid (issue 9 §5) stays an ICH volume
+    assert summarize([dict(ROWS[2], has_ich=True)])["ich"]["n"] == 1
     with pytest.raises(ValueError, match="dice"):
         summarize([dict(ROWS[2], dice=1.5)])
 
@@ -158,3 +161,9 @@ def test_per_volume_row_builds_a_consistent_row():
     healthy = per_volume_row("v2", np.zeros_like(truth), np.zeros_like(truth), (2.0, 1.0, 0.5), None)
     s = summarize([r, healthy])
     assert s["ich"]["n"] == 1 and s["all"]["dice"]["mean"] == pytest.approx((5 / 8 + 1) / 2)
+    # the store's native-resolution flag wins over the scored truth ...
+    tiny = per_volume_row("v3", np.zeros_like(truth), np.zeros_like(truth), (2.0, 1.0, 0.5), ["iph"], has_ich=True)
+    assert tiny["has_ich"] is True and summarize([r, healthy, tiny])["ich"]["n"] == 2
+    # ... but cannot deny hemorrhage the scored mask shows
+    with pytest.raises(ValueError, match="flagged without hemorrhage"):
+        per_volume_row("v4", pred, truth, (2.0, 1.0, 0.5), ["sdh"], has_ich=False)

@@ -83,14 +83,16 @@ def test_local_contrastive_starts_from_global():
     assert all(METHODS[n].init_from is None for n in METHODS if n != "local_contrastive")
 
 
+AUG = {"translate": 0.1, "rotate": 15.0, "scale": (0.9, 1.1), "hflip": 0.5}   # §2.3.2, by hand
 PAPER = {
-    "context_restoration": {"batch_size": 32, "params": {"n_swaps": 20, "patch": 20}},
+    "context_restoration": {"batch_size": 32, "augment": AUG, "params": {"n_swaps": 20, "patch": 20}},
     "global_contrastive": {"batch_size": 60, "params": {"tau": 0.1, "proj_dims": [512, 512, 128]}},
     "local_contrastive": {"batch_size": 24, "params": {"tau": 0.1, "proj_dims": [64, 128, 32],
                                                        "n_regions": 20, "region": 3}},
-    "binary_classification": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 2]}},
-    "multilabel_ce": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "auto"}},
-    "multilabel_dl": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 7]}},
+    "binary_classification": {"batch_size": 64, "augment": AUG, "params": {"mlp_dims": [512, 1024, 256, 2]}},
+    "multilabel_ce": {"batch_size": 64, "augment": AUG,
+                      "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "none"}},
+    "multilabel_dl": {"batch_size": 64, "augment": AUG, "params": {"mlp_dims": [512, 1024, 256, 7]}},
 }
 
 
@@ -105,6 +107,37 @@ def test_paper_profile_numbers(name):
     assert set(smoke["params"]) == set(PAPER[name]["params"])
     with pytest.raises(UnknownNameError, match="unknown profile 'huge'"):
         m.pretrain_overrides("huge")
+
+
+@pytest.mark.parametrize("name", ["context_restoration", "binary_classification", "multilabel_ce", "multilabel_dl"])
+@pytest.mark.parametrize("dataset", ["segcq500", "hssayeni"])
+def test_non_contrastive_pretexts_augment_in_the_paper_profile(registry, name, dataset):
+    """§2.3.2 augments "upon data loading"; only the contrastive pretexts use other transforms."""
+    from ichbench.config import resolve
+    cfg = resolve(name, dataset, "paper")
+    assert cfg.pretrain.augment == AUG
+    assert cfg.to_dict()["pretrain"]["augment"] == {**AUG, "scale": [0.9, 1.1]}
+
+
+@pytest.mark.parametrize("name", ["global_contrastive", "local_contrastive"])
+def test_contrastive_pretexts_use_only_their_view_transforms(registry, name):
+    from ichbench.config import resolve
+    assert resolve(name, "segcq500", "paper").pretrain.augment == {}
+
+
+def test_multilabel_ce_paper_profile_is_unweighted(registry):
+    """The authors' config: plain BCEWithLogitsLoss; the loss equals it on a batch."""
+    from ichbench.config import resolve
+    m = METHODS["multilabel_ce"]
+    cfg = resolve(m, "segcq500", "paper").pretrain
+    assert cfg.params["pos_weight"] == "none"
+    model = m.build_pretext(UNet(base=4), cfg).train()
+    labels = torch.tensor([[1, 0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 1, 0], [0, 1, 0, 0, 0, 0, 1]], dtype=torch.uint8)
+    images = torch.rand(3, 1, 32, 32)
+    loss = m.pretext_loss(model, {"images": images, "labels": labels}, cfg, None)
+    expected = F.binary_cross_entropy_with_logits(model(images), labels.float())
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert model.label_pos.sum() == 0          # "none" does not even count labels
 
 
 def test_profile_resolves_through_the_config(registry):

@@ -41,6 +41,21 @@ def test_ingest_writes_expected_arrays_and_table(home):
     assert st.verify() == []
 
 
+def test_ich_flag_comes_from_the_native_mask(home):
+    """A bleed too small to survive resampling (one voxel of 32x32 stored at 8x8) keeps its volume
+    an ICH volume: the flag is read from the native mask, the slice labels from the stored one."""
+    def tiny(vol):
+        vol.mask[:] = False
+        vol.mask[2, 20, 20] = True
+
+    [res] = ingest(SyntheticDataset(n=3, bad={0: tiny}), home, source=home, options=IngestOptions(size=8))
+    st = open_store(res.path)
+    data = st.load()
+    assert not data["masks"][:5].any() and not data["labels"][:5, 1].any()   # lost on the 8x8 grid
+    assert [v["has_ich"] for v in st.volumes] == [True, False, True]
+    assert st.info()["n_ich_volumes"] == 2
+
+
 def test_store_readable_by_plain_zarr_in_another_process(home):
     [res] = ingest(SyntheticDataset(n=2), home, source=home, options=IngestOptions(size=16))
     code = ("import zarr,sys; g=zarr.open_group(sys.argv[1], mode='r'); "

@@ -13,7 +13,7 @@ from ichbench.train import checkpoint as ckpt
 from ichbench.train.engine import _load_pretrained_into, pretrain
 from tests.test_engine import PRE_TINY, FakeDenoising
 
-MODEL = {"base_channels": 4, "depth": 5}
+MODEL = {"base_channels": 4, "depth": 5, "encoder_growth": "second"}
 
 
 def method_with(parts, name="fake_pretext") -> Method:
@@ -25,7 +25,7 @@ def method_with(parts, name="fake_pretext") -> Method:
 def trained_like_source(seed: int = 1) -> UNet:
     """A U-Net whose every tensor (BN statistics included) differs from any fresh init."""
     torch.manual_seed(seed)
-    net = UNet(base=MODEL["base_channels"], depth=MODEL["depth"])
+    net = UNet(base=MODEL["base_channels"], depth=MODEL["depth"], encoder_growth=MODEL["encoder_growth"])
     with torch.no_grad():
         for name, t in net.state_dict().items():
             if t.is_floating_point():
@@ -97,6 +97,11 @@ def test_transfer_refuses_mismatches(cfg, tmp_path):
     wide = resolve("unet_mixed", "phantom", "smoke", ["model.base_channels=8"])
     with pytest.raises(IchbenchError, match="pretrained for U-Net"):
         _load_pretrained_into(UNet(base=8), method_with(("encoder",)), path, wide)
+    # a checkpoint from before `encoder_growth` (ichbench 0.1's 7.76 M block) is named as such
+    old = {**ckpt.load_pretrained(path), "model": {"base_channels": 4, "depth": 5}}
+    ckpt.save_atomic(old, tmp_path / "old.pt")
+    with pytest.raises(IchbenchError, match="'encoder_growth': 'first'}, but this run uses"):
+        _load_pretrained_into(UNet(base=4), method_with(("encoder",)), tmp_path / "old.pt", cfg)
     with pytest.raises(IchbenchError, match="not a pretrained checkpoint"):
         ckpt.save_atomic({"kind": "training_state"}, tmp_path / "state.pt")
         _load_pretrained_into(UNet(base=4), method_with(("encoder",)), tmp_path / "state.pt", cfg)

@@ -22,17 +22,24 @@ REQUIRED = ("volume_id", "tp", "fp", "fn", "dice", "precision", "recall", "has_i
             "pred_ml", "true_ml")
 
 
-def per_volume_row(volume_id: str, pred, truth, spacing, subtypes, eps: float = 1.0) -> dict:
+def per_volume_row(volume_id: str, pred, truth, spacing, subtypes, eps: float = 1.0,
+                   has_ich: bool | None = None) -> dict:
     """One row of per-volume results: eqs. 1–3 with TP/FP/FN over the volume, plus volumes in mL.
 
     pred, truth: boolean (slices, H, W); spacing: (z, y, x) mm of those voxels; subtypes: the
-    volume's subtype names, or None when unknown (Seg-CQ500 masks carry no subtype).
+    volume's subtype names, or None when unknown (Seg-CQ500 masks carry no subtype). `has_ich`
+    is the volume's flag from its native-resolution mask (the store records it at ingest): a
+    bleed too small to survive resampling to the scoring grid still makes an "ICH volume". When
+    not given, the scored truth decides (TP + FN > 0).
     """
     m = volume_metrics(pred, truth, eps)
+    scored = m["tp"] + m["fn"] > 0
+    if has_ich is not None and scored and not has_ich:
+        raise ValueError(f"volume {volume_id!r}: flagged without hemorrhage but its mask has {m['tp'] + m['fn']} voxels")
     return {
         "volume_id": str(volume_id),
         **m,
-        "has_ich": bool(m["tp"] + m["fn"] > 0),
+        "has_ich": bool(scored if has_ich is None else has_ich),
         "subtypes": None if subtypes is None else sorted(subtypes),
         "pred_ml": volume_ml(pred, spacing),
         "true_ml": volume_ml(truth, spacing),
@@ -72,9 +79,10 @@ def _validate(rows: list[dict]) -> None:
             v = float(r[k])
             if not (math.isfinite(v) and 0.0 <= v <= 1.0):
                 raise ValueError(f"volume {vid!r}: {k} = {r[k]!r} is not in [0, 1]")
-        # "ICH volume" means hemorrhage in the ground truth, i.e. TP + FN > 0; a disagreeing flag
-        # would put the volume in the wrong group silently.
-        if bool(r["has_ich"]) != (int(r["tp"]) + int(r["fn"]) > 0):
+        # "ICH volume" means hemorrhage in the native ground truth. A volume with hemorrhage in the
+        # scored truth (TP + FN > 0) must be one; the converse need not hold (a bleed lost when
+        # the mask was resampled to the scoring grid), so only that direction is checked.
+        if not bool(r["has_ich"]) and int(r["tp"]) + int(r["fn"]) > 0:
             raise ValueError(f"volume {vid!r}: has_ich={r['has_ich']} but tp + fn = {int(r['tp']) + int(r['fn'])}")
         if r["subtypes"] is not None and not isinstance(r["subtypes"], (list, tuple)):
             raise ValueError(f"volume {vid!r}: subtypes must be a list or None, got {r['subtypes']!r}")

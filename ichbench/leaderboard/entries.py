@@ -14,7 +14,7 @@ from ichbench.evaluate.summary import summarize
 from ichbench.leaderboard.schema import GROUPS, METRICS, SCHEMA_VERSION
 
 EPS = 1.0
-ROW_KEYS = ("volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes")
+ROW_KEYS = ("volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes", "has_ich")
 
 
 def ratios(tp: int, fp: int, fn: int, eps: float = EPS) -> dict:
@@ -23,12 +23,19 @@ def ratios(tp: int, fp: int, fn: int, eps: float = EPS) -> dict:
             "recall": (tp + eps) / (tp + fn + eps)}
 
 
+def row_has_ich(r: dict) -> bool:
+    """A row's ICH flag: the one recorded from the native mask, else (older entries) TP + FN > 0.
+    Validation checks a recorded flag against the counts and the canonical flags."""
+    flag = r.get("has_ich")
+    return bool(flag) if flag is not None else int(r["tp"]) + int(r["fn"]) > 0
+
+
 def scored_rows(per_volume: list[dict]) -> list[dict]:
-    """Entry rows with Dice/precision/recall and has_ich recomputed from their counts."""
+    """Entry rows with Dice/precision/recall recomputed from their counts."""
     out = []
     for r in per_volume:
         tp, fp, fn = int(r["tp"]), int(r["fp"]), int(r["fn"])
-        out.append({**r, **ratios(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn, "has_ich": tp + fn > 0})
+        out.append({**r, **ratios(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn, "has_ich": row_has_ich(r)})
     return out
 
 
@@ -77,7 +84,8 @@ def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, finge
         subs = r.get("subtypes")
         rows.append({"volume_id": str(r["volume_id"]), "fold": int(r["fold"]), "tp": int(r["tp"]),
                      "fp": int(r["fp"]), "fn": int(r["fn"]), "pred_ml": float(r["pred_ml"]),
-                     "true_ml": float(r["true_ml"]), "subtypes": None if subs is None else sorted(subs)})
+                     "true_ml": float(r["true_ml"]), "subtypes": None if subs is None else sorted(subs),
+                     "has_ich": row_has_ich(r)})
     rows.sort(key=lambda r: r["volume_id"])
     return {
         "schema_version": SCHEMA_VERSION,

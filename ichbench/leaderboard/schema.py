@@ -57,6 +57,8 @@ ENTRY_SCHEMA = {
                     "pred_ml": _ML, "true_ml": _ML,
                     "subtypes": {"type": ["array", "null"], "maxItems": 16,
                                  "items": {"type": "string", "pattern": "^[a-z]{1,16}$"}},
+                    # hemorrhage in the native-resolution mask (absent in older entries: tp + fn > 0)
+                    "has_ich": {"type": "boolean"},
                 },
             },
         },

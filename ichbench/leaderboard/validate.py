@@ -19,7 +19,7 @@ from pathlib import Path
 from ichbench import SUBTYPES
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
-from ichbench.leaderboard.entries import filename, rescore, summary_differences
+from ichbench.leaderboard.entries import filename, rescore, row_has_ich, summary_differences
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.published import check_published
@@ -115,7 +115,11 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     bad_sub = sorted({s for r in rows for s in (r["subtypes"] or ()) if s not in SUBTYPES})
     if bad_sub:
         out.append(f"unknown subtypes {_few(bad_sub)} (known: {', '.join(SUBTYPES)})")
-    if dup or bad_folds:
+    flags = {r["volume_id"]: row_has_ich(r) for r in rows}
+    contradicted = sorted(r["volume_id"] for r in rows if r["tp"] + r["fn"] > 0 and not flags[r["volume_id"]])
+    if contradicted:
+        out.append(f"has_ich is false but tp + fn > 0 for {_few(contradicted)}")
+    if dup or bad_folds or contradicted:
         return out
     out += summary_differences(entry["summary"], rescore(rows))
 
@@ -126,7 +130,6 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     if own_hash != entry["split"]["hash"]:
         out.append(f"split hash {entry['split']['hash'][:12]}… is not the hash of the folds its volumes were "
                    f"scored in ({own_hash[:12]}…)")
-    flags = {r["volume_id"]: r["tp"] + r["fn"] > 0 for r in rows}
 
     if not exp.known:
         out.append(f"dataset {ds!r} has no record in canonical.json")
@@ -143,12 +146,12 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     if exp.has_ich is not None:
         wrong = sorted(v for v in ids if v in exp.has_ich and exp.has_ich[v] != flags[v])
         if wrong:
-            out.append(f"ICH presence (tp + fn > 0) disagrees with the canonical flags for {_few(wrong)} "
-                       "(edited counts, or truth evaluated at a resolution where lesions vanish)")
+            out.append(f"ICH presence (has_ich, or tp + fn > 0 where absent) disagrees with the canonical "
+                       f"flags for {_few(wrong)} (edited rows, or flags taken from a resampled mask)")
     elif exp.n_ich_volumes is not None and len(ids) == exp.n_volumes:
         n_ich = sum(flags.values())
         if n_ich != exp.n_ich_volumes:
-            out.append(f"{n_ich} volumes with ICH (tp + fn > 0); {ds} has {exp.n_ich_volumes}")
+            out.append(f"{n_ich} volumes with ICH (has_ich); {ds} has {exp.n_ich_volumes}")
     if exp.fingerprints and entry["dataset"]["fingerprint"] not in exp.fingerprints:
         out.append(f"dataset fingerprint {entry['dataset']['fingerprint'][:12]}… is not a recorded {ds} "
                    f"fingerprint ({_few(f[:12] + '…' for f in exp.fingerprints)})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from ichbench import LABEL_ORDER
+from ichbench.config import PAPER_AUGMENT
 from ichbench.methods.base import LabelNeeds
 from ichbench.methods.heads import PooledEncoderHead, PretextMethod
 from ichbench.train.losses import UNKNOWN_LABEL
@@ -24,8 +25,8 @@ class BinaryClassification(PretextMethod):
     label_needs = LabelNeeds(segmentation=True, binary=True)
     transfers = ("encoder",)
     profiles = {
-        "paper": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 2]}},
-        "smoke": {"batch_size": 8, "params": {"mlp_dims": [512, 1024, 256, 2]}},
+        "paper": {"batch_size": 64, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 2]}},
+        "smoke": {"batch_size": 8, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 2]}},
     }
 
     def build_pretext(self, unet, cfg):

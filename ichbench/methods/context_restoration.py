@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ichbench.config import PAPER_AUGMENT
 from ichbench.methods.base import LabelNeeds
 from ichbench.methods.heads import PretextMethod
 
@@ -70,9 +71,9 @@ class ContextRestoration(PretextMethod):
     transfers = ("all",)
     profiles = {
         # N = 20 swaps of 20x20 patches at 256x256, batch 32; 50 epochs, Adam 1e-3 are the defaults
-        "paper": {"batch_size": 32, "params": {"n_swaps": 20, "patch": 20}},
+        "paper": {"batch_size": 32, "augment": dict(PAPER_AUGMENT), "params": {"n_swaps": 20, "patch": 20}},
         # 64x64 images: the patch scales with the image (20 * 64/256 = 5), same share corrupted
-        "smoke": {"batch_size": 8, "params": {"n_swaps": 20, "patch": 5}},
+        "smoke": {"batch_size": 8, "augment": dict(PAPER_AUGMENT), "params": {"n_swaps": 20, "patch": 5}},
     }
 
     def build_pretext(self, unet, cfg):

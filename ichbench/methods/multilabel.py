@@ -5,13 +5,15 @@ the store's label order — trained either with a weighted binary cross-entropy 
 with the Dice loss between the 7 probabilities and the 7-label vector (`multilabel_dl`). Same
 settings as the binary task (batch 64, 50 epochs). Encoder transferred.
 
-The paper does not give the CE weights. We weight each class's positives by n_negative/n_positive
-(`ichbench.train.losses.class_pos_weights`: inverse frequency, clipped at 100), so EDH (~0.3 % of
-RSNA slices) is not drowned by the balanced no-ICH/ICH pair. `params["pos_weight"]` is either
-seven numbers (e.g. computed once by the caller with `class_pos_weights` over the store) or
-"auto": the model counts the labels of every batch it sees and weights with the running ratio,
-which converges to the store's frequencies within the first epoch and is checkpointed with the
-model (buffers), so a resumed run continues with the same weights.
+The paper says "weighted binary cross-entropy" without giving weights; the authors' config
+trains with an unweighted `BCEWithLogitsLoss`, so the `paper` profile uses `pos_weight: "none"`.
+Two weightings stay available as options (`--set pretrain.params.pos_weight=...`):
+- "auto": each class's positives weighted by n_negative/n_positive (inverse frequency, clipped at
+  100, as `ichbench.train.losses.class_pos_weights`), so EDH (~0.3 % of RSNA slices) is not
+  drowned by the balanced no-ICH/ICH pair. The model counts the labels of every training batch
+  and weights with the running ratio, which converges to the store's frequencies within the first
+  epoch and is checkpointed with the model (buffers), so a resumed run keeps the same weights.
+- seven numbers: fixed weights in label order.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ichbench import LABEL_ORDER
+from ichbench.config import PAPER_AUGMENT
 from ichbench.methods.base import LabelNeeds
 from ichbench.methods.heads import PooledEncoderHead, PretextMethod
 from ichbench.train.losses import UNKNOWN_LABEL, multilabel_dice_loss, weighted_bce
@@ -67,15 +70,21 @@ class MultilabelCE(_Multilabel):
     name = "multilabel_ce"
     description = "7-label slice classifier (no-ICH, ICH, 5 subtypes), weighted BCE; encoder transferred"
     profiles = {
-        "paper": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "auto"}},
-        "smoke": {"batch_size": 8, "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "auto"}},
+        # the authors' config: plain BCEWithLogitsLoss (see the module docstring for the options)
+        "paper": {"batch_size": 64, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "none"}},
+        "smoke": {"batch_size": 8, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "none"}},
     }
 
     def pretext_loss(self, model, batch, cfg, generator):
         labels = batch["labels"]
         self._check_labels(labels)
         pw = self.params(cfg)["pos_weight"]
-        weights = model.observe(labels) if pw == "auto" else self.fixed_weights(pw).to(labels.device)
+        if pw == "none":
+            weights = None
+        elif pw == "auto":
+            weights = model.observe(labels)
+        else:
+            weights = self.fixed_weights(pw).to(labels.device)
         return weighted_bce(model(batch["images"]), labels, pos_weight=weights)
 
     @staticmethod
@@ -86,7 +95,7 @@ class MultilabelCE(_Multilabel):
         except (TypeError, ValueError):
             values = []
         if len(values) != N_CLASSES or min(values) <= 0:
-            raise ValueError(f"multilabel_ce: pos_weight must be 'auto' or {N_CLASSES} positive numbers "
+            raise ValueError(f"multilabel_ce: pos_weight must be 'none', 'auto' or {N_CLASSES} positive numbers "
                              f"({', '.join(LABEL_ORDER)}), got {pw!r}")
         return torch.tensor(values, dtype=torch.float32)
 
@@ -95,8 +104,8 @@ class MultilabelDL(_Multilabel):
     name = "multilabel_dl"
     description = "7-label slice classifier (no-ICH, ICH, 5 subtypes), Dice loss; encoder transferred"
     profiles = {
-        "paper": {"batch_size": 64, "params": {"mlp_dims": [512, 1024, 256, 7]}},
-        "smoke": {"batch_size": 8, "params": {"mlp_dims": [512, 1024, 256, 7]}},
+        "paper": {"batch_size": 64, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 7]}},
+        "smoke": {"batch_size": 8, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 7]}},
     }
 
     def pretext_loss(self, model, batch, cfg, generator):

@@ -1,6 +1,12 @@
-"""The paper's 2D U-Net (§2.4): five encoder blocks (32 channels first, doubling), four decoder
+"""The paper's 2D U-Net (§2.5.1): five encoder blocks (32 channels first, doubling), four decoder
 blocks with transposed convolutions and skip connections, blocks of two 3x3 conv + BN + ReLU, a
 1x1 output conv. The sigmoid is applied by the losses/metrics, not here (numerically safer).
+
+Inside an encoder block the channel count grows on the *second* convolution, as §2.5.1's example
+reads (h×w×32 → h×w×32 → h×w×64) and the authors' UNet.py builds it: conv in → out/2, conv
+out/2 → out. With base 32 that is 5.41 M parameters. `encoder_growth="first"` builds the block
+ichbench 0.1 used (conv in → out, out → out; 7.76 M), kept only to reproduce old runs. Decoder
+blocks halve over their first convolution (h×w×64 → h×w×32 → h×w×32) either way.
 
 Parts are named so transfer is explicit:
   encoder.0 .. encoder.3   the four down-sampling levels (32, 64, 128, 256 channels at base 32)
@@ -16,11 +22,17 @@ import torch
 from torch import nn
 
 
+ENCODER_GROWTH = ("second", "first")   # where an encoder block's channels grow; "second" is §2.5.1
+
+
 class ConvBlock(nn.Sequential):
-    def __init__(self, cin: int, cout: int):
+    """Two 3x3 conv + BN + ReLU: cin → mid → cout (mid defaults to cout)."""
+
+    def __init__(self, cin: int, cout: int, mid: int | None = None):
+        mid = cout if mid is None else mid
         super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
         )
 
 
@@ -35,17 +47,24 @@ class UpBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 32, depth: int = 5):
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 32, depth: int = 5,
+                 encoder_growth: str = "second"):
         super().__init__()
+        if encoder_growth not in ENCODER_GROWTH:
+            raise ValueError(f"encoder_growth must be one of {', '.join(ENCODER_GROWTH)}, got {encoder_growth!r}")
         widths = [base * 2 ** i for i in range(depth)]
         self.widths = widths
+
+        def down(cin: int, cout: int) -> ConvBlock:
+            return ConvBlock(cin, cout, max(1, cout // 2) if encoder_growth == "second" else cout)
+
         self.encoder = nn.ModuleList()
         cin = in_channels
         for w in widths[:-1]:
-            self.encoder.append(ConvBlock(cin, w))
+            self.encoder.append(down(cin, w))
             cin = w
         self.pool = nn.MaxPool2d(2)
-        self.bottleneck = ConvBlock(widths[-2], widths[-1])
+        self.bottleneck = down(widths[-2], widths[-1])
         self.decoder = nn.ModuleList(UpBlock(widths[i + 1], widths[i]) for i in reversed(range(depth - 1)))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
@@ -69,6 +88,12 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.decode(self.encode(x)))
+
+
+def unet_for(model_cfg, **kwargs) -> UNet:
+    """The U-Net a run's `model` config describes (base channels, depth, encoder growth)."""
+    return UNet(base=model_cfg.base_channels, depth=model_cfg.depth,
+                encoder_growth=model_cfg.encoder_growth, **kwargs)
 
 
 def part_names(model: UNet) -> list[str]:

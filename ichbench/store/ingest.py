@@ -71,6 +71,16 @@ def check_volume(vol: Volume, role: str) -> str | None:
     return None
 
 
+def volume_has_ich(vol: Volume, labels: np.ndarray) -> bool | None:
+    """A volume's ICH flag: from its native-resolution mask where it has one (a tiny bleed lost
+    when resampling to the store size still counts), else from its slice labels, else the
+    reader's volume-level flag (CQ500's reads)."""
+    if vol.mask is not None:
+        return bool(np.asarray(vol.mask).any())
+    known = labels[:, 1] != 255
+    return bool((labels[known, 1] == 1).any()) if known.any() else vol.has_ich
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("slices"), TimeElapsedColumn(), console=None, transient=False,
@@ -129,12 +139,11 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
                     labels[:, 0], labels[:, 1] = ~anyich, anyich
                     labels[~anyich, 2:] = 0  # and no subtype on a slice without hemorrhage
                 native = tuple(vol.native_shape or vol.hu.shape[1:])
-                known = labels[:, 1] != 255
                 meta = {"id": vol.id,
                         "spacing": list(resized_spacing(vol.spacing, native, options.size)),
                         "native_shape": list(native),
                         "subtypes": [t for t in SUBTYPES if t in vol.subtypes] if vol.subtypes is not None else None,
-                        "has_ich": bool((labels[known, 1] == 1).any()) if known.any() else vol.has_ich}
+                        "has_ich": volume_has_ich(vol, labels)}
                 idx = writer.volume_index(vol.id)
                 if idx is not None and meta["has_ich"]:
                     writer.volumes[idx]["has_ich"] = True

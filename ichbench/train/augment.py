@@ -169,6 +169,14 @@ def random_affine(images: torch.Tensor, masks: torch.Tensor | None = None, *, tr
     return warp(images, masks, affine_theta(params, h, w))
 
 
+def augment_batch(images: torch.Tensor, masks: torch.Tensor | None, aug: dict,
+                  generator: torch.Generator | None):
+    """`random_affine` with a config's `augment` dict (keys translate, rotate, scale, hflip)."""
+    return random_affine(images, masks, translate=float(aug["translate"]), rotate_deg=float(aug["rotate"]),
+                         scale=tuple(float(v) for v in aug["scale"]), hflip_p=float(aug["hflip"]),
+                         generator=generator)
+
+
 # --------------------------------------------------------------------------------------------
 # the per-sample CPU reference (benchmark baseline)
 

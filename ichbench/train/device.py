@@ -34,6 +34,15 @@ def device_mode(device: torch.device):
             torch.backends.cudnn.benchmark = prev
 
 
+def numerics(device: torch.device) -> dict:
+    """What a CPU result's last bits depend on besides the seed (docs/architecture.md,
+    "Determinism"): the intra-op thread count and the vector ISA ATen dispatched to."""
+    out = {"cpu_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
 def autocast_for(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)

@@ -5,8 +5,10 @@ ExponentialLR once per epoch, a checkpoint of the whole training state after eve
 killed run resumes where it stopped and ends with the same weights), and a rich progress bar.
 
 Devices: on CUDA the forward pass runs under bf16 autocast with channels_last tensors and, when the
-config asks, torch.compile; on the CPU everything is seeded and deterministic algorithms are
-enforced, so the same seed gives the same loss curve and the same weights.
+config asks, torch.compile. On the CPU everything is seeded and deterministic algorithms are
+enforced: the same seed gives the same loss curve and weights *on the same CPU kind, thread count
+and torch build* — not across machines (docs/architecture.md, "Determinism"). Results record the
+thread count and vector ISA they were computed with (`device.numerics`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ichbench import __version__
 from ichbench.errors import IchbenchError
 from ichbench.evaluate import summarize
-from ichbench.models.unet import UNet, expand_parts, part_state, transfer_parts
+from ichbench.models.unet import UNet, expand_parts, part_state, transfer_parts, unet_for
 from ichbench.train import checkpoint as ckpt
-from ichbench.train.augment import random_affine
+from ichbench.train.augment import augment_batch
 from ichbench.train.data import (EpochSampler, finetune_pool, load_store, place,
                                  pretrain_selection, volume_rows, windowed)
-from ichbench.train.device import autocast_for, device_mode, gather, images_of, prepare_model, select_device
+from ichbench.train.device import autocast_for, device_mode, gather, images_of, numerics, prepare_model, select_device
 from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
 from ichbench.train.losses import dice_loss
 from ichbench.train.predict import evaluate_volumes
@@ -164,7 +166,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
 
     with device_mode(device):
         torch.manual_seed(pc.seed)
-        unet = UNet(base=cfg.model.base_channels, depth=cfg.model.depth)
+        unet = unet_for(cfg.model)
         if init_state is not None:
             _check_model(init_state[0], cfg, init_checkpoint)
             transfer_parts(init_state[0]["state"], unet, init_state[1])
@@ -178,6 +180,10 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             batch = batch_of(idx)
+            if pc.augment:   # training batches only: the validation loss stays comparable
+                images, _ = augment_batch(batch["images"], None, pc.augment, gens["device"])
+                batch["images"] = (images.contiguous(memory_format=torch.channels_last)
+                                   if device.type == "cuda" else images)
             with autocast_for(device):
                 return m.pretext_loss(model, batch, pc, gens["device"])
 
@@ -209,14 +215,16 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
                "store": str(store_path), "store_fingerprint": store.fingerprint,
                "n_train_slices": int(len(train_pos)), "n_holdout_slices": int(len(hold_pos)),
                "history": history, "device": str(device), "seconds": round(time.perf_counter() - t0, 3),
-               "ichbench_version": __version__}
+               "ichbench_version": __version__, **numerics(device)}
     return ckpt.save_atomic(payload, final)
 
 
 def _check_model(pre: dict, cfg, path) -> None:
     want = dataclasses.asdict(cfg.model)
-    if pre.get("model") != want:
-        raise IchbenchError(f"{path}: pretrained for U-Net {pre.get('model')}, but this run uses {want}")
+    # checkpoints made before `encoder_growth` existed used the block that grows on its first conv
+    got = {"encoder_growth": "first", **(pre.get("model") or {})}
+    if got != want:
+        raise IchbenchError(f"{path}: pretrained for U-Net {got}, but this run uses {want}")
 
 
 # -- fine-tuning ------------------------------------------------------------------------------------
@@ -270,7 +278,7 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
 
     with device_mode(device):
         torch.manual_seed(fc.seed)
-        unet = UNet(base=cfg.model.base_channels, depth=cfg.model.depth)
+        unet = unet_for(cfg.model)
         transfer = _load_pretrained_into(unet, m, Path(pretrained), cfg) if pretrained is not None else None
         if fc.head_prior is not None and not (transfer and "head" in expand_parts(unet, transfer["parts"])):
             torch.nn.init.constant_(unet.head.bias, math.log(fc.head_prior / (1 - fc.head_prior)))
@@ -288,9 +296,7 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             images = windowed(gather(arrays.images, idx, device))
             masks = gather(arrays.masks, idx, device)[:, None].float()
-            images, masks = random_affine(images, masks, translate=float(aug["translate"]),
-                                          rotate_deg=float(aug["rotate"]), scale=tuple(aug["scale"]),
-                                          hflip_p=float(aug["hflip"]), generator=gens["device"])
+            images, masks = augment_batch(images, masks, aug, gens["device"])
             if device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast_for(device):
@@ -313,6 +319,7 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         "pretrained": transfer, "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
         "history": history, "volumes": rows, "summary": summarize(rows), "device": str(device),
         "train_seconds": round(train_seconds, 3), "ichbench_version": __version__, "torch_version": torch.__version__,
+        **numerics(device),
     }
     write_json_atomic(result, out_dir / "result.json")
     return result

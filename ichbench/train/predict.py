@@ -40,5 +40,6 @@ def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: 
         truth = arrays.masks[rows.to(arrays.masks.device)].cpu().numpy().astype(bool)
         vol = arrays.volumes[index[vid]]
         z, y, x = vol["spacing"]
-        rows_out.append(per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale), vol.get("subtypes")))
+        rows_out.append(per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale), vol.get("subtypes"),
+                                       has_ich=vol.get("has_ich")))
     return rows_out
