@@ -100,7 +100,7 @@ def test_transfer_refuses_mismatches(cfg, tmp_path):
     # a checkpoint from before `encoder_growth` (ichbench 0.1's 7.76 M block) is named as such
     old = {**ckpt.load_pretrained(path), "model": {"base_channels": 4, "depth": 5}}
     ckpt.save_atomic(old, tmp_path / "old.pt")
-    with pytest.raises(IchbenchError, match="'encoder_growth': 'first'}, but this run uses"):
+    with pytest.raises(IchbenchError, match="pretrained for U-Net {'encoder_growth': 'first'"):
         _load_pretrained_into(UNet(base=4), method_with(("encoder",)), tmp_path / "old.pt", cfg)
     with pytest.raises(IchbenchError, match="not a pretrained checkpoint"):
         ckpt.save_atomic({"kind": "training_state"}, tmp_path / "state.pt")
