@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ichbench.config import resolve
+from ichbench.config import resolve, resolve_icm
 from ichbench.errors import IchbenchError
+from ichbench.icm import CavitySource, check_shipped
 from ichbench.methods.base import LabelNeeds, Method
 from ichbench.preprocess.resize import resize_slices
 from ichbench.splits import split_for_store, train_ids
@@ -121,8 +122,9 @@ def test_icm_predictions_stay_inside_the_brain(phantom_store):
         def forward(self, x):
             return torch.full_like(x, 10.0)
     rows = torch.arange(20)
-    plain = predict(AlwaysPositive(), arrays, rows, torch.device("cpu"), 0.5, icm=False)
-    masked = predict(AlwaysPositive(), arrays, rows, torch.device("cpu"), 0.5, icm=True)
+    plain = predict(AlwaysPositive(), arrays, rows, torch.device("cpu"), 0.5)
+    shipped = CavitySource(resolve_icm("phantom", "smoke", ["icm.source=shipped"]))
+    masked = predict(AlwaysPositive(), arrays, rows, torch.device("cpu"), 0.5, cavity=shipped)
     assert plain.all()
     np.testing.assert_array_equal(masked, arrays.brain[rows].numpy().astype(bool))
     assert 0 < masked.mean() < 1
@@ -332,8 +334,10 @@ def test_finetuning_store_needs(tmp_path):
         check_label_needs(get_method("unet_mixed"), no_masks, "finetuning")
     no_brain = open_store(write_store(tmp_path / "seg.zarr", labels_of([1, 0, 0]), masks=True, brain=False))
     check_label_needs(get_method("unet_mixed"), no_brain, "finetuning")
-    with pytest.raises(IchbenchError, match="intracranial cavity"):
-        check_label_needs(get_method("unet_mixed_icm"), no_brain, "finetuning")
+    # a +ICM method needs the store's cavity masks only for icm.source=shipped (the others compute them)
+    check_label_needs(get_method("unet_mixed_icm"), no_brain, "finetuning")
+    with pytest.raises(IchbenchError, match="icm.source=shipped"):
+        check_shipped(no_brain)
 
 
 def test_pretraining_holds_out_the_stores_own_validation_slices():

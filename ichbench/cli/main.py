@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ichbench import __version__
 from ichbench.cli import data
+from ichbench.cli import icm
 from ichbench.cli import leaderboard
 from ichbench.cli import plugin
 from ichbench.cli import train
@@ -23,6 +24,7 @@ app = typer.Typer(
          "on Seg-CQ500 and Hssayeni, with plugins, Ray and MLflow.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(data.app, name="data")
+app.add_typer(icm.app, name="icm")
 app.add_typer(leaderboard.app, name="leaderboard")
 app.add_typer(plugin.app, name="plugin")
 app.command("methods")(train.methods)

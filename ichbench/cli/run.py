@@ -25,7 +25,7 @@ def _folds(text: Optional[str]) -> list[int] | None:
         fail(f"--folds expects a comma list of integers, got {text!r}")
 
 
-def _tracker(uri: Optional[str], home):
+def tracker_for(uri: Optional[str], home):
     from ichbench.tracking import Tracker, default_tracking_uri
     return Tracker(uri or default_tracking_uri(home), home)
 
@@ -52,7 +52,7 @@ def run(
 
     home = workspace()
     names = expand_methods(method)
-    tracker = None if dry_run else _tracker(tracking_uri, home)   # unreachable store: fail before training
+    tracker = None if dry_run else tracker_for(tracking_uri, home)   # unreachable store: fail before training
     plans = [plan_method(n, dataset, profile, home, folds=_folds(folds), k=k,
                          pretrain_dataset=pretrain_dataset, overrides=set_) for n in names]
     if dry_run:
@@ -85,7 +85,7 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
 
     from ichbench.tracking.mlflow_store import TAG
 
-    tr = _tracker(tracking_uri, workspace())
+    tr = tracker_for(tracking_uri, workspace())
     exps = [e for e in tr.client.search_experiments() if e.name.startswith("ichbench/")
             and (dataset is None or e.name == f"ichbench/{dataset}")]
     found = tr.client.search_runs([e.experiment_id for e in exps],
@@ -150,7 +150,7 @@ def tune(
         fail("--num-samples must be at least 1")
     home = workspace()
     parsed = parse_space(space)
-    tracker = _tracker(tracking_uri, home)
+    tracker = tracker_for(tracking_uri, home)
     plan = plan_method(method, dataset, profile, home, folds=_folds(folds), k=k,
                        pretrain_dataset=pretrain_dataset, overrides=set_)
     driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)

@@ -114,6 +114,20 @@ def _split(root: Path, dataset: str, store, k: int) -> dict:
     return split
 
 
+def _cavity(root: Path, cfg, store, device):
+    """The +ICM methods' mask source; for icm.source=unet the ICM U-Nets are trained (here, in
+    this process) unless cached, exactly as `ichbench icm train` would."""
+    from ichbench.icm import CavitySource, check_shipped, train_icm
+    from ichbench.orchestrate.plan import plan_icm
+    if cfg.icm.source == "shipped":
+        check_shipped(store)
+    checkpoint = None
+    if cfg.icm.source == "unet":
+        plan = plan_icm(root, cfg.icm)
+        checkpoint = train_icm(plan.store.path, cfg.icm, plan.dir, device=device)
+    return CavitySource(cfg.icm, checkpoint, device or "cpu")
+
+
 def _summary_table(result: dict) -> Table:
     s = result["summary"]
     t = Table(title=f"{result['method']} on {result['dataset']}, fold {result['fold']} of {result['k']}")
@@ -169,9 +183,10 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
     if pretrained is not None:
         from ichbench.train.checkpoint import load_pretrained
         pre_hash = load_pretrained(pretrained).get("config_hash")
-    out = (root / "results" / dataset / m.name / f"{profile}-{cfg.finetune_hash(pre_hash)[:12]}"
-           / f"k{k}-fold{fold}")
-    result = run_finetune(m, seg_path, split, fold, cfg, out, pretrained=pretrained, device=device)
+    cavity = _cavity(root, cfg, store, device) if m.icm else None
+    out = (root / "results" / dataset / m.name
+           / f"{profile}-{cfg.finetune_hash(pre_hash, cavity.model_key if cavity else None)[:12]}" / f"k{k}-fold{fold}")
+    result = run_finetune(m, seg_path, split, fold, cfg, out, pretrained=pretrained, device=device, cavity=cavity)
     if as_json:
         print(json.dumps({"result": str(out / "result.json"), "summary": result["summary"]}, indent=2))
         return

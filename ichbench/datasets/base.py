@@ -126,6 +126,9 @@ class Dataset:
     source_url: str = ""
     licence: str = ""
     layout: str = ""             # the expected folder layout, shown by `ichbench datasets`
+    # hand-labelled intracranial cavity masks come with the data (Volume.brain): they can train
+    # the ICM U-Nets (`ichbench icm train`) and serve as `icm.source=shipped`
+    ships_brain_masks: bool = False
 
     def default_source(self, home: Path) -> Path:
         return home / "raw" / self.name
@@ -146,7 +149,8 @@ class Dataset:
 
     def describe(self) -> dict:
         return {"name": self.name, "description": self.description, "roles": list(self.roles),
-                "source_url": self.source_url, "licence": self.licence, "layout": self.layout}
+                "source_url": self.source_url, "licence": self.licence, "layout": self.layout,
+                "ships_brain_masks": self.ships_brain_masks}
 
 
 def folder_listing(folder: Path, limit: int = 12) -> str:

@@ -98,6 +98,7 @@ class SegCQ500Dataset(Dataset):
     description = ("Seg-CQ500: 51 CQ500 non-contrast head CTs with voxel ICH masks drawn by a radiology "
                    "resident and a neuroradiologist (Spahr et al. 2023); subtypes from CQ500 reads.csv")
     roles = (SEGMENTATION,)
+    ships_brain_masks = True   # brain.nii.gz per scan
     source_url = "https://zenodo.org/records/8063221"
     licence = ("CC BY-NC-SA 4.0, inherited from CQ500 (qure.ai), whose licence makes derivatives share "
                "alike; non-commercial use. Check the Zenodo record before redistributing.")

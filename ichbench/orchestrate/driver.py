@@ -89,10 +89,13 @@ class Driver:
         outcome = MethodOutcome(plan, parent_id, {}, [])
         started = time.time()
         try:
-            pretrained = None
+            pretrained = icm = None
+            if plan.icm is not None:
+                icm, icm_metrics = self.icm(plan.icm, exp, tags, parent_id)
+                tr.metrics(parent_id, icm_metrics)
             if plan.method.has_pretext:
                 pretrained = self._pretrain(plan, exp, tags, parent_id, outcome, pretrain_task)
-            results = self._folds(plan, exp, tags, parent_id, pretrained, outcome, finetune_task)
+            results = self._folds(plan, exp, tags, parent_id, pretrained, outcome, finetune_task, icm)
         except KeyboardInterrupt:
             self._abort("KILLED")
             raise
@@ -174,6 +177,48 @@ class Driver:
         outcome.gpu_hours += info["seconds"] * gpus / 3600
         return path
 
+    # -- the ICM U-Nets -------------------------------------------------------------------------------
+    def icm(self, plan, exp: str, tags: dict, parent_id: str | None = None) -> tuple[Path, dict]:
+        """Train the ICM U-Nets of `plan` (an IcmPlan) on Ray, or reuse them from their cache slot;
+        log a run of kind "icm" (a child of `parent_id` when given). Returns (checkpoint, metrics)."""
+        from ichbench.orchestrate.tasks import icm_task
+        tr = self.tracker
+        tags = {**tags, f"{TAG}kind": "icm", f"{TAG}icm_model": plan.key,
+                f"{TAG}icm_dataset": plan.cfg.dataset, f"{TAG}icm_dataset_fingerprint": plan.store.fingerprint}
+        sidecar = plan.dir / SIDECAR
+        if plan.checkpoint.exists() and ckpt.load(plan.checkpoint).get("model_key") == plan.key:
+            payload = ckpt.load(plan.checkpoint)
+            source = json.loads(sidecar.read_text()).get("run_id") if sidecar.exists() else None
+            console.print(f"ICM U-Nets reused from {f'MLflow run {source}' if source else plan.checkpoint} "
+                          f"(held-out union Dice {payload['metrics']['icm_dice_union']:.3f})")
+            if parent_id is not None and tr.find_run(exp, {f"{TAG}run_key": tags.get(f"{TAG}run_key", ""),
+                                                            f"{TAG}kind": "icm"}) is None:
+                child = tr.start_run(exp, "icm (cached)", {**tags, f"{TAG}cached": "true",
+                                                             f"{TAG}icm_source_run": source or "unknown"}, parent_id)
+                tr.metrics(child.info.run_id, payload["metrics"])
+                tr.end(child.info.run_id, "FINISHED")
+            return plan.checkpoint, payload["metrics"]
+        child = tr.start_run(exp, f"icm {plan.cfg.dataset}", {**tags, f"{TAG}cached": "false"}, parent_id).info.run_id
+        self._live.append(child)
+        tr.params(child, {"icm": plan.cfg.identity()})
+        gpus = 1 if self.resources.get("GPU", 0) >= 1 else 0
+        console.print(f"ICM U-Nets (tissue and bone windows): training on {plan.cfg.dataset} ({'1 GPU' if gpus else 'CPU'})")
+        ref = icm_task.options(num_gpus=gpus, num_cpus=1).remote(str(plan.store.path), plan.cfg, str(plan.dir))
+        info = self._wait_one(ref, "icm U-Nets")
+        payload = ckpt.load(Path(info["checkpoint"]))
+        for win, history in payload["history"].items():
+            for rec in history:
+                tr.metrics(child, {f"{win}_loss": rec["loss"], f"{win}_lr": rec["lr"]}, step=int(rec["epoch"]))
+        tr.metrics(child, {**payload["metrics"], "seconds": info["seconds"]})
+        tr.tags(child, {f"{TAG}checkpoint": info["checkpoint"], f"{TAG}node": info["node_id"],
+                        f"{TAG}gpu_hours": f"{info['seconds'] * gpus / 3600:.6f}",
+                        f"{TAG}holdout_volumes": ",".join(payload["holdout_volumes"])})
+        tr.file_artifact(child, Path(info["checkpoint"]), "checkpoints")
+        tr.end(child, "FINISHED")
+        self._live.remove(child)
+        sidecar.write_text(json.dumps({"run_id": child, "experiment_id": exp, "tracking_uri": tr.uri}))
+        return Path(info["checkpoint"]), payload["metrics"]
+
     def _wait_one(self, ref, desc: str):
         import ray
         with _progress() as bar:
@@ -185,7 +230,7 @@ class Driver:
                     return ray.get(ref)
 
     # -- folds ---------------------------------------------------------------------------------------
-    def _folds(self, plan, exp, tags, parent_id, pretrained, outcome, finetune_task) -> list[dict]:
+    def _folds(self, plan, exp, tags, parent_id, pretrained, outcome, finetune_task, icm=None) -> list[dict]:
         import ray
         self._n_folds = len(plan.folds)
         results: dict[int, dict] = {}
@@ -198,7 +243,7 @@ class Driver:
                 continue
             pending[finetune_task.options(num_gpus=gpf, num_cpus=1).remote(
                 plan.method, str(plan.store.path), plan.split, fold, plan.cfg, str(plan.fold_dir(fold)),
-                str(pretrained) if pretrained else None)] = fold
+                str(pretrained) if pretrained else None, str(icm) if icm else None)] = fold
         if results:
             console.print(f"{plan.method.name}: folds {sorted(results)} already finished, reused")
         with _progress() as bar:

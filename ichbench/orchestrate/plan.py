@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ichbench.config import RunConfig, resolve
+from ichbench.config import IcmConfig, RunConfig, resolve
 from ichbench.datasets.base import PRETRAINING, SEGMENTATION, get_dataset
 from ichbench.errors import IchbenchError
 from ichbench.methods.base import Method, get_method
@@ -17,6 +17,28 @@ from ichbench.splits import PAPER_K, save_split, split_for_store
 from ichbench.store import SliceStore, open_store, store_path
 from ichbench.train.engine import pretrained_dirname
 from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
+
+
+@dataclass
+class IcmPlan:
+    """The ICM U-Nets a run (or `ichbench icm train`) needs: settings, training store, cache slot."""
+    cfg: IcmConfig
+    store: SliceStore
+    key: str
+    dir: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        from ichbench.icm.masker import ICM_NAME
+        return self.dir / ICM_NAME
+
+
+def plan_icm(home: Path, cfg: IcmConfig) -> IcmPlan:
+    """Refuse early when the training store cannot teach the ICM; else its cache slot."""
+    from ichbench.icm.train import icm_dirname, shipped_volumes
+    store = open_role(home, cfg.dataset, SEGMENTATION)
+    shipped_volumes(store)
+    return IcmPlan(cfg, store, cfg.model_key(store.fingerprint), home / "icm" / cfg.dataset / icm_dirname(cfg, store.fingerprint))
 
 
 @dataclass
@@ -32,12 +54,15 @@ class MethodPlan:
     pretrain_store: SliceStore | None = None
     pretrain_dir: Path | None = None
     overrides: list[str] = field(default_factory=list)
+    icm: IcmPlan | None = None        # +ICM methods with icm.source=unet
 
     def fold_dir(self, fold: int) -> Path:
         return self.run_dir / f"fold_{fold}"
 
 
-def _open(home: Path, dataset: str, role: str, *, auto_ingest: bool) -> SliceStore:
+def open_role(home: Path, dataset: str, role: str, *, auto_ingest: bool | None = None) -> SliceStore:
+    """The store of `dataset`'s `role`; the phantom (which makes its own sources) is ingested on demand."""
+    auto_ingest = dataset == "phantom" if auto_ingest is None else auto_ingest
     path = store_path(home, dataset, role)
     if not (path / "zarr.json").exists():
         ds = get_dataset(dataset)
@@ -59,16 +84,21 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
     method = get_method(name)
     get_dataset(dataset)
     cfg = resolve(method, dataset, profile, list(overrides), pretrain_dataset)
-    auto = dataset == "phantom"
-    store = _open(home, dataset, SEGMENTATION, auto_ingest=auto)
+    store = open_role(home, dataset, SEGMENTATION)
     check_finetuning_store(method, store)
     pstore = pdir = None
     if method.has_pretext:
-        pstore = _open(home, cfg.pretrain_dataset, PRETRAINING, auto_ingest=cfg.pretrain_dataset == "phantom")
+        pstore = open_role(home, cfg.pretrain_dataset, PRETRAINING)
         check_pretraining_store(method, pstore)
         if method.init_from:
             check_pretraining_store(get_method(method.init_from), pstore)
         pdir = home / "pretrained" / cfg.pretrain_dataset / pretrained_dirname(cfg)
+    icm = None
+    if method.icm and cfg.icm.source == "shipped":
+        from ichbench.icm.sources import check_shipped
+        check_shipped(store)
+    elif method.icm and cfg.icm.source == "unet":
+        icm = plan_icm(home, cfg.icm)
     k = k or PAPER_K.get(dataset, 5)
     split = split_for_store(store, k)
     split_path = save_split(split, home / "splits" / f"{dataset}-k{k}.json")
@@ -77,9 +107,10 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
     if bad:
         raise IchbenchError(f"--folds {bad} out of range for k={k} (0..{k - 1})")
     run_key = _key({"config": cfg.to_dict(), "split": split["hash"], "store": store.fingerprint,
-                    "pretrain_store": pstore.fingerprint if pstore else None})
+                    "pretrain_store": pstore.fingerprint if pstore else None, "icm": icm.key if icm else None})
     run_dir = home / "runs" / dataset / method.name / f"{profile}-{run_key[:12]}"
-    return MethodPlan(method, cfg, store, split, split_path, folds, run_key, run_dir, pstore, pdir, list(overrides))
+    return MethodPlan(method, cfg, store, split, split_path, folds, run_key, run_dir, pstore, pdir,
+                      list(overrides), icm)
 
 
 def expand_methods(spec: str) -> list[str]:

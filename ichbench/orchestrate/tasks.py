@@ -39,8 +39,17 @@ def pretrain_task(method, store_path: str, cfg, out_dir: str) -> dict:
 
 
 @ray.remote(max_retries=FOLD_RETRIES, retry_exceptions=False)
+def icm_task(store_path: str, icm_cfg, out_dir: str) -> dict:
+    from ichbench.icm.train import train_icm
+    t0 = time.time()
+    where = _where()
+    path = train_icm(Path(store_path), icm_cfg, Path(out_dir), device=_device(), progress=False)
+    return {"checkpoint": str(path), "seconds": time.time() - t0, **where}
+
+
+@ray.remote(max_retries=FOLD_RETRIES, retry_exceptions=False)
 def finetune_task(method, store_path: str, split: dict, fold: int, cfg, out_dir: str,
-                  pretrained: str | None) -> dict:
+                  pretrained: str | None, icm_checkpoint: str | None = None) -> dict:
     from ichbench.train.engine import finetune
     t0 = time.time()
     out = Path(out_dir)
@@ -50,8 +59,12 @@ def finetune_task(method, store_path: str, split: dict, fold: int, cfg, out_dir:
     (out / "worker.pid").write_text(str(where["pid"]))
     attempts = out / "attempts"
     attempts.write_text(str(int(attempts.read_text()) + 1 if attempts.exists() else 1))
+    cavity = None
+    if cfg.icm is not None:
+        from ichbench.icm.sources import CavitySource
+        cavity = CavitySource(cfg.icm, Path(icm_checkpoint) if icm_checkpoint else None, _device())
     result = finetune(method, Path(store_path), split, fold, cfg, out, pretrained=Path(pretrained) if pretrained else None,
-                      device=_device(), progress=False)
+                      device=_device(), progress=False, cavity=cavity)
     result["worker"] = where
     result["attempts"] = int(attempts.read_text())
     result["wall_seconds"] = time.time() - t0

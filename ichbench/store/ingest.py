@@ -144,6 +144,8 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
                         "native_shape": list(native),
                         "subtypes": [t for t in SUBTYPES if t in vol.subtypes] if vol.subtypes is not None else None,
                         "has_ich": volume_has_ich(vol, labels)}
+                if brain is not None:   # which cavity mask the store holds: only shipped ones train the ICM
+                    meta["brain"] = "shipped" if vol.brain is not None else "classical"
                 idx = writer.volume_index(vol.id)
                 if idx is not None and meta["has_ich"]:
                     writer.volumes[idx]["has_ich"] = True

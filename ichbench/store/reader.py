@@ -58,7 +58,7 @@ class SliceStore:
         """Whole arrays (or the rows in `index`) as numpy, in one bulk read each."""
         out = {}
         for name in names or self.arrays:
-            if name not in self.group:
+            if name not in self.group or (name not in self.arrays and name not in self.derived):
                 continue
             arr = self.group[name]
             out[name] = arr[:] if index is None else arr.get_orthogonal_selection((np.asarray(index),))
@@ -88,6 +88,18 @@ class SliceStore:
         }
 
     # -- integrity -------------------------------------------------------------------------------
+    @property
+    def derived(self) -> dict:
+        """Arrays computed from the store after ingest (`icm`), with their model keys and digests."""
+        return dict(self.attrs.get("derived") or {})
+
+    def _digest(self, name: str) -> str:
+        h = hashlib.sha256()
+        arr = self.group[name]
+        for start in range(0, self.n_slices, SHARD_SLICES * 4):
+            h.update(np.ascontiguousarray(arr[start:start + SHARD_SLICES * 4]).tobytes())
+        return h.hexdigest()
+
     def verify(self) -> list[str]:
         """Re-hash every array and check the structure. Returns the problems found (none: [])."""
         problems = []
@@ -97,15 +109,17 @@ class SliceStore:
                 problems.append(f"{name} has {self.group[name].shape[0]} rows, expected {n}")
         if "images" in self.arrays and self.group["labels"].shape[1:] != (len(LABEL_ORDER),):
             problems.append(f"labels has shape {self.group['labels'].shape}, expected (N, {len(LABEL_ORDER)})")
-        digests = {}
-        for name in self.arrays:
-            h = hashlib.sha256()
-            arr = self.group[name]
-            for start in range(0, n, SHARD_SLICES * 4):
-                h.update(np.ascontiguousarray(arr[start:start + SHARD_SLICES * 4]).tobytes())
-            digests[name] = h.hexdigest()
-            if digests[name] != self.attrs["digests"].get(name):
+        digests = {name: self._digest(name) for name in self.arrays}
+        for name, digest in digests.items():
+            if digest != self.attrs["digests"].get(name):
                 problems.append(f"{name}: content hash differs from the one recorded at ingest")
+        for name, record in self.derived.items():   # e.g. `icm`, written by `ichbench icm apply`
+            if name not in self.group:
+                problems.append(f"{name}: recorded as derived but the array is missing")
+            elif self.group[name].shape[0] != n:
+                problems.append(f"{name} has {self.group[name].shape[0]} rows, expected {n}")
+            elif self._digest(name) != record.get("digest"):
+                problems.append(f"{name}: content hash differs from the one recorded when it was written")
         counts = np.bincount(self.group["volume"][:], minlength=len(self.volumes)) if n else np.zeros(len(self.volumes), int)
         for i, v in enumerate(self.volumes):
             if counts[i] != v["n_slices"]:

@@ -21,6 +21,16 @@ from ichbench.store.layout import FORMAT_VERSION, SHARD_SLICES, fingerprint
 _DTYPES = {"images": "int16", "masks": "uint8", "labels": "uint8", "volume": "int32", "brain": "uint8"}
 
 
+def compressor() -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+def create_slice_array(group, name: str, dtype: str, size: int, shard_slices: int = SHARD_SLICES, rows: int = 0):
+    """An (N, size, size) array with one chunk per slice, `shard_slices` slices per shard file."""
+    return group.create_array(name, shape=(rows, size, size), dtype=dtype, chunks=(1, size, size),
+                              shards=(shard_slices, size, size), compressors=compressor(), fill_value=0)
+
+
 class StoreWriter:
     def __init__(self, path: Path, *, size: int, with_masks: bool, with_brain: bool = True,
                  shard_slices: int = SHARD_SLICES):
@@ -29,13 +39,15 @@ class StoreWriter:
         self.shard = shard_slices
         self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
         names = ["images", "labels", "volume"] + (["masks"] if with_masks else []) + (["brain"] if with_brain else [])
-        compressor = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
         self.arrays: dict[str, zarr.Array] = {}
         for name in names:
-            tail = (size, size) if name in ("images", "masks", "brain") else ((len(LABEL_ORDER),) if name == "labels" else ())
+            if name in ("images", "masks", "brain"):
+                self.arrays[name] = create_slice_array(self.group, name, _DTYPES[name], size, shard_slices)
+                continue
+            tail = (len(LABEL_ORDER),) if name == "labels" else ()
             self.arrays[name] = self.group.create_array(
-                name, shape=(0, *tail), dtype=_DTYPES[name], chunks=(1 if tail and name != "labels" else shard_slices, *tail),
-                shards=(shard_slices, *tail), compressors=compressor, fill_value=0)
+                name, shape=(0, *tail), dtype=_DTYPES[name], chunks=(shard_slices, *tail),
+                shards=(shard_slices, *tail), compressors=compressor(), fill_value=0)
         self.hashers = {name: hashlib.sha256() for name in names}
         self.buffers: dict[str, list[np.ndarray]] = {name: [] for name in names}
         self.buffered = 0

@@ -45,6 +45,8 @@ def base_tags(plan, owner, resources: dict) -> dict[str, str]:
         f"{TAG}plugin_dist": owner.distribution or "", f"{TAG}plugin_version": owner.version or "",
         f"{TAG}git_commit": git_commit(), f"{TAG}hardware": hardware(resources),
         f"{TAG}pretrain_dataset": plan.cfg.pretrain_dataset,
+        **({f"{TAG}icm_source": plan.cfg.icm.source} if plan.cfg.icm is not None else {}),
+        **({f"{TAG}icm_model": plan.icm.key} if plan.icm is not None else {}),
     }
 
 

@@ -35,6 +35,7 @@ class SliceArrays:
     fingerprint: str
     path: Path
     rows: torch.Tensor              # (N,) int64 row of each slice in the store
+    icm: torch.Tensor | None = None  # (N, S, S) uint8 learned cavity mask (`ichbench icm apply`)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -48,11 +49,11 @@ class SliceArrays:
         `volume` stays on the host, where slices are selected."""
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return SliceArrays(move(self.images), move(self.labels), self.volume, move(self.masks),
-                           move(self.brain), self.volumes, self.fingerprint, self.path, self.rows)
+                           move(self.brain), self.volumes, self.fingerprint, self.path, self.rows, move(self.icm))
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in
-                   (self.images, self.labels, self.volume, self.masks, self.brain) if t is not None)
+                   (self.images, self.labels, self.volume, self.masks, self.brain, self.icm) if t is not None)
 
 
 def _resize(stack: np.ndarray, size: int, is_mask: bool) -> torch.Tensor:
@@ -91,7 +92,7 @@ def load_store(path: Path, image_size: int, rows: np.ndarray | None = None,
                        volume=torch.from_numpy(data["volume"].astype(np.int64)),
                        masks=spatial("masks", True), brain=spatial("brain", True),
                        volumes=store.volumes, fingerprint=store.fingerprint, path=Path(path),
-                       rows=torch.from_numpy(rows))
+                       rows=torch.from_numpy(rows), icm=spatial("icm", True))
 
 
 def windowed(images: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The training engine: pretext pretraining and fine-tuning, plain PyTorch.
 
-Both share one loop (`_fit`): Adam with L2 as weight decay, the learning rate decayed by
+Both share one loop (`train.loop.fit`): Adam with L2 as weight decay, the learning rate decayed by
 ExponentialLR once per epoch, a checkpoint of the whole training state after every epoch (so a
 killed run resumes where it stopped and ends with the same weights), and a rich progress bar.
 
@@ -17,15 +17,11 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ichbench import __version__
 from ichbench.errors import IchbenchError
@@ -37,6 +33,7 @@ from ichbench.train.data import (EpochSampler, finetune_pool, load_store, place,
                                  pretrain_selection, volume_rows, windowed)
 from ichbench.train.device import autocast_for, device_mode, gather, images_of, numerics, prepare_model, select_device
 from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
+from ichbench.train.loop import fit, generators
 from ichbench.train.losses import dice_loss
 from ichbench.train.predict import evaluate_volumes
 
@@ -48,68 +45,6 @@ def _method(method):
         from ichbench.methods.base import get_method
         return get_method(method)
     return method
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                    console=Console(stderr=True), disable=not (enabled and sys.stderr.isatty()),
-                    transient=False)
-
-
-def _fit(*, model: torch.nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], sampler: EpochSampler,
-         epochs: int, lr: float, lr_decay: float, weight_decay: float, state_path: Path, identity: str,
-         generators: dict[str, torch.Generator], device: torch.device, desc: str, progress: bool,
-         validate: Callable[[], float] | None = None, on_epoch: Callable[[int, list], None] | None = None,
-         ) -> list[dict]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay)
-    start, history = 0, []
-    if state_path.exists():
-        state = ckpt.load(state_path)
-        if state.get("identity") != identity:
-            raise IchbenchError(f"{state_path}: checkpoint of a different configuration; "
-                                "remove it or use another output folder")
-        start, history = ckpt.restore_training_state(state, model, optimizer, scheduler, generators)
-    with _progress(progress) as bar:
-        task = bar.add_task(desc, total=None, info="")
-        for epoch in range(start, epochs):
-            t0 = time.perf_counter()
-            model.train()
-            batches = sampler.epoch()
-            bar.update(task, total=len(batches), completed=0, info=f"epoch {epoch + 1}/{epochs}")
-            total = torch.zeros((), device=device)
-            for idx in batches:
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(idx)
-                if device.type == "cpu" and not torch.isfinite(loss):
-                    raise IchbenchError(f"{desc}: loss became {loss.item()} in epoch {epoch + 1}")
-                loss.backward()
-                optimizer.step()
-                total += loss.detach().float()
-                bar.advance(task)
-            record = {"epoch": epoch + 1, "loss": float(total) / len(batches),
-                      "lr": optimizer.param_groups[0]["lr"], "steps": len(batches)}
-            scheduler.step()
-            if not math.isfinite(record["loss"]):
-                raise IchbenchError(f"{desc}: mean loss is {record['loss']} in epoch {epoch + 1}")
-            if validate is not None:
-                record["val_loss"] = validate()
-            record["seconds"] = round(time.perf_counter() - t0, 3)
-            history.append(record)
-            bar.update(task, info=f"epoch {epoch + 1}/{epochs} loss {record['loss']:.4f}")
-            ckpt.save_atomic(ckpt.training_state(model, optimizer, scheduler, generators, epoch + 1,
-                                                 history, identity), state_path)
-            if on_epoch is not None:
-                on_epoch(epoch + 1, history)
-    return history
-
-
-def _generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
-    """Sampling draws on the host, augmentation and pretext randomness on the training device."""
-    return {"sampler": torch.Generator().manual_seed(seed),
-            "device": torch.Generator(device=device).manual_seed(seed + 1)}
 
 
 # -- pretraining ------------------------------------------------------------------------------------
@@ -172,7 +107,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
             transfer_parts(init_state[0]["state"], unet, init_state[1])
         model = prepare_model(m.build_pretext(unet, pc), device, pc.compile and device.type == "cuda")
         arrays = place(arrays, device)
-        gens = _generators(pc.seed, device)
+        gens = generators(pc.seed, device)
         sampler = EpochSampler(lambda g: train_pos, pc.batch_size, pc.steps_per_epoch, gens["sampler"], drop_last=True)
 
         def batch_of(idx: torch.Tensor) -> dict:
@@ -205,7 +140,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
             return float((torch.stack(losses).cpu() * w).sum() / w.sum())
 
         t0 = time.perf_counter()
-        history = _fit(model=model, loss_fn=loss_fn, sampler=sampler, epochs=pc.epochs, lr=pc.lr,
+        history = fit(model=model, loss_fn=loss_fn, sampler=sampler, epochs=pc.epochs, lr=pc.lr,
                        lr_decay=pc.lr_decay, weight_decay=pc.weight_decay, state_path=state_path,
                        identity=state_identity, generators=gens, device=device, desc=f"pretrain {m.name}",
                        progress=progress, validate=validate, on_epoch=on_epoch)
@@ -245,12 +180,13 @@ def _load_pretrained_into(unet: UNet, method, path: Path, cfg) -> dict:
 
 
 def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Path, pretrained: Path | None = None,
-             device=None, progress: bool = True, on_epoch=None) -> dict:
+             device=None, progress: bool = True, on_epoch=None, cavity=None) -> dict:
     """Fine-tune a U-Net on the training volumes of `fold` and score the fold's test volumes.
 
     Writes `out_dir/result.json` (per-volume metrics, summary, history, the resolved config) and
     returns the same dict. The training state is checkpointed every epoch in `out_dir/state.pt`;
     calling again with the same arguments resumes (or, when finished, only re-evaluates).
+    A +ICM method needs `cavity`, an `ichbench.icm.CavitySource` for its `icm.source`.
     """
     from ichbench.splits import labeled_subset, train_ids
     from ichbench.store import open_store
@@ -263,6 +199,9 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     if m.has_pretext and pretrained is None:
         raise IchbenchError(f"{m.name} fine-tunes from its pretraining: pass a pretrained checkpoint "
                             "(`ichbench pretrain` makes one)")
+    if m.icm and cavity is None:
+        raise IchbenchError(f"{m.name} multiplies its predictions by the intracranial cavity mask: pass its "
+                            "source (`ichbench.icm.CavitySource(cfg.icm, ...)`)")
     if not 0 <= fold < len(split["folds"]):
         raise IchbenchError(f"fold {fold} out of range: the split has {len(split['folds'])} folds (0..{len(split['folds']) - 1})")
     if split.get("store_fingerprint") not in (None, store.fingerprint):
@@ -272,7 +211,12 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     test_ids = list(split["folds"][fold]["test"])
     train = labeled_subset(train_ids(split, fold), {v["id"]: bool(v.get("has_ich")) for v in store.volumes},
                            fc.labeled_fraction, seed=fold)
-    arrays = load_store(store_path, fc.image_size, names=("images", "labels", "volume", "masks", "brain"))
+    extra = ()
+    if m.icm and cfg.icm.source == "shipped":
+        extra = ("brain",)
+    elif m.icm and cavity.stored_in(store):
+        extra = ("icm",)
+    arrays = load_store(store_path, fc.image_size, names=("images", "labels", "volume", "masks", *extra))
     store_size = int(store.attrs["settings"]["size"])
     train_rows = volume_rows(arrays, train)
 
@@ -282,11 +226,13 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         transfer = _load_pretrained_into(unet, m, Path(pretrained), cfg) if pretrained is not None else None
         if fc.head_prior is not None and not (transfer and "head" in expand_parts(unet, transfer["parts"])):
             torch.nn.init.constant_(unet.head.bias, math.log(fc.head_prior / (1 - fc.head_prior)))
-        identity = cfg.finetune_hash(transfer["config_hash"] if transfer else None) + f":fold{fold}:{split.get('hash')}"
+        icm_key = cavity.model_key if (m.icm and cavity is not None) else None
+        identity = (cfg.finetune_hash(transfer["config_hash"] if transfer else None, icm_key)
+                    + f":fold{fold}:{split.get('hash')}")
         model = prepare_model(unet, device, fc.compile and device.type == "cuda")
         pool = finetune_pool(arrays, train_rows, m.sampling, fc.nonich_ratio)  # on the host copy
         arrays = place(arrays, device)
-        gens = _generators(fc.seed, device)
+        gens = generators(fc.seed, device)
         sampler = EpochSampler(pool, fc.batch_size, fc.steps_per_epoch, gens["sampler"])
         aug = fc.augment
         # eq. 5's α applies to Mixed; ICH-only is plain eq. 4 (α = 1 on the rare slice that an
@@ -304,19 +250,20 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
             return dice_loss(logits.float(), masks, empty_weight=alpha)
 
         t0 = time.perf_counter()
-        history = _fit(model=model, loss_fn=loss_fn, sampler=sampler, epochs=fc.epochs, lr=fc.lr,
+        history = fit(model=model, loss_fn=loss_fn, sampler=sampler, epochs=fc.epochs, lr=fc.lr,
                        lr_decay=fc.lr_decay, weight_decay=fc.weight_decay, state_path=out_dir / ckpt.STATE_NAME,
                        identity=identity, generators=gens, device=device,
                        desc=f"finetune {m.name} fold {fold}", progress=progress, on_epoch=on_epoch)
         train_seconds = time.perf_counter() - t0
-        rows = evaluate_volumes(model, arrays, test_ids, device, fc.threshold, m.icm,
+        rows = evaluate_volumes(model, arrays, test_ids, device, fc.threshold, cavity if m.icm else None,
                                 spacing_scale=store_size / fc.image_size)
     result = {
         "method": m.name, "dataset": cfg.dataset, "profile": cfg.profile, "fold": fold, "k": len(split["folds"]),
         "split_hash": split.get("hash"), "store": str(store_path), "store_fingerprint": store.fingerprint,
         "train_volumes": train, "n_labeled_volumes": len(train), "test_volumes": test_ids,
         "n_train_slices": int(len(train_rows)),
-        "pretrained": transfer, "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
+        "pretrained": transfer, "icm": cavity.info if m.icm else None,
+        "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
         "history": history, "volumes": rows, "summary": summarize(rows), "device": str(device),
         "train_seconds": round(train_seconds, 3), "ichbench_version": __version__, "torch_version": torch.__version__,
         **numerics(device),

@@ -47,14 +47,11 @@ def check_pretraining_store(method, store) -> None:
 
 
 def check_finetuning_store(method, store) -> None:
-    """Segmentation masks for every method; the intracranial mask for the `_icm` ones."""
-    arrays = store.arrays
-    if "masks" not in arrays:
+    """Segmentation masks for every method. (The +ICM methods' cavity mask depends on `icm.source`:
+    `ichbench.icm.check_shipped` checks the shipped one; the others are computed.)"""
+    if "masks" not in store.arrays:
         raise IchbenchError(f"{method.name} cannot fine-tune on {store.path}: the store has no hemorrhage "
                             "masks (is it a pretraining store?)")
-    if method.icm and "brain" not in arrays:
-        raise IchbenchError(f"{method.name} cannot run on {store.path}: it masks predictions with the "
-                            "intracranial cavity, and the store has no `brain` array")
 
 
 def check_label_needs(method, store, purpose: str = "pretraining") -> None:

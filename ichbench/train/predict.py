@@ -7,36 +7,36 @@ import torch
 
 from ichbench.evaluate import per_volume_row
 from ichbench.train.data import SliceArrays, volume_rows
-from ichbench.train.device import autocast_for, gather, images_of
+from ichbench.train.device import autocast_for, images_of
 
 EVAL_BATCH = 64
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor, device: torch.device,
-            threshold: float, icm: bool) -> np.ndarray:
-    """Binary masks (len(rows), S, S) for the slices `rows`: sigmoid > threshold, times the
-    intracranial mask for ICM methods."""
+            threshold: float, cavity=None) -> np.ndarray:
+    """Binary masks (len(rows), S, S) for the slices `rows`: sigmoid > threshold, and for +ICM
+    methods times the intracranial cavity mask `cavity` gives (an `ichbench.icm.CavitySource`)."""
     model.eval()
     out = []
     for idx in rows.split(EVAL_BATCH):
         with autocast_for(device):
             logits = model(images_of(arrays, idx, device))
-        pred = torch.sigmoid(logits.float())[:, 0] > threshold
-        if icm:
-            pred &= gather(arrays.brain, idx, device).bool()
-        out.append(pred.cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, arrays.image_size, arrays.image_size), bool)
+        out.append((torch.sigmoid(logits.float())[:, 0] > threshold).cpu())
+    pred = torch.cat(out) if out else torch.zeros((0, arrays.image_size, arrays.image_size), dtype=torch.bool)
+    if cavity is not None and len(rows):
+        pred &= cavity.masks(arrays, rows)
+    return pred.numpy()
 
 
-def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: float, icm: bool,
+def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: float, cavity=None,
                      spacing_scale: float = 1.0) -> list[dict]:
     """Per-volume rows (Dice, precision, recall, TP/FP/FN, mL) for the named volumes."""
     index = {v["id"]: i for i, v in enumerate(arrays.volumes)}
     rows_out = []
     for vid in volume_ids:
         rows = volume_rows(arrays, [vid])
-        pred = predict(model, arrays, rows, device, threshold, icm)
+        pred = predict(model, arrays, rows, device, threshold, cavity)
         truth = arrays.masks[rows.to(arrays.masks.device)].cpu().numpy().astype(bool)
         vol = arrays.volumes[index[vid]]
         z, y, x = vol["spacing"]

@@ -1,0 +1,74 @@
+"""`ichbench icm apply`: write a trained ICM's masks into an existing store, without re-ingesting.
+
+The new version of the store is built beside it and published atomically (`store.atomic`): the
+ingested arrays' shard files are hard-linked (never rewritten, so sharing them is safe; metadata
+files are copied), the `icm` array is written and hashed, and the group attributes record it under
+`derived.icm` (model key, digest, threshold, where the model learned and how well). Until the new
+version is complete the old one stays in place and readable; a killed apply leaves it untouched.
+
+The store's `fingerprint` names its ingested content (what splits, canonical leaderboard records
+and caches key on) and does not change: a derived array is a model's output, identified by the
+model's key and checked by its own digest (`SliceStore.verify`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from ichbench.icm.masker import IcmUNets
+from ichbench.store import atomic, open_store
+from ichbench.store.layout import SHARD_SLICES
+from ichbench.store.writer import create_slice_array
+
+ICM_ARRAY = "icm"
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    if src.endswith(".json"):
+        shutil.copy2(src, dst)      # metadata is rewritten below: never share it with the old store
+    else:
+        os.link(src, dst)
+
+
+def apply_icm(store_path: Path, unets: IcmUNets, threshold: float, progress=None) -> dict:
+    """Write `unets`' masks as the store's `icm` array; returns its `derived.icm` record."""
+    store = open_store(store_path)
+    final = store.path
+    atomic.recover(final)
+    tmp = atomic.tmp_path(final)
+    atomic.discard(tmp)
+    try:
+        shutil.copytree(final, tmp, copy_function=_link_or_copy)
+    except OSError:                 # no hard links across devices: copy instead
+        atomic.discard(tmp)
+        shutil.copytree(final, tmp)
+    try:
+        group = zarr.open_group(str(tmp), mode="r+")
+        if ICM_ARRAY in group:
+            del group[ICM_ARRAY]
+        n, size = store.n_slices, int(store.attrs["settings"]["size"])
+        arr = create_slice_array(group, ICM_ARRAY, "uint8", size, rows=n)
+        digest = hashlib.sha256()
+        images = store["images"]
+        for start in range(0, n, SHARD_SLICES):
+            masks = unets(images[start:start + SHARD_SLICES], threshold).astype(np.uint8)
+            with zarr.config.set({"codec_pipeline.batch_size": SHARD_SLICES}):
+                arr[start:start + len(masks)] = masks
+            digest.update(masks.tobytes())
+            if progress is not None:
+                progress(len(masks))
+        record = {"model": unets.key, "digest": digest.hexdigest(), "threshold": threshold,
+                  "trained_on": unets.payload.get("dataset"),
+                  "trained_on_fingerprint": unets.payload.get("store_fingerprint"), **unets.metrics}
+        group.attrs.update({"derived": {**store.attrs.get("derived", {}), ICM_ARRAY: record}})
+    except BaseException:
+        atomic.discard(tmp)
+        raise
+    atomic.publish(tmp, final)
+    return record

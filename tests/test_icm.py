@@ -1,0 +1,183 @@
+"""The learned intracranial cavity mask (§2.3.3): training, its sources, writing it into a store,
+and a +ICM run that uses it, tracked in MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ichbench.config import resolve, resolve_icm
+from ichbench.datasets.base import IngestOptions
+from ichbench.errors import IchbenchError
+from ichbench.evaluate.metrics import volume_metrics
+from ichbench.icm import CavitySource, check_shipped, load_icm, train_icm
+from ichbench.icm.apply import apply_icm
+from ichbench.icm.train import holdout_split, icm_dirname, shipped_volumes
+from ichbench.store import open_store
+from ichbench.store.ingest import ingest
+from ichbench.train.data import load_store, volume_rows
+from tests.synthetic import SyntheticDataset
+
+
+@pytest.fixture(scope="session")
+def trained_icm(phantom_stores, phantom_store):
+    """The smoke ICM U-Nets trained once on the session phantom, in its home's cache slot (so
+    every `phantom_home` copied afterwards has them)."""
+    cfg = resolve_icm("phantom", "smoke")
+    fp = open_store(phantom_store).fingerprint
+    return train_icm(phantom_store, cfg, phantom_stores / "icm" / "phantom" / icm_dirname(cfg, fp),
+                     device="cpu", progress=False)
+
+
+def test_union_mask_reaches_dice_0_9_on_held_out_phantom_volumes(trained_icm, phantom_store):
+    icm = load_icm(trained_icm)
+    hold = icm.payload["holdout_volumes"]
+    assert hold and not set(hold) & set(icm.payload["train_volumes"])
+    assert icm.metrics["icm_dice_union"] >= 0.9, icm.metrics
+    # recomputed here, from the generator's cavity (the phantom ships it as brain.nii.gz)
+    arrays = load_store(phantom_store, icm.image_size, names=("images", "labels", "volume", "brain"))
+    dice = []
+    for vid in hold:
+        rows = volume_rows(arrays, [vid])
+        union = icm(arrays.images[rows].numpy())
+        dice.append(volume_metrics(union, arrays.brain[rows].numpy().astype(bool))["dice"])
+    assert np.mean(dice) == pytest.approx(icm.metrics["icm_dice_union"], abs=1e-6)
+    assert np.mean(dice) >= 0.9
+    # the tissue and bone U-Nets really look through their own windows
+    assert icm.windows == {"tissue": (0.0, 600.0), "bone": (150.0, 650.0)}
+
+
+def test_trained_icm_is_reused_not_retrained(trained_icm, phantom_store):
+    mtime = trained_icm.stat().st_mtime_ns
+    again = train_icm(phantom_store, resolve_icm("phantom", "smoke"), trained_icm.parent, device="cpu", progress=False)
+    assert again == trained_icm and trained_icm.stat().st_mtime_ns == mtime
+
+
+def test_only_shipped_masks_teach_the_icm(home):
+    [res] = ingest(SyntheticDataset(n=3), home, source=home, options=IngestOptions(size=16))
+    store = open_store(res.path)
+    assert {v["brain"] for v in store.volumes} == {"classical"}
+    with pytest.raises(IchbenchError, match="computed by the classical masker"):
+        shipped_volumes(store)
+    with pytest.raises(IchbenchError, match="icm.source=shipped"):
+        check_shipped(store)
+
+
+def test_holdout_split_is_seeded_and_keeps_a_training_volume():
+    ids = [f"V{i}" for i in range(10)]
+    train, hold = holdout_split(ids, 0.2, seed=0)
+    assert len(hold) == 2 and sorted(train + hold) == ids
+    assert holdout_split(ids, 0.2, seed=0) == (train, hold)
+    assert holdout_split(["a", "b"], 0.5, seed=3)[0] != []
+    with pytest.raises(IchbenchError, match="at least 2"):
+        holdout_split(["a"], 0.2, seed=0)
+
+
+def test_config_the_paper_uses_the_unet_union_and_smoke_the_classical_mask(registry):
+    paper = resolve("unet_mixed_icm", "hssayeni", "paper").icm
+    assert (paper.source, paper.tissue_window, paper.bone_window) == ("unet", (0.0, 600.0), (150.0, 650.0))
+    assert (paper.epochs, paper.batch_size_tissue, paper.batch_size_bone, paper.lr, paper.lr_decay,
+            paper.weight_decay) == (50, 20, 16, 1e-3, 0.96, 1e-6)
+    assert paper.dataset == "segcq500"                       # Hssayeni ships no cavity masks
+    assert resolve("unet_ich_only_icm", "segcq500", "paper").icm.dataset == "segcq500"
+    assert resolve("unet_mixed_icm", "phantom", "smoke").icm.source == "classical"
+    assert resolve("unet_mixed", "phantom", "paper").icm is None
+    with pytest.raises(IchbenchError, match="does not mask its predictions"):
+        resolve("unet_mixed", "phantom", "smoke", ["icm.source=unet"])
+    with pytest.raises(IchbenchError, match="icm.source must be one of"):
+        resolve("unet_mixed_icm", "phantom", "smoke", ["icm.source=atlas"])
+    with pytest.raises(IchbenchError, match="only icm"):
+        resolve_icm("phantom", "smoke", ["finetune.epochs=2"])
+    # the source and the threshold do not change what is learned; the settings do
+    a = resolve("unet_mixed_icm", "phantom", "smoke").icm
+    b = resolve("unet_mixed_icm", "phantom", "smoke", ["icm.source=unet", "icm.threshold=0.4"]).icm
+    c = resolve("unet_mixed_icm", "phantom", "smoke", ["icm.epochs=5"]).icm
+    assert a.model_key("f") == b.model_key("f") != c.model_key("f") and a.model_key("f") != a.model_key("g")
+
+
+def test_cavity_sources_give_their_masks(trained_icm, phantom_store):
+    arrays = load_store(phantom_store, 64, names=("images", "labels", "volume", "masks", "brain"))
+    rows = volume_rows(arrays, [arrays.volumes[0]["id"]])
+    truth = arrays.brain[rows].bool()
+    cfg = resolve_icm("phantom", "smoke")
+    for source in ("shipped", "classical", "unet"):
+        cfg.source = source
+        cav = CavitySource(cfg, trained_icm if source == "unet" else None)
+        m = cav.masks(arrays, rows)
+        assert m.dtype == torch.bool and m.shape == truth.shape
+        dice = volume_metrics(m.numpy(), truth.numpy())["dice"]
+        assert dice == 1.0 if source == "shipped" else dice > 0.85, (source, dice)
+    assert cav.info["model"] == load_icm(trained_icm).key and cav.model_key == cav.info["model"]
+    cfg.source = "unet"
+    with pytest.raises(IchbenchError, match="icm train"):
+        CavitySource(cfg, None)
+
+
+def test_icm_apply_writes_a_verified_array_atomically(trained_icm, phantom_home):
+    from ichbench.store import store_path
+    path = store_path(phantom_home, "phantom", "segmentation")
+    before = open_store(path)
+    fp, n = before.fingerprint, before.n_slices
+    icm = load_icm(trained_icm)
+
+    class Breaks:  # fails after the first shard: the published store must stay the old one
+        key, payload, metrics = icm.key, icm.payload, icm.metrics
+
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, hu, threshold):
+            self.calls += 1
+            if self.calls > 1:
+                raise RuntimeError("killed")
+            return icm(hu, threshold)
+
+    if n > 64:
+        with pytest.raises(RuntimeError, match="killed"):
+            apply_icm(path, Breaks(), 0.5)
+        assert "icm" not in open_store(path).derived and not list(path.parent.glob(".segmentation.zarr.*"))
+    record = apply_icm(path, icm, 0.5)
+    after = open_store(path)
+    assert after.fingerprint == fp and after.verify() == []
+    assert after.derived["icm"]["model"] == icm.key == record["model"]
+    stored = after.load(["icm"])["icm"]
+    assert stored.shape == (n, *after["images"].shape[1:])
+    np.testing.assert_array_equal(stored[:16], icm(after["images"][:16], 0.5))
+    # a flipped mask voxel is caught by verify
+    import zarr
+    arr = zarr.open_array(str(path / "icm"), mode="r+")
+    arr[0, 0, 0] = 1 - arr[0, 0, 0]
+    assert any("icm: content hash differs" in p for p in open_store(path).verify())
+
+
+def test_icm_train_then_run_uses_the_learned_mask(trained_icm, phantom_home, ray_session):
+    """Issue 9's acceptance: `icm train` then a +ICM run with icm.source=unet; MLflow shows both."""
+    from typer.testing import CliRunner
+
+    import mlflow
+    from ichbench.cli.main import app
+    from ichbench.tracking import default_tracking_uri
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["icm", "train", "--dataset", "phantom", "--profile", "smoke", "--json"])
+    assert out.exit_code == 0, out.output
+    trained = json.loads(out.stdout[out.stdout.index("{"):])
+    assert trained["icm_dice_union"] >= 0.9 and trained["model"] == load_icm(trained_icm).key
+    out = runner.invoke(app, ["run", "--method", "unet_mixed_icm", "--dataset", "phantom", "--profile", "smoke",
+                              "--folds", "0", "--set", "icm.source=unet", "--set", "finetune.epochs=2",
+                              "--set", "finetune.steps_per_epoch=3"])
+    assert out.exit_code == 0, out.output
+    mlflow.set_tracking_uri(default_tracking_uri(phantom_home))
+    [parent] = mlflow.search_runs(experiment_names=["ichbench/phantom"], output_format="list",
+                                  filter_string="tags.`ichbench.kind` = 'parent'")
+    assert parent.data.tags["ichbench.icm_source"] == "unet"
+    assert parent.data.tags["ichbench.icm_model"] == trained["model"]
+    assert parent.data.metrics["icm_dice_union"] == pytest.approx(trained["icm_dice_union"])
+    [fold] = mlflow.search_runs(experiment_names=["ichbench/phantom"], output_format="list",
+                                filter_string="tags.`ichbench.kind` = 'fold'")
+    result = json.loads(next((phantom_home / "runs").rglob("result.json")).read_text())
+    assert result["icm"]["source"] == "unet" and result["icm"]["model"] == trained["model"]
+    assert result["config"]["icm"]["source"] == "unet"
