@@ -31,6 +31,8 @@ def board(tmp_path, home):
                for i, (m, r) in enumerate(RUNS.items())]
     entries.append(make_entry(flags, method="multilabel_dl", run_id="c" * 32, seed=7, k=2,
                               fingerprint=res.fingerprint, config={"data": {"labeled_fraction": 0.5}}))
+    entries.append(make_entry(flags, method="unet_mixed_icm", run_id="d" * 32, seed=3, k=2,
+                              fingerprint=res.fingerprint, config={"icm": {"source": "unet"}}))
     for e in entries:
         write_entry(folder, e)
     return folder, entries
@@ -55,7 +57,7 @@ def test_readme_rows_and_numbers(board):
     row = next(line for line in md.splitlines() if line.startswith("| Multi-label classification (DL) · run aaaaaaaa"))
     assert f"| re-scored | {pct(d['mean'])} ± {pct(d['std'])} [{lo:.2f}, {hi:.2f}] |" in row
     assert row.endswith("| 0.50 |")
-    assert md.count("| re-scored |") == 3 and md.count("| published |") == 20
+    assert md.count("| re-scored |") == 4 and md.count("| published |") == 20
     assert "## Seg-CQ500" in md and "canonical.json lacks what only a real ingest" in md
 
 
@@ -65,7 +67,9 @@ def test_page_tables_plots_and_no_external_resources(board):
     html = folder.index.read_text()
     for ds in ("hssayeni", "segcq500", "phantom"):
         assert f'id="results-{ds}"' in html
-    assert html.count('<tr class="published">') == 20 and html.count('<tr class="entry">') == 3
+    assert html.count('<tr class="published">') == 20 and html.count('<tr class="entry">') == 4
+    # a +ICM entry says which cavity mask it used
+    assert "ICM: unet" in html and html.count("ICM: ") == 1
     assert re.search(r'id="box-phantom"[^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', html)
     assert 'id="le-phantom"' in html  # two labeled amounts exist: 2 (half of 4) and 4 volumes per fold
     assert 'id="box-hssayeni"' not in html  # published rows have no per-volume values to plot
@@ -117,7 +121,7 @@ def test_render_is_deterministic_and_refuses_invalid(board):
     assert out.exit_code == 1 and "REJECT leaderboard/entries/phantom/unet_mixed--bbbbbbbb.json" in out.output
     out = CliRunner().invoke(app, ["render", "--root", str(folder.root), "--skip-invalid"])
     assert out.exit_code == 0, out.output
-    assert folder.index.read_text().count('<tr class="entry">') == 2
+    assert folder.index.read_text().count('<tr class="entry">') == 3
 
 
 def test_no_label_efficiency_view_with_one_amount(tmp_path, home):

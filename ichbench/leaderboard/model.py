@@ -43,6 +43,7 @@ class Row:
     values: dict = field(default_factory=dict)  # metric -> {volume_id: percent}
     subtypes: dict = field(default_factory=dict)  # volume_id -> list | None
     has_ich: dict = field(default_factory=dict)  # volume_id -> bool
+    icm_source: str | None = None                 # +ICM entries: unet | classical | shipped
 
     @property
     def published(self) -> bool:
@@ -109,7 +110,12 @@ def _entry_row(shown: str, e: dict, labels: dict) -> Row:
                gpu_hours=e["gpu_hours"], profile=e["profile"], k=e["split"]["k"], labeled=labeled_amount(e),
                run_id=e["mlflow_run_id"], path=shown, date=e["date"], code=e["code"], hardware=e["hardware"],
                plugin=e["plugin"], values=values, subtypes={r["volume_id"]: r["subtypes"] for r in rows},
-               has_ich=has_ich)
+               has_ich=has_ich, icm_source=_icm_source(e))
+
+
+def _icm_source(e: dict) -> str | None:
+    icm = (e.get("config") or {}).get("icm")
+    return str(icm.get("source")) if isinstance(icm, dict) and icm.get("source") else None
 
 
 def _sort_key(r: Row):

@@ -122,6 +122,8 @@ def _details(row: Row) -> str:
     if row.published:
         return "Spahr et al. 2023, Table 3"
     bits = [f"profile {escape(row.profile or '?')}", f"k = {row.k}"]
+    if row.icm_source:
+        bits.append(f"ICM: {escape(row.icm_source)}")
     if row.labeled and row.labeled["declared"]:
         bits.append(f"{row.labeled['n_volumes']:.1f} labeled vol./fold")
     if row.plugin and row.plugin.get("distribution"):
