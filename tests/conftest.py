@@ -7,6 +7,22 @@ os.environ["ICHBENCH_LOAD_PLUGINS"] = ""
 os.environ.pop("ICHBENCH_STRICT_PLUGINS", None)
 
 
+@pytest.fixture(autouse=True)
+def _cli_state_does_not_leak():
+    """The CLI keeps `--home` in a process-wide STATE and exports ICHBENCH_HOME for its workers:
+    right for one command per process, but a test that invokes it must not hand its home to the
+    next test."""
+    from ichbench.cli.common import STATE
+    saved_state, saved_env = dict(STATE), os.environ.get("ICHBENCH_HOME")
+    yield
+    STATE.clear()
+    STATE.update(saved_state)
+    if saved_env is None:
+        os.environ.pop("ICHBENCH_HOME", None)
+    else:
+        os.environ["ICHBENCH_HOME"] = saved_env
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh ICHBENCH_HOME for one test."""
