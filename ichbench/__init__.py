@@ -9,3 +9,4 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 LABEL_ORDER = ("no_ich", "any", "iph", "ivh", "sah", "sdh", "edh")
 SUBTYPES = LABEL_ORDER[2:]
+UNKNOWN_LABEL = 255   # a label not known for this slice (CQ500's volume-level reads, Seg-CQ500's subtypes)

@@ -18,28 +18,58 @@ Both are handed to ichbench by a `@hookimpl` of `register_methods(register)` or
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+import importlib
+from typing import TYPE_CHECKING
 
 from ichbench import LABEL_ORDER, SUBTYPES, __version__
 from ichbench.config import PretrainConfig, RunConfig, resolve
 from ichbench.datasets.base import (PRETRAINING, SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions,
                                     IngestReport, Volume, get_dataset)
-from ichbench.datasets.dicom_io import read_slice, stack_series
-from ichbench.datasets.nifti_io import load_ct, load_mask
 from ichbench.errors import IchbenchError, InputError, LayoutError, UnknownNameError
-from ichbench.methods.base import LabelNeeds, Method, get_method
-from ichbench.methods.heads import PooledEncoderHead, PretextMethod, conv1x1_projector, mlp, scaled_widths
-from ichbench.models.unet import ConvBlock, UNet, expand_parts, part_names, part_state, transfer_parts
+from ichbench.methods.base import LabelNeeds, Method, PretextMethod, get_method
 from ichbench.plugins.hookspecs import hookimpl
 from ichbench.plugins.manager import Registry, get_registry, reset_registry
 from ichbench.preprocess.window import WINDOW, window
-from ichbench.store import SliceStore, open_store, store_path
-from ichbench.store.ingest import ingest
-from ichbench.train.augment import (T_GLOBAL, T_LOCAL, ViewTransform, contrastive_view, gaussian_blur,
-                                    random_affine, random_brightness, random_contrast, random_gaussian_blur,
-                                    random_resized_crop)
-from ichbench.train.losses import dice_loss, info_nce, multilabel_dice_loss, weighted_bce
+from ichbench.store import open_store, store_path
+
+# Names whose modules import torch, zarr, pydicom or nibabel are loaded on first use (PEP 562), so
+# a plugin that imports only what it needs to register (Method, LabelNeeds, hookimpl, ...) keeps
+# `ichbench methods` fast; `from ichbench.api import UNet` works as before.
+_LAZY = {
+    "ichbench.datasets.dicom_io": ("read_slice", "stack_series"),
+    "ichbench.datasets.nifti_io": ("load_ct", "load_mask", "NiftiVolume"),
+    "ichbench.methods.nets.heads": ("PooledEncoderHead", "conv1x1_projector", "mlp", "scaled_widths"),
+    "ichbench.models.unet": ("ConvBlock", "UNet", "expand_parts", "part_names", "part_state", "transfer_parts"),
+    "ichbench.store.ingest": ("ingest",),
+    "ichbench.store.reader": ("SliceStore",),
+    "ichbench.train.augment": ("T_GLOBAL", "T_LOCAL", "ViewTransform", "contrastive_view", "gaussian_blur",
+                               "random_affine", "random_brightness", "random_contrast", "random_gaussian_blur",
+                               "random_resized_crop"),
+    "ichbench.train.losses": ("dice_loss", "info_nce", "multilabel_dice_loss", "weighted_bce"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from ichbench.datasets.dicom_io import read_slice, stack_series
+    from ichbench.datasets.nifti_io import NiftiVolume, load_ct, load_mask
+    from ichbench.methods.nets.heads import PooledEncoderHead, conv1x1_projector, mlp, scaled_widths
+    from ichbench.models.unet import ConvBlock, UNet, expand_parts, part_names, part_state, transfer_parts
+    from ichbench.store.ingest import ingest
+    from ichbench.store.reader import SliceStore
+    from ichbench.train.augment import (T_GLOBAL, T_LOCAL, ViewTransform, contrastive_view, gaussian_blur,
+                                        random_affine, random_brightness, random_contrast, random_gaussian_blur,
+                                        random_resized_crop)
+    from ichbench.train.losses import dice_loss, info_nce, multilabel_dice_loss, weighted_bce
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ichbench.api' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 # Bumped only by an incompatible change to a name in __all__ (removed, renamed, or a changed
 # signature or meaning); additions keep it. See docs/plugins.md, "Versioning".
@@ -55,12 +85,15 @@ def require_api(version: int) -> None:
                             f"provides API {API_VERSION}; install a matching version of the plugin or of ichbench")
 
 
-def example_batch(n: int = 8, size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
+def example_batch(n: int = 8, size: int = 64, seed: int = 0) -> dict:
     """A batch shaped exactly like the one the engine passes to `pretext_loss`, made from phantom
     head CTs (a plugin's own tests need no dataset): `images` (n, 1, size, size) float32 windowed
     to [0, 1], `labels` (n, 7) uint8 in LABEL_ORDER. Slices come from the middle of four phantom
     volumes, three with different hemorrhage subtypes and one without, taken in turn, so any batch
     of four or more mixes ICH and non-ICH slices."""
+    import numpy as np
+    import torch
+
     from ichbench.datasets.phantom.generator import generate_volume
 
     if n < 2 or size < 32:
@@ -99,7 +132,7 @@ __all__ = [
     "WINDOW", "window",
     # datasets
     "Dataset", "Volume", "IngestOptions", "IngestReport", "SEGMENTATION", "PRETRAINING", "UNKNOWN_LABEL",
-    "LABEL_ORDER", "SUBTYPES", "get_dataset", "load_ct", "load_mask", "read_slice", "stack_series",
+    "LABEL_ORDER", "SUBTYPES", "get_dataset", "load_ct", "load_mask", "NiftiVolume", "read_slice", "stack_series",
     "ingest", "open_store", "store_path", "SliceStore",
     # errors
     "IchbenchError", "InputError", "LayoutError", "UnknownNameError",

@@ -13,8 +13,8 @@ from ichbench.config import PretrainConfig
 from ichbench.datasets.phantom.generator import generate_volume
 from ichbench.errors import UnknownNameError
 from ichbench.methods import binary_classification, context_restoration, global_contrastive, local_contrastive, multilabel
-from ichbench.methods.context_restoration import swap_patches
-from ichbench.methods.local_contrastive import region_info_nce, region_pairs
+from ichbench.methods.nets.restoration import swap_patches
+from ichbench.methods.nets.local import region_info_nce, region_pairs
 from ichbench.models.unet import UNet, expand_parts, part_names
 from ichbench.preprocess.window import window
 from ichbench.train.augment import affine_theta, compose_theta, random_resized_crop_theta, sample_affine_params, warp

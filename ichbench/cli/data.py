@@ -72,7 +72,8 @@ def _print_info(info: dict, skipped: int | None = None) -> None:
 def info(name: str, role: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
     """Summarise a dataset's store: size, ICH slices, subtypes, fingerprint."""
     ds = get_dataset(name)
-    data = open_store(store_path(workspace(), name, require_role(ds, role))).info()
+    from ichbench.store.info import store_info  # metadata only: no zarr, no pass over the arrays
+    data = store_info(store_path(workspace(), name, require_role(ds, role)))
     if as_json:
         print(json.dumps(data, indent=2))
     else:

@@ -16,12 +16,11 @@ from typing import Iterator
 
 import numpy as np
 
-from ichbench import LABEL_ORDER, SUBTYPES
+from ichbench import LABEL_ORDER, SUBTYPES, UNKNOWN_LABEL
 from ichbench.errors import IchbenchError, UnknownNameError
 
 SEGMENTATION = "segmentation"
 PRETRAINING = "pretraining"
-UNKNOWN_LABEL = 255  # in `labels`: this label is not known for this slice (e.g. CQ500 slices)
 
 
 @dataclass

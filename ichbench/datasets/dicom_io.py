@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
 from ichbench.errors import InputError
 from ichbench.preprocess.hu import dicom_to_hu
@@ -66,6 +65,7 @@ HEADER_TAGS = ["PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient"
 
 def _dcmread(path: Path, **kwargs):
     try:
+        import pydicom  # here, not at import: listing datasets must not pay for it
         return pydicom.dcmread(str(path), **kwargs)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad files
         raise InputError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None

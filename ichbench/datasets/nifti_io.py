@@ -24,10 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from nibabel.openers import ImageOpener
-from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from ichbench.errors import InputError
 
@@ -45,8 +42,9 @@ class NiftiVolume:
     file_ornt: np.ndarray | None = None  # the affine's closest orientation, None if unusable
 
 
-def open_image(path: Path) -> nib.Nifti1Image:
+def open_image(path: Path):
     """The image header (data is read lazily). Raises InputError if missing or not NIfTI."""
+    import nibabel as nib
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file is missing")
@@ -71,6 +69,7 @@ def file_to_store(affine: np.ndarray, path: Path) -> np.ndarray:
 
     Uses the closest axis-aligned orientation of the affine, so a gantry-tilt shear (or a small
     rotation) still gives the right axes."""
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
     affine = np.asarray(affine, dtype=float)
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
         raise InputError(path, "affine (sform/qform) is missing or not finite")
@@ -82,7 +81,7 @@ def file_to_store(affine: np.ndarray, path: Path) -> np.ndarray:
     return ornt_transform(ornt, axcodes2ornt(STORE_AXCODES))
 
 
-def read_array(img: nib.Nifti1Image, path: Path, *, mask: bool = False) -> np.ndarray:
+def read_array(img, path: Path, *, mask: bool = False) -> np.ndarray:
     """The voxel array in file order: float32 HU for a CT, bool for a mask (any value > 0.5,
     which tolerates masks saved as floats that are not exactly 0/1)."""
     try:
@@ -105,7 +104,7 @@ def read_array(img: nib.Nifti1Image, path: Path, *, mask: bool = False) -> np.nd
     return raw
 
 
-def file_spacing(img: nib.Nifti1Image, path: Path) -> np.ndarray:
+def file_spacing(img, path: Path) -> np.ndarray:
     """Voxel size along the file's three axes, in mm.
 
     The header zooms, except along the slice axis of a sheared (gantry-tilt) affine: there the
@@ -130,6 +129,7 @@ def file_spacing(img: nib.Nifti1Image, path: Path) -> np.ndarray:
 
 def to_store(raw: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """File-order array -> (S, H, W) store order (see the module docstring)."""
+    from nibabel.orientations import apply_orientation
     oriented = apply_orientation(raw, transform)     # axes now (L, P, S)
     return np.ascontiguousarray(oriented.transpose(2, 1, 0))
 
@@ -170,6 +170,7 @@ def load_mask(path: Path, ct: NiftiVolume, what: str = "mask") -> np.ndarray:
     Masks are voxel-aligned with their CT (ITK-SNAP and similar tools save them on the CT's
     grid), so the CT's orientation is applied; a mask whose own affine points its axes
     elsewhere is reported rather than silently mirrored."""
+    import nibabel as nib
     path = Path(path)
     img = open_image(path)
     shape = tuple(int(n) for n in img.shape[:3])
@@ -186,6 +187,7 @@ def load_mask(path: Path, ct: NiftiVolume, what: str = "mask") -> np.ndarray:
 def _raw_pixdim(img, path: Path) -> np.ndarray:
     """pixdim[1:4] as written in the file. nibabel's header check silently turns a zero pixdim
     into 1 mm, which would hide a broken header behind a plausible but wrong spacing."""
+    from nibabel.openers import ImageOpener
     try:
         holder = img.file_map.get("header") or img.file_map["image"]  # .hdr/.img pair, or one .nii
         with ImageOpener(holder.filename) as fh:
@@ -209,6 +211,7 @@ def _quiet_nibabel():
 
 def closest_ornt(affine) -> np.ndarray | None:
     """The affine's closest axis orientation (nibabel ornt, RAS+), or None if it has none."""
+    from nibabel.orientations import io_orientation
     try:
         ornt = io_orientation(np.asarray(affine, dtype=float))
     except Exception:  # noqa: BLE001 - singular or non-finite affine

@@ -9,6 +9,7 @@ only says what is specific to it.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from ichbench.errors import UnknownNameError
@@ -68,3 +69,22 @@ def get_method(name: str) -> Method:
     if name not in known:
         raise UnknownNameError("method", name, known)
     return known[name]
+
+
+class PretextMethod(Method):
+    """A pretext method whose hyperparameters come from a per-profile table.
+
+    `profiles[name]` holds PretrainConfig overrides with the method's own `params`. The paper
+    profile's params are also the fallback when a config lacks a key, so a method run through a
+    config built without `pretrain_overrides` still follows the paper rather than failing late.
+    """
+
+    profiles: dict[str, dict] = {}
+
+    def pretrain_overrides(self, profile: str) -> dict:
+        if profile not in self.profiles:
+            raise UnknownNameError("profile", profile, self.profiles)
+        return copy.deepcopy(self.profiles[profile])
+
+    def params(self, cfg) -> dict:
+        return {**self.profiles["paper"].get("params", {}), **(getattr(cfg, "params", None) or {})}

@@ -7,13 +7,9 @@ the store's `any` column; slices whose label is unknown (255) do not count. Enco
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
-from ichbench import LABEL_ORDER
+from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.config import PAPER_AUGMENT
-from ichbench.methods.base import LabelNeeds
-from ichbench.methods.heads import PooledEncoderHead, PretextMethod
-from ichbench.train.losses import UNKNOWN_LABEL
+from ichbench.methods.base import LabelNeeds, PretextMethod
 
 ANY = LABEL_ORDER.index("any")
 
@@ -30,12 +26,14 @@ class BinaryClassification(PretextMethod):
     }
 
     def build_pretext(self, unet, cfg):
+        from ichbench.methods.nets.heads import PooledEncoderHead
         dims = self.params(cfg)["mlp_dims"]
         if int(dims[-1]) != 2:
             raise ValueError(f"binary_classification: the MLP must end in 2 outputs (no ICH, ICH), got {dims}")
         return PooledEncoderHead(unet, dims, classes=True)
 
     def pretext_loss(self, model, batch, cfg, generator):
+        import torch.nn.functional as F
         target = batch["labels"][:, ANY].long()
         known = target != UNKNOWN_LABEL
         per_slice = F.cross_entropy(model(batch["images"]).float(), target.where(known, 0), reduction="none")

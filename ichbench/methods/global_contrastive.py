@@ -8,12 +8,7 @@ projector is discarded, as the paper (after SimCLR) prescribes.
 
 from __future__ import annotations
 
-import torch
-
-from ichbench.methods.base import LabelNeeds
-from ichbench.methods.heads import PooledEncoderHead, PretextMethod
-from ichbench.train.augment import T_GLOBAL, contrastive_view
-from ichbench.train.losses import info_nce
+from ichbench.methods.base import LabelNeeds, PretextMethod
 
 
 class GlobalContrastive(PretextMethod):
@@ -29,9 +24,14 @@ class GlobalContrastive(PretextMethod):
     }
 
     def build_pretext(self, unet, cfg):
+        from ichbench.methods.nets.heads import PooledEncoderHead
         return PooledEncoderHead(unet, self.params(cfg)["proj_dims"], classes=False)
 
     def pretext_loss(self, model, batch, cfg, generator):
+        import torch
+
+        from ichbench.train.augment import T_GLOBAL, contrastive_view
+        from ichbench.train.losses import info_nce
         images = batch["images"]
         v1 = contrastive_view(images, T_GLOBAL, generator=generator)
         v2 = contrastive_view(images, T_GLOBAL, generator=generator)

@@ -18,36 +18,11 @@ Two weightings stay available as options (`--set pretrain.params.pos_weight=...`
 
 from __future__ import annotations
 
-import torch
-
 from ichbench import LABEL_ORDER
 from ichbench.config import PAPER_AUGMENT
-from ichbench.methods.base import LabelNeeds
-from ichbench.methods.heads import PooledEncoderHead, PretextMethod
-from ichbench.train.losses import UNKNOWN_LABEL, multilabel_dice_loss, weighted_bce
+from ichbench.methods.base import LabelNeeds, PretextMethod
 
 N_CLASSES = len(LABEL_ORDER)
-MAX_POS_WEIGHT = 100.0   # as `class_pos_weights`' default clip
-
-
-class MultilabelClassifier(PooledEncoderHead):
-    def __init__(self, unet, paper_dims):
-        super().__init__(unet, paper_dims, classes=True)
-        # running label counts for pos_weight="auto" (float64: exact far beyond RSNA's 750k slices)
-        self.register_buffer("label_pos", torch.zeros(N_CLASSES, dtype=torch.float64))
-        self.register_buffer("label_neg", torch.zeros(N_CLASSES, dtype=torch.float64))
-
-    @torch.no_grad()
-    def observe(self, labels: torch.Tensor) -> torch.Tensor:
-        """Add a training batch's labels (B, 7) to the counts (evaluation batches are not
-        counted); return the running n_neg/n_pos weights."""
-        if self.training:
-            known = labels != UNKNOWN_LABEL
-            self.label_pos += ((labels == 1) & known).sum(0).to(self.label_pos)
-            self.label_neg += ((labels == 0) & known).sum(0).to(self.label_neg)
-        w = torch.where(self.label_pos > 0, self.label_neg / self.label_pos.clamp(min=1),
-                        torch.full_like(self.label_pos, MAX_POS_WEIGHT))
-        return w.clamp(max=MAX_POS_WEIGHT).float()
 
 
 class _Multilabel(PretextMethod):
@@ -56,12 +31,13 @@ class _Multilabel(PretextMethod):
     paper_section = "§2.6.2.2"
 
     def build_pretext(self, unet, cfg):
+        from ichbench.methods.nets.classifier import MultilabelClassifier
         dims = self.params(cfg)["mlp_dims"]
         if int(dims[-1]) != N_CLASSES:
             raise ValueError(f"{self.name}: the MLP must end in {N_CLASSES} outputs ({', '.join(LABEL_ORDER)}), got {dims}")
         return MultilabelClassifier(unet, dims)
 
-    def _check_labels(self, labels: torch.Tensor) -> None:
+    def _check_labels(self, labels) -> None:
         if labels.ndim != 2 or labels.shape[1] != N_CLASSES:
             raise ValueError(f"{self.name}: labels must be (B, {N_CLASSES}), got {tuple(labels.shape)}")
 
@@ -76,6 +52,7 @@ class MultilabelCE(_Multilabel):
     }
 
     def pretext_loss(self, model, batch, cfg, generator):
+        from ichbench.train.losses import weighted_bce
         labels = batch["labels"]
         self._check_labels(labels)
         pw = self.params(cfg)["pos_weight"]
@@ -88,7 +65,7 @@ class MultilabelCE(_Multilabel):
         return weighted_bce(model(batch["images"]), labels, pos_weight=weights)
 
     @staticmethod
-    def fixed_weights(pw) -> torch.Tensor:
+    def fixed_weights(pw):
         """Seven numbers, as a list or as the comma-separated text `--set` leaves in a str param."""
         try:
             values = [float(v) for v in (pw.strip("[]() ").split(",") if isinstance(pw, str) else pw)]
@@ -97,6 +74,7 @@ class MultilabelCE(_Multilabel):
         if len(values) != N_CLASSES or min(values) <= 0:
             raise ValueError(f"multilabel_ce: pos_weight must be 'none', 'auto' or {N_CLASSES} positive numbers "
                              f"({', '.join(LABEL_ORDER)}), got {pw!r}")
+        import torch
         return torch.tensor(values, dtype=torch.float32)
 
 
@@ -109,6 +87,7 @@ class MultilabelDL(_Multilabel):
     }
 
     def pretext_loss(self, model, batch, cfg, generator):
+        from ichbench.train.losses import multilabel_dice_loss
         labels = batch["labels"]
         self._check_labels(labels)
         return multilabel_dice_loss(model(batch["images"]), labels)

@@ -13,13 +13,14 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ichbench import SUBTYPES, __version__
+from ichbench import SUBTYPES, UNKNOWN_LABEL, __version__
 from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume
 from ichbench.errors import InputError
 from ichbench.preprocess.brain import ClassicalBrainMasker
 from ichbench.preprocess.resize import resize_mask, resize_slices, resized_spacing
 from ichbench.store import atomic
-from ichbench.store.reader import SliceStore, store_path
+from ichbench.store import store_path
+from ichbench.store.reader import SliceStore
 from ichbench.store.writer import StoreWriter
 
 REPORT_NAME = "ingest_report.json"
@@ -77,7 +78,7 @@ def volume_has_ich(vol: Volume, labels: np.ndarray) -> bool | None:
     reader's volume-level flag (CQ500's reads)."""
     if vol.mask is not None:
         return bool(np.asarray(vol.mask).any())
-    known = labels[:, 1] != 255
+    known = labels[:, 1] != UNKNOWN_LABEL
     return bool((labels[known, 1] == 1).any()) if known.any() else vol.has_ich
 
 

@@ -9,13 +9,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ichbench import LABEL_ORDER
+from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.errors import IchbenchError
 from ichbench.store.layout import ARRAYS, FORMAT_VERSION, SHARD_SLICES, VALIDATION_PREFIX, fingerprint
-
-
-def store_path(home: Path, dataset: str, role: str) -> Path:
-    return Path(home) / "stores" / dataset / f"{role}.zarr"
 
 
 class SliceStore:
@@ -65,27 +61,14 @@ class SliceStore:
         return out
 
     def info(self) -> dict:
-        labels = self.group["labels"][:]
-        known = labels[:, 1] != 255
-        subtype_counts = {}
-        for name in LABEL_ORDER[2:]:
-            subtype_counts[name] = sum(1 for v in self.volumes if v.get("subtypes") and name in v["subtypes"])
-        return {
-            "path": str(self.path),
-            "dataset": self.attrs.get("dataset"),
-            "role": self.attrs.get("role"),
-            "fingerprint": self.fingerprint,
-            "n_volumes": len(self.volumes),
-            "n_slices": self.n_slices,
-            "n_ich_slices": int((labels[known, 1] == 1).sum()),
-            "n_unlabeled_slices": int((~known).sum()),
-            "n_ich_volumes": sum(1 for v in self.volumes if v.get("has_ich")),
-            "subtype_volumes": subtype_counts,
-            "image_size": int(self.attrs["settings"]["size"]),
-            "arrays": self.arrays,
-            "created": self.attrs.get("created"),
-            "ichbench_version": self.attrs.get("ichbench_version"),
-        }
+        """Counts and provenance for `ichbench data info` (`ichbench.store.info.describe`)."""
+        from ichbench.store.info import describe
+        counts = self.attrs.get("label_counts")
+        if counts is None:   # stores written before the writer recorded the counts
+            labels = self.group["labels"][:]
+            known = labels[:, 1] != UNKNOWN_LABEL
+            counts = {"n_ich_slices": int((labels[known, 1] == 1).sum()), "n_unlabeled_slices": int((~known).sum())}
+        return describe(self.path, self.attrs, counts)
 
     # -- integrity -------------------------------------------------------------------------------
     @property
@@ -127,7 +110,3 @@ class SliceStore:
         if not problems and fingerprint(self.attrs["settings"], self.volumes, digests) != self.fingerprint:
             problems.append("fingerprint does not match the settings, volumes table and content")
         return problems
-
-
-def open_store(path: Path) -> SliceStore:
-    return SliceStore(path)

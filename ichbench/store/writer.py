@@ -15,7 +15,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from ichbench import LABEL_ORDER
+from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.store.layout import FORMAT_VERSION, SHARD_SLICES, fingerprint
 
 _DTYPES = {"images": "int16", "masks": "uint8", "labels": "uint8", "volume": "int32", "brain": "uint8"}
@@ -54,6 +54,8 @@ class StoreWriter:
         self.written = 0
         self.volumes: list[dict] = []
         self._index: dict[str, int] = {}
+        # per-slice label counts, recorded so `data info` can describe the store from its metadata
+        self.label_counts = {"n_ich_slices": 0, "n_unlabeled_slices": 0}
 
     @property
     def n_slices(self) -> int:
@@ -81,6 +83,9 @@ class StoreWriter:
             entry["stop"] = self.n_slices + n if contiguous else None
             if not contiguous:
                 entry["start"] = None
+        anyich = np.asarray(labels)[:, 1]
+        self.label_counts["n_ich_slices"] += int((anyich == 1).sum())
+        self.label_counts["n_unlabeled_slices"] += int((anyich == UNKNOWN_LABEL).sum())
         parts = {"images": images, "labels": labels, "volume": np.full(n, idx, np.int32),
                  "masks": masks, "brain": brain}
         for name in self.arrays:
@@ -124,6 +129,7 @@ class StoreWriter:
             "volumes": self.volumes,
             "n_slices": self.written,
             "digests": digests,
+            "label_counts": self.label_counts,
             "fingerprint": fp,
         })
         return fp

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ichbench import UNKNOWN_LABEL as UNKNOWN
 from ichbench.errors import IchbenchError
 from ichbench.preprocess.window import window
 
-UNKNOWN = 255
 RESIZE_CHUNK = 256  # slices per interpolate call when resizing on load (bounds peak memory)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ichbench import SUBTYPES
+from ichbench import UNKNOWN_LABEL as UNKNOWN
 from ichbench.errors import IchbenchError
 
-UNKNOWN = 255
 
 
 def _labels(store) -> tuple[np.ndarray, str]:

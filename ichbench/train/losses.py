@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-UNKNOWN_LABEL = 255
+from ichbench import UNKNOWN_LABEL
+
 
 
 def _check_same_shape(a: torch.Tensor, b: torch.Tensor, what: str) -> None:

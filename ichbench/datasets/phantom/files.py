@@ -29,16 +29,17 @@ import os
 import shutil
 from pathlib import Path
 
-import nibabel as nib
+from typing import TYPE_CHECKING
+
 import numpy as np
-from nibabel import orientations as nio
-from pydicom.dataset import Dataset as DicomDataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
 from ichbench import SUBTYPES
-from ichbench.datasets.phantom.generator import PhantomVolume
 from ichbench.errors import InputError
+
+if TYPE_CHECKING:   # pydicom, nibabel and the generator (scipy) load when files are written or read
+    from pydicom.dataset import Dataset as DicomDataset
+
+    from ichbench.datasets.phantom.generator import PhantomVolume
 
 MANIFEST = "phantom.json"
 SEG_DIR, PRE_DIR = "segmentation", "pretraining"
@@ -53,6 +54,7 @@ NIFTI_AXCODES = ("L", "P", "S")
 
 
 def _uid(vol: PhantomVolume, *parts) -> str:
+    from pydicom.uid import generate_uid
     # deterministic UIDs: reruns with the same seed write byte-identical headers
     return generate_uid(entropy_srcs=["ichbench-phantom", str(vol.seed), vol.id, *map(str, parts)])
 
@@ -68,6 +70,9 @@ def dicom_slice(vol: PhantomVolume, k: int, *, sop_uid: str, series_uid: str, st
                 frame_uid: str) -> DicomDataset:
     """Slice k of a volume as a CT Image Storage dataset (explicit VR little endian, uint16,
     raw = HU + 1024)."""
+    from pydicom.dataset import Dataset as DicomDataset
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
     S, H, W = vol.hu.shape
     dz, dy, dx = vol.spacing
     x0, y0, z0 = origin(vol)
@@ -144,6 +149,7 @@ def nifti_affine(vol: PhantomVolume) -> np.ndarray:
 
 
 def write_nifti_mask(mask: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    import nibabel as nib
     img = nib.Nifti1Image(np.ascontiguousarray(mask.transpose(2, 1, 0)).astype(np.uint8), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
@@ -152,6 +158,8 @@ def write_nifti_mask(mask: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 def read_nifti_mask(path: Path) -> np.ndarray:
     """A NIfTI mask as an (S, H, W) bool array in the DICOM series' orientation (see above)."""
+    import nibabel as nib
+    from nibabel import orientations as nio
     try:
         img = nib.load(str(path))
         data = np.asarray(img.dataobj)

@@ -16,9 +16,7 @@ import numpy as np
 
 from ichbench import LABEL_ORDER, SUBTYPES
 from ichbench.datasets.base import PRETRAINING, SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume
-from ichbench.datasets.dicom_io import read_slice, stack_series
 from ichbench.datasets.phantom import files
-from ichbench.datasets.phantom.generator import GENERATOR_VERSION, cohort_plan, generate_volume
 from ichbench.errors import IchbenchError, InputError, LayoutError
 from ichbench.plugins import hookimpl
 
@@ -45,6 +43,7 @@ def phantom_settings(options: IngestOptions) -> dict:
     f = out["ich_fraction"]
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
         raise IchbenchError(f"phantom option ich_fraction must be a number in [0, 1], got {f!r}")
+    from ichbench.datasets.phantom.generator import GENERATOR_VERSION  # scipy: only when generating
     return {"generator": GENERATOR_VERSION, **{k: out[k] for k in sorted(out)}}
 
 
@@ -56,6 +55,7 @@ def _pretrain_seed(seed: int) -> int:
 
 
 def _volumes(n: int, seed: int, s: dict, prefix: str):
+    from ichbench.datasets.phantom.generator import cohort_plan, generate_volume
     for vid, vseed, subs in cohort_plan(n, seed=seed, ich_fraction=s["ich_fraction"], prefix=prefix):
         yield generate_volume(vseed, vol_id=vid, slices=s["slices"], size=s["native_size"], subtypes=subs)
 
@@ -173,6 +173,7 @@ class PhantomDataset(Dataset):
         yield from rsna.RsnaDataset().read(root, PRETRAINING, options, report)
 
     def _read_volume(self, vdir: Path, labels: dict) -> Volume:
+        from ichbench.datasets.dicom_io import read_slice, stack_series
         dcm_dir = vdir / "dicom"
         paths = sorted(dcm_dir.glob("*.dcm"))
         if not paths:

@@ -15,37 +15,13 @@ a patch). It starts at 0, the bottom of the [-50, 150] HU window.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from ichbench.api import LabelNeeds, PretextMethod
-from ichbench_mae.masking import masked_l1, random_patch_mask
 
 REFERENCE_SIZE = 256   # `patch` is given in pixels at 256×256 and scales with the image size
 
 
 def patch_pixels(patch_at_256: int, image_size: int) -> int:
     return max(1, round(int(patch_at_256) * int(image_size) / REFERENCE_SIZE))
-
-
-class MaskedModel(nn.Module):
-    def __init__(self, unet, patch: int):
-        super().__init__()
-        if unet.head.out_channels != 1:
-            raise ValueError(f"masked image modelling needs a one-channel U-Net output, got {unet.head.out_channels}")
-        self.unet = unet
-        self.patch = patch
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, patch, patch))
-
-    def fill(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Masked pixels replaced by the mask token, tiled on the patch grid."""
-        _, c, h, w = images.shape
-        reps = (-(-h // self.patch), -(-w // self.patch))
-        token = self.mask_token.repeat(1, 1, *reps)[:, :, :h, :w].to(images.dtype)
-        return images * (1 - mask) + token.expand(1, c, h, w) * mask
-
-    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.unet(self.fill(images, mask))
 
 
 class MaskedImageModelling(PretextMethod):
@@ -64,10 +40,13 @@ class MaskedImageModelling(PretextMethod):
         "smoke": {"batch_size": 8, "params": {"patch": 32, "mask_ratio": 0.6}},
     }
 
+    # torch is imported where it is used, so listing the method stays fast
     def build_pretext(self, unet, cfg):
+        from ichbench_mae.model import MaskedModel
         return MaskedModel(unet, patch_pixels(self.params(cfg)["patch"], cfg.image_size))
 
     def pretext_loss(self, model, batch, cfg, generator):
+        from ichbench_mae.masking import masked_l1, random_patch_mask
         images = batch["images"]
         b, _, h, w = images.shape
         mask = random_patch_mask(b, h, w, model.patch, float(self.params(cfg)["mask_ratio"]),

@@ -10,37 +10,7 @@ discarded, as VICReg prescribes.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from ichbench.api import T_GLOBAL, LabelNeeds, PretextMethod, contrastive_view, scaled_widths
-from ichbench_vicreg.loss import vicreg_loss
-
-
-def expander(dims: list[int]) -> nn.Sequential:
-    """Linear-BN-ReLU blocks, then a last Linear without bias (the authors' `Projector`)."""
-    layers: list[nn.Module] = []
-    for a, b in zip(dims[:-2], dims[1:-1]):
-        layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
-    layers.append(nn.Linear(dims[-2], dims[-1], bias=False))
-    return nn.Sequential(*layers)
-
-
-class VICRegModel(nn.Module):
-    """U-Net encoder -> global average pool of the bottleneck -> expander."""
-
-    def __init__(self, unet, paper_dims):
-        super().__init__()
-        self.unet = unet
-        # widths are given for the paper's 512-channel bottleneck and scale with a narrower U-Net
-        self.dims = scaled_widths(paper_dims, unet.widths[-1])
-        self.expander = expander(self.dims)
-
-    def representation(self, images: torch.Tensor) -> torch.Tensor:
-        return self.unet.encode(images)[-1].mean(dim=(2, 3))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.expander(self.representation(images))
+from ichbench.api import LabelNeeds, PretextMethod
 
 
 class VICReg(PretextMethod):
@@ -61,10 +31,14 @@ class VICReg(PretextMethod):
                                               "eps": 1e-4, "expander_dims": [512, 8192, 8192, 8192]}},
     }
 
+    # torch is imported where it is used, so listing the method stays fast
     def build_pretext(self, unet, cfg):
+        from ichbench_vicreg.model import VICRegModel
         return VICRegModel(unet, self.params(cfg)["expander_dims"])
 
     def pretext_loss(self, model, batch, cfg, generator):
+        from ichbench.api import T_GLOBAL, contrastive_view
+        from ichbench_vicreg.loss import vicreg_loss
         p = self.params(cfg)
         images = batch["images"]
         v1 = contrastive_view(images, T_GLOBAL, generator=generator)

@@ -1,5 +1,4 @@
-"""Shared pieces of the pretext methods: the heads they put on the U-Net (MLPs on the pooled
-bottleneck, 1x1-conv projectors) and `PretextMethod`, their per-profile hyperparameter table.
+"""The heads pretext methods put on the U-Net: MLPs on the pooled bottleneck, 1x1-conv projectors.
 
 Head widths are written in `params` exactly as the paper gives them for its U-Net (bottleneck 512
 channels, third decoder level 64). A narrower U-Net (the smoke profile's base 8) scales every
@@ -9,13 +8,8 @@ paper profile's numbers never have to be rewritten per model width. Class counts
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
-
-from ichbench.errors import UnknownNameError
-from ichbench.methods.base import Method
 
 
 def scaled_widths(paper_dims, in_width: int) -> list[int]:
@@ -72,22 +66,3 @@ class PooledEncoderHead(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.features(images))
-
-
-class PretextMethod(Method):
-    """A pretext method whose hyperparameters come from a per-profile table.
-
-    `profiles[name]` holds PretrainConfig overrides with the method's own `params`. The paper
-    profile's params are also the fallback when a config lacks a key, so a method run through a
-    config built without `pretrain_overrides` still follows the paper rather than failing late.
-    """
-
-    profiles: dict[str, dict] = {}
-
-    def pretrain_overrides(self, profile: str) -> dict:
-        if profile not in self.profiles:
-            raise UnknownNameError("profile", profile, self.profiles)
-        return copy.deepcopy(self.profiles[profile])
-
-    def params(self, cfg) -> dict:
-        return {**self.profiles["paper"].get("params", {}), **(getattr(cfg, "params", None) or {})}
