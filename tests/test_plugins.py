@@ -156,3 +156,33 @@ def test_datasets_command_lists_role_source_licence_layout(fresh):
         assert r["source_url"] and r["licence"] and r["layout"] and r["plugin"]
     text = CliRunner().invoke(app, ["datasets"]).stdout
     assert "ct_scans/NNN.nii" in text and "stage_2_train" in text
+
+
+@pytest.mark.parametrize("dataset, url, licence", [
+    ("segcq500", "https://zenodo.org/records/8063221", "CC BY-NC-SA 4.0"),
+    ("hssayeni", "https://physionet.org/content/ct-ich/1.3.1/", "PhysioNet Restricted Health Data License 1.5.0"),
+    ("rsna", "https://www.kaggle.com/competitions/rsna-intracranial-hemorrhage-detection/data", "RSNA 2019"),
+])
+@pytest.mark.parametrize("command", ["ingest", "run"])
+def test_missing_data_says_where_to_get_it(home, registry, dataset, url, licence, command):
+    """At most three lines: what is missing where, the download source and licence with the
+    layout to unpack, and the documentation (issue 14)."""
+    import os
+    import subprocess
+    args = (["data", "ingest", dataset] if command == "ingest" else
+            ["run", "--method", "multilabel_dl" if dataset == "rsna" else "unet_mixed",
+             "--dataset", "segcq500" if dataset == "rsna" else dataset])
+    if dataset == "rsna" and command == "run":
+        # the pretraining store is the missing one: give the run its segmentation store first
+        from tests.nifti_fixtures import phantom, write_segcq500
+        from ichbench.datasets.base import IngestOptions, get_dataset
+        from ichbench.store.ingest import ingest
+        vols = {f"CQ500-CT-{i}": phantom(i, ["iph"], slices=6, size=64, marker=False) for i in range(3)}
+        ingest(get_dataset("segcq500"), home, write_segcq500(home / "raw_cq", vols), options=IngestOptions(size=32))
+    out = subprocess.run([sys.executable, "-m", "ichbench.cli.main", *args], capture_output=True, text=True,
+                         env={**os.environ, "ICHBENCH_HOME": str(home)}, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and 1 <= len(lines) <= 3, out.stderr
+    assert f"no raw data at {home / 'raw' / dataset}" in lines[0] or f"no raw {dataset} data at" in lines[0]
+    text = out.stderr
+    assert url in text and licence in text and "docs/datasets.md" in text and "Traceback" not in text

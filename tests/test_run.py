@@ -71,7 +71,7 @@ def test_smoke_run_is_tracked_in_mlflow(phantom_home, ray_session):
     assert row["dice_all"] == pytest.approx(metrics["dice_all_mean"])
 
 
-def test_rerun_redoes_nothing_and_second_dataset_reuses_pretraining(phantom_home, ray_session):
+def test_rerun_redoes_nothing_and_second_dataset_reuses_pretraining(phantom_home, ray_session, capsys):
     first, _ = run_method(phantom_home, "binary_classification", folds=(0,))
     ckpt = first.plan.pretrain_dir / "pretrained.pt"
     mtime = ckpt.stat().st_mtime_ns
@@ -94,6 +94,8 @@ def test_rerun_redoes_nothing_and_second_dataset_reuses_pretraining(phantom_home
                           pretrain_dataset="phantom", k=3)
     assert other.pretrain_cached and other.pretrain_run_id == first.pretrain_run_id
     assert ckpt.stat().st_mtime_ns == mtime
+    # and says so on the console, naming the run it came from
+    assert f"binary_classification: pretraining reused from MLflow run {first.pretrain_run_id}" in capsys.readouterr().err
     mlflow.set_tracking_uri(default_tracking_uri(phantom_home))
     cached = mlflow.search_runs(experiment_names=["ichbench/segcq500"], output_format="list",
                                 filter_string="tags.`ichbench.kind` = 'pretrain'")
@@ -275,6 +277,10 @@ def test_driver_killed_then_rerun_finishes_without_redoing_work(phantom_home):
     done_before = torch.load(fold_dir / "state.pt", weights_only=False)["epoch"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    # what the user sees: the fold's result as it lands, and no noise they cannot act on
+    assert "unet_mixed fold 0: mean volume Dice" in out.stderr
+    for noise in ("Token authentication", "Warning", "Traceback"):
+        assert noise not in out.stderr + out.stdout, (noise, out.stderr[-3000:])
     res = json.loads((fold_dir / "result.json").read_text())
     assert len(res["history"]) == 20 and (fold_dir / "attempts").read_text() == "2"
     assert done_before >= 1  # the rerun resumed after the epochs the killed driver's fold finished

@@ -9,6 +9,7 @@ write — so a reader stays a small module that only knows its file layout.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,17 @@ class Dataset:
     def read(self, source: Path, role: str, options: IngestOptions,
              report: IngestReport) -> Iterator[Volume]:
         raise NotImplementedError
+
+    def where_to_get(self, source: Path) -> str:
+        """Two lines for a missing-data error: where the data comes from, under which licence,
+        what must be found in `source`, and where the full instructions are."""
+        licence = re.split(r"[,;(]", self.licence)[0].strip() or "see its page"
+        if len(licence) > 70:
+            licence = licence[:69] + "…"
+        lines = [ln.strip() for ln in self.layout.splitlines() if ln.strip() and not ln.strip().startswith("--source")]
+        expected = re.sub(r"\s{2,}", " — ", lines[0]) if lines else "the files of its layout"
+        return (f"  get it from {self.source_url} (licence: {licence}) and unpack it at {source}: {expected}\n"
+                f"  full layout and ingest options: docs/datasets.md, section {self.name} (or `ichbench datasets`)")
 
     def describe(self) -> dict:
         return {"name": self.name, "description": self.description, "roles": list(self.roles),

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from ichbench.errors import IchbenchError
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> dict:
     """Initialise Ray once per process; returns the cluster's total resources."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address and "ray" not in sys.modules:
+        # A local cluster keeps Ray's token authentication; saying so explicitly (before Ray reads
+        # it, at import) keeps it and silences the notice Ray prints on every start otherwise.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or None
         kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
         try:
             if address:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ichbench.evaluate import summarize
 from ichbench.orchestrate.cluster import connect, default_gpus_per_fold
@@ -152,6 +151,8 @@ class Driver:
                 tr.end(child, "FINISHED")
             outcome.pretrain_cached = True
             outcome.pretrain_run_id = source
+            console.print(f"{plan.method.name}: pretraining reused from "
+                          f"{f'MLflow run {source}' if source else 'its cache'} ({cached})", soft_wrap=True)
             return cached
         child = tr.start_run(exp, f"pretrain {plan.method.name}",
                              {**tags, f"{TAG}kind": "pretrain", f"{TAG}cached": "false"}, parent_id).info.run_id
@@ -160,9 +161,10 @@ class Driver:
         gpus = 1 if self.resources.get("GPU", 0) >= 1 else 0
         console.print(f"[bold]{plan.method.name}[/bold]: pretraining on {plan.cfg.pretrain_dataset} "
                       f"({'1 GPU' if gpus else 'CPU'})")
+        board = self._board()
         ref = pretrain_task.options(num_gpus=gpus, num_cpus=1).remote(
-            plan.method, str(plan.pretrain_store.path), plan.cfg, str(plan.pretrain_dir))
-        info = self._wait_one(ref, f"pretrain {plan.method.name}")
+            plan.method, str(plan.pretrain_store.path), plan.cfg, str(plan.pretrain_dir), board)
+        info = self._wait_one(ref, plan.method.name, board, {"pretraining": plan.cfg.pretrain.epochs})
         path = Path(info["checkpoint"])
         pre = ckpt.load_pretrained(path)
         records.curves(tr, child, pre.get("history", []))
@@ -190,7 +192,7 @@ class Driver:
             payload = ckpt.load(plan.checkpoint)
             source = json.loads(sidecar.read_text()).get("run_id") if sidecar.exists() else None
             console.print(f"ICM U-Nets reused from {f'MLflow run {source}' if source else plan.checkpoint} "
-                          f"(held-out union Dice {payload['metrics']['icm_dice_union']:.3f})")
+                          f"(held-out union Dice {payload['metrics']['icm_dice_union']:.3f})", soft_wrap=True)
             if parent_id is not None and tr.find_run(exp, {f"{TAG}run_key": tags.get(f"{TAG}run_key", ""),
                                                             f"{TAG}kind": "icm"}) is None:
                 child = tr.start_run(exp, "icm (cached)", {**tags, f"{TAG}cached": "true",
@@ -203,8 +205,9 @@ class Driver:
         tr.params(child, {"icm": plan.cfg.identity()})
         gpus = 1 if self.resources.get("GPU", 0) >= 1 else 0
         console.print(f"ICM U-Nets (tissue and bone windows): training on {plan.cfg.dataset} ({'1 GPU' if gpus else 'CPU'})")
-        ref = icm_task.options(num_gpus=gpus, num_cpus=1).remote(str(plan.store.path), plan.cfg, str(plan.dir))
-        info = self._wait_one(ref, "icm U-Nets")
+        board = self._board()
+        ref = icm_task.options(num_gpus=gpus, num_cpus=1).remote(str(plan.store.path), plan.cfg, str(plan.dir), board)
+        info = self._wait_one(ref, "ICM", board, {"tissue window": plan.cfg.epochs, "bone window": plan.cfg.epochs})
         payload = ckpt.load(Path(info["checkpoint"]))
         for win, history in payload["history"].items():
             for rec in history:
@@ -219,14 +222,22 @@ class Driver:
         sidecar.write_text(json.dumps({"run_id": child, "experiment_id": exp, "tracking_uri": tr.uri}))
         return Path(info["checkpoint"]), payload["metrics"]
 
-    def _wait_one(self, ref, desc: str):
+    @staticmethod
+    def _board():
+        from ichbench.orchestrate.progress import ProgressBoard
+        return ProgressBoard.remote()
+
+    def _wait_one(self, ref, title: str, board, bars: dict[str, int]):
+        """Wait for one Ray task, showing the epochs its worker reports for each of `bars`."""
         import ray
-        with _progress() as bar:
-            t = bar.add_task(desc, total=1)
+        from ichbench.orchestrate.progress import LiveBars
+        with LiveBars(board, title) as live:
+            for key, total in bars.items():
+                live.show(key, 0, total, "starting")
             while True:
                 ready, _ = ray.wait([ref], timeout=0.5)
+                live.refresh()
                 if ready:
-                    bar.advance(t)
                     return ray.get(ref)
 
     # -- folds ---------------------------------------------------------------------------------------
@@ -236,6 +247,8 @@ class Driver:
         results: dict[int, dict] = {}
         pending = {}
         gpf = self._fold_gpus()
+        from ichbench.orchestrate.progress import LiveBars
+        board = self._board()
         for fold in plan.folds:
             done = _done_result(plan, fold)
             if done is not None:
@@ -243,20 +256,28 @@ class Driver:
                 continue
             pending[finetune_task.options(num_gpus=gpf, num_cpus=1).remote(
                 plan.method, str(plan.store.path), plan.split, fold, plan.cfg, str(plan.fold_dir(fold)),
-                str(pretrained) if pretrained else None, str(icm) if icm else None)] = fold
+                str(pretrained) if pretrained else None, str(icm) if icm else None, board)] = fold
         if results:
             console.print(f"{plan.method.name}: folds {sorted(results)} already finished, reused")
-        with _progress() as bar:
-            t = bar.add_task(f"{plan.method.name} folds", total=len(plan.folds), completed=len(results))
+        epochs = plan.cfg.finetune.epochs
+        with LiveBars(board, plan.method.name) as live:
+            for fold in plan.folds:
+                live.show(f"fold {fold}", epochs if fold in results else 0, epochs,
+                          "reused" if fold in results else "waiting for a worker")
             refs = list(pending)
             try:
                 while refs:
                     ready, refs = ray.wait(refs, num_returns=1, timeout=0.5)
+                    live.refresh()
                     for ref in ready:
                         res = ray.get(ref)
                         results[res["fold"]] = res
                         self._log_fold(plan, exp, tags, parent_id, res)
-                        bar.advance(t)
+                        dice = res["summary"]["all"]["dice"]["mean"]
+                        live.finish(f"fold {res['fold']}", f"Dice {100 * dice:.1f}")
+                        console.print(f"{plan.method.name} fold {res['fold']}: mean volume Dice {100 * dice:.2f} "
+                                      f"on {len(res['volumes'])} held-out volumes "
+                                      f"({res.get('wall_seconds', 0):.0f} s)", highlight=False, soft_wrap=True)
             except BaseException:
                 for ref in refs:
                     ray.cancel(ref, force=True)
@@ -288,7 +309,3 @@ class Driver:
             tr.file_artifact(child, state, "checkpoints")
         tr.end(child, "FINISHED")
 
-
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)

@@ -69,7 +69,12 @@ def open_role(home: Path, dataset: str, role: str, *, auto_ingest: bool | None =
         if role not in ds.roles:
             raise IchbenchError(f"dataset {dataset!r} has no {role} store (its roles: {', '.join(ds.roles)})")
         if not auto_ingest:
-            raise IchbenchError(f"no {role} store for {dataset!r} at {path}: run `ichbench data ingest {dataset}` first")
+            raw = ds.default_source(home)
+            if raw.exists():
+                raise IchbenchError(f"no {role} store for {dataset!r} yet: run `ichbench data ingest {dataset}` "
+                                    f"(raw files found at {raw})")
+            raise IchbenchError(f"no {role} store for {dataset!r} and no raw data at {raw} "
+                                f"(once it is there: `ichbench data ingest {dataset}`)\n{ds.where_to_get(raw)}")
         from ichbench.store.ingest import ingest  # the phantom makes its own sources: ingest on demand
         ingest(ds, home, roles=[role])
     return open_store(path)

@@ -111,8 +111,10 @@ def run_search(plan, tracker, driver, *, num_samples: int, space: dict[str, Dist
         if plan.method.has_pretext:
             from ichbench.orchestrate.tasks import pretrain_task
             gpus = 1 if driver.resources.get("GPU", 0) >= 1 else 0
+            board = driver._board()
             pretrained = driver._wait_one(pretrain_task.options(num_gpus=gpus, num_cpus=1).remote(
-                plan.method, str(plan.pretrain_store.path), plan.cfg, str(plan.pretrain_dir)), "pretrain")["checkpoint"]
+                plan.method, str(plan.pretrain_store.path), plan.cfg, str(plan.pretrain_dir), board),
+                plan.method.name, board, {"pretraining": plan.cfg.pretrain.epochs})["checkpoint"]
         ctx = {"method": plan.method.name, "method_obj": plan.method, "dataset": plan.cfg.dataset,
                "profile": plan.cfg.profile, "pretrain_dataset": plan.cfg.pretrain_dataset, "overrides": plan.overrides,
                "samples": samples, "store": str(plan.store.path), "split": plan.split, "pretrained": pretrained,

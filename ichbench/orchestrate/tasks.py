@@ -29,27 +29,33 @@ def _device() -> str | None:
 
 
 @ray.remote(max_retries=FOLD_RETRIES, retry_exceptions=False)
-def pretrain_task(method, store_path: str, cfg, out_dir: str) -> dict:
+def pretrain_task(method, store_path: str, cfg, out_dir: str, board=None) -> dict:
+    from ichbench.orchestrate.progress import epoch_reporter
     from ichbench.train.engine import pretrain
     t0 = time.time()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     where = _where()
-    path = pretrain(method, Path(store_path), cfg, Path(out_dir), device=_device(), progress=False)
+    path = pretrain(method, Path(store_path), cfg, Path(out_dir), device=_device(), progress=False,
+                    on_epoch=epoch_reporter(board, "pretraining", cfg.pretrain.epochs))
     return {"checkpoint": str(path), "seconds": time.time() - t0, **where}
 
 
 @ray.remote(max_retries=FOLD_RETRIES, retry_exceptions=False)
-def icm_task(store_path: str, icm_cfg, out_dir: str) -> dict:
+def icm_task(store_path: str, icm_cfg, out_dir: str, board=None) -> dict:
     from ichbench.icm.train import train_icm
+    from ichbench.orchestrate.progress import epoch_reporter
     t0 = time.time()
     where = _where()
-    path = train_icm(Path(store_path), icm_cfg, Path(out_dir), device=_device(), progress=False)
+    reporters = {w: epoch_reporter(board, f"{w} window", icm_cfg.epochs) for w in ("tissue", "bone")}
+    on_epoch = (lambda win, epoch, history: reporters[win](epoch, history)) if board is not None else None
+    path = train_icm(Path(store_path), icm_cfg, Path(out_dir), device=_device(), progress=False, on_epoch=on_epoch)
     return {"checkpoint": str(path), "seconds": time.time() - t0, **where}
 
 
 @ray.remote(max_retries=FOLD_RETRIES, retry_exceptions=False)
 def finetune_task(method, store_path: str, split: dict, fold: int, cfg, out_dir: str,
-                  pretrained: str | None, icm_checkpoint: str | None = None) -> dict:
+                  pretrained: str | None, icm_checkpoint: str | None = None, board=None) -> dict:
+    from ichbench.orchestrate.progress import epoch_reporter
     from ichbench.train.engine import finetune
     t0 = time.time()
     out = Path(out_dir)
@@ -64,7 +70,8 @@ def finetune_task(method, store_path: str, split: dict, fold: int, cfg, out_dir:
         from ichbench.icm.sources import CavitySource
         cavity = CavitySource(cfg.icm, Path(icm_checkpoint) if icm_checkpoint else None, _device())
     result = finetune(method, Path(store_path), split, fold, cfg, out, pretrained=Path(pretrained) if pretrained else None,
-                      device=_device(), progress=False, cavity=cavity)
+                      device=_device(), progress=False, cavity=cavity,
+                      on_epoch=epoch_reporter(board, f"fold {fold}", cfg.finetune.epochs))
     result["worker"] = where
     result["attempts"] = int(attempts.read_text())
     result["wall_seconds"] = time.time() - t0

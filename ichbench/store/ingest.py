@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ichbench import SUBTYPES, UNKNOWN_LABEL, __version__
 from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume
-from ichbench.errors import InputError
+from ichbench.errors import InputError, LayoutError
 from ichbench.preprocess.brain import ClassicalBrainMasker
 from ichbench.preprocess.resize import resize_mask, resize_slices, resized_spacing
 from ichbench.store import atomic
@@ -176,5 +176,7 @@ def ingest(dataset: Dataset, home: Path, source: Path | None = None, roles=None,
     options = options or IngestOptions()
     source = Path(source) if source else dataset.default_source(home)
     dataset.prepare(source, options)
+    if not source.exists():   # prepare() made nothing: a dataset to download
+        raise LayoutError(f"no raw {dataset.name} data at {source}\n{dataset.where_to_get(source)}")
     dataset.check_layout(source)
     return [ingest_role(dataset, home, source, role, options, force) for role in (roles or dataset.roles)]

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 from ichbench.errors import IchbenchError
@@ -19,6 +20,8 @@ from ichbench.errors import IchbenchError
 TAG = "ichbench."
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial database tables" on every new store
 logging.getLogger("alembic").setLevel(logging.WARNING)
+# MLflow's own use of SQLAlchemy APIs deprecated upstream: nothing an ichbench user can act on
+warnings.filterwarnings("ignore", message=r".*The ``noload`` loader strategy is deprecated.*")
 
 
 def default_tracking_uri(home: Path) -> str:
