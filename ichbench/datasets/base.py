@@ -92,6 +92,17 @@ class IngestReport:
         self.strict = strict
         self.skipped: list[dict] = []
         self.warnings: list[str] = []
+        # what the reader expects to yield, for the progress bar's total (readers say it when
+        # they know it: slice-level sources the slices, volume-level ones the volumes)
+        self.expected_slices: int | None = None
+        self.expected_volumes: int | None = None
+
+    def expect(self, *, slices: int | None = None, volumes: int | None = None) -> None:
+        """A reader announces how much it will yield (a progress bar total, not a promise)."""
+        if slices is not None:
+            self.expected_slices = int(slices)
+        if volumes is not None:
+            self.expected_volumes = int(volumes)
 
     def skip(self, path, problem: str) -> None:
         from ichbench.errors import InputError

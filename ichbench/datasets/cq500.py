@@ -207,6 +207,7 @@ class CQ500Dataset(Dataset):
         reads = read_reads(source / READS_CSV, report)
         studies = find_studies(source)
         seen: dict[int, Path] = {}
+        report.expect(volumes=len({n for n, _ in studies}))
         for n, folder in studies:
             if n in seen:
                 report.skip(folder, f"second folder for {study_id(n)} (first: {seen[n].name}); skipped")

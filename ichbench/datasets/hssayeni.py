@@ -190,6 +190,7 @@ class HssayeniDataset(Dataset):
                                       f"ct_scans/{patient:03d}.nii does not exist; ignored")
 
         misoriented, n_volumes, n_slices = [], 0, 0
+        report.expect(volumes=len(cts))
         for patient, ct_path in sorted(cts.items()):
             if patient not in masks:
                 report.skip(root / "masks" / ct_path.name, "hemorrhage mask is missing; volume skipped")

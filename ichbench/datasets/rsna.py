@@ -315,6 +315,7 @@ class RsnaDataset(Dataset):
         selected, is_val = select_slices(labels[row[usable], 1], options.selection, options.holdout,
                                          options.seed, report)
         chosen = usable[selected]
+        report.expect(slices=len(chosen))
         del usable, selected
         # store order: training volumes, then validation volumes; series by uid; slices by
         # position, then file name (arrays, not per-slice Python tuples: 752k slices)

@@ -167,6 +167,7 @@ class SegCQ500Dataset(Dataset):
                 report.warn(f"{info_path}: does not list {len(unlisted)} volume folder(s): {', '.join(unlisted[:10])}")
 
         found = 0
+        report.expect(volumes=len(folders))
         for folder in folders:
             ct_path = _first(folder, CT_NAMES)
             mask_path = _first(folder, MASK_NAMES)

@@ -84,8 +84,18 @@ def volume_has_ich(vol: Volume, labels: np.ndarray) -> bool | None:
 
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("slices"), TimeElapsedColumn(), console=None, transient=False,
+                    TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), console=None, transient=False,
                     disable=not sys.stderr.isatty(), redirect_stdout=False)
+
+
+def _advance(progress, task, report: IngestReport, volumes: int, slices: int) -> None:
+    """Slices out of the reader's expected slices, else volumes out of its expected volumes."""
+    if report.expected_slices is not None:
+        progress.update(task, completed=slices, total=report.expected_slices, unit="slices")
+    elif report.expected_volumes is not None:
+        progress.update(task, completed=volumes, total=report.expected_volumes, unit=f"volumes ({slices} slices)")
+    else:
+        progress.update(task, completed=slices, unit="slices")
 
 
 def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: IngestOptions,
@@ -118,8 +128,10 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
     torch.set_num_threads(1)  # resizing one volume at a time: one thread is faster than two here
     try:
         with _progress() as progress:
-            task = progress.add_task(f"ingest {dataset.name}/{role}", total=None)
+            task = progress.add_task(f"ingest {dataset.name}/{role}", total=None, unit="slices")
+            n_read = 0
             for vol in dataset.read(source, role, options, report):
+                n_read += 1
                 problem = check_volume(vol, role)
                 if problem:
                     report.skip(vol.source or vol.id, problem)
@@ -151,7 +163,7 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
                 if idx is not None and meta["has_ich"]:
                     writer.volumes[idx]["has_ich"] = True
                 writer.add(meta, images, labels, masks=masks, brain=brain)
-                progress.update(task, advance=len(images))
+                _advance(progress, task, report, n_read, writer.n_slices)
         if writer.n_slices == 0:
             raise InputError(source, f"no usable {role} slices were found "
                                      f"({len(report.skipped)} inputs skipped; first: "

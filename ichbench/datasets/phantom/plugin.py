@@ -150,7 +150,9 @@ class PhantomDataset(Dataset):
             raise IchbenchError(f"dataset 'phantom' has no {role!r} store")
         root = source / files.SEG_DIR
         labels = read_labels(root / files.LABELS_NAME)
-        for vdir in sorted(p for p in root.iterdir() if p.is_dir()):
+        vdirs = sorted(p for p in root.iterdir() if p.is_dir())
+        report.expect(volumes=len(vdirs))
+        for vdir in vdirs:
             try:
                 vol = self._read_volume(vdir, labels)
             except InputError as exc:
