@@ -227,7 +227,8 @@ def test_wrong_layout_names_the_expected_path(tmp_path):
     (vdir / "ct.nii.gz.part").write_text("")
     with pytest.raises(LayoutError, match="found no CT.nii in .*volumes, which holds: CQ500-CT-1/"):
         ds.check_layout(tmp_path / "b")
-    with pytest.raises(LayoutError, match="does not exist"):
+    # a missing folder says where the data comes from (download, licence, layout, docs)
+    with pytest.raises(LayoutError, match="no raw segcq500 data at .*missing\n  get it from https://zenodo"):
         ingest(ds, tmp_path / "home", tmp_path / "missing")
 
 
