@@ -13,7 +13,6 @@ model's key and checked by its own digest (`SliceStore.verify`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +22,7 @@ import zarr
 
 from ichbench.icm.masker import IcmUNets
 from ichbench.store import atomic, open_store
-from ichbench.store.layout import SHARD_SLICES
+from ichbench.store.layout import SHARD_SLICES, array_digest, shard_digest
 from ichbench.store.writer import create_slice_array
 
 ICM_ARRAY = "icm"
@@ -54,16 +53,16 @@ def apply_icm(store_path: Path, unets: IcmUNets, threshold: float, progress=None
             del group[ICM_ARRAY]
         n, size = store.n_slices, int(store.attrs["settings"]["size"])
         arr = create_slice_array(group, ICM_ARRAY, "uint8", size, rows=n)
-        digest = hashlib.sha256()
-        images = store["images"]
+        digests = []
         for start in range(0, n, SHARD_SLICES):
-            masks = unets(images[start:start + SHARD_SLICES], threshold).astype(np.uint8)
+            images = store.read("images", np.arange(start, min(start + SHARD_SLICES, n)))
+            masks = unets(images, threshold).astype(np.uint8)
             with zarr.config.set({"codec_pipeline.batch_size": SHARD_SLICES}):
                 arr[start:start + len(masks)] = masks
-            digest.update(masks.tobytes())
+            digests.append(shard_digest(masks))
             if progress is not None:
                 progress(len(masks))
-        record = {"model": unets.key, "digest": digest.hexdigest(), "threshold": threshold,
+        record = {"model": unets.key, "digest": array_digest(digests), "shard_digests": digests, "threshold": threshold,
                   "trained_on": unets.payload.get("dataset"),
                   "trained_on_fingerprint": unets.payload.get("store_fingerprint"), **unets.metrics}
         group.attrs.update({"derived": {**store.attrs.get("derived", {}), ICM_ARRAY: record}})

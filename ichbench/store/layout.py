@@ -1,19 +1,38 @@
-"""Names and constants of the store format, shared by the writer, the reader and `verify`."""
+"""Names and constants of the store format, shared by the writer, the reader and `verify`.
+
+Integrity is per shard: every array is written in shards of SHARD_SLICES rows, the writer records
+the sha256 of each shard's decoded bytes (`shard_digests`), an array's digest is the sha256 of its
+ordered shard digests, and the fingerprint covers the settings, the volumes table and the array
+digests. A reader hashes each shard as it decodes it, so a flipped byte or a lost shard file is
+caught by the read that would have used it, naming the shard, at the cost of one hash of data
+that is being read anyway.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 
-FORMAT_VERSION = 1
+import numpy as np
+
+FORMAT_VERSION = 2   # 2: per-shard digests (1: one digest per array, no check on read)
 ARRAYS = ("images", "masks", "labels", "volume", "brain")  # fixed order: the fingerprint depends on it
-SHARD_SLICES = 64
+SHARD_SLICES = 64    # slices per shard file; one chunk per slice inside it (images, masks, brain)
 # Volumes whose id starts with this hold a pretraining store's validation slices (chosen at ingest).
-VALIDATION_PREFIX = "val/"  # slices per shard file; one chunk per slice inside it
+VALIDATION_PREFIX = "val/"
 
 
 def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def shard_digest(block: np.ndarray) -> str:
+    """sha256 of one shard's rows as C-contiguous bytes (dtype and shape are the array's)."""
+    return hashlib.sha256(np.ascontiguousarray(block).tobytes()).hexdigest()
+
+
+def array_digest(shard_digests: list[str]) -> str:
+    return hashlib.sha256("\n".join(shard_digests).encode()).hexdigest()
 
 
 def fingerprint(settings: dict, volumes: list[dict], digests: dict[str, str]) -> str:
