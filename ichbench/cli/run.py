@@ -7,13 +7,12 @@ import sys
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ichbench.cli.common import fail, workspace
+from ichbench.console import make_console, pct, print_fit
 
-# Piped output (CI logs, `| tee`) gets room for the results table instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 120)
+console = make_console()
 
 
 def _folds(text: Optional[str]) -> list[int] | None:
@@ -71,7 +70,7 @@ def run(
     except KeyboardInterrupt:
         console.print("[red]interrupted: workers stopped, unfinished runs marked KILLED in MLflow[/red]")
         raise typer.Exit(130)
-    console.print(result_table(outcomes))
+    print_fit(console, result_table(outcomes))
     for o in outcomes:
         console.print(f"[dim]{o.plan.method.name}: MLflow parent run {o.parent_run_id} "
                       f"({tracker.uri}); results in {o.plan.run_dir}[/dim]")
@@ -79,8 +78,9 @@ def run(
 
 def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
          tracking_uri: Optional[str] = typer.Option(None),
-         as_json: bool = typer.Option(False, "--json")) -> None:
-    """List finished benchmark runs (MLflow parent runs) as a table."""
+         as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON; Dice as fractions (0-1), "
+                                      "as MLflow stores them, where the table shows percent.")) -> None:
+    """List finished benchmark runs (MLflow parent runs): mean volume Dice in percent."""
     import json
 
     from ichbench.tracking.mlflow_store import TAG
@@ -101,12 +101,8 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"finished runs ({tr.uri})")
-    for col in ("run_id", "method", "dataset", "profile", "folds", "dice_all", "dice_ich", "gpu_hours"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()])
-    console.print(table)
+    from ichbench.cli.runs_view import runs_view
+    print_fit(console, runs_view(rows, f"finished runs ({tr.uri})"))
 
 
 def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1."),
@@ -157,9 +153,9 @@ def tune(
     out = run_search(plan, tracker, driver, num_samples=num_samples, space=parsed, seed=seed)
     table = Table(title=f"tune {method} on {dataset}: mean volume Dice over folds {plan.folds}")
     keys = sorted(out["best"])
-    for col in ["sample", *keys, "mean Dice"]:
+    for col in ["sample", *keys, "mean Dice [%]"]:
         table.add_column(col)
     for row in sorted(out["samples"], key=lambda r: -r["mean_dice"]):
-        table.add_row(str(row["sample"]), *[f"{row['params'][k]:.4g}" for k in keys], f"{row['mean_dice']:.4f}")
+        table.add_row(str(row["sample"]), *[f"{row['params'][k]:.4g}" for k in keys], pct(row["mean_dice"]))
     console.print(table)
     print(json.dumps({"best": out["best"], "mean_dice": out["best_dice"], "mlflow_run_id": out["run_id"]}))
