@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from typing import Optional
 
@@ -105,18 +104,42 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
     print_fit(console, runs_view(rows, f"finished runs ({tr.uri})"))
 
 
+def _port_free(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1."),
        tracking_uri: Optional[str] = typer.Option(None)) -> None:
-    """Start the MLflow UI on the tracking store, bound to 127.0.0.1."""
+    """Start the MLflow UI on the tracking store, bound to 127.0.0.1; Ctrl-C or `kill` stops all of it."""
+    import signal
+
+    from ichbench.cli.supervise import run_group
     from ichbench.tracking import default_tracking_uri
     home = workspace()
     uri = tracking_uri or default_tracking_uri(home)
+    if not 0 < port < 65536:
+        fail(f"--port must be in 1..65535, got {port}")
+    if not _port_free(port):
+        fail(f"port {port} on 127.0.0.1 is in use; choose another with --port")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(port)]
     if uri.startswith("sqlite:"):
         cmd += ["--default-artifact-root", (home / "mlartifacts").as_uri()]
-    console.print(f"MLflow UI on http://127.0.0.1:{port} ({uri})")
-    raise typer.Exit(subprocess.call(cmd))
+    console.print(f"MLflow UI on http://127.0.0.1:{port} ({uri}); Ctrl-C stops it")
+    code, sig = run_group(cmd)
+    if sig is not None:
+        try:
+            print(f"ichbench ui: stopped the MLflow UI ({signal.Signals(sig).name})", file=sys.stderr, flush=True)
+        except OSError:  # the terminal went away (SIGHUP): nothing to tell
+            pass
+    raise typer.Exit(code)
 
 
 def tune(
