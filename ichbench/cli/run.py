@@ -72,7 +72,7 @@ def run(
     print_fit(console, result_table(outcomes))
     for o in outcomes:
         console.print(f"[dim]{o.plan.method.name}: MLflow parent run {o.parent_run_id} "
-                      f"({tracker.uri}); results in {o.plan.run_dir}[/dim]")
+                      f"({tracker.uri}); results in {o.plan.run_dir}[/dim]", soft_wrap=True)  # paths stay whole
 
 
 def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
