@@ -73,8 +73,12 @@ def test_result_table_is_the_full_table_when_wide_or_piped(terminal, width):
 def _method_rows():
     from ichbench.plugins import get_registry
     reg = get_registry()
-    return [{**m.describe(), "plugin": reg.owner("methods", n).name, "distribution": reg.owner("methods", n).distribution,
-             "version": reg.owner("methods", n).version} for n, m in sorted(reg.methods().items())]
+    rows = []
+    for n, m in sorted(reg.methods().items()):
+        owner = reg.owner("methods", n)
+        rows.append({**m.describe(), "plugin": owner.name, "distribution": owner.distribution,
+                     "version": owner.version})
+    return rows
 
 
 def _squash(text: str) -> str:

@@ -116,7 +116,8 @@ LAYOUT = """(() => {
       if (c.scrollWidth > c.clientWidth + 1) info.overflowing.push(name(c));
       for (let a = c.parentElement; a && a !== document.documentElement; a = a.parentElement) {
         const ox = getComputedStyle(a).overflowX, ar = a.getBoundingClientRect();
-        if ((ox === 'hidden' || ox === 'clip') && (r.right > ar.right + 1 || r.left < ar.left - 1)) info.unreachable.push(name(c));
+        const cut = r.right > ar.right + 1 || r.left < ar.left - 1;
+        if ((ox === 'hidden' || ox === 'clip') && cut) info.unreachable.push(name(c));
       }
       if (r.right - wr.left + wrap.scrollLeft > wrap.scrollWidth + 1) info.unreachable.push(name(c));
       if (r.right > wr.right + 1 || r.right > vw + 1) info.out_of_view.push(name(c));

@@ -124,7 +124,8 @@ def info(name: str, role: Optional[str] = typer.Option(None, help="Only this rol
 
 
 @app.command()
-def verify(name: str, role: Optional[str] = typer.Option(None, help="Only this role's store (default: every role).")) -> None:
+def verify(name: str,
+           role: Optional[str] = typer.Option(None, help="Only this role's store (default: every role).")) -> None:
     """Re-hash each of a dataset's stores and check its structure; exits non-zero if any store fails."""
     present, missing = _existing(name, role)
     failed = False

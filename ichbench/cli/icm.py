@@ -26,7 +26,8 @@ def train(dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whos
           address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this Ray cluster."),
           tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default sqlite:///$ICHBENCH_HOME/mlflow.db)."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved ICM settings and exit."),
-          as_json: bool = typer.Option(False, "--json", help="Print the held-out Dice as JSON (fractions, 0-1).")) -> None:
+          as_json: bool = typer.Option(False, "--json",
+                                       help="Print the held-out Dice as JSON (fractions, 0-1).")) -> None:
     """Train the tissue- and bone-window U-Nets on Ray (or reuse a cached pair); log to MLflow."""
     import dataclasses
 

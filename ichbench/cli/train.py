@@ -146,7 +146,8 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
                                                        help="Pretrained checkpoint (default: pretrain or reuse the cached one)."),
              set_: list[str] = SET_OPT, pretrain_dataset: Optional[str] = PRE_DS_OPT,
              dry_run: bool = DRY_OPT, device: Optional[str] = DEVICE_OPT,
-             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (metrics as fractions, 0-1).")) -> None:
+             as_json: bool = typer.Option(False, "--json",
+                                          help="Print the summary as JSON (metrics as fractions, 0-1).")) -> None:
     """Fine-tune on one fold's training volumes and score its test volumes (per-volume JSON)."""
     from ichbench.datasets.base import SEGMENTATION, get_dataset, require_role
     from ichbench.splits import PAPER_K
