@@ -16,6 +16,7 @@ from ichbench.errors import IchbenchError
 
 SPLIT_SEED = 20230725  # the paper's publication date; fixed forever, part of the split's identity
 PAPER_K = {"hssayeni": 10, "segcq500": 5}
+DEFAULT_K = 5  # folds for a dataset the paper does not cover (the phantom, plugins)
 
 
 def make_folds(volumes: dict[str, bool], k: int, seed: int = SPLIT_SEED) -> list[list[str]]:

@@ -132,3 +132,55 @@ def test_no_label_efficiency_view_with_one_amount(tmp_path, home):
     render(folder)
     html = folder.index.read_text()
     assert 'id="box-phantom"' in html and 'id="le-phantom"' not in html
+
+
+def _protocol_line(html: str, dataset: str) -> str:
+    section = html[html.index(f'<section id="{dataset}">'):]
+    return re.search(r"re-scored entries\. ([^<]*)</p>", section).group(1)
+
+
+def test_each_section_names_its_k(board):
+    folder, _ = board
+    render(folder)
+    html = folder.index.read_text()
+    assert "?-fold" not in html
+    assert _protocol_line(html, "hssayeni").startswith("Paper protocol: 10-fold cross-validation;")
+    assert _protocol_line(html, "segcq500").startswith("Paper protocol: 5-fold cross-validation;")
+    # not a paper dataset: canonical.json records k = 2 (asked for) and 5 (ichbench's default); the
+    # entries' k = 2 is named too
+    phantom = _protocol_line(html, "phantom")
+    assert phantom.startswith("Protocol: 5-fold cross-validation (from canonical.json;")
+    assert phantom.endswith("Entries scored with k = 2 are shown too.")
+
+
+def test_the_committed_phantom_record_gives_its_k(tmp_path):
+    """The repository's canonical.json records the demo phantom's split for k = 5 only."""
+    import json
+    import shutil
+
+    from ichbench.leaderboard.paths import Folder
+    from tests.test_leaderboard_support import REPO_LEADERBOARD
+    shutil.copytree(REPO_LEADERBOARD, tmp_path / "leaderboard")
+    folder = Folder(tmp_path / "leaderboard")
+    phantom = json.loads(folder.canonical.read_text())["datasets"]["phantom"]
+    assert phantom["paper_k"] is None and list(phantom["split_hashes"]) == ["5"]
+    render(folder)
+    line = _protocol_line(folder.index.read_text(), "phantom")
+    assert line.startswith("Protocol: 5-fold cross-validation (from canonical.json;") and "shown too" not in line
+
+
+@pytest.mark.parametrize("paper_k, recorded, entry_ks, expected", [
+    (10, ["5"], [5], 10),         # the paper's k wins
+    (None, ["3"], [2], 3),        # the one recorded k
+    (None, ["2", "5"], [2], 5),   # ichbench's default among several recorded
+    (None, ["2", "3"], [3], 3),   # else the entries' k when they agree
+    (None, [], [2, 3], None),     # nothing says: no number is shown
+])
+def test_protocol_k(paper_k, recorded, entry_ks, expected):
+    from types import SimpleNamespace
+
+    from ichbench.leaderboard.canonical import Expectation
+    from ichbench.leaderboard.model import _protocol_k
+    exp = Expectation("someset", True, split_hashes={k: "h" for k in recorded}, paper_k=paper_k)
+    rows = [SimpleNamespace(published=False, k=k) for k in entry_ks]
+    assert _protocol_k("someset", exp, rows) == expected

@@ -354,12 +354,16 @@ def test_cli_ingest_info_verify(home, registry):
 
     r = cli("data", "info", "phantom", "--json")
     assert r.exit_code == 0, r.output
-    info = json.loads(r.stdout)
+    both = json.loads(r.stdout)
+    assert both["dataset"] == "phantom" and set(both["roles"]) == {"segmentation", "pretraining"}
+    info = both["roles"]["segmentation"]
     for key in ("path", "fingerprint", "n_volumes", "n_slices", "n_ich_slices", "subtype_volumes"):
         assert key in info
     assert (info["n_volumes"], info["n_slices"], info["image_size"]) == (3, 18, 48)
     assert set(info["subtype_volumes"]) == set(LABEL_ORDER[2:])
-    pre = json.loads(cli("data", "info", "phantom", "--role", "pretraining", "--json").stdout)
+    only = json.loads(cli("data", "info", "phantom", "--role", "pretraining", "--json").stdout)["roles"]
+    assert list(only) == ["pretraining"] and only["pretraining"] == both["roles"]["pretraining"]
+    pre = only["pretraining"]
     assert pre["role"] == "pretraining" and pre["n_ich_slices"] * 2 == pre["n_slices"]
     r = cli("data", "verify", "phantom")
     assert r.exit_code == 0, r.output
@@ -371,3 +375,59 @@ def test_cli_ingest_info_verify(home, registry):
     shard.write_bytes(bytes(blob))
     r = cli("data", "verify", "phantom")
     assert r.exit_code != 0 and "images" in r.output
+
+
+def _flip_bytes(store: Path) -> None:
+    """Damage one shard of a store's images, as a disk or a bad copy might."""
+    shard = next(p for p in sorted((store / "images" / "c").rglob("*")) if p.is_file())
+    blob = bytearray(shard.read_bytes())
+    mid = len(blob) // 2
+    blob[mid:mid + 64] = bytes(b ^ 0xFF for b in blob[mid:mid + 64])
+    shard.write_bytes(bytes(blob))
+
+
+def test_info_and_verify_cover_every_role(phantom_home, registry):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ichbench.cli.main import app
+    from ichbench.store import store_path
+
+    def cli(*args):
+        return CliRunner().invoke(app, ["--home", str(phantom_home), *args])
+
+    seg, pre = (store_path(phantom_home, "phantom", r) for r in ("segmentation", "pretraining"))
+    r = cli("data", "info", "phantom")
+    assert r.exit_code == 0, r.output
+    assert "phantom / segmentation" in r.output and "phantom / pretraining" in r.output
+    roles = json.loads(cli("data", "info", "phantom", "--json").stdout)["roles"]
+    assert roles["segmentation"]["n_slices"] == open_store(seg).n_slices
+    assert roles["pretraining"]["n_slices"] == open_store(pre).n_slices
+    r = cli("data", "verify", "phantom")
+    assert r.exit_code == 0 and f"{seg}: OK" in r.output and f"{pre}: OK" in r.output
+
+    # a damaged pretraining store fails the dataset's verify, and the segmentation store is still checked
+    _flip_bytes(pre)
+    r = cli("data", "verify", "phantom")
+    assert r.exit_code == 1
+    assert f"{pre}: images: content hash differs" in r.output and f"{seg}: OK" in r.output
+    assert cli("data", "verify", "phantom", "--role", "segmentation").exit_code == 0
+    assert cli("data", "verify", "phantom", "--role", "pretraining").exit_code == 1
+
+    # a role without a store is named, and is no failure while another store exists
+    shutil.rmtree(pre)
+    r = cli("data", "info", "phantom")
+    assert r.exit_code == 0 and "phantom / segmentation" in r.output
+    assert "phantom/pretraining: no store yet" in r.output and "phantom / pretraining" not in r.output
+    assert json.loads(cli("data", "info", "phantom", "--json").stdout)["roles"]["pretraining"] is None
+    r = cli("data", "verify", "phantom")
+    assert r.exit_code == 0 and "phantom/pretraining: no store yet" in r.output
+    r = cli("data", "verify", "phantom", "--role", "pretraining")
+    assert r.exit_code == 2 and "phantom/pretraining: no store yet" in r.stderr
+    shutil.rmtree(seg)
+    r = cli("data", "verify", "phantom")
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines() == [
+        "ichbench: error: dataset 'phantom' has no store yet (roles: segmentation, pretraining); "
+        "run `ichbench data ingest phantom`"]

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ichbench.cli.common import fail, workspace
+from ichbench.console import make_console
 from ichbench.datasets.base import IngestOptions, get_dataset, require_role
+from ichbench.errors import IchbenchError
 from ichbench.splits import PAPER_K, save_split, split_for_store
 from ichbench.store import open_store, store_path
 
 app = typer.Typer(help="Ingest raw datasets into slice stores and inspect them.", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def _parse_extra(items: list[str]) -> dict:
@@ -60,6 +62,8 @@ def ingest(
 
 def _print_info(info: dict, skipped: int | None = None) -> None:
     t = Table(title=f"{info['dataset']} / {info['role']}", show_header=False)
+    t.add_column(no_wrap=True)
+    t.add_column(overflow="fold")  # at 80 columns a fingerprint folds onto a second line, never cut with "…"
     for key in ("path", "fingerprint", "n_volumes", "n_ich_volumes", "n_slices", "n_ich_slices", "image_size"):
         t.add_row(key, str(info[key]))
     t.add_row("subtype volumes", ", ".join(f"{k}={v}" for k, v in info["subtype_volumes"].items()))
@@ -68,29 +72,79 @@ def _print_info(info: dict, skipped: int | None = None) -> None:
     console.print(t)
 
 
-@app.command()
-def info(name: str, role: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Summarise a dataset's store: size, ICH slices, subtypes, fingerprint."""
+def _roles(name: str, role: str | None) -> list[tuple[str, Path]]:
+    """(role, store path) for `--role`, else for every role the dataset has."""
     ds = get_dataset(name)
-    from ichbench.store.info import store_info  # metadata only: no zarr, no pass over the arrays
-    data = store_info(store_path(workspace(), name, require_role(ds, role)))
+    roles = [require_role(ds, role)] if role else list(ds.roles)
+    return [(r, store_path(workspace(), name, r)) for r in roles]
+
+
+def _no_store(name: str, role: str, path: Path) -> str:
+    return f"{name}/{role}: no store yet at {path} (`ichbench data ingest {name} --role {role}`)"
+
+
+def _existing(name: str, role: str | None) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """The requested stores split into those on disk and those not ingested yet; a one-line error
+    when none of them exists (or the one asked for with --role does not)."""
+    stores = _roles(name, role)
+    present = [(r, p) for r, p in stores if p.exists()]
+    missing = [(r, p) for r, p in stores if not p.exists()]
+    if not present:
+        if role:
+            fail(_no_store(name, role, missing[0][1]))
+        fail(f"dataset {name!r} has no store yet (roles: {', '.join(r for r, _ in stores)}); "
+             f"run `ichbench data ingest {name}`")
+    return present, missing
+
+
+@app.command()
+def info(name: str, role: Optional[str] = typer.Option(None, help="Only this role's store (default: every role)."),
+         as_json: bool = typer.Option(False, "--json",
+                                      help='Print {"dataset", "roles": {role: summary or null}} as JSON.')) -> None:
+    """Summarise each of a dataset's stores: size, ICH slices, subtypes, fingerprint."""
+    from ichbench.store.info import store_info
+    present, missing = _existing(name, role)
+    infos, broken = {}, []
+    for r, path in present:
+        try:
+            infos[r] = store_info(path)   # metadata only: no zarr, no pass over the arrays
+        except IchbenchError as exc:  # a damaged store must not hide the others
+            broken.append(str(exc))
     if as_json:
-        print(json.dumps(data, indent=2))
+        roles = {r: infos.get(r) for r, _ in _roles(name, role)}
+        print(json.dumps({"dataset": name, "roles": roles}, indent=2))
     else:
-        _print_info(data)
+        for data in infos.values():
+            _print_info(data)
+        for r, path in missing:
+            console.print(f"[dim]{_no_store(name, r, path)}[/dim]", highlight=False, soft_wrap=True)
+    for message in broken:
+        print(f"ichbench: error: {message}", file=sys.stderr)
+    if broken:
+        raise typer.Exit(1)
 
 
 @app.command()
-def verify(name: str, role: Optional[str] = typer.Option(None)) -> None:
-    """Re-hash a store and check its structure; exits non-zero on any mismatch."""
-    ds = get_dataset(name)
-    path = store_path(workspace(), name, require_role(ds, role))
-    problems = open_store(path).verify()
-    if problems:
+def verify(name: str,
+           role: Optional[str] = typer.Option(None, help="Only this role's store (default: every role).")) -> None:
+    """Re-hash each of a dataset's stores and check its structure; exits non-zero if any store fails."""
+    present, missing = _existing(name, role)
+    failed = False
+    for r, path in present:
+        try:
+            problems = [f"{path}: {p}" for p in open_store(path).verify()]
+        except IchbenchError as exc:  # unreadable: a failure of this store, the others are still checked
+            problems = [str(exc)]
         for p in problems:
-            print(f"{path}: {p}")
+            print(p)
+        if problems:
+            failed = True
+        else:
+            console.print(f"{path}: OK", highlight=False, soft_wrap=True)
+    for r, path in missing:
+        console.print(_no_store(name, r, path), highlight=False, soft_wrap=True)
+    if failed:
         raise typer.Exit(1)
-    console.print(f"{path}: OK")
 
 
 @app.command()

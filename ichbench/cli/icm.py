@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ichbench.cli.common import fail, workspace
+from ichbench.console import pct
 
 app = typer.Typer(help="The intracranial cavity mask (ICM) U-Nets of §2.3.3: train them, write their masks.",
                   no_args_is_help=True)
@@ -25,7 +26,8 @@ def train(dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whos
           address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this Ray cluster."),
           tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default sqlite:///$ICHBENCH_HOME/mlflow.db)."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved ICM settings and exit."),
-          as_json: bool = typer.Option(False, "--json", help="Print the held-out Dice as JSON.")) -> None:
+          as_json: bool = typer.Option(False, "--json",
+                                       help="Print the held-out Dice as JSON (fractions, 0-1).")) -> None:
     """Train the tissue- and bone-window U-Nets on Ray (or reuse a cached pair); log to MLflow."""
     import dataclasses
 
@@ -51,9 +53,9 @@ def train(dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whos
         return
     t = Table(title=f"ICM U-Nets ({dataset}, {profile})")
     t.add_column("mask")
-    t.add_column("held-out Dice", justify="right")
+    t.add_column("held-out Dice [%]", justify="right")
     for name in ("tissue", "bone", "union"):
-        t.add_row(name, f"{metrics[f'icm_dice_{name}']:.3f}")
+        t.add_row(name, pct(metrics[f"icm_dice_{name}"], 1))
     console.print(t)
     console.print(f"[dim]{path}[/dim]")
 
@@ -85,4 +87,4 @@ def apply(dataset: str = typer.Option(..., "--dataset", "-d", help="Segmentation
         record = apply_icm(store.path, load_icm(plan.checkpoint), cfg.threshold,
                            progress=lambda n: bar.advance(task, n))
     console.print(f"{dataset}: `icm` array written ({store.n_slices} slices) by ICM {record['model'][:12]} "
-                  f"trained on {record['trained_on']} (held-out union Dice {record['icm_dice_union']:.3f})")
+                  f"trained on {record['trained_on']} (held-out union Dice {pct(record['icm_dice_union'], 1)} %)")

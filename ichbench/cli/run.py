@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ichbench.cli.common import fail, workspace
+from ichbench.console import make_console, pct, print_fit
 
-# Piped output (CI logs, `| tee`) gets room for the results table instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 120)
+console = make_console()
 
 
 def _folds(text: Optional[str]) -> list[int] | None:
@@ -71,16 +69,17 @@ def run(
     except KeyboardInterrupt:
         console.print("[red]interrupted: workers stopped, unfinished runs marked KILLED in MLflow[/red]")
         raise typer.Exit(130)
-    console.print(result_table(outcomes))
+    print_fit(console, result_table(outcomes))
     for o in outcomes:
         console.print(f"[dim]{o.plan.method.name}: MLflow parent run {o.parent_run_id} "
-                      f"({tracker.uri}); results in {o.plan.run_dir}[/dim]")
+                      f"({tracker.uri}); results in {o.plan.run_dir}[/dim]", soft_wrap=True)  # paths stay whole
 
 
 def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
          tracking_uri: Optional[str] = typer.Option(None),
-         as_json: bool = typer.Option(False, "--json")) -> None:
-    """List finished benchmark runs (MLflow parent runs) as a table."""
+         as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON; Dice as fractions (0-1), "
+                                      "as MLflow stores them, where the table shows percent.")) -> None:
+    """List finished benchmark runs (MLflow parent runs): mean volume Dice in percent."""
     import json
 
     from ichbench.tracking.mlflow_store import TAG
@@ -101,26 +100,46 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"finished runs ({tr.uri})")
-    for col in ("run_id", "method", "dataset", "profile", "folds", "dice_all", "dice_ich", "gpu_hours"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()])
-    console.print(table)
+    from ichbench.cli.runs_view import runs_view
+    print_fit(console, runs_view(rows, f"finished runs ({tr.uri})"))
+
+
+def _port_free(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1."),
        tracking_uri: Optional[str] = typer.Option(None)) -> None:
-    """Start the MLflow UI on the tracking store, bound to 127.0.0.1."""
+    """Start the MLflow UI on the tracking store, bound to 127.0.0.1; Ctrl-C or `kill` stops all of it."""
+    import signal
+
+    from ichbench.cli.supervise import run_group
     from ichbench.tracking import default_tracking_uri
     home = workspace()
     uri = tracking_uri or default_tracking_uri(home)
+    if not 0 < port < 65536:
+        fail(f"--port must be in 1..65535, got {port}")
+    if not _port_free(port):
+        fail(f"port {port} on 127.0.0.1 is in use; choose another with --port")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(port)]
     if uri.startswith("sqlite:"):
         cmd += ["--default-artifact-root", (home / "mlartifacts").as_uri()]
-    console.print(f"MLflow UI on http://127.0.0.1:{port} ({uri})")
-    raise typer.Exit(subprocess.call(cmd))
+    console.print(f"MLflow UI on http://127.0.0.1:{port} ({uri}); Ctrl-C stops it")
+    code, sig = run_group(cmd)
+    if sig is not None:
+        try:
+            print(f"ichbench ui: stopped the MLflow UI ({signal.Signals(sig).name})", file=sys.stderr, flush=True)
+        except OSError:  # the terminal went away (SIGHUP): nothing to tell
+            pass
+    raise typer.Exit(code)
 
 
 def tune(
@@ -157,9 +176,9 @@ def tune(
     out = run_search(plan, tracker, driver, num_samples=num_samples, space=parsed, seed=seed)
     table = Table(title=f"tune {method} on {dataset}: mean volume Dice over folds {plan.folds}")
     keys = sorted(out["best"])
-    for col in ["sample", *keys, "mean Dice"]:
+    for col in ["sample", *keys, "mean Dice [%]"]:
         table.add_column(col)
     for row in sorted(out["samples"], key=lambda r: -r["mean_dice"]):
-        table.add_row(str(row["sample"]), *[f"{row['params'][k]:.4g}" for k in keys], f"{row['mean_dice']:.4f}")
+        table.add_row(str(row["sample"]), *[f"{row['params'][k]:.4g}" for k in keys], pct(row["mean_dice"]))
     console.print(table)
     print(json.dumps({"best": out["best"], "mean_dice": out["best_dice"], "mlflow_run_id": out["run_id"]}))

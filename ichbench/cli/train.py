@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ichbench.cli.common import fail, workspace
+from ichbench.console import make_console, pct
 
-console = Console()
+console = make_console()
 
 METHOD_OPT = typer.Option(..., "--method", "-m", help="Method name (see `ichbench methods`).")
 DATASET_OPT = typer.Option(..., "--dataset", "-d", help="Dataset name (see `ichbench datasets`).")
@@ -43,17 +43,8 @@ def methods(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    t = Table(title="methods")
-    t.add_column("name", no_wrap=True)
-    for col in ("label needs", "transfers", "plugin", "description"):
-        t.add_column(col)
-    for r in rows:
-        transfers = ", ".join(r["transfers"]) or "-"
-        if r.get("init_from"):
-            transfers += f" (from {r['init_from']})"
-        dist = f"{r['distribution']} {r['version']}" if r["distribution"] else r["plugin"]
-        t.add_row(r["name"], ", ".join(r["label_needs"]), transfers, dist, r["description"])
-    console.print(t)
+    from ichbench.cli.methods_view import print_methods
+    print_methods(console, rows)
 
 
 def _resolve(method: str, dataset: str, profile: str, overrides: list[str], pretrain_dataset: str | None):
@@ -130,15 +121,17 @@ def _cavity(root: Path, cfg, store, device):
 
 def _summary_table(result: dict) -> Table:
     s = result["summary"]
-    t = Table(title=f"{result['method']} on {result['dataset']}, fold {result['fold']} of {result['k']}")
-    for col in ("volumes", "n", "dice", "precision", "recall"):
-        t.add_column(col)
+    t = Table(title=f"{result['method']} on {result['dataset']}, fold {result['fold']} of {result['k']}: "
+                    "percent, mean ± std over volumes")
+    t.add_column("volumes")
+    for col in ("n", "Dice", "Precision", "Recall"):
+        t.add_column(col, justify="right", no_wrap=True)
 
     def cell(group: dict, name: str) -> str:
         v = group[name]
         if v["mean"] is None:
-            return "-"
-        return f"{v['mean']:.3f}" + (f" ± {v['std']:.3f}" if v["std"] is not None else "")
+            return "—"
+        return pct(v["mean"], 1) + (f" ± {pct(v['std'], 1)}" if v["std"] is not None else "")
     for label, key in (("all", "all"), ("with ICH", "ich")):
         g = s[key]
         t.add_row(label, str(g["n"]), cell(g, "dice"), cell(g, "precision"), cell(g, "recall"))
@@ -153,7 +146,8 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
                                                        help="Pretrained checkpoint (default: pretrain or reuse the cached one)."),
              set_: list[str] = SET_OPT, pretrain_dataset: Optional[str] = PRE_DS_OPT,
              dry_run: bool = DRY_OPT, device: Optional[str] = DEVICE_OPT,
-             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
+             as_json: bool = typer.Option(False, "--json",
+                                          help="Print the summary as JSON (metrics as fractions, 0-1).")) -> None:
     """Fine-tune on one fold's training volumes and score its test volumes (per-volume JSON)."""
     from ichbench.datasets.base import SEGMENTATION, get_dataset, require_role
     from ichbench.splits import PAPER_K

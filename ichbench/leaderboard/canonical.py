@@ -17,7 +17,7 @@ from ichbench import __version__
 from ichbench.errors import IchbenchError, InputError
 from ichbench.leaderboard.jsonio import read_json, write_json
 from ichbench.leaderboard.paths import Folder
-from ichbench.splits import PAPER_K, SPLIT_SEED, make_split
+from ichbench.splits import DEFAULT_K, PAPER_K, SPLIT_SEED, make_split
 
 CANONICAL_VERSION = 1
 
@@ -90,6 +90,7 @@ class Expectation:
     has_ich: dict | None = None
     fingerprints: list = field(default_factory=list)
     split_hashes: dict = field(default_factory=dict)
+    paper_k: int | None = None
 
     @property
     def all_ich(self) -> bool:
@@ -128,7 +129,7 @@ def expectation(data: dict, dataset: str) -> Expectation:
     if d is None:
         return Expectation(dataset, known=False)
     return Expectation(dataset, True, d["n_volumes"], d["n_ich_volumes"], d["volume_ids"], d["has_ich"],
-                       list(d["fingerprints"]), dict(d["split_hashes"]))
+                       list(d["fingerprints"]), dict(d["split_hashes"]), d["paper_k"])
 
 
 def record_from_store(folder: Folder, home: Path, dataset: str, ks: list[int] | None = None,
@@ -180,7 +181,7 @@ def record_from_store(folder: Folder, home: Path, dataset: str, ks: list[int] | 
         raise IchbenchError(f"{path}: cannot make {too_many[0]} folds from {len(ids)} volumes")
     # The paper's k, any asked for, and those already recorded; a hash for any other k still
     # follows from the recorded ICH flags.
-    wanted = set(ks or []) | {int(k) for k in d["split_hashes"]} | {int(d["paper_k"] or 5)}
+    wanted = set(ks or []) | {int(k) for k in d["split_hashes"]} | {int(d["paper_k"] or DEFAULT_K)}
     wanted = {k for k in wanted if 2 <= k <= len(ids)}
     d["split_hashes"] = {str(k): split_for_store(store, k, SPLIT_SEED)["hash"] for k in sorted(wanted)}
     d["recorded"] = [*d["recorded"], {

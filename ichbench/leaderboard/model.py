@@ -14,7 +14,7 @@ from ichbench.leaderboard.canonical import Expectation
 from ichbench.leaderboard.entries import labeled_amount, scored_rows, short_id
 from ichbench.leaderboard.published import PublishedRow
 from ichbench.leaderboard.schema import GROUPS, METRICS
-from ichbench.splits import PAPER_K
+from ichbench.splits import DEFAULT_K, PAPER_K
 
 DATASET_TITLES = {"hssayeni": "Hssayeni et al. (PhysioNet ct-ich)", "segcq500": "Seg-CQ500"}
 DATASET_ORDER = ("hssayeni", "segcq500")
@@ -73,7 +73,9 @@ class DatasetView:
     rows: list
     groups: list
     left_out: list
-    paper_k: int | None
+    paper_k: int | None   # the paper's k for this dataset, when the paper covers it
+    protocol_k: int | None  # the k to show: the paper's, else the one canonical.json (or the entries) records
+    entry_ks: list = field(default_factory=list)  # the k of the re-scored entries, sorted
     matrices: list = field(default_factory=list)
     label_efficiency: list = field(default_factory=list)  # points, when several amounts exist
 
@@ -184,15 +186,31 @@ def build(published: list, entries: dict, expectations: dict, labels: dict) -> l
         exp: Expectation | None = expectations.get(name)
         view = DatasetView(name=name, title=DATASET_TITLES.get(name, name), rows=rows, groups=groups,
                            left_out=exp.left_out() if exp and exp.known else [],
-                           paper_k=_paper_k(exp))
+                           paper_k=_paper_k(name, exp), protocol_k=_protocol_k(name, exp, rows),
+                           entry_ks=sorted({r.k for r in rows if not r.published and r.k is not None}))
         view.matrices = _matrices(rows, groups)
         view.label_efficiency = _label_efficiency(view.entries)
         views.append(view)
     return views
 
 
-def _paper_k(exp: Expectation | None) -> int | None:
-    return PAPER_K.get(exp.dataset) if exp is not None else None
+def _paper_k(name: str, exp: Expectation | None) -> int | None:
+    return (exp.paper_k if exp is not None else None) or PAPER_K.get(name)
+
+
+def _protocol_k(name: str, exp: Expectation | None, rows: list) -> int | None:
+    """The paper's k; else the k canonical.json records split hashes for (ichbench's default k
+    among several); else the entries' k when they agree; None when nothing says."""
+    k = _paper_k(name, exp)
+    if k is not None:
+        return k
+    recorded = sorted(int(x) for x in (exp.split_hashes if exp is not None else {}))
+    if len(recorded) == 1:
+        return recorded[0]
+    if DEFAULT_K in recorded:
+        return DEFAULT_K
+    ks = {r.k for r in rows if not r.published and r.k is not None}
+    return ks.pop() if len(ks) == 1 else None
 
 
 def subtype_groups(view: DatasetView) -> list[tuple[str, set]]:

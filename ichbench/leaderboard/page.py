@@ -15,17 +15,20 @@ from ichbench.leaderboard.stats import N_BOOT
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b1f24;background:#fafbfc}
-main{max-width:1200px;margin:0 auto;padding:1.5rem}
+main{max-width:1800px;margin:0 auto;padding:1.5rem 2rem}
 h1{font-size:1.6rem;margin:.2rem 0}h2{margin-top:2.5rem;border-bottom:2px solid #d0d7de;padding-bottom:.3rem}
 h3{margin-top:1.6rem;font-size:1.1rem}
+section>p{max-width:110ch}
 .lede{color:#444;max-width:70ch}
-.wrap{overflow-x:auto}
+.wrap{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:13px;background:#fff;margin:.6rem 0}
+table.results{width:100%}
+table.results td:first-child{min-width:9rem}
 th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:right;vertical-align:top}
 th{background:#f0f3f6;position:sticky;top:0}
 td.text,th.text{text-align:left}
 td.m{white-space:nowrap}
-td.details{font-size:12px;min-width:16rem;color:#3b434b}
+td.details{font-size:12px;min-width:12rem;color:#3b434b;overflow-wrap:anywhere}
 table.sortable th[data-sort]{cursor:pointer;user-select:none}
 table.sortable th[data-sort]::after{content:" \\2195";color:#8c959f}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2";color:#1b1f24}
@@ -39,7 +42,7 @@ tr.published td.text:first-child{font-style:italic}
 b.best{font-weight:700}
 .note{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem .8rem;border-radius:.3rem;max-width:90ch}
 .muted{color:#57606a}
-figure{margin:1rem 0}figure img{max-width:100%;height:auto;background:#fff;border:1px solid #d0d7de}
+figure{margin:1rem 0;max-width:1200px}figure img{max-width:100%;height:auto;background:#fff;border:1px solid #d0d7de}
 figcaption{color:#57606a;font-size:13px;max-width:90ch}
 table.pm td{text-align:center;min-width:3.2rem}
 table.pm td.diag{background:#eaeef2}
@@ -243,11 +246,25 @@ def _figures(view: DatasetView) -> str:
     return "".join(out)
 
 
+def _protocol(view: DatasetView) -> str:
+    scored = "every volume is scored once, in its test fold."
+    if view.paper_k is not None:
+        text = f"Paper protocol: {view.paper_k}-fold cross-validation; {scored}"
+    elif view.protocol_k is not None:
+        text = (f"Protocol: {view.protocol_k}-fold cross-validation (from canonical.json; the paper does not "
+                f"cover this dataset); {scored}")
+    else:
+        text = f"Protocol: k-fold cross-validation; {scored}"
+    others = [k for k in view.entry_ks if k != (view.paper_k or view.protocol_k)]
+    if others:
+        text += f" Entries scored with k = {', '.join(map(str, others))} are shown too."
+    return text
+
+
 def dataset_section(view: DatasetView) -> str:
     n_pub = sum(r.published for r in view.rows)
     parts = [f'<section id="{view.name}"><h2>{escape(view.title)}</h2>',
-             f"<p>{n_pub} published rows and {len(view.entries)} re-scored entries. Paper protocol: "
-             f"{view.paper_k or '?'}-fold cross-validation; every volume is scored once, in its test fold.</p>"]
+             f"<p>{n_pub} published rows and {len(view.entries)} re-scored entries. {_protocol(view)}</p>"]
     if view.left_out:
         parts.append(f'<p class="note">canonical.json lacks what only a real ingest of this dataset gives, so '
                      f"entries are not checked for: {escape('; '.join(view.left_out))}.</p>")

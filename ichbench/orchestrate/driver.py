@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ichbench.console import pct
 from ichbench.evaluate import summarize
 from ichbench.orchestrate.cluster import connect, default_gpus_per_fold
 from ichbench.orchestrate.plan import MethodPlan
@@ -192,7 +193,7 @@ class Driver:
             payload = ckpt.load(plan.checkpoint)
             source = json.loads(sidecar.read_text()).get("run_id") if sidecar.exists() else None
             console.print(f"ICM U-Nets reused from {f'MLflow run {source}' if source else plan.checkpoint} "
-                          f"(held-out union Dice {payload['metrics']['icm_dice_union']:.3f})", soft_wrap=True)
+                          f"(held-out union Dice {pct(payload['metrics']['icm_dice_union'], 1)} %)", soft_wrap=True)
             if parent_id is not None and tr.find_run(exp, {f"{TAG}run_key": tags.get(f"{TAG}run_key", ""),
                                                             f"{TAG}kind": "icm"}) is None:
                 child = tr.start_run(exp, "icm (cached)", {**tags, f"{TAG}cached": "true",
