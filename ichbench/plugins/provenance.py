@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import inspect
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,11 +48,21 @@ def installed_commit(distribution: str | None) -> str | None:
     if not distribution:
         return None
     try:
-        text = md.distribution(distribution).read_text("direct_url.json")
+        dist = md.distribution(distribution)
+    except md.PackageNotFoundError:
+        # found by its metadata Name, as entry points find it, whatever its folder is called
+        want = _normal(distribution)
+        dist = next((d for d in md.distributions() if _normal(d.metadata["Name"] or "") == want), None)
+    try:
+        text = dist.read_text("direct_url.json") if dist is not None else None
         commit = json.loads(text or "{}").get("vcs_info", {}).get("commit_id")
-    except (md.PackageNotFoundError, ValueError, AttributeError, OSError):
+    except (ValueError, AttributeError, OSError):
         return None
     return str(commit) if commit else None
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def code_commit(obj, distribution: str | None = None) -> str | None:
