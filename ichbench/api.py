@@ -36,7 +36,7 @@ from ichbench.store import open_store, store_path
 # a plugin that imports only what it needs to register (Method, LabelNeeds, hookimpl, ...) keeps
 # `ichbench methods` fast; `from ichbench.api import UNet` works as before.
 _LAZY = {
-    "ichbench.datasets.dicom_io": ("read_slice", "stack_series"),
+    "ichbench.datasets.dicom_io": ("DicomSlice", "read_slice", "stack_series"),
     "ichbench.datasets.nifti_io": ("load_ct", "load_mask", "NiftiVolume"),
     "ichbench.methods.nets.heads": ("PooledEncoderHead", "conv1x1_projector", "mlp", "scaled_widths"),
     "ichbench.models.unet": ("ConvBlock", "UNet", "expand_parts", "part_names", "part_state", "transfer_parts"),
@@ -50,7 +50,7 @@ _LAZY = {
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
-    from ichbench.datasets.dicom_io import read_slice, stack_series
+    from ichbench.datasets.dicom_io import DicomSlice, read_slice, stack_series
     from ichbench.datasets.nifti_io import NiftiVolume, load_ct, load_mask
     from ichbench.methods.nets.heads import PooledEncoderHead, conv1x1_projector, mlp, scaled_widths
     from ichbench.models.unet import ConvBlock, UNet, expand_parts, part_names, part_state, transfer_parts
@@ -133,6 +133,7 @@ __all__ = [
     # datasets
     "Dataset", "Volume", "IngestOptions", "IngestReport", "SEGMENTATION", "PRETRAINING", "UNKNOWN_LABEL",
     "LABEL_ORDER", "SUBTYPES", "get_dataset", "load_ct", "load_mask", "NiftiVolume", "read_slice", "stack_series",
+    "DicomSlice",
     "ingest", "IngestResult", "open_store", "store_path", "SliceStore",
     # errors
     "IchbenchError", "InputError", "LayoutError", "UnknownNameError",
