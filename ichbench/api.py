@@ -36,11 +36,11 @@ from ichbench.store import open_store, store_path
 # a plugin that imports only what it needs to register (Method, LabelNeeds, hookimpl, ...) keeps
 # `ichbench methods` fast; `from ichbench.api import UNet` works as before.
 _LAZY = {
-    "ichbench.datasets.dicom_io": ("read_slice", "stack_series"),
+    "ichbench.datasets.dicom_io": ("DicomSlice", "read_slice", "stack_series"),
     "ichbench.datasets.nifti_io": ("load_ct", "load_mask", "NiftiVolume"),
     "ichbench.methods.nets.heads": ("PooledEncoderHead", "conv1x1_projector", "mlp", "scaled_widths"),
     "ichbench.models.unet": ("ConvBlock", "UNet", "expand_parts", "part_names", "part_state", "transfer_parts"),
-    "ichbench.store.ingest": ("ingest",),
+    "ichbench.store.ingest": ("IngestResult", "ingest"),
     "ichbench.store.reader": ("SliceStore",),
     "ichbench.train.augment": ("T_GLOBAL", "T_LOCAL", "ViewTransform", "contrastive_view", "gaussian_blur",
                                "random_affine", "random_brightness", "random_contrast", "random_gaussian_blur",
@@ -50,11 +50,11 @@ _LAZY = {
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
-    from ichbench.datasets.dicom_io import read_slice, stack_series
+    from ichbench.datasets.dicom_io import DicomSlice, read_slice, stack_series
     from ichbench.datasets.nifti_io import NiftiVolume, load_ct, load_mask
     from ichbench.methods.nets.heads import PooledEncoderHead, conv1x1_projector, mlp, scaled_widths
     from ichbench.models.unet import ConvBlock, UNet, expand_parts, part_names, part_state, transfer_parts
-    from ichbench.store.ingest import ingest
+    from ichbench.store.ingest import IngestResult, ingest
     from ichbench.store.reader import SliceStore
     from ichbench.train.augment import (T_GLOBAL, T_LOCAL, ViewTransform, contrastive_view, gaussian_blur,
                                         random_affine, random_brightness, random_contrast, random_gaussian_blur,
@@ -133,7 +133,8 @@ __all__ = [
     # datasets
     "Dataset", "Volume", "IngestOptions", "IngestReport", "SEGMENTATION", "PRETRAINING", "UNKNOWN_LABEL",
     "LABEL_ORDER", "SUBTYPES", "get_dataset", "load_ct", "load_mask", "NiftiVolume", "read_slice", "stack_series",
-    "ingest", "open_store", "store_path", "SliceStore",
+    "DicomSlice",
+    "ingest", "IngestResult", "open_store", "store_path", "SliceStore",
     # errors
     "IchbenchError", "InputError", "LayoutError", "UnknownNameError",
 ]

@@ -127,6 +127,9 @@ class RunConfig:
     profile: str
     pretrain_dataset: str
     model: ModelConfig = field(default_factory=ModelConfig)
+    # which of pretrain_dataset's stores the pretext trains on: its "pretraining" store, or for a
+    # dataset without one its "segmentation" store (derived by `resolve`, never set by hand)
+    pretrain_role: str = "pretraining"
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     init: "RunConfig | None" = None   # the resolved config of the method's `init_from`, if any
@@ -134,7 +137,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         out = {"method": self.method, "dataset": self.dataset, "profile": self.profile,
-               "pretrain_dataset": self.pretrain_dataset,
+               "pretrain_dataset": self.pretrain_dataset, "pretrain_role": self.pretrain_role,
                "model": _jsonable(dataclasses.asdict(self.model)),
                "pretrain": _jsonable(dataclasses.asdict(self.pretrain)),
                "finetune": _jsonable(dataclasses.asdict(self.finetune)),
@@ -150,6 +153,9 @@ class RunConfig:
         ident = {"method": self.method, "pretrain_dataset": self.pretrain_dataset,
                  "model": _jsonable(dataclasses.asdict(self.model)),
                  "pretrain": _jsonable(dataclasses.asdict(self.pretrain))}
+        if self.pretrain_role != "pretraining":
+            # only where it is not the usual store, so existing pretraining caches keep their keys
+            ident["pretrain_role"] = self.pretrain_role
         if self.init is not None:
             ident["init"] = self.init.hash()
         return ident
@@ -230,16 +236,44 @@ def default_icm_dataset(dataset: str) -> str:
     return "segcq500"
 
 
-def default_pretrain_dataset(dataset: str) -> str:
+def default_pretrain_dataset(dataset: str, home=None, profile: str | None = None) -> str:
     """A dataset with its own pretraining store (the phantom) pretrains on it; the real
-    segmentation datasets pretrain on RSNA, as in the paper (§2.6)."""
-    from ichbench.datasets.base import PRETRAINING, get_dataset
+    segmentation datasets pretrain on RSNA, as in the paper (§2.6). Given the workspace `home`, a
+    dataset with only a segmentation role pretrains on its own segmentation store's slices when
+    there is no RSNA pretraining store to use (see `own_slices_note`) — except the paper's own
+    datasets in the `paper` profile, where RSNA is the protocol: a missing RSNA store is an error
+    that says where to get it, not a silent change of what is being compared."""
+    if profile == "paper" and dataset in PAPER_FINETUNE:
+        return "rsna"
+    from ichbench.datasets.base import PRETRAINING, SEGMENTATION, get_dataset
+    from ichbench.store import store_path
     try:
-        if PRETRAINING in get_dataset(dataset).roles:
-            return dataset
+        roles = get_dataset(dataset).roles
     except UnknownNameError:
-        pass
+        return "rsna"
+    if PRETRAINING in roles:
+        return dataset
+    if home is not None and SEGMENTATION in roles and not (store_path(home, "rsna", PRETRAINING) / "zarr.json").exists():
+        return dataset
     return "rsna"
+
+
+def pretrain_role_of(dataset: str) -> str:
+    """The store a pretext trains on when it pretrains on `dataset`: its pretraining store, else
+    (a segmentation-only dataset) its segmentation store, whose slices carry images and the
+    [no_ich, any] labels its masks give."""
+    from ichbench.datasets.base import PRETRAINING, SEGMENTATION, get_dataset
+    try:
+        roles = get_dataset(dataset).roles
+    except UnknownNameError:
+        return PRETRAINING   # an unknown name is refused where its store is opened
+    return SEGMENTATION if PRETRAINING not in roles and SEGMENTATION in roles else PRETRAINING
+
+
+def own_slices_note(dataset: str) -> str:
+    """The one console line for the fallback of `default_pretrain_dataset`."""
+    return (f"pretraining on {dataset}'s own slices: no rsna pretraining store; "
+            "ingest rsna or pass --pretrain-dataset")
 
 
 # -- overrides --------------------------------------------------------------------------------------
@@ -480,8 +514,12 @@ def _validate_augment(sec: str, aug: dict, required: bool) -> None:
                             f"scale = two numbers 0 < lo <= hi, 0 <= hflip <= 1; got {aug}")
 
 
-def resolve(method, dataset: str, profile: str = "paper", overrides=(), pretrain_dataset: str | None = None) -> RunConfig:
+def resolve(method, dataset: str, profile: str = "paper", overrides=(), pretrain_dataset: str | None = None,
+            home=None) -> RunConfig:
     """Defaults → profile (per dataset) → the method's pretext settings → `--set` overrides.
+
+    Without `pretrain_dataset` the pretext pretrains on `default_pretrain_dataset(dataset, home)`;
+    `cfg.pretrain_role` then names which of that dataset's stores it uses.
 
     `method` is a name or a Method. A method with `init_from` gets `cfg.init`, resolved the same
     way for that method with the same overrides except its `pretrain.params.*` (those are the
@@ -492,7 +530,7 @@ def resolve(method, dataset: str, profile: str = "paper", overrides=(), pretrain
     settings = profile_settings(profile, dataset)
     icm_settings = settings.pop("icm", {})
     cfg = RunConfig(method=m.name, dataset=dataset, profile=profile,
-                    pretrain_dataset=pretrain_dataset or default_pretrain_dataset(dataset),
+                    pretrain_dataset=pretrain_dataset or default_pretrain_dataset(dataset, home, profile),
                     icm=IcmConfig() if m.icm else None)
     _merge(cfg, settings, f"profile {profile!r}")
     if cfg.icm is not None:
@@ -503,6 +541,7 @@ def resolve(method, dataset: str, profile: str = "paper", overrides=(), pretrain
         apply_override(cfg, item)
     if cfg.icm is not None and cfg.icm.dataset is None:
         cfg.icm.dataset = default_icm_dataset(dataset)
+    cfg.pretrain_role = pretrain_role_of(cfg.pretrain_dataset)   # after overrides: --set pretrain_dataset=
     validate(cfg)
     if m.init_from:
         inherited = [o for o in overrides or () if not o.strip().startswith("pretrain.params.")]

@@ -297,3 +297,8 @@ def test_installed_vicreg_runs_through_ray_and_is_tracked_as_a_plugin(fresh, pha
     tags = parent.data.tags
     assert (tags["ichbench.method"], tags["ichbench.plugin_dist"], tags["ichbench.plugin_version"]) == \
         ("vicreg", "ichbench-vicreg", dist.version)
+    # the method's code is the installed plugin's checkout (ichbench's own commit is git_commit)
+    from ichbench.plugins.provenance import source_commit
+    import ichbench_vicreg
+    assert tags["ichbench.plugin_commit"] == (source_commit(ichbench_vicreg.__file__) or "")
+    assert tags["ichbench.pretrain_role"] == "pretraining"

@@ -22,11 +22,13 @@ runner = CliRunner()
 
 
 def _log_run(uri, exp_id, flags, fingerprint, *, method="multilabel_dl", seed=0, status="FINISHED",
-             kind="parent", summary_shift=0.0, split_hash=None):
+             kind="parent", summary_shift=0.0, split_hash=None, folds=None, tags=None):
     split = make_split("phantom", flags, 3)
     fold_of = {v: f["fold"] for f in split["folds"] for v in f["test"]}
     rows = []
     for r in counts_for(flags, seed):
+        if folds is not None and fold_of[r["volume_id"]] not in folds:
+            continue   # a run of some folds (`ichbench run --folds`) has rows for those only
         tp, fp, fn = r["tp"], r["fp"], r["fn"]
         # the full row `ichbench run` logs: ratios and has_ich too (submit keeps only the counts)
         rows.append({**r, "fold": fold_of[r["volume_id"]], "has_ich": tp + fn > 0,
@@ -39,7 +41,7 @@ def _log_run(uri, exp_id, flags, fingerprint, *, method="multilabel_dl", seed=0,
             "ichbench.split_hash": split_hash or split["hash"], "ichbench.k": "3", "ichbench.version": "0.1.0",
             "ichbench.plugin_dist": "ichbench", "ichbench.plugin_version": "0.1.0",
             "ichbench.git_commit": "0123456789abcdef", "ichbench.hardware": "1x test CPU",
-            "ichbench.gpu_hours": "0.25"}
+            "ichbench.gpu_hours": "0.25", **(tags or {})}
     with mlflow.start_run(experiment_id=exp_id, tags=tags) as run:
         mlflow.log_dict(rows, "per_volume.json")
         mlflow.log_dict({"finetune": {"epochs": 1, "lr": 1e-3}, "data": {"labeled_fraction": 1.0}}, "config.json")
@@ -99,7 +101,8 @@ def test_submit_by_run_id_writes_a_valid_entry(tracking, folder):
     assert e["mlflow_run_id"] == rid and e["dataset"] == {"name": "phantom", "fingerprint": tracking["fingerprint"]}
     assert e["split"]["k"] == 3 and e["profile"] == "smoke" and e["gpu_hours"] == 0.25
     assert e["plugin"] == {"distribution": "ichbench", "version": "0.1.0"} and e["hardware"] == "1x test CPU"
-    assert e["code"] == {"url": "example.org/mine", "commit": "0123456789abcdef"}
+    assert e["code"] == {"url": "example.org/mine", "commit": "0123456789abcdef"}   # a built-in: ichbench's code
+    assert e["ichbench_commit"] == "0123456789abcdef"
     assert e["config"]["finetune"]["lr"] == 1e-3
     assert set(e["per_volume"][0]) == {"volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes", "has_ich"}
     assert e["per_volume"] == sorted(e["per_volume"], key=lambda r: r["volume_id"])
@@ -146,3 +149,105 @@ def test_missing_store_and_run_are_one_line_errors(tracking, folder, tmp_path):
     assert out.exit_code == 2 and f"no MLflow run {'0' * 32!r}" in out.output
     out = submit(tracking, folder, "--method", "nope", "--dataset", "phantom")
     assert out.exit_code == 2 and "no finished parent run of nope on phantom" in out.output
+
+
+def log_another(tracking, **kw) -> str:
+    """One more parent run in the module's tracking store (a method the other tests do not use)."""
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking["uri"])
+    try:
+        exp = mlflow.get_experiment_by_name("ichbench/phantom").experiment_id
+        flags = flags_of_home(tracking["home"])
+        return _log_run(tracking["uri"], exp, flags, tracking["fingerprint"], **kw)
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def flags_of_home(home):
+    from ichbench.store import open_store, store_path
+    return {v["id"]: bool(v["has_ich"]) for v in open_store(store_path(home, "phantom", "segmentation")).volumes}
+
+
+def test_a_run_of_some_folds_is_refused_naming_the_missing_ones(tracking, folder):
+    rid = log_another(tracking, method="context_restoration", seed=7, folds={1})
+    out = submit(tracking, folder, "--run-id", rid)
+    assert out.exit_code == 1, out.output
+    assert (f"REJECT MLflow run {rid}: run covers folds 1 of k = 3; missing 0, 2: an entry needs "
+            "every fold; rerun the same `ichbench run` without --folds (finished folds are reused) and submit again"
+            in " ".join(out.output.split()))
+    # the consequences (another split hash, canonical volumes missing) are not listed as well
+    assert "split hash" not in out.output and "missing canonical volumes" not in out.output
+    assert not (folder.root / "entries").exists()
+
+
+def _git(repo, *args) -> str:
+    import subprocess
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_entry_of_a_plugin_method_names_the_plugins_code_not_ichbenchs(tracking, folder, tmp_path, monkeypatch):
+    """ichbench-vicreg from its own git checkout, installed as version 0.3.0 (editable): the tags
+    the driver writes for its run, and the entry submitted from them, name the plugin's version and
+    commit as the method's code and keep ichbench's commit apart."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ichbench.config import resolve
+    from ichbench.plugins import get_registry, reset_registry
+    from ichbench.tracking.records import base_tags, git_commit
+
+    example = Path(__file__).resolve().parents[1] / "plugins" / "ichbench-vicreg"
+    checkout = tmp_path / "ichbench-vicreg"
+    shutil.copytree(example, checkout, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    _git(checkout, "init", "-q")
+    _git(checkout, "add", ".")
+    _git(checkout, "commit", "-q", "-m", "vicreg")
+    head = _git(checkout, "rev-parse", "HEAD")
+    site = tmp_path / "site"
+    info = site / "ichbench_vicreg-0.3.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ichbench-vicreg\nVersion: 0.3.0\n")
+    (info / "entry_points.txt").write_text("[ichbench]\nvicreg = ichbench_vicreg.plugin\n")
+    (info / "direct_url.json").write_text(json.dumps({"url": checkout.as_uri(), "dir_info": {"editable": True}}))
+    monkeypatch.syspath_prepend(str(checkout / "src"))
+    monkeypatch.syspath_prepend(str(site))
+    for name in [m for m in sys.modules if m.startswith("ichbench_vicreg")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setenv("ICHBENCH_LOAD_PLUGINS", "ichbench-vicreg")
+    reset_registry()
+    try:
+        reg = get_registry()
+        method, owner = reg.methods()["vicreg"], reg.owner("methods", "vicreg")
+        assert Path(sys.modules["ichbench_vicreg"].__file__).is_relative_to(checkout)
+        plan = SimpleNamespace(method=method, cfg=resolve(method, "phantom", "smoke"), run_key="r" * 64,
+                               store=SimpleNamespace(fingerprint=tracking["fingerprint"]),
+                               split={"hash": "s" * 64, "k": 3}, icm=None)
+        tags = base_tags(plan, owner, {"CPU": 2})
+    finally:
+        reset_registry()
+    ours = git_commit()
+    assert ours != head and not ours.startswith(head)
+    assert (tags["ichbench.plugin_dist"], tags["ichbench.plugin_version"], tags["ichbench.plugin_commit"]) == \
+        ("ichbench-vicreg", "0.3.0", head)
+    assert tags["ichbench.git_commit"] == ours
+    keep = ("plugin", "plugin_dist", "plugin_version", "plugin_commit", "git_commit", "version")
+    rid = log_another(tracking, method="vicreg", seed=8, tags={f"ichbench.{k}": tags[f"ichbench.{k}"] for k in keep})
+    out = submit(tracking, folder, "--run-id", rid, "--code-url", "https://example.org/ichbench-vicreg")
+    assert out.exit_code == 0, out.output
+    entry = json.loads((folder.root / "entries" / "phantom" / f"vicreg--{rid[:8]}.json").read_text())
+    assert entry["plugin"] == {"distribution": "ichbench-vicreg", "version": "0.3.0"}
+    assert entry["code"] == {"url": "https://example.org/ichbench-vicreg", "commit": head}
+    assert entry["ichbench_commit"] == (None if ours == "unknown" else ours)
+    assert validate(folder).ok
+
+
+@pytest.mark.parametrize("tags, commit", [
+    ({"ichbench.plugin_dist": "ichbench"}, "0123456789abcdef"),                     # a built-in: ichbench's code
+    ({"ichbench.plugin_dist": "ichbench-other"}, None),                             # unknown, not ichbench's
+    ({"ichbench.plugin_dist": "ichbench-other", "ichbench.plugin_commit": "c0ffee"}, "c0ffee"),
+])
+def test_code_commit_of_runs_logged_before_the_plugin_commit_tag(tags, commit):
+    from ichbench.leaderboard.submit import method_commit
+    assert method_commit({"ichbench.git_commit": "0123456789abcdef", **tags}) == commit

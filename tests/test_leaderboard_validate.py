@@ -152,6 +152,19 @@ def test_wrong_split_hash_rejected(board):
             "is not the hash of the folds its volumes were scored in")
 
 
+def test_entry_of_some_folds_names_the_missing_folds(board):
+    """A `--folds 1` run's entry: the folds are named, not the split hash they make differ."""
+    folder, _, _, entry, path = board
+    e = copy.deepcopy(entry)
+    e["per_volume"] = [r for r in e["per_volume"] if r["fold"] == 1]
+    e["summary"] = rescore(e["per_volume"])
+    _rewrite(path, e)
+    lines = assert_rejected(folder, path.relative_to(folder.root),
+                            "run covers folds 1 of k = 3; missing 0, 2: an entry needs every fold; rerun the same "
+                            "`ichbench run` without --folds (finished folds are reused) and submit again")
+    assert len(lines) == 1, lines
+
+
 def test_wrong_fold_rejected(board):
     folder, _, _, entry, path = board
     e = copy.deepcopy(entry)

@@ -186,3 +186,45 @@ def test_missing_data_says_where_to_get_it(home, registry, dataset, url, licence
     assert f"no raw data at {home / 'raw' / dataset}" in lines[0] or f"no raw {dataset} data at" in lines[0]
     text = out.stderr
     assert url in text and licence in text and "docs/datasets.md" in text and "Traceback" not in text
+
+
+def _git(repo, *args) -> str:
+    import subprocess
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_code_commit_of_a_plugin_installed_from_a_git_url(fresh, monkeypatch, tmp_path):
+    """pip records the commit of `pip install git+https://...` in direct_url.json (PEP 610)."""
+    from ichbench.plugins.provenance import code_commit
+    site = make_dist(tmp_path, monkeypatch, "ichbench-fromgit", {"good": "ib_good3"}, {"ib_good3": GOOD})
+    (site / "ichbench-fromgit-1.2.3.dist-info" / "direct_url.json").write_text(json.dumps(
+        {"url": "https://example.org/fromgit.git", "vcs_info": {"vcs": "git", "commit_id": "ab" * 20}}))
+    monkeypatch.setenv("ICHBENCH_LOAD_PLUGINS", "ichbench-fromgit")
+    reg = Registry()
+    reg.load_entry_points()
+    assert code_commit(reg.datasets()["extra"], reg.owner("datasets", "extra").distribution) == "ab" * 20
+    assert code_commit(reg.datasets()["extra"], None) is None          # nothing to tell: unknown
+
+
+def test_source_commit_only_for_files_git_tracks(tmp_path):
+    from ichbench.plugins.provenance import source_commit
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "__init__.py").write_text("x = 1\n")
+    (repo / ".gitignore").write_text("venv/\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "one")
+    head = _git(repo, "rev-parse", "HEAD")
+    assert source_commit(repo / "pkg" / "__init__.py") == head
+    (repo / "pkg" / "__pycache__").mkdir()
+    (repo / "pkg" / "__pycache__" / "x.pyc").write_bytes(b"")
+    assert source_commit(repo / "pkg" / "__init__.py") == head              # bytecode is not a change
+    (repo / "pkg" / "__init__.py").write_text("x = 2\n")
+    assert source_commit(repo / "pkg" / "__init__.py") == head + "-dirty"   # HEAD no longer describes it
+    # a package installed into an ignored venv inside the repository is not the repository's code
+    (repo / "venv" / "other").mkdir(parents=True)
+    (repo / "venv" / "other" / "__init__.py").write_text("")
+    assert source_commit(repo / "venv" / "other" / "__init__.py") is None
+    assert source_commit(tmp_path / "elsewhere.py") is None

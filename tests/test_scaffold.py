@@ -10,10 +10,12 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import ichbench
 from ichbench.cli.main import app
 from ichbench.errors import IchbenchError
 from ichbench.plugins.scaffold import names_for, scaffold
@@ -44,6 +46,8 @@ def test_cli_writes_a_complete_package(kind, tmp_path):
     impl = "method" if kind == "method" else "dataset"
     rel = {"pyproject.toml", "README.md", "src/ichbench_my_thing/__init__.py", "src/ichbench_my_thing/plugin.py",
            f"src/ichbench_my_thing/{impl}.py", "tests/test_ichbench_my_thing.py"}
+    if kind == "method":
+        rel.add("src/ichbench_my_thing/pretext.py")          # the torch side, apart from the declarations
     assert {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} == rel
     assert all(f"created {root / r}" in result.stdout for r in rel)
     meta = tomllib.loads((root / "pyproject.toml").read_text())
@@ -57,6 +61,19 @@ def test_cli_writes_a_complete_package(kind, tmp_path):
                 assert node.module == "ichbench.api", f"{path.name} imports {node.module}"
     hook = "register_methods" if kind == "method" else "register_datasets"
     assert f"def {hook}(register):" in (root / "src/ichbench_my_thing/plugin.py").read_text()
+    if kind == "method":
+        # what the entry point imports (plugin, __init__, method) imports no torch at module level,
+        # nor a torch-side name of ichbench.api: `ichbench methods` imports every plugin to list it
+        for name in ("plugin.py", "__init__.py", "method.py"):
+            tree = ast.parse((root / "src/ichbench_my_thing" / name).read_text())
+            top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+            mods = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+            mods += [n.module for n in top if isinstance(n, ast.ImportFrom)]
+            assert not [m for m in mods if m.split(".")[0] == "torch"], name
+            from ichbench.api import _MODULE_OF
+            lazy = [a.name for n in top if isinstance(n, ast.ImportFrom) and n.module == "ichbench.api"
+                    for a in n.names if a.name in _MODULE_OF]
+            assert not lazy, (name, lazy)
 
 
 def test_cli_error_is_one_line(tmp_path):
@@ -95,14 +112,17 @@ def test_scaffolded_packages_install_and_their_tests_pass(tmp_path):
                           "--no-deps", str(method_pkg), str(data_pkg)], capture_output=True, text=True)
     assert pip.returncode == 0, pip.stdout + pip.stderr
     env = {k: v for k, v in os.environ.items() if k not in ("ICHBENCH_LOAD_PLUGINS", "PYTHONPATH")}
-    env.update(OMP_NUM_THREADS="1", ICHBENCH_HOME=str(tmp_path / "home"))
+    # the generated code runs against the ichbench under test (its checkout first on the path), not
+    # whichever copy the environment has installed
+    env.update(OMP_NUM_THREADS="1", ICHBENCH_HOME=str(tmp_path / "home"),
+               PYTHONPATH=str(Path(ichbench.__file__).resolve().parents[1]))
     # the generated tests, unchanged, from outside the source folders (so the installed copies run)
     tests = subprocess.run([str(py), "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
                             str(method_pkg / "tests"), str(data_pkg / "tests")],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     summary = tests.stdout.strip().splitlines()[-1]
-    assert "9 passed" in summary and "skipped" not in summary, summary     # the install checks ran too
+    assert "10 passed" in summary and "skipped" not in summary, summary    # the install checks ran too
 
     def cli(*args):
         out = subprocess.run([str(py), "-m", "ichbench.cli.main", *args], cwd=tmp_path, env=env,

@@ -6,12 +6,14 @@ import sys
 from typing import Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from ichbench.cli.common import fail, workspace
 from ichbench.console import make_console, pct, print_fit
 
 console = make_console()
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _folds(text: Optional[str]) -> list[int] | None:
@@ -21,6 +23,13 @@ def _folds(text: Optional[str]) -> list[int] | None:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         fail(f"--folds expects a comma list of integers, got {text!r}")
+
+
+def print_notes(plans) -> None:
+    """Defaults a plan chose that change what runs (e.g. pretraining on the dataset's own slices),
+    each once, on stderr (stdout stays the --dry-run JSON)."""
+    for note in dict.fromkeys(n for p in plans for n in p.notes):
+        err_console.print(f"ichbench: {note}", highlight=False)
 
 
 def tracker_for(uri: Optional[str], home):
@@ -34,7 +43,7 @@ def run(
     profile: str = typer.Option("paper", help="Hyperparameter profile: paper or smoke."),
     folds: Optional[str] = typer.Option(None, help="Comma list of folds to run (default: all)."),
     k: Optional[int] = typer.Option(None, help="Number of folds (default: the paper's for the dataset, else 5)."),
-    pretrain_dataset: Optional[str] = typer.Option(None, help="Pretraining store (default: rsna; the phantom's own for phantom)."),
+    pretrain_dataset: Optional[str] = typer.Option(None, help="Dataset to pretrain on (default: the dataset's own pretraining store if it has one, else rsna; without an rsna store, the dataset's own slices)."),
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this Ray cluster instead of starting a local one."),
     gpus_per_fold: Optional[float] = typer.Option(None, help="GPUs per fold worker (default: share the GPUs so all folds fit)."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default sqlite:///$ICHBENCH_HOME/mlflow.db)."),
@@ -53,6 +62,7 @@ def run(
     tracker = None if dry_run else tracker_for(tracking_uri, home)   # unreachable store: fail before training
     plans = [plan_method(n, dataset, profile, home, folds=_folds(folds), k=k,
                          pretrain_dataset=pretrain_dataset, overrides=set_) for n in names]
+    print_notes(plans)
     if dry_run:
         print(json.dumps([{"method": p.method.name, "run_key": p.run_key, "run_dir": str(p.run_dir),
                            "folds": p.folds, "split_hash": p.split["hash"], "config": p.cfg.to_dict()}
@@ -172,6 +182,7 @@ def tune(
     tracker = tracker_for(tracking_uri, home)
     plan = plan_method(method, dataset, profile, home, folds=_folds(folds), k=k,
                        pretrain_dataset=pretrain_dataset, overrides=set_)
+    print_notes([plan])
     driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)
     out = run_search(plan, tracker, driver, num_samples=num_samples, space=parsed, seed=seed)
     table = Table(title=f"tune {method} on {dataset}: mean volume Dice over folds {plan.folds}")

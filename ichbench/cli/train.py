@@ -26,7 +26,8 @@ PROFILE_OPT = typer.Option("paper", "--profile", "-p", help="Settings profile: p
 SET_OPT = typer.Option([], "--set", "-s", help="Override a setting, e.g. finetune.epochs=3 (repeatable).")
 PRE_DS_OPT = typer.Option(None, "--pretrain-dataset",
                           help="Dataset whose pretraining store the pretext uses (default: the dataset "
-                               "itself if it has one, else rsna).")
+                               "itself if it has one, else rsna; without an rsna store, the "
+                               "dataset's own segmentation slices).")
 DRY_OPT = typer.Option(False, "--dry-run", help="Print the resolved config as JSON and exit.")
 DEVICE_OPT = typer.Option(None, "--device", help="torch device (default: cuda if available, else cpu).")
 
@@ -48,34 +49,27 @@ def methods(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def _resolve(method: str, dataset: str, profile: str, overrides: list[str], pretrain_dataset: str | None):
-    from ichbench.config import resolve
-    from ichbench.datasets.base import get_dataset
+    import sys
+
+    from ichbench.config import own_slices_note, resolve
+    from ichbench.datasets.base import SEGMENTATION, get_dataset
     from ichbench.methods.base import get_method
     m = get_method(method)
     get_dataset(dataset)
     if pretrain_dataset is not None:
         get_dataset(pretrain_dataset)
-    return m, resolve(m, dataset, profile, overrides, pretrain_dataset)
-
-
-def _pretrain_store(root: Path, cfg) -> Path:
-    from ichbench.datasets.base import PRETRAINING, get_dataset
-    from ichbench.store import store_path
-    ds = get_dataset(cfg.pretrain_dataset)
-    if PRETRAINING not in ds.roles:
-        fail(f"dataset {ds.name!r} has no pretraining store (roles: {', '.join(ds.roles)}); "
-             "choose one with --pretrain-dataset")
-    return store_path(root, ds.name, PRETRAINING)
+    cfg = resolve(m, dataset, profile, overrides, pretrain_dataset, home=workspace())
+    if m.has_pretext and pretrain_dataset is None and cfg.pretrain_dataset == dataset and cfg.pretrain_role == SEGMENTATION:
+        print(f"ichbench: {own_slices_note(dataset)}", file=sys.stderr)
+    return m, cfg
 
 
 def _ensure_pretrained(root: Path, m, cfg, device) -> Path:
-    from ichbench.store import open_store
+    from ichbench.orchestrate.plan import open_pretraining
     from ichbench.train.engine import pretrain as run_pretrain, pretrained_dirname
-    from ichbench.train.label_needs import check_pretraining_store
-    store = _pretrain_store(root, cfg)
-    check_pretraining_store(m, open_store(store))
+    store = open_pretraining(root, m, cfg)   # refuses a store without the labels the method needs
     out = root / "pretrained" / cfg.pretrain_dataset / pretrained_dirname(cfg)
-    return run_pretrain(m, store, cfg, out, device=device)
+    return run_pretrain(m, store.path, cfg, out, device=device)
 
 
 def pretrain(method: str = METHOD_OPT, dataset: str = DATASET_OPT, profile: str = PROFILE_OPT,
@@ -153,7 +147,7 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
     from ichbench.splits import PAPER_K
     from ichbench.store import open_store, store_path
     from ichbench.train.engine import finetune as run_finetune
-    from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
+    from ichbench.train.label_needs import check_finetuning_store
 
     m, cfg = _resolve(method, dataset, profile, set_, pretrain_dataset)
     if dry_run:
@@ -171,7 +165,6 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
     if pretrained is not None and not m.has_pretext:
         fail(f"{m.name} transfers no pretrained parts (a baseline); drop --pretrained")
     if m.has_pretext and pretrained is None:
-        check_pretraining_store(m, open_store(_pretrain_store(root, cfg)))
         pretrained = _ensure_pretrained(root, m, cfg, device)
     pre_hash = None
     if pretrained is not None:

@@ -78,7 +78,9 @@ def relpath(entry: dict) -> Path:
 
 def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, fingerprint: str, split_hash: str,
                 k: int, profile: str, config: dict, per_volume: list[dict], ichbench_version: str, hardware,
-                gpu_hours, run_id: str, date: str, code_url, code_commit) -> dict:
+                gpu_hours, run_id: str, date: str, code_url, code_commit, ichbench_commit=None) -> dict:
+    """`code_commit`: the commit of the method's own code (its plugin's, ichbench's for a built-in);
+    `ichbench_commit`: the commit of the ichbench that ran it."""
     rows = []
     for r in per_volume:
         subs = r.get("subtypes")
@@ -98,6 +100,7 @@ def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, finge
         "per_volume": rows,
         "summary": rescore(rows),
         "ichbench_version": ichbench_version,
+        "ichbench_commit": ichbench_commit,
         "hardware": hardware,
         "gpu_hours": gpu_hours,
         "mlflow_run_id": run_id,

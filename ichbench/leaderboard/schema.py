@@ -65,11 +65,15 @@ ENTRY_SCHEMA = {
         "summary": {"type": "object", "additionalProperties": False, "required": list(GROUPS),
                     "properties": {g: _GROUP for g in GROUPS}},
         "ichbench_version": {"type": "string", "maxLength": 100},
+        # the ichbench checkout that ran it; code.commit is the method's own code (a plugin's)
+        # (optional: entries written before it existed stay valid)
+        "ichbench_commit": _OPT_STR,
         "hardware": _OPT_STR,
         "gpu_hours": {"type": ["number", "null"], "minimum": 0},
         "mlflow_run_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"},
         "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"},
         "code": {"type": "object", "additionalProperties": False, "required": ["url", "commit"],
+                 "description": "where the method's code is and its commit (the plugin's, for a plugin method)",
                  "properties": {"url": _OPT_STR, "commit": _OPT_STR}},
     },
 }

@@ -149,7 +149,20 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
         ichbench_version=tags.get(TAG + "version") or "unknown", hardware=tags.get(TAG + "hardware") or None,
         gpu_hours=_float_or_none(tags.get(TAG + "gpu_hours")), run_id=rid,
         date=_iso(run.info.end_time or run.info.start_time), code_url=code_url,
-        code_commit=tags.get(TAG + "git_commit") or None)
+        code_commit=method_commit(tags), ichbench_commit=_commit(tags.get(TAG + "git_commit")))
+
+
+def _commit(value) -> str | None:
+    return None if value in (None, "", "unknown") else value
+
+
+def method_commit(tags: dict) -> str | None:
+    """The commit of the code that produced the method: its plugin's (tag plugin_commit). Runs
+    logged before that tag existed have only ichbench's commit, which describes a built-in method
+    but not a plugin's: then unknown rather than wrong."""
+    if TAG + "plugin_commit" in tags:
+        return _commit(tags[TAG + "plugin_commit"])
+    return _commit(tags.get(TAG + "git_commit")) if tags.get(TAG + "plugin_dist") == "ichbench" else None
 
 
 def submit(folder: Folder, uri: str, run_id: str | None = None, method: str | None = None,

@@ -3,7 +3,7 @@
 Checks, per entry: size limit and strict JSON; the schema; no patient identifiers; that it sits at
 entries/<dataset>/<method>--<run id prefix>.json; each volume once and folds in range; the summary
 recomputed from the per-volume counts (to 1e-9); the split hash against the folds its volumes were
-scored in; then against canonical.json: volume ids (each canonical volume exactly once), ICH flags,
+scored in (an entry with folds missing is named as a run of some folds); then against canonical.json: volume ids (each canonical volume exactly once), ICH flags,
 fingerprint, and the canonical split (hash and each volume's fold). Across entries: one entry per MLflow run. Folder-wide: the
 published tables byte-identical to the pinned ones, canonical.json consistent, the schema copy
 unchanged. Whatever canonical.json cannot support yet is reported as a note, never passed silently.
@@ -90,6 +90,14 @@ def _few(items, n: int = 5) -> str:
     return ", ".join(map(str, items[:n])) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
+def missing_folds_problem(covered, missing, k: int) -> str:
+    """One line for an entry (or run) that has results for only some folds of its split."""
+    def listed(folds):
+        return ", ".join(str(f) for f in folds)
+    return (f"run covers folds {listed(covered)} of k = {k}; missing {listed(missing)}: an entry needs every fold; "
+            f"rerun the same `ichbench run` without --folds (finished folds are reused) and submit again")
+
+
 def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> list[str]:
     """Reasons to reject one parsed entry (empty: accepted). `location`: its path relative to the
     leaderboard folder, when it is inside one."""
@@ -127,6 +135,15 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     # entry's volumes were scored in, whatever canonical.json knows.
     own = [sorted(r["volume_id"] for r in rows if r["fold"] == i) for i in range(k)]
     own_hash = split_hash(own, k, SPLIT_SEED)
+    empty = [i for i in range(k) if not own[i]]
+    if own_hash != entry["split"]["hash"] and empty:
+        # a run of some folds (`--folds`): say so, rather than what follows from it (a split hash
+        # that differs, canonical volumes missing)
+        out.append(missing_folds_problem([i for i in range(k) if own[i]], empty, k))
+        if exp.fingerprints and entry["dataset"]["fingerprint"] not in exp.fingerprints:
+            out.append(f"dataset fingerprint {entry['dataset']['fingerprint'][:12]}… is not a recorded {ds} "
+                       f"fingerprint ({_few(f[:12] + '…' for f in exp.fingerprints)})")
+        return out
     if own_hash != entry["split"]["hash"]:
         out.append(f"split hash {entry['split']['hash'][:12]}… is not the hash of the folds its volumes were "
                    f"scored in ({own_hash[:12]}…)")

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ichbench.config import IcmConfig, RunConfig, resolve
-from ichbench.datasets.base import PRETRAINING, SEGMENTATION, get_dataset
+from ichbench.config import IcmConfig, RunConfig, own_slices_note, resolve
+from ichbench.datasets.base import SEGMENTATION, get_dataset
 from ichbench.errors import IchbenchError
 from ichbench.methods.base import Method, get_method
 from ichbench.splits import PAPER_K, save_split, split_for_store
@@ -55,6 +55,7 @@ class MethodPlan:
     pretrain_dir: Path | None = None
     overrides: list[str] = field(default_factory=list)
     icm: IcmPlan | None = None        # +ICM methods with icm.source=unet
+    notes: list[str] = field(default_factory=list)   # one line each, for the console (defaults chosen)
 
     def fold_dir(self, fold: int) -> Path:
         return self.run_dir / f"fold_{fold}"
@@ -84,19 +85,36 @@ def _key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def open_pretraining(home: Path, method: Method, cfg: RunConfig) -> SliceStore:
+    """The store `method`'s pretext trains on (`cfg.pretrain_dataset`'s `cfg.pretrain_role`
+    store), refused before anything trains if it cannot give the labels the method needs."""
+    pstore = open_role(home, cfg.pretrain_dataset, cfg.pretrain_role)
+    pretexts = [method] + ([get_method(method.init_from)] if method.init_from else [])
+    if Path(pstore.path).resolve() == store_path(home, cfg.dataset, SEGMENTATION).resolve():
+        for m in pretexts:
+            if m.label_needs.binary or m.label_needs.multilabel:
+                # images of the test folds are one thing; their labels would leak the answer
+                raise IchbenchError(f"{m.name} cannot pretrain on {cfg.dataset}'s own slices: their ICH labels "
+                                    "come from the masks of the volumes it is tested on; ingest rsna (or another "
+                                    "pretraining dataset) and pass --pretrain-dataset")
+    for m in pretexts:
+        check_pretraining_store(m, pstore)
+    return pstore
+
+
 def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None, k=None,
                 pretrain_dataset=None, overrides=()) -> MethodPlan:
     method = get_method(name)
     get_dataset(dataset)
-    cfg = resolve(method, dataset, profile, list(overrides), pretrain_dataset)
+    cfg = resolve(method, dataset, profile, list(overrides), pretrain_dataset, home=home)
     store = open_role(home, dataset, SEGMENTATION)
     check_finetuning_store(method, store)
     pstore = pdir = None
+    notes = []
     if method.has_pretext:
-        pstore = open_role(home, cfg.pretrain_dataset, PRETRAINING)
-        check_pretraining_store(method, pstore)
-        if method.init_from:
-            check_pretraining_store(get_method(method.init_from), pstore)
+        if pretrain_dataset is None and cfg.pretrain_dataset == dataset and cfg.pretrain_role == SEGMENTATION:
+            notes.append(own_slices_note(dataset))
+        pstore = open_pretraining(home, method, cfg)
         pdir = home / "pretrained" / cfg.pretrain_dataset / pretrained_dirname(cfg)
     icm = None
     if method.icm and cfg.icm.source == "shipped":
@@ -115,7 +133,7 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
                     "pretrain_store": pstore.fingerprint if pstore else None, "icm": icm.key if icm else None})
     run_dir = home / "runs" / dataset / method.name / f"{profile}-{run_key[:12]}"
     return MethodPlan(method, cfg, store, split, split_path, folds, run_key, run_dir, pstore, pdir,
-                      list(overrides), icm)
+                      list(overrides), icm, notes)
 
 
 def expand_methods(spec: str) -> list[str]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import platform
-import subprocess
-from pathlib import Path
 
 from ichbench import __version__
+from ichbench.plugins.provenance import code_commit, source_commit
 from ichbench.tracking.mlflow_store import TAG, Tracker
 
 FOLD_COLUMNS = ("volume_id", "fold", "tp", "fp", "fn", "dice", "precision", "recall", "has_ich",
@@ -16,12 +15,9 @@ FOLD_COLUMNS = ("volume_id", "fold", "tp", "fp", "fn", "dice", "precision", "rec
 
 
 def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """ichbench's own commit (of the checkout it runs from), "unknown" outside one."""
+    import ichbench
+    return source_commit(ichbench.__file__) or "unknown"
 
 
 def hardware(resources: dict) -> str:
@@ -43,8 +39,10 @@ def base_tags(plan, owner, resources: dict) -> dict[str, str]:
         f"{TAG}split_hash": plan.split["hash"], f"{TAG}k": str(plan.split["k"]),
         f"{TAG}version": __version__, f"{TAG}plugin": owner.name,
         f"{TAG}plugin_dist": owner.distribution or "", f"{TAG}plugin_version": owner.version or "",
-        f"{TAG}git_commit": git_commit(), f"{TAG}hardware": hardware(resources),
-        f"{TAG}pretrain_dataset": plan.cfg.pretrain_dataset,
+        # git_commit is ichbench's; plugin_commit the method's own code (ichbench's for a built-in)
+        f"{TAG}git_commit": git_commit(), f"{TAG}plugin_commit": code_commit(plan.method, owner.distribution) or "",
+        f"{TAG}hardware": hardware(resources),
+        f"{TAG}pretrain_dataset": plan.cfg.pretrain_dataset, f"{TAG}pretrain_role": plan.cfg.pretrain_role,
         **({f"{TAG}icm_source": plan.cfg.icm.source} if plan.cfg.icm is not None else {}),
         **({f"{TAG}icm_model": plan.icm.key} if plan.icm is not None else {}),
     }

@@ -27,23 +27,28 @@ def check_pretraining_store(method, store) -> None:
     labels, where = _labels(store)
     known = labels[:, 1] != UNKNOWN
     refuse = f"{method.name} cannot pretrain on {where}:"
+    # what to do instead; a segmentation store (it has masks) also says where its labels come from
+    fix = "; pretrain on a store that has them (--pretrain-dataset rsna)"
+    seg = "masks" in store.arrays
     if not known.any():
         raise IchbenchError(f"{refuse} no slice has a known ICH label (all `any` labels are unknown, 255); "
-                            "it needs slice-level classification labels")
+                            f"it needs slice-level classification labels{fix}")
     anyich = labels[known, 1]
     if not (anyich == 1).any() or not (anyich == 0).any():
         raise IchbenchError(f"{refuse} its labeled slices are all {'ICH' if (anyich == 1).all() else 'non-ICH'}; "
-                            "a classification pretext needs both classes")
+                            f"a classification pretext needs both classes{fix}")
     if needs.multilabel:
         sub = labels[known][:, 2:]
         unknown = (sub == UNKNOWN).any(axis=1)
         if unknown.any():
+            why = (" (a segmentation store knows subtypes only where its reader gave Volume.subtypes or "
+                   "Volume.labels; masks alone say ICH or not)") if seg else ""
             raise IchbenchError(f"{refuse} {int(unknown.sum())} of {int(known.sum())} labeled slices have unknown "
-                                "subtypes (255); multi-label pretraining needs all five subtype labels")
+                                f"subtypes (255){why}; multi-label pretraining needs all five subtype labels{fix}")
         present = [name for j, name in enumerate(SUBTYPES) if (sub[:, j] == 1).any()]
         if not present:
             raise IchbenchError(f"{refuse} no slice is labeled with any ICH subtype "
-                                f"({', '.join(SUBTYPES)}); multi-label pretraining needs subtype positives")
+                                f"({', '.join(SUBTYPES)}); multi-label pretraining needs subtype positives{fix}")
 
 
 def check_finetuning_store(method, store) -> None:

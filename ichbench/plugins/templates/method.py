@@ -10,9 +10,11 @@ $what for ichbench, registered as `$registered`.
 
 It starts as **rotation prediction** (Gidaris et al. 2018): every slice is rotated by 0, 90, 180
 or 270 degrees and the U-Net encoder, through a small MLP on its pooled bottleneck, learns which.
-The encoder is then handed to the segmentation U-Net. Replace the pretext in
-`src/$module/method.py` with your idea; keep `label_needs` and `transfers` truthful, since the
-benchmark checks the first and the leaderboard reports both.
+The encoder is then handed to the segmentation U-Net. Replace the pretext with your idea:
+`src/$module/method.py` declares it (no torch there, so `ichbench methods` stays fast) and
+`src/$module/pretext.py` holds the torch code it imports when a pretraining starts. Keep
+`label_needs` and `transfers` truthful, since the benchmark checks the first and the leaderboard
+reports both.
 
 ```bash
 pip install -e .                      # into the environment that has ichbench
@@ -33,20 +35,14 @@ METHOD_PY = '''\
 Each slice is rotated by k x 90 degrees, k drawn uniformly from {0, 1, 2, 3}; the U-Net encoder,
 a global average pool of its bottleneck and an MLP predict k under cross-entropy. Only the
 encoder is transferred; the MLP is discarded.
+
+This module imports no torch: `ichbench methods` imports every plugin to list it, so the torch
+side lives in `pretext.py`, imported when a pretraining starts.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
-from ichbench.api import LabelNeeds, PooledEncoderHead, PretextMethod
-
-
-def rotate_batch(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """images (B, C, S, S) each rotated by k[i] x 90 degrees, batched (no per-image loop)."""
-    all_four = torch.stack([torch.rot90(images, r, dims=(2, 3)) for r in range(4)], dim=1)
-    return all_four[torch.arange(len(images), device=images.device), k]
+from ichbench.api import LabelNeeds, PretextMethod
 
 
 class $classname(PretextMethod):
@@ -63,17 +59,45 @@ class $classname(PretextMethod):
     }
 
     def build_pretext(self, unet, cfg):
-        dims = [int(d) for d in self.params(cfg)["head_dims"]]
-        if dims[-1] != 4:
-            raise ValueError(f"head_dims must end in 4 (one output per rotation), got {dims}")
-        return PooledEncoderHead(unet, dims, classes=True)
+        from $module.pretext import rotation_head
+        return rotation_head(unet, self.params(cfg)["head_dims"])
 
     def pretext_loss(self, model, batch, cfg, generator):
-        images = batch["images"]
-        where = generator.device if generator is not None else images.device
-        k = torch.randint(0, 4, (len(images),), generator=generator, device=where).to(images.device)
-        logits = model(rotate_batch(images, k))
-        return F.cross_entropy(logits.float(), k)
+        from $module.pretext import rotation_loss
+        return rotation_loss(model, batch["images"], generator)
+'''
+
+PRETEXT_PY = '''\
+"""The torch side of $registered: the head on the U-Net, the rotations and the loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ichbench.api import PooledEncoderHead
+
+
+def rotation_head(unet, head_dims) -> PooledEncoderHead:
+    """U-Net encoder -> average pool of the bottleneck -> MLP with one output per rotation."""
+    dims = [int(d) for d in head_dims]
+    if dims[-1] != 4:
+        raise ValueError(f"head_dims must end in 4 (one output per rotation), got {dims}")
+    return PooledEncoderHead(unet, dims, classes=True)
+
+
+def rotate_batch(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """images (B, C, S, S) each rotated by k[i] x 90 degrees, batched (no per-image loop)."""
+    all_four = torch.stack([torch.rot90(images, r, dims=(2, 3)) for r in range(4)], dim=1)
+    return all_four[torch.arange(len(images), device=images.device), k]
+
+
+def rotation_loss(model, images: torch.Tensor, generator) -> torch.Tensor:
+    """Cross-entropy of the predicted rotation; the rotations are drawn from `generator`."""
+    where = generator.device if generator is not None else images.device
+    k = torch.randint(0, 4, (len(images),), generator=generator, device=where).to(images.device)
+    logits = model(rotate_batch(images, k))
+    return F.cross_entropy(logits.float(), k)   # float32 under bf16 autocast
 '''
 
 METHOD_TEST = '''\
@@ -82,6 +106,9 @@ METHOD_TEST = '''\
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,7 +116,7 @@ import torch
 
 from ichbench.api import PretrainConfig, UNet, example_batch, expand_parts, get_registry, reset_registry, resolve
 from $module import $classname
-from $module.method import rotate_batch
+from $module.pretext import rotate_batch
 
 
 def test_declares_label_needs_and_valid_parts():
@@ -97,6 +124,14 @@ def test_declares_label_needs_and_valid_parts():
     assert m.name == "$registered" and m.has_pretext
     assert m.label_needs.unlabeled and not (m.label_needs.binary or m.label_needs.multilabel)
     assert expand_parts(UNet(base=8), m.transfers)          # raises on an unknown part name
+
+
+def test_registering_imports_no_torch():
+    """`ichbench methods` imports every plugin to list it: the torch side loads only to train."""
+    code = "import sys, $module.plugin; print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}   # what this test process imports from
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "False"
 
 
 def test_rotations():
@@ -147,5 +182,6 @@ def test_installed_package_registers_the_method(monkeypatch):
 METHOD_FILES = {
     "README.md": METHOD_README,
     "src/$module/method.py": METHOD_PY,
+    "src/$module/pretext.py": PRETEXT_PY,
     "tests/test_$module.py": METHOD_TEST,
 }
