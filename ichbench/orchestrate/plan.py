@@ -132,8 +132,23 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
     run_key = _key({"config": cfg.to_dict(), "split": split["hash"], "store": store.fingerprint,
                     "pretrain_store": pstore.fingerprint if pstore else None, "icm": icm.key if icm else None})
     run_dir = home / "runs" / dataset / method.name / f"{profile}-{run_key[:12]}"
+    _refuse_reuse_on_damage(store, [f for f in folds if (run_dir / f"fold_{f}" / "result.json").exists()])
     return MethodPlan(method, cfg, store, split, split_path, folds, run_key, run_dir, pstore, pdir,
                       list(overrides), icm, notes)
+
+
+def _refuse_reuse_on_damage(store: SliceStore, reused: list[int]) -> None:
+    """Finished folds are reused without reading the store, so check it first: results are never
+    handed out for a store whose content no longer matches its fingerprint. (Folds that train read
+    every shard they use, checked, so they need no separate pass.)"""
+    if not reused:
+        return
+    from ichbench.store.reader import StoreDamagedError
+    problems = store.verify()
+    if problems:
+        raise StoreDamagedError(f"{store.path}: {problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+                                f"the finished folds {reused} are not reused on a damaged store: re-ingest it "
+                                f"(`ichbench data ingest {store.attrs.get('dataset')} --force`)")
 
 
 def expand_methods(spec: str) -> list[str]:
