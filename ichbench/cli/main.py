@@ -35,6 +35,8 @@ app.command("run")(run_cli.run)
 app.command("runs")(run_cli.runs)
 app.command("ui")(run_cli.ui)
 app.command("tune")(run_cli.tune)
+from ichbench.cli import predict as predict_cli  # noqa: E402
+app.command("predict")(predict_cli.predict)
 
 
 def _version(value: bool) -> None:

@@ -305,8 +305,9 @@ class Driver:
         tr.json_artifact(child, rows, "per_volume.json")
         tr.text_artifact(child, records.per_volume_csv(rows), "per_volume.csv")
         tr.json_artifact(child, res["config"], "config.json")
-        state = plan.fold_dir(fold) / ckpt.STATE_NAME
-        if state.exists():
-            tr.file_artifact(child, state, "checkpoints")
+        model = plan.fold_dir(fold) / ckpt.MODEL_NAME   # what `ichbench predict --run` downloads
+        if model.exists():
+            tr.file_artifact(child, model, "checkpoints")
+            tr.tags(child, {f"{TAG}model_sha256": ckpt.sha256_file(model)})
         tr.end(child, "FINISHED")
 

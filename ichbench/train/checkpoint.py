@@ -17,6 +17,8 @@ from ichbench.errors import IchbenchError
 
 STATE_NAME = "state.pt"          # resumable training state (rewritten every epoch)
 PRETRAINED_NAME = "pretrained.pt"  # the declared U-Net parts of a finished pretraining
+MODEL_NAME = "model.pt"          # a finished fold's segmentation U-Net, for `ichbench predict`
+MODEL_KIND = "segmentation_model"
 
 
 def save_atomic(obj, path: Path) -> Path:
@@ -83,3 +85,19 @@ def load_pretrained(path: Path) -> dict:
     if ckpt.get("kind") != "pretrained" or "state" not in ckpt:
         raise IchbenchError(f"{path}: not a pretrained checkpoint (made by `ichbench pretrain`)")
     return ckpt
+
+
+def load_model(path: Path) -> dict:
+    ckpt = load(path)
+    if ckpt.get("kind") != MODEL_KIND or "state" not in ckpt or "config" not in ckpt:
+        raise IchbenchError(f"{path}: not a fold model (the `model.pt` a finished `ichbench run` fold writes)")
+    return ckpt
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -56,7 +56,7 @@ class SliceArrays:
                    (self.images, self.labels, self.volume, self.masks, self.brain, self.icm) if t is not None)
 
 
-def _resize(stack: np.ndarray, size: int, is_mask: bool) -> torch.Tensor:
+def resize_stack(stack: np.ndarray, size: int, is_mask: bool) -> torch.Tensor:
     """(N, H, W) -> (N, size, size), in chunks; HU stays int16, masks are area fractions >= 0.5."""
     out = []
     for start in range(0, len(stack), RESIZE_CHUNK):
@@ -85,7 +85,7 @@ def load_store(path: Path, image_size: int, rows: np.ndarray | None = None,
         if arr is None:
             return None
         if arr.shape[-1] != image_size or arr.shape[-2] != image_size:
-            return _resize(arr, image_size, is_mask)
+            return resize_stack(arr, image_size, is_mask)
         return torch.from_numpy(np.ascontiguousarray(arr))
 
     return SliceArrays(images=spatial("images", False), labels=torch.from_numpy(data["labels"]),

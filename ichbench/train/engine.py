@@ -257,12 +257,14 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         train_seconds = time.perf_counter() - t0
         rows = evaluate_volumes(model, arrays, test_ids, device, fc.threshold, cavity if m.icm else None,
                                 spacing_scale=store_size / fc.image_size)
+    model_path = save_model(out_dir / ckpt.MODEL_NAME, unet, m, cfg, fold, store_size, cavity if m.icm else None)
     result = {
         "method": m.name, "dataset": cfg.dataset, "profile": cfg.profile, "fold": fold, "k": len(split["folds"]),
         "split_hash": split.get("hash"), "store": str(store_path), "store_fingerprint": store.fingerprint,
         "train_volumes": train, "n_labeled_volumes": len(train), "test_volumes": test_ids,
         "n_train_slices": int(len(train_rows)),
         "pretrained": transfer, "icm": cavity.info if m.icm else None,
+        "model": {"path": str(model_path), "sha256": ckpt.sha256_file(model_path)},
         "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
         "history": history, "volumes": rows, "summary": summarize(rows), "device": str(device),
         "train_seconds": round(train_seconds, 3), "ichbench_version": __version__, "torch_version": torch.__version__,
@@ -270,6 +272,21 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     }
     write_json_atomic(result, out_dir / "result.json")
     return result
+
+
+def save_model(path: Path, unet, method, cfg, fold: int, store_size: int, cavity=None) -> Path:
+    """The fold's trained U-Net with everything `ichbench predict` needs to apply it to a new scan
+    and nothing else: weights, the resolved config (preprocessing, threshold), the store size the
+    scans were resampled to before training, and for +ICM methods the cavity source (with the ICM
+    U-Nets' weights when learned, so the file is self-contained)."""
+    payload = {"kind": ckpt.MODEL_KIND, "method": method.name, "dataset": cfg.dataset, "profile": cfg.profile,
+               "fold": fold, "config": cfg.to_dict(), "store_size": int(store_size),
+               "state": {k: v.detach().cpu() for k, v in unet.state_dict().items()},
+               "icm": None, "ichbench_version": __version__}
+    if cavity is not None:
+        payload["icm"] = {"source": cavity.source, "threshold": cavity.threshold,
+                          "unets": cavity.unets.payload if cavity.unets is not None else None}
+    return ckpt.save_atomic(payload, path)
 
 
 def write_json_atomic(obj, path: Path) -> Path:

@@ -1,0 +1,96 @@
+"""Applying an ensemble to a scan, on the scan's own grid.
+
+The slices go through what training saw — resampled to the store's size, then to the training
+size, windowed — each fold's sigmoid output is averaged (the nnU-Net rule: mean probability, then
+threshold), the mean probability is resampled back to the scan's in-plane size and thresholded
+there, and +ICM methods keep only voxels inside the cavity mask their config names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ichbench.errors import IchbenchError
+from ichbench.models.unet import UNet
+from ichbench.predict.models import Ensemble
+from ichbench.predict.scan import Scan
+from ichbench.preprocess.resize import resize_slices
+from ichbench.preprocess.window import window
+from ichbench.train.data import resize_stack
+
+BATCH = 32
+
+
+@dataclass
+class Prediction:
+    probability: np.ndarray          # (S, H, W) float32 mean sigmoid over folds, on the scan's grid
+    mask: np.ndarray                 # (S, H, W) bool hemorrhage (after the cavity mask, if any)
+    cavity: np.ndarray | None        # (S, H, W) bool intracranial cavity for +ICM methods
+    network_probability: dict        # fold -> (S, s, s) sigmoid at the training size (for inspection)
+
+
+def _to_grid(x: np.ndarray, shape_hw) -> np.ndarray:
+    """(S, s, s) float -> (S, H, W) bilinear (the network's grid back to the scan's)."""
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None]
+    if tuple(t.shape[-2:]) == tuple(shape_hw):
+        return t[:, 0].numpy()
+    return F.interpolate(t, size=tuple(shape_hw), mode="bilinear", align_corners=False)[:, 0].numpy()
+
+
+def network_input(ens: Ensemble, scan: Scan) -> np.ndarray:
+    """(S, s, s) int16 HU at the training size, by the same two resamplings as ingest + load."""
+    stored = resize_slices(scan.hu, ens.store_size)
+    if ens.store_size == ens.image_size:
+        return stored
+    return resize_stack(stored, ens.image_size, is_mask=False).numpy()
+
+
+@torch.no_grad()
+def _fold_probability(payload: dict, hu: np.ndarray, device: torch.device) -> np.ndarray:
+    mc = payload["config"]["model"]
+    net = UNet(base=mc["base_channels"], depth=mc["depth"], encoder_growth=mc.get("encoder_growth", "first"))
+    net.load_state_dict(payload["state"])
+    net.to(device).eval()
+    out = []
+    for start in range(0, len(hu), BATCH):
+        x = window(torch.from_numpy(hu[start:start + BATCH]).float())[:, None].to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = net(x)
+        out.append(torch.sigmoid(logits.float())[:, 0].cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, *hu.shape[1:]), np.float32)
+
+
+def _cavity(ens: Ensemble, hu_net: np.ndarray, device) -> np.ndarray | None:
+    icm = ens.icm
+    if not icm:
+        return None
+    if icm["source"] == "unet":
+        from ichbench.icm.masker import IcmUNets
+        return IcmUNets(icm["unets"], device)(hu_net, icm["threshold"])
+    if icm["source"] == "classical":
+        from ichbench.preprocess.brain import ClassicalBrainMasker
+        return ClassicalBrainMasker()(hu_net.astype(np.float32))
+    raise IchbenchError(f"{ens.method} was evaluated with its dataset's shipped cavity masks (icm.source="
+                        f"{icm['source']}), which a new scan does not have: apply a run made with "
+                        "icm.source=unet or classical")
+
+
+def predict_scan(ens: Ensemble, scan: Scan, device="cpu") -> Prediction:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise IchbenchError("--device cuda, but torch sees no CUDA device")
+    hu_net = network_input(ens, scan)
+    per_fold = {f.fold: _fold_probability(f.payload, hu_net, device) for f in ens.folds}
+    mean = np.mean(np.stack(list(per_fold.values())), axis=0)
+    shape_hw = scan.hu.shape[1:]
+    probability = _to_grid(mean, shape_hw)
+    mask = probability > ens.threshold
+    cavity = _cavity(ens, hu_net, device)
+    if cavity is not None:
+        cavity = _to_grid(cavity.astype(np.float32), shape_hw) >= 0.5
+        mask &= cavity
+    return Prediction(probability=probability, mask=mask, cavity=cavity, network_probability=per_fold)

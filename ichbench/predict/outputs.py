@@ -1,0 +1,220 @@
+"""What `ichbench predict` writes, all on the input's own grid, all or nothing:
+
+- `mask.nii.gz`: the binary mask with the input's affine (for a NIfTI input, its voxel order and
+  header; for a DICOM series, the affine its geometry tags give),
+- `mask.dcm`: a DICOM SEG referencing the source series (DICOM inputs; highdicom),
+- `report.json`: hemorrhage volume in mL, its connected components, the slices it is on, the
+  cavity volume, and where the model came from,
+- `overlay.png`: the slices with hemorrhage in a brain window, the mask outlined.
+
+Files are written into a temporary folder beside the output folder and moved in only when all of
+them exist, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ichbench import __version__
+from ichbench.predict.infer import Prediction
+from ichbench.predict.models import Ensemble
+from ichbench.predict.scan import Scan
+
+DISCLAIMER = "research tool, not a medical device: not for diagnosis or treatment decisions"
+BRAIN_WINDOW = (0.0, 80.0)       # HU shown in the overlay (level 40, width 80)
+MAX_OVERLAY_SLICES = 24
+
+
+# -- the mask on the input's grid -----------------------------------------------------------------
+
+def _inverse_ornt(transform: np.ndarray) -> np.ndarray:
+    inv = np.zeros_like(transform)
+    for file_axis, (store_axis, flip) in enumerate(transform):
+        inv[int(store_axis)] = (file_axis, flip)
+    return inv
+
+
+def mask_in_file_order(scan: Scan, mask: np.ndarray) -> np.ndarray:
+    """A NIfTI input: the (S, H, W) store-orientation mask back in the file's voxel order."""
+    from nibabel.orientations import apply_orientation
+    oriented = np.ascontiguousarray(mask.transpose(2, 1, 0))          # (L, P, S) axes
+    return np.ascontiguousarray(apply_orientation(oriented, _inverse_ornt(scan.nifti.transform)))
+
+
+def mask_in_dicom_order(scan: Scan, mask: np.ndarray) -> np.ndarray:
+    """A DICOM input: (S, Rows, Columns) as each source file stores its pixels, slices in order."""
+    out = mask
+    if scan.flips[0]:
+        out = out[:, ::-1, :]
+    if scan.flips[1]:
+        out = out[:, :, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def dicom_affine(scan: Scan) -> np.ndarray:
+    """RAS affine of the (Columns, Rows, slice) voxel grid of a DICOM series (NIfTI convention)."""
+    first, last = scan.slices[0], scan.slices[-1]
+    o = np.asarray(first.orientation or (1, 0, 0, 0, 1, 0), float)
+    row, col = o[:3], o[3:]
+    dr, dc = first.spacing_yx                      # PixelSpacing: between rows, between columns
+    if len(scan.slices) > 1 and first.position is not None and last.position is not None:
+        step = (np.asarray(last.position) - np.asarray(first.position)) / (len(scan.slices) - 1)
+    else:
+        step = np.cross(row, col) * scan.spacing[0]
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2] = row * dc, col * dr, step
+    lps[:3, 3] = np.asarray(first.position if first.position is not None else (0.0, 0.0, 0.0), float)
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps      # DICOM's LPS to NIfTI's RAS
+
+
+def write_nifti(path: Path, scan: Scan, mask: np.ndarray) -> None:
+    import nibabel as nib
+    if scan.kind == "nifti":
+        data = mask_in_file_order(scan, mask).astype(np.uint8)
+        header = nib.load(str(scan.path)).header.copy()
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(1.0, 0.0)
+        img = nib.Nifti1Image(data, scan.affine, header=header)
+    else:
+        data = mask_in_dicom_order(scan, mask).transpose(2, 1, 0).astype(np.uint8)
+        img = nib.Nifti1Image(data, dicom_affine(scan))
+        img.set_qform(img.affine, code=1)
+        img.set_sform(img.affine, code=1)
+    nib.save(img, str(path))
+
+
+# -- DICOM SEG --------------------------------------------------------------------------------------
+
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+          "AccessionNumber", "ReferringPhysicianName")
+
+
+def _sources(scan: Scan, notes: list[str]):
+    """The series' headers, completed where highdicom needs a value an anonymised file lacks
+    (new datasets: the caller's are never changed)."""
+    import pydicom
+    out = []
+    for s in scan.slices:
+        ds = pydicom.dcmread(str(s.path), stop_before_pixels=True)
+        for kw in _TYPE2:
+            if kw not in ds:
+                setattr(ds, kw, "")
+        if not str(ds.get("SliceThickness", "") or "").strip():
+            ds.SliceThickness = f"{scan.spacing[0]:.4g}"
+            if not notes or "SliceThickness" not in notes[-1]:
+                notes.append(f"SliceThickness missing: {scan.spacing[0]:.4g} mm (the slice distance) written into the SEG")
+        out.append(ds)
+    return out
+
+
+def write_seg(path: Path, scan: Scan, mask: np.ndarray, ens: Ensemble, notes: list[str]) -> None:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    algo = hd.AlgorithmIdentificationSequence(name="ichbench", version=__version__,
+                                              family=codes.cid7162.ArtificialIntelligence)
+    desc = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Hemorrhage",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Hemorrhage,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algo)
+    pixels = mask_in_dicom_order(scan, mask)
+    seg = hd.seg.Segmentation(
+        source_images=_sources(scan, notes), pixel_array=pixels.astype(bool),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[desc],
+        series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="ichbench", manufacturer_model_name=f"ichbench predict ({ens.method})",
+        software_versions=__version__, device_serial_number="0",
+        series_description=f"ichbench {ens.method} hemorrhage (research use only)",
+        content_label="HEMORRHAGE", content_description="Predicted intracranial hemorrhage (research use only)",
+        omit_empty_frames=bool(pixels.any()))   # an empty prediction keeps every frame, deliberately
+    seg.save_as(str(path))
+
+
+# -- report and overlay -----------------------------------------------------------------------------
+
+def report(scan: Scan, pred: Prediction, ens: Ensemble, notes: list[str]) -> dict:
+    from scipy import ndimage
+    labels, n = ndimage.label(pred.mask, structure=np.ones((3, 3, 3), bool))
+    numbers = scan.input_slice_numbers()
+    components = []
+    for k in range(1, n + 1):
+        where = labels == k
+        rows = np.flatnonzero(where.reshape(len(where), -1).any(1))
+        components.append({"volume_ml": float(where.sum() * scan.voxel_ml),
+                           "slices": sorted(numbers[r] for r in rows)})
+    components.sort(key=lambda c: -c["volume_ml"])
+    with_ich = np.flatnonzero(pred.mask.reshape(len(pred.mask), -1).any(1))
+    return {
+        "disclaimer": DISCLAIMER,
+        "input": {"path": str(scan.path), "kind": scan.kind, "series_uid": scan.series_uid or None,
+                  "slices": int(scan.hu.shape[0]), "rows": int(scan.hu.shape[1]), "columns": int(scan.hu.shape[2]),
+                  "spacing_mm": [float(v) for v in scan.spacing], "voxel_ml": scan.voxel_ml},
+        "hemorrhage": {"volume_ml": float(pred.mask.sum() * scan.voxel_ml), "voxels": int(pred.mask.sum()),
+                       "components": components, "n_components": n,
+                       "slices": sorted(numbers[r] for r in with_ich)},
+        "icm": None if pred.cavity is None else {"source": ens.icm["source"],
+                                                  "volume_ml": float(pred.cavity.sum() * scan.voxel_ml)},
+        "model": {"method": ens.method, "dataset": ens.first.get("dataset"), "profile": ens.first.get("profile"),
+                  "run_id": ens.run_id, "entry": ens.entry, "folds": [f.fold for f in ens.folds],
+                  "checkpoints": [{"fold": f.fold, "sha256": f.sha256} for f in ens.folds],
+                  "threshold": ens.threshold, "image_size": ens.image_size, "store_size": ens.store_size,
+                  "trained_with": ens.first.get("ichbench_version"), "ichbench_version": __version__,
+                  **ens.provenance},
+        "notes": notes,
+    }
+
+
+def write_overlay(path: Path, scan: Scan, pred: Prediction) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = np.flatnonzero(pred.mask.reshape(len(pred.mask), -1).any(1))
+    if len(rows) > MAX_OVERLAY_SLICES:   # the largest cross-sections
+        area = pred.mask.reshape(len(pred.mask), -1).sum(1)
+        rows = np.sort(rows[np.argsort(-area[rows])[:MAX_OVERLAY_SLICES]])
+    numbers = scan.input_slice_numbers()
+    n = max(1, len(rows))
+    cols = min(n, 6)
+    fig, axes = plt.subplots(-(-n // cols), cols, figsize=(2.4 * cols, 2.4 * -(-n // cols)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    lo, hi = BRAIN_WINDOW
+    for ax, r in zip(axes.flat, rows):
+        ax.imshow(np.clip((scan.hu[r] - lo) / (hi - lo), 0, 1), cmap="gray", vmin=0, vmax=1)
+        ax.contour(pred.mask[r], levels=[0.5], colors="red", linewidths=0.8)
+        ax.set_title(f"slice {numbers[r]}", fontsize=8)
+    if not len(rows):
+        axes.flat[0].text(0.5, 0.5, "no hemorrhage predicted", ha="center", va="center")
+    fig.suptitle("ichbench predict (research use only)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=80)
+    plt.close(fig)
+
+
+def write_outputs(out_dir: Path, scan: Scan, pred: Prediction, ens: Ensemble) -> dict:
+    """Write every output into `out_dir`, atomically as a set; returns the report."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.predict-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    notes: list[str] = []
+    try:
+        write_nifti(tmp / "mask.nii.gz", scan, pred.mask)
+        if scan.kind == "dicom":
+            write_seg(tmp / "mask.dcm", scan, pred.mask, ens, notes)
+        write_overlay(tmp / "overlay.png", scan, pred)
+        rep = report(scan, pred, ens, notes)
+        rep["outputs"] = sorted(p.name for p in tmp.iterdir()) + ["report.json"]
+        (tmp / "report.json").write_text(json.dumps(rep, indent=2))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for f in tmp.iterdir():
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rep
