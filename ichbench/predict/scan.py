@@ -9,6 +9,7 @@ affine's orientation). Every problem is one `InputError` naming the file.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def _read_dicom(folder: Path, series: str | None) -> Scan:
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise InputError(folder, "folder holds no files (expected one DICOM series)")
-    headers = [read_slice(p, pixels=False) for p in files]
+    with warnings.catch_warnings():      # pydicom's per-value warnings (long UIDs, odd VRs) are
+        warnings.simplefilter("ignore")  # not ours to print; what we cannot use is an error below
+        headers = [read_slice(p, pixels=False) for p in files]
     by_series: dict[str, list] = {}
     for h in headers:
         by_series.setdefault(h.series_uid, []).append(h)
@@ -95,7 +98,9 @@ def _read_dicom(folder: Path, series: str | None) -> Scan:
     modality = _modality(chosen[0].path)
     if modality and modality != "CT":
         raise InputError(chosen[0].path, f"modality is {modality}, not CT: hemorrhage models read CT only")
-    slices = [read_slice(h.path) for h in chosen]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slices = [read_slice(h.path) for h in chosen]
     hu, spacing, ordered = stack_series(slices, folder)
     _check_spacing(folder, spacing)
     orient = ordered[0].orientation
