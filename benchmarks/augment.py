@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/augment.py --device cuda --batch 256 --json $OUT/augment.json
 
 Both sides apply the paper's fine-tuning augmentation (§2.3.2) to images and their masks:
-- batched: `ichbench.train.augment.random_affine`, one affine_grid + grid_sample per batch on
+- batched: `ichbench.transforms.random_affine`, one affine_grid + grid_sample per batch on
   `--device` (tensors already there, as in the training loop);
 - per-sample: `random_affine_per_sample_cpu`, scipy.ndimage one image at a time, what a
   DataLoader transform does (images bilinear, masks nearest).
@@ -16,12 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ichbench.train.augment import random_affine, random_affine_per_sample_cpu
+from ichbench.transforms import random_affine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the tests' scipy reference
+from tests.reference_augment import random_affine_per_sample_cpu  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

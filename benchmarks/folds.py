@@ -34,7 +34,7 @@ def main() -> None:
     from ichbench.orchestrate.cluster import connect, default_gpus_per_fold
     from ichbench.orchestrate.plan import plan_method
     from ichbench.orchestrate.tasks import finetune_task
-    from ichbench.store.ingest import ingest
+    from ichbench.ingest import ingest
 
     ingest(get_dataset("phantom"), home, options=IngestOptions(size=64, extra={"volumes": 10, "slices": 12,
                                                                               "native_size": 64, "pretrain_volumes": 2}))

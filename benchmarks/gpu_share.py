@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 def train(rank: int, args, out) -> None:
     from ichbench.models.unet import UNet
-    from ichbench.train.losses import dice_loss
+    from ichbench.losses import dice_loss
     torch.manual_seed(rank)
     dev = torch.device(args.device)
     model = UNet(base=args.base).to(dev)

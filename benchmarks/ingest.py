@@ -5,7 +5,7 @@
 Writes N synthetic 512x512 head-like CT slices (uncompressed, RSNA layout: flat ID_*.dcm files,
 the label CSV, 40 slices per series) to a temporary folder, then measures on the same files:
   bare     pydicom.dcmread(path).pixel_array, one process
-  ingest   ichbench.store.ingest.ingest(RsnaDataset(), ..., selection="all", workers=W)
+  ingest   ichbench.ingest.ingest(RsnaDataset(), ..., selection="all", workers=W)
            (headers, decode, HU, resize, brain mask, compress, write, fingerprint)
 workers=1 runs in this process, so its rate is the per-core rate; the goal is >= 0.8x bare.
 The worker pool's one-off start-up is timed apart from the ingest rates.
@@ -41,7 +41,8 @@ def head_slice(rng, k: int, size: int = 512) -> np.ndarray:
 
 
 def make_source(root: Path, n: int, seed: int = 0) -> list[Path]:
-    from ichbench.datasets.dicom_io import write_slice
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the tests' DICOM writer
+    from tests.dicom_fixtures import write_slice
     from ichbench.datasets.rsna import RSNA_COLUMNS
 
     rng = np.random.default_rng(seed)
@@ -73,7 +74,7 @@ def bare_decode(paths) -> float:
 def run_ingest(src: Path, home: Path, size: int, workers: int) -> float:
     from ichbench.datasets.base import IngestOptions
     from ichbench.datasets.rsna import RsnaDataset
-    from ichbench.store.ingest import ingest
+    from ichbench.ingest import ingest
 
     t = time.perf_counter()
     ingest(RsnaDataset(), home, src, options=IngestOptions(size=size, selection="all", holdout=0,

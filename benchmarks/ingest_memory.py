@@ -31,7 +31,7 @@ import json, resource, sys, time
 from pathlib import Path
 from ichbench.datasets.base import IngestOptions
 from ichbench.datasets.rsna import RsnaDataset
-from ichbench.store.ingest import ingest
+from ichbench.ingest import ingest
 from ichbench.store.reader import SliceStore
 def rss_mb():
     with open("/proc/self/status") as f:
@@ -49,7 +49,8 @@ if __name__ == "__main__":
 
 def write_all(root: Path, n: int, pixels: int) -> list[list]:
     """n slices in root/stage_2_train; returns the CSV rows of each slice."""
-    from ichbench.datasets.dicom_io import write_slice
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the tests' DICOM writer
+    from tests.dicom_fixtures import write_slice
     from ichbench.datasets.rsna import RSNA_COLUMNS
 
     rng = np.random.default_rng(0)

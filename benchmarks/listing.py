@@ -38,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "ICHBENCH_HOME": home}
         from ichbench.datasets.base import IngestOptions, get_dataset
-        from ichbench.store.ingest import ingest
+        from ichbench.ingest import ingest
         ingest(get_dataset("phantom"), Path(home), options=IngestOptions(
             size=64, extra={"volumes": 6, "slices": 8, "native_size": 64, "pretrain_volumes": 1}))
         commands = [["--help"], ["methods"], ["datasets"], ["plugins"], ["data", "info", "phantom"]]

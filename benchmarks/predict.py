@@ -22,7 +22,7 @@ import torch
 
 
 def fold_models(folder: Path, n: int) -> list[Path]:
-    from ichbench.config import resolve
+    from ichbench.resolve import resolve
     from ichbench.methods.base import get_method
     from ichbench.models.unet import unet_for
     from ichbench.train.engine import save_model

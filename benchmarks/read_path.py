@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     from ichbench.datasets.dicom_io import read_slice
     from ichbench.datasets.rsna import RsnaDataset
     from ichbench.preprocess.resize import resize_slices
-    from ichbench.store.ingest import ingest
+    from ichbench.ingest import ingest
     from ichbench.store.reader import SliceStore
 
     tmp = Path(tempfile.mkdtemp(prefix="ichbench-read-bench-"))

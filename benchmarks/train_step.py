@@ -8,7 +8,7 @@ One step is what the fine-tuning loop does: forward, the Dice loss of eq. 4-5, b
 On CUDA the forward runs under bf16 autocast (as in training). Each cell reports images/s over
 the timed steps, after warm-up steps (which include compilation). Also reports the measured
 FLOPs of one training image (forward + backward, torch's FLOP counter), so images/s converts to
-achieved TFLOP/s. Imports only torch and ichbench.models / ichbench.train.losses: it runs where
+achieved TFLOP/s. Imports only torch and ichbench.models / ichbench.losses: it runs where
 the data stack (zarr, pydicom, ray, mlflow) is not installed.
 """
 
@@ -23,7 +23,7 @@ import time
 import torch
 
 from ichbench.models.unet import UNet
-from ichbench.train.losses import dice_loss
+from ichbench.losses import dice_loss
 
 MODES = ("eager", "channels_last", "compile")
 

@@ -22,7 +22,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ichbench import LABEL_ORDER, SUBTYPES, __version__
-from ichbench.config import PretrainConfig, RunConfig, resolve
+from ichbench.config import PretrainConfig, RunConfig
+from ichbench.resolve import resolve
 from ichbench.datasets.base import (PRETRAINING, SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions,
                                     IngestReport, Volume, get_dataset)
 from ichbench.errors import IchbenchError, InputError, LayoutError, UnknownNameError
@@ -40,12 +41,12 @@ _LAZY = {
     "ichbench.datasets.nifti_io": ("load_ct", "load_mask", "NiftiVolume"),
     "ichbench.methods.nets.heads": ("PooledEncoderHead", "conv1x1_projector", "mlp", "scaled_widths"),
     "ichbench.models.unet": ("ConvBlock", "UNet", "expand_parts", "part_names", "part_state", "transfer_parts"),
-    "ichbench.store.ingest": ("IngestResult", "ingest"),
+    "ichbench.ingest": ("IngestResult", "ingest"),
     "ichbench.store.reader": ("SliceStore",),
-    "ichbench.train.augment": ("T_GLOBAL", "T_LOCAL", "ViewTransform", "contrastive_view", "gaussian_blur",
+    "ichbench.transforms": ("T_GLOBAL", "T_LOCAL", "ViewTransform", "contrastive_view", "gaussian_blur",
                                "random_affine", "random_brightness", "random_contrast", "random_gaussian_blur",
                                "random_resized_crop"),
-    "ichbench.train.losses": ("dice_loss", "info_nce", "multilabel_dice_loss", "weighted_bce"),
+    "ichbench.losses": ("dice_loss", "info_nce", "multilabel_dice_loss", "weighted_bce"),
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -54,12 +55,12 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from ichbench.datasets.nifti_io import NiftiVolume, load_ct, load_mask
     from ichbench.methods.nets.heads import PooledEncoderHead, conv1x1_projector, mlp, scaled_widths
     from ichbench.models.unet import ConvBlock, UNet, expand_parts, part_names, part_state, transfer_parts
-    from ichbench.store.ingest import IngestResult, ingest
+    from ichbench.ingest import IngestResult, ingest
     from ichbench.store.reader import SliceStore
-    from ichbench.train.augment import (T_GLOBAL, T_LOCAL, ViewTransform, contrastive_view, gaussian_blur,
+    from ichbench.transforms import (T_GLOBAL, T_LOCAL, ViewTransform, contrastive_view, gaussian_blur,
                                         random_affine, random_brightness, random_contrast, random_gaussian_blur,
                                         random_resized_crop)
-    from ichbench.train.losses import dice_loss, info_nce, multilabel_dice_loss, weighted_bce
+    from ichbench.losses import dice_loss, info_nce, multilabel_dice_loss, weighted_bce
 
 
 def __getattr__(name: str):

@@ -1,7 +1,7 @@
 """Typed run configuration: a named profile, then the method's own pretext settings, then
 `--set key=value` overrides.
 
-    cfg = resolve("unet_mixed", "hssayeni", "paper", ["finetune.epochs=3"])
+    cfg = resolve("unet_mixed", "hssayeni", "paper", ["finetune.epochs=3"])   # ichbench.resolve
     cfg.to_dict()        # everything, JSON-ready: printed by --dry-run, saved with every result
     cfg.hash()           # identity of the pretraining (method, model, pretrain [, init_from's])
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ichbench.errors import IchbenchError, UnknownNameError
+from ichbench.files import sha256_json
 
 PROFILES = ("paper", "smoke")
 
@@ -184,8 +184,7 @@ def _jsonable(obj):
     return obj
 
 
-def _sha(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+_sha = sha256_json
 
 
 # -- profiles ---------------------------------------------------------------------------------------
@@ -221,59 +220,6 @@ def profile_settings(profile: str, dataset: str) -> dict:
                 "icm": {"source": "classical", "epochs": 4, "image_size": 64, "base_channels": 8,
                         "steps_per_epoch": 24, "batch_size_tissue": 16, "batch_size_bone": 16, "lr": 3e-3}}
     raise UnknownNameError("profile", profile, PROFILES)
-
-
-def default_icm_dataset(dataset: str) -> str:
-    """The ICM U-Nets learn from hand-labelled cavity masks: the dataset's own where it ships them
-    (Seg-CQ500's brain.nii.gz, the phantom's ground truth), else Seg-CQ500's (the paper labelled
-    CQ500 scans for it)."""
-    from ichbench.datasets.base import get_dataset
-    try:
-        if get_dataset(dataset).ships_brain_masks:
-            return dataset
-    except UnknownNameError:
-        pass
-    return "segcq500"
-
-
-def default_pretrain_dataset(dataset: str, home=None, profile: str | None = None) -> str:
-    """A dataset with its own pretraining store (the phantom) pretrains on it; the real
-    segmentation datasets pretrain on RSNA, as in the paper (§2.6). Given the workspace `home`, a
-    dataset with only a segmentation role pretrains on its own segmentation store's slices when
-    there is no RSNA pretraining store to use (see `own_slices_note`) — except the paper's own
-    datasets in the `paper` profile, where RSNA is the protocol: a missing RSNA store is an error
-    that says where to get it, not a silent change of what is being compared."""
-    if profile == "paper" and dataset in PAPER_FINETUNE:
-        return "rsna"
-    from ichbench.datasets.base import PRETRAINING, SEGMENTATION, get_dataset
-    from ichbench.store import store_path
-    try:
-        roles = get_dataset(dataset).roles
-    except UnknownNameError:
-        return "rsna"
-    if PRETRAINING in roles:
-        return dataset
-    if home is not None and SEGMENTATION in roles and not (store_path(home, "rsna", PRETRAINING) / "zarr.json").exists():
-        return dataset
-    return "rsna"
-
-
-def pretrain_role_of(dataset: str) -> str:
-    """The store a pretext trains on when it pretrains on `dataset`: its pretraining store, else
-    (a segmentation-only dataset) its segmentation store, whose slices carry images and the
-    [no_ich, any] labels its masks give."""
-    from ichbench.datasets.base import PRETRAINING, SEGMENTATION, get_dataset
-    try:
-        roles = get_dataset(dataset).roles
-    except UnknownNameError:
-        return PRETRAINING   # an unknown name is refused where its store is opened
-    return SEGMENTATION if PRETRAINING not in roles and SEGMENTATION in roles else PRETRAINING
-
-
-def own_slices_note(dataset: str) -> str:
-    """The one console line for the fallback of `default_pretrain_dataset`."""
-    return (f"pretraining on {dataset}'s own slices: no rsna pretraining store; "
-            "ingest rsna or pass --pretrain-dataset")
 
 
 # -- overrides --------------------------------------------------------------------------------------
@@ -384,11 +330,18 @@ def _valid_keys(cfg: RunConfig) -> list[str]:
     return keys
 
 
+def split_assignment(item: str, flag: str, value_name: str = "value") -> tuple[str, str]:
+    """`key=value` from a repeatable command-line option (--set, --option, --space), stripped;
+    IchbenchError naming the option otherwise."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise IchbenchError(f"{flag} expects key={value_name}, got {item!r}")
+    return key.strip(), text.strip()
+
+
 def apply_override(cfg: RunConfig, item: str) -> None:
     """Apply one `key=value` to cfg in place; IchbenchError on a bad key or value."""
-    if "=" not in item:
-        raise IchbenchError(f"--set expects key=value, got {item!r}")
-    key, text = (s.strip() for s in item.split("=", 1))
+    key, text = split_assignment(item, "--set")
     parts = key.split(".")
 
     def unknown() -> IchbenchError:
@@ -424,7 +377,7 @@ def apply_override(cfg: RunConfig, item: str) -> None:
         raise IchbenchError(f"--set {item}: {exc}") from None
 
 
-def _merge(obj, values: dict, where: str) -> None:
+def merge_settings(obj, values: dict, where: str) -> None:
     """Apply a nested dict of settings onto a dataclass (dict fields are merged key by key)."""
     for k, v in values.items():
         if not hasattr(obj, k):
@@ -433,7 +386,7 @@ def _merge(obj, values: dict, where: str) -> None:
         if isinstance(cur, dict) and isinstance(v, dict):
             cur.update(copy.deepcopy(v))
         elif dataclasses.is_dataclass(cur) and isinstance(v, dict):
-            _merge(cur, v, f"{where}.{k}")
+            merge_settings(cur, v, f"{where}.{k}")
         else:
             setattr(obj, k, copy.deepcopy(v))
 
@@ -514,46 +467,11 @@ def _validate_augment(sec: str, aug: dict, required: bool) -> None:
                             f"scale = two numbers 0 < lo <= hi, 0 <= hflip <= 1; got {aug}")
 
 
-def resolve(method, dataset: str, profile: str = "paper", overrides=(), pretrain_dataset: str | None = None,
-            home=None) -> RunConfig:
-    """Defaults → profile (per dataset) → the method's pretext settings → `--set` overrides.
-
-    Without `pretrain_dataset` the pretext pretrains on `default_pretrain_dataset(dataset, home)`;
-    `cfg.pretrain_role` then names which of that dataset's stores it uses.
-
-    `method` is a name or a Method. A method with `init_from` gets `cfg.init`, resolved the same
-    way for that method with the same overrides except its `pretrain.params.*` (those are the
-    method's own), so a changed U-Net width or image size reaches both pretrainings.
-    """
-    from ichbench.methods.base import get_method
-    m = get_method(method) if isinstance(method, str) else method
-    settings = profile_settings(profile, dataset)
-    icm_settings = settings.pop("icm", {})
-    cfg = RunConfig(method=m.name, dataset=dataset, profile=profile,
-                    pretrain_dataset=pretrain_dataset or default_pretrain_dataset(dataset, home, profile),
-                    icm=IcmConfig() if m.icm else None)
-    _merge(cfg, settings, f"profile {profile!r}")
-    if cfg.icm is not None:
-        _merge(cfg.icm, icm_settings, f"profile {profile!r}")
-    if m.has_pretext:
-        _merge(cfg.pretrain, m.pretrain_overrides(profile), f"method {m.name!r} pretrain_overrides")
-    for item in overrides or ():
-        apply_override(cfg, item)
-    if cfg.icm is not None and cfg.icm.dataset is None:
-        cfg.icm.dataset = default_icm_dataset(dataset)
-    cfg.pretrain_role = pretrain_role_of(cfg.pretrain_dataset)   # after overrides: --set pretrain_dataset=
-    validate(cfg)
-    if m.init_from:
-        inherited = [o for o in overrides or () if not o.strip().startswith("pretrain.params.")]
-        cfg.init = resolve(m.init_from, dataset, profile, inherited, cfg.pretrain_dataset)
-    return cfg
-
-
 def resolve_icm(dataset: str, profile: str = "paper", overrides=()) -> IcmConfig:
     """The ICM settings of `profile` for training on `dataset`'s brain masks (`ichbench icm
     train`), with `icm.*` overrides."""
     holder = RunConfig(method="(icm)", dataset=dataset, profile=profile, pretrain_dataset="", icm=IcmConfig())
-    _merge(holder.icm, profile_settings(profile, dataset).get("icm", {}), f"profile {profile!r}")
+    merge_settings(holder.icm, profile_settings(profile, dataset).get("icm", {}), f"profile {profile!r}")
     for item in overrides or ():
         if not item.strip().startswith("icm."):
             raise IchbenchError(f"--set {item}: only icm.* settings apply to the ICM U-Nets")

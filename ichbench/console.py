@@ -22,6 +22,16 @@ def make_console(**kwargs) -> Console:
     return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH, **kwargs)
 
 
+def progress_bar(enabled: bool = True, *, transient: bool = False):
+    """The one progress-bar layout (description, bar, n/total, an `info` field, elapsed), on
+    stderr and only on a terminal: piped output and CI logs get the summary lines, not redraws.
+    Tasks are added with `info=` (e.g. "slices", "loss 0.31")."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=Console(stderr=True),
+                    transient=transient, disable=not (enabled and sys.stderr.isatty()))
+
+
 def pct(fraction: float | None, digits: int = 2) -> str:
     """A fraction in [0, 1] as a percent without the sign ('67.45'); '—' when missing."""
     return "—" if fraction is None else f"{100.0 * fraction:.{digits}f}"

@@ -13,15 +13,3 @@ def home(explicit: str | Path | None = None) -> Path:
     root = Path(explicit or os.environ.get(ENV) or Path.home() / ".ichbench").expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root.resolve()
-
-
-def stores_dir(root: Path) -> Path:
-    return root / "stores"
-
-
-def raw_dir(root: Path) -> Path:
-    return root / "raw"
-
-
-def splits_dir(root: Path) -> Path:
-    return root / "splits"

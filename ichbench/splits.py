@@ -6,13 +6,13 @@ holding the same data derives the same folds and the same hash (the leaderboard 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 from ichbench.errors import IchbenchError
+from ichbench.files import sha256_json
 
 SPLIT_SEED = 20230725  # the paper's publication date; fixed forever, part of the split's identity
 PAPER_K = {"hssayeni": 10, "segcq500": 5}
@@ -37,8 +37,7 @@ def make_folds(volumes: dict[str, bool], k: int, seed: int = SPLIT_SEED) -> list
 
 
 def split_hash(folds: list[list[str]], k: int, seed: int = SPLIT_SEED) -> str:
-    payload = json.dumps({"k": k, "seed": seed, "folds": folds}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return sha256_json({"k": k, "seed": seed, "folds": folds})
 
 
 def make_split(dataset: str, volumes: dict[str, bool], k: int, seed: int = SPLIT_SEED) -> dict:

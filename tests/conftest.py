@@ -52,7 +52,7 @@ def phantom_stores(tmp_path_factory):
     """A small phantom (segmentation + pretraining stores at 64x64), ingested once per session."""
     from ichbench.datasets.base import IngestOptions, get_dataset
     from ichbench.plugins import reset_registry
-    from ichbench.store.ingest import ingest
+    from ichbench.ingest import ingest
 
     root = tmp_path_factory.mktemp("phantom_home")
     reset_registry()
@@ -73,7 +73,7 @@ def learning_store(tmp_path_factory):
     from ichbench.datasets.base import IngestOptions, SEGMENTATION, get_dataset
     from ichbench.plugins import reset_registry
     from ichbench.store import store_path
-    from ichbench.store.ingest import ingest
+    from ichbench.ingest import ingest
 
     root = tmp_path_factory.mktemp("learning_home")
     reset_registry()

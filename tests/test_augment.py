@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ichbench.train import augment as A
+from ichbench import transforms as A
+from tests import reference_augment as R
 
 NO_AUG = dict(translate=0.0, rotate_deg=0.0, scale=(1.0, 1.0), hflip_p=0.0)
 
@@ -80,7 +81,7 @@ def test_batched_matches_per_sample_scipy_reference():
              flip=[1.0, 0.0, 1.0])
     y, _ = A.warp(x, None, A.affine_theta({k: torch.tensor(v, dtype=torch.float64) for k, v in p.items()}, 12, 10))
     for i in range(3):
-        ref = A.affine_one_cpu(x[i].numpy(), **{k: v[i] for k, v in p.items()}, order=1)
+        ref = R.affine_one_cpu(x[i].numpy(), **{k: v[i] for k, v in p.items()}, order=1)
         np.testing.assert_allclose(y[i].numpy(), ref, atol=1e-5)
 
 
@@ -146,9 +147,9 @@ def test_bad_shapes_raise():
 
 def test_per_sample_cpu_reference_runs_and_keeps_masks_binary():
     x, m = square_batch(b=3)
-    y, ym = A.random_affine_per_sample_cpu(x.numpy(), m.numpy(), rng=np.random.default_rng(0))
+    y, ym = R.random_affine_per_sample_cpu(x.numpy(), m.numpy(), rng=np.random.default_rng(0))
     assert y.shape == x.shape and ym.dtype == bool and ym.shape == m.shape
-    y0, _ = A.random_affine_per_sample_cpu(x.numpy(), None, **NO_AUG)
+    y0, _ = R.random_affine_per_sample_cpu(x.numpy(), None, **NO_AUG)
     np.testing.assert_allclose(y0, x.numpy(), atol=1e-6)
 
 

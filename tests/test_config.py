@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from ichbench.config import parse_value, resolve
+from ichbench.config import parse_value
+from ichbench.resolve import resolve
 from ichbench.errors import IchbenchError, UnknownNameError
 from ichbench.methods.base import LabelNeeds, Method
 from ichbench.plugins import hookimpl

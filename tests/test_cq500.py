@@ -8,9 +8,9 @@ import pytest
 import ichbench.datasets.cq500 as cq500
 from ichbench.datasets.base import IngestOptions, IngestReport
 from ichbench.datasets.cq500 import CQ500Dataset, exclusion, read_reads
-from ichbench.datasets.dicom_io import write_slice
+from tests.dicom_fixtures import write_slice
 from ichbench.errors import InputError, LayoutError
-from ichbench.store.ingest import ingest
+from ichbench.ingest import ingest
 from ichbench.store.reader import SliceStore
 
 SAGITTAL = (0, 1, 0, 0, 0, -1)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ichbench.config import resolve, resolve_icm
+from ichbench.config import resolve_icm
+from ichbench.resolve import resolve
 from ichbench.errors import IchbenchError
 from ichbench.icm import CavitySource, check_shipped
 from ichbench.methods.base import LabelNeeds, Method

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ichbench.config import resolve
+from ichbench.resolve import resolve
 from ichbench.models.unet import unet_for
 
 LEDGER = Path(__file__).resolve().parents[1] / "docs" / "fidelity.md"
@@ -119,8 +119,10 @@ def test_every_paper_method_and_both_datasets_are_covered(rows):
 
 def _profile_adds(mp, extra: dict) -> None:
     import ichbench.config as config
+    import ichbench.resolve as resolve_module
     original = config.profile_settings
-    mp.setattr(config, "profile_settings", lambda profile, dataset: {**original(profile, dataset), **extra})
+    for module in (config, resolve_module):   # both resolve() and resolve_icm() read the profile
+        mp.setattr(module, "profile_settings", lambda profile, dataset: {**original(profile, dataset), **extra})
 
 
 @pytest.mark.parametrize("change, row_pattern", [

@@ -13,7 +13,7 @@ measured over seeds 0-3 x {1, 2 threads} x {AVX2, plain-C kernels} the mean held
 
 import pytest
 
-from ichbench.config import resolve
+from ichbench.resolve import resolve
 from ichbench.splits import split_for_store
 from ichbench.store import open_store
 from ichbench.train.engine import finetune

@@ -13,7 +13,7 @@ from ichbench.errors import InputError, LayoutError
 from ichbench.plugins import Registry
 from ichbench.preprocess.resize import resize_mask, resize_slices
 from ichbench.store import open_store
-from ichbench.store.ingest import REPORT_NAME, ingest
+from ichbench.ingest import REPORT_NAME, ingest
 from tests.nifti_fixtures import MARKER_HU, phantom, slice_rows, write_hssayeni, write_nifti
 
 SIZE = 64

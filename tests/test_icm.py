@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ichbench.config import resolve, resolve_icm
+from ichbench.config import resolve_icm
+from ichbench.resolve import resolve
 from ichbench.datasets.base import IngestOptions
 from ichbench.errors import IchbenchError
 from ichbench.evaluate.metrics import volume_metrics
@@ -17,7 +18,7 @@ from ichbench.icm import CavitySource, check_shipped, load_icm, train_icm
 from ichbench.icm.apply import apply_icm
 from ichbench.icm.train import holdout_split, icm_dirname, shipped_volumes
 from ichbench.store import open_store
-from ichbench.store.ingest import ingest
+from ichbench.ingest import ingest
 from ichbench.train.data import load_store, volume_rows
 from tests.synthetic import SyntheticDataset
 

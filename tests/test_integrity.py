@@ -6,7 +6,6 @@ stops the read with one line naming the store, the array and the shard."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ichbench.config import resolve
+from ichbench.resolve import resolve
 from ichbench.datasets.base import IngestOptions
 from ichbench.errors import IchbenchError
 from ichbench.splits import split_for_store
 from ichbench.store import open_store
-from ichbench.store.ingest import ingest
+from ichbench.ingest import ingest
 from ichbench.store.reader import StoreDamagedError
 from ichbench.train.engine import finetune
 from tests.synthetic import SyntheticDataset

@@ -194,7 +194,7 @@ def test_entry_of_a_plugin_method_names_the_plugins_code_not_ichbenchs(tracking,
     from pathlib import Path
     from types import SimpleNamespace
 
-    from ichbench.config import resolve
+    from ichbench.resolve import resolve
     from ichbench.plugins import get_registry, reset_registry
     from ichbench.tracking.records import base_tags, git_commit
 

@@ -13,7 +13,7 @@ from ichbench.datasets.base import IngestOptions
 from ichbench.leaderboard.entries import build_entry, relpath
 from ichbench.leaderboard.paths import Folder
 from ichbench.splits import make_split
-from ichbench.store.ingest import ingest
+from ichbench.ingest import ingest
 from tests.synthetic import SyntheticDataset
 
 REPO_LEADERBOARD = Path(__file__).resolve().parents[1] / "leaderboard"

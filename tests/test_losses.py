@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ichbench.train.losses import (class_pos_weights, dice_loss, info_nce, multilabel_dice_loss,
+from ichbench.losses import (class_pos_weights, dice_loss, info_nce, multilabel_dice_loss,
                                    weighted_bce)
 
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ichbench.config import resolve
+from ichbench.resolve import resolve
 from ichbench.datasets.base import PRETRAINING, SEGMENTATION, IngestOptions, Volume
 from ichbench.errors import IchbenchError
 from ichbench.orchestrate.plan import plan_method
 from ichbench.plugins import hookimpl
 from ichbench.store import open_store, store_path
-from ichbench.store.ingest import ingest
+from ichbench.ingest import ingest
 from tests.synthetic import SyntheticDataset, make_volume
 
 FAST = ["pretrain.epochs=1", "pretrain.steps_per_epoch=2"]

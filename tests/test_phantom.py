@@ -28,7 +28,7 @@ from ichbench.datasets.rsna import validation_mask
 from ichbench.errors import IchbenchError, InputError
 from ichbench.preprocess.resize import resize_mask, resize_slices
 from ichbench.store import open_store
-from ichbench.store.ingest import ingest
+from ichbench.ingest import ingest
 
 TINY = {"volumes": 5, "slices": 8, "native_size": 64, "pretrain_volumes": 3}
 ICHBENCH = Path(sys.executable).with_name("ichbench")

@@ -176,7 +176,7 @@ def test_missing_data_says_where_to_get_it(home, registry, dataset, url, licence
         # the pretraining store is the missing one: give the run its segmentation store first
         from tests.nifti_fixtures import phantom, write_segcq500
         from ichbench.datasets.base import IngestOptions, get_dataset
-        from ichbench.store.ingest import ingest
+        from ichbench.ingest import ingest
         vols = {f"CQ500-CT-{i}": phantom(i, ["iph"], slices=6, size=64, marker=False) for i in range(3)}
         ingest(get_dataset("segcq500"), home, write_segcq500(home / "raw_cq", vols), options=IngestOptions(size=32))
     out = subprocess.run([sys.executable, "-m", "ichbench.cli.main", *args], capture_output=True, text=True,

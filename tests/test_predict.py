@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ichbench.config import resolve
+from ichbench.resolve import resolve
 from ichbench.errors import IchbenchError
 from ichbench.predict import load_ensemble, predict_scan, read_scan, write_outputs
 from ichbench.predict.infer import network_input

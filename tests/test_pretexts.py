@@ -17,8 +17,8 @@ from ichbench.methods.nets.restoration import swap_patches
 from ichbench.methods.nets.local import region_info_nce, region_pairs
 from ichbench.models.unet import UNet, expand_parts, part_names
 from ichbench.preprocess.window import window
-from ichbench.train.augment import affine_theta, compose_theta, random_resized_crop_theta, sample_affine_params, warp
-from ichbench.train.losses import info_nce
+from ichbench.transforms import affine_theta, compose_theta, random_resized_crop_theta, sample_affine_params, warp
+from ichbench.losses import info_nce
 
 MODULES = (context_restoration, global_contrastive, local_contrastive, binary_classification, multilabel)
 METHODS = {m.name: m for mod in MODULES for m in mod.METHODS}
@@ -113,7 +113,7 @@ def test_paper_profile_numbers(name):
 @pytest.mark.parametrize("dataset", ["segcq500", "hssayeni"])
 def test_non_contrastive_pretexts_augment_in_the_paper_profile(registry, name, dataset):
     """§2.3.2 augments "upon data loading"; only the contrastive pretexts use other transforms."""
-    from ichbench.config import resolve
+    from ichbench.resolve import resolve
     cfg = resolve(name, dataset, "paper")
     assert cfg.pretrain.augment == AUG
     assert cfg.to_dict()["pretrain"]["augment"] == {**AUG, "scale": [0.9, 1.1]}
@@ -121,13 +121,13 @@ def test_non_contrastive_pretexts_augment_in_the_paper_profile(registry, name, d
 
 @pytest.mark.parametrize("name", ["global_contrastive", "local_contrastive"])
 def test_contrastive_pretexts_use_only_their_view_transforms(registry, name):
-    from ichbench.config import resolve
+    from ichbench.resolve import resolve
     assert resolve(name, "segcq500", "paper").pretrain.augment == {}
 
 
 def test_multilabel_ce_paper_profile_is_unweighted(registry):
     """The authors' config: plain BCEWithLogitsLoss; the loss equals it on a batch."""
-    from ichbench.config import resolve
+    from ichbench.resolve import resolve
     m = METHODS["multilabel_ce"]
     cfg = resolve(m, "segcq500", "paper").pretrain
     assert cfg.params["pos_weight"] == "none"
@@ -141,7 +141,7 @@ def test_multilabel_ce_paper_profile_is_unweighted(registry):
 
 
 def test_profile_resolves_through_the_config(registry):
-    from ichbench.config import resolve
+    from ichbench.resolve import resolve
     cfg = resolve(METHODS["context_restoration"], "phantom", "smoke", ["pretrain.params.n_swaps=12"])
     assert (cfg.pretrain.batch_size, cfg.pretrain.image_size, cfg.model.base_channels) == (8, 64, 8)
     assert cfg.pretrain.params == {"n_swaps": 12, "patch": 5}

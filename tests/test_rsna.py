@@ -11,11 +11,11 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from ichbench.datasets.base import IngestOptions, IngestReport
-from ichbench.datasets.dicom_io import write_slice
+from tests.dicom_fixtures import write_slice
 from ichbench.datasets.rsna import RSNA_COLUMNS, RsnaDataset, select_slices, validation_mask
 from ichbench.errors import InputError, LayoutError
 from ichbench.preprocess.resize import resize_slices
-from ichbench.store.ingest import ingest
+from ichbench.ingest import ingest
 from ichbench.store.reader import SliceStore
 
 CT_SMALL = get_testdata_file("CT_small.dcm")

@@ -85,7 +85,7 @@ def test_rerun_redoes_nothing_and_second_dataset_reuses_pretraining(phantom_home
     # a second dataset (Seg-CQ500-shaped files made from phantom volumes) fine-tunes from the
     # same pretraining: the cached checkpoint is reused, no second pretraining runs
     from ichbench.datasets.base import IngestOptions, get_dataset
-    from ichbench.store.ingest import ingest
+    from ichbench.ingest import ingest
     from tests.nifti_fixtures import phantom, write_segcq500
     vols = {f"CQ500-CT-{i}": phantom(i, ["iph"] if i % 2 else [], slices=6, size=64, marker=False) for i in range(6)}
     src = write_segcq500(phantom_home / "raw_cq", vols)

@@ -14,7 +14,7 @@ from ichbench.errors import InputError, LayoutError
 from ichbench.plugins import Registry
 from ichbench.preprocess.resize import resize_mask, resize_slices
 from ichbench.store import open_store
-from ichbench.store.ingest import REPORT_NAME, ingest
+from ichbench.ingest import REPORT_NAME, ingest
 from tests.nifti_fixtures import (MARKER_HU, affine_for, file_layout, phantom, write_nifti, write_reads,
                                   write_segcq500)
 

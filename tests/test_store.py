@@ -13,7 +13,7 @@ import zarr
 from ichbench.datasets.base import IngestOptions
 from ichbench.errors import InputError
 from ichbench.store import open_store, store_path
-from ichbench.store.ingest import ingest
+from ichbench.ingest import ingest
 from ichbench.store.writer import StoreWriter
 from tests.synthetic import SyntheticDataset
 
@@ -139,7 +139,7 @@ import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from ichbench.datasets.base import IngestOptions
-from ichbench.store.ingest import ingest
+from ichbench.ingest import ingest
 from tests.synthetic import SyntheticDataset
 ingest(SyntheticDataset(n=int(sys.argv[2]), delay=float(sys.argv[3]), offset=int(sys.argv[4])),
        Path(sys.argv[1]), source=Path(sys.argv[1]), options=IngestOptions(size=16), force=True)

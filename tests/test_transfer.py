@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from ichbench.config import resolve
+from ichbench.resolve import resolve
 from ichbench.errors import IchbenchError
 from ichbench.methods.base import LabelNeeds, Method
 from ichbench.models.unet import UNet, expand_parts, part_state

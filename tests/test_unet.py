@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ichbench.config import resolve
+from ichbench.resolve import resolve
 from ichbench.models.unet import UNet, part_names, unet_for
 
 

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ichbench.cli.common import fail, workspace
+from ichbench.config import split_assignment
 from ichbench.console import make_console
 from ichbench.datasets.base import IngestOptions, get_dataset, require_role
 from ichbench.errors import IchbenchError
@@ -24,9 +25,7 @@ console = make_console()
 def _parse_extra(items: list[str]) -> dict:
     extra = {}
     for item in items:
-        if "=" not in item:
-            fail(f"--option expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
+        k, v = split_assignment(item, "--option")
         try:
             extra[k] = json.loads(v)
         except json.JSONDecodeError:
@@ -47,7 +46,7 @@ def ingest(
     option: list[str] = typer.Option([], "--option", "-o", help="Dataset option key=value (e.g. volumes=12)."),
 ) -> None:
     """Read a dataset's raw files into its slice store(s), atomically."""
-    from ichbench.store.ingest import ingest as run_ingest
+    from ichbench.ingest import ingest as run_ingest
 
     ds = get_dataset(name)
     roles = [require_role(ds, role)] if role else None

@@ -67,12 +67,13 @@ def apply(dataset: str = typer.Option(..., "--dataset", "-d", help="Segmentation
                                                          "ships brain masks, else segcq500)."),
           profile: str = PROFILE_OPT, set_: list[str] = SET_OPT) -> None:
     """Write a trained ICM's masks into a store as its `icm` array (atomic; no re-ingest)."""
-    from ichbench.config import default_icm_dataset, resolve_icm
+    from ichbench.config import resolve_icm
+    from ichbench.resolve import default_icm_dataset
     from ichbench.datasets.base import SEGMENTATION
     from ichbench.icm.apply import apply_icm
     from ichbench.icm.masker import load_icm
     from ichbench.orchestrate.plan import open_role, plan_icm
-    from ichbench.train.loop import progress_bar
+    from ichbench.console import progress_bar
 
     home = workspace()
     source = icm_dataset or default_icm_dataset(dataset)

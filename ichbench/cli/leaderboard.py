@@ -46,7 +46,8 @@ def submit(run_id: Optional[str] = typer.Option(None, "--run-id", help="The MLfl
            code_url: Optional[str] = typer.Option(None, "--code-url", help="Where the method's code is published."),
            root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
     """Write a leaderboard entry from a finished `ichbench run` (validated before it is written)."""
-    from ichbench.leaderboard.submit import SubmitRejected, default_tracking_uri
+    from ichbench.leaderboard.submit import SubmitRejected
+    from ichbench.tracking.mlflow_store import default_tracking_uri
     from ichbench.leaderboard.submit import submit as do_submit
 
     if not run_id and not (method and dataset):

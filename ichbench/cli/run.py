@@ -47,7 +47,6 @@ def run(
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this Ray cluster instead of starting a local one."),
     gpus_per_fold: Optional[float] = typer.Option(None, help="GPUs per fold worker (default: share the GPUs so all folds fit)."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default sqlite:///$ICHBENCH_HOME/mlflow.db)."),
-    resume: bool = typer.Option(False, "--resume", help="Explicitly resume; reruns always reuse finished work."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved plan and exit."),
 ) -> None:

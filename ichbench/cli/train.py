@@ -51,7 +51,7 @@ def methods(as_json: bool = typer.Option(False, "--json")) -> None:
 def _resolve(method: str, dataset: str, profile: str, overrides: list[str], pretrain_dataset: str | None):
     import sys
 
-    from ichbench.config import own_slices_note, resolve
+    from ichbench.resolve import own_slices_note, resolve
     from ichbench.datasets.base import SEGMENTATION, get_dataset
     from ichbench.methods.base import get_method
     m = get_method(method)

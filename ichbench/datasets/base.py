@@ -2,7 +2,7 @@
 
 A dataset reads its raw layout and yields `Volume`s: groups of axial slices in HU at native
 resolution, with whatever labels the source has. The shared ingest pipeline
-(`ichbench.store.ingest`) does the rest — resizing, brain masks, fingerprinting and the atomic
+(`ichbench.ingest`) does the rest — resizing, brain masks, fingerprinting and the atomic
 write — so a reader stays a small module that only knows its file layout.
 """
 
@@ -13,12 +13,12 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ichbench import LABEL_ORDER, SUBTYPES, UNKNOWN_LABEL
-from ichbench.errors import IchbenchError, UnknownNameError
+from ichbench.errors import IchbenchError, InputError, LayoutError, UnknownNameError
 
 SEGMENTATION = "segmentation"
 PRETRAINING = "pretraining"
@@ -184,6 +184,27 @@ def folder_listing(folder: Path, limit: int = 12) -> str:
         return "(empty folder)"
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
+
+
+def locate_root(source: Path, find: Callable[[Path], Path | None], expected: str) -> Path:
+    """The folder `find` recognises at or below `source`; a LayoutError saying what was expected
+    and what is there otherwise."""
+    source = Path(source)
+    if not source.is_dir():
+        raise LayoutError(f"{expected}; found: {source} does not exist or is not a folder")
+    root = find(source)
+    if root is None:
+        raise LayoutError(f"{expected}; found: {folder_listing(source)}")
+    return root
+
+
+def open_csv(path: Path):
+    """A source CSV opened for the csv module (a UTF-8 byte-order mark tolerated); InputError
+    naming the file when it cannot be opened."""
+    try:
+        return open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror})") from None
 
 
 def get_dataset(name: str) -> Dataset:

@@ -40,7 +40,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, Volume
+from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, Volume, open_csv
 from ichbench.datasets.dicom_io import DicomSlice, header_or_problem, hu_or_problem, order_series
 from ichbench.datasets.parallel import OrderedPool
 from ichbench.errors import InputError, LayoutError
@@ -87,11 +87,7 @@ def read_reads(path: Path, report: IngestReport) -> dict[str, dict]:
     """reads.csv -> {name: {"any": bool, "subtypes": [...], "readers": n}}, each finding decided
     by the majority of the readers who gave a 0/1 value (all three in the real file)."""
     path = Path(path)
-    try:
-        f = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(path, f"cannot be read ({exc.strerror})") from None
-    with f:
+    with open_csv(path) as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames:
             raise InputError(path, "empty CSV: expected a header with name and R1:ICH ... R3:SAH columns")

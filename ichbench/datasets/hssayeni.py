@@ -32,7 +32,7 @@ import numpy as np
 
 from ichbench import LABEL_ORDER
 from ichbench.datasets.base import (SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions, IngestReport, Volume,
-                                    folder_listing)
+                                    folder_listing, locate_root)
 from ichbench.datasets.nifti_io import NiftiVolume, closest_ornt, file_to_store, load_ct, load_mask, open_image
 from ichbench.errors import InputError, LayoutError
 from ichbench.plugins import hookimpl
@@ -40,7 +40,6 @@ from ichbench.plugins import hookimpl
 EXPECTED_VOLUMES = 75
 EXPECTED_SLICES = 2814
 DIAGNOSIS_CSV = "hemorrhage_diagnosis_raw_ct.csv"
-DEMOGRAPHICS_CSV = "Patient_demographics.csv"
 # CSV column -> store subtype name
 SUBTYPE_COLUMNS = {"Intraparenchymal": "iph", "Intraventricular": "ivh", "Subarachnoid": "sah",
                    "Subdural": "sdh", "Epidural": "edh"}
@@ -154,13 +153,8 @@ class HssayeniDataset(Dataset):
         "slices are rotated 90 degrees counter-clockwise so the head points up, as Spahr et al. did")
 
     def check_layout(self, source: Path) -> None:
-        source = Path(source)
         expected = f"expected ct_scans/NNN.nii, masks/NNN.nii and {DIAGNOSIS_CSV} under {source}"
-        if not source.is_dir():
-            raise LayoutError(f"{expected}; found: {source} does not exist or is not a folder")
-        root = find_root(source)
-        if root is None:
-            raise LayoutError(f"{expected}; found: {folder_listing(source)}")
+        root = locate_root(source, find_root, expected)
         problems = []
         if not _nifti_files(root / "ct_scans"):
             problems.append(f"no NNN.nii files in {root / 'ct_scans'} (it holds: {folder_listing(root / 'ct_scans')})")

@@ -91,9 +91,3 @@ class OrderedPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 1, chunksize: int = 8,
-                prefetch: int = 2) -> Iterator[R]:
-    """One-off `OrderedPool(workers).map(fn, items)`."""
-    with OrderedPool(workers, preload=(fn.__module__,)) as pool:
-        yield from pool.map(fn, items, chunksize=chunksize, prefetch=prefetch)

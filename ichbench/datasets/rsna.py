@@ -45,9 +45,10 @@ from typing import Iterator
 import numpy as np
 
 from ichbench import LABEL_ORDER, SUBTYPES
-from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, Volume
-from ichbench.datasets.dicom_io import DUPLICATE_MM, hu_at_size, is_axial, read_slice, slice_normal
+from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, Volume, open_csv
+from ichbench.datasets.dicom_io import hu_at_size
 from ichbench.datasets.parallel import OrderedPool
+from ichbench.datasets.rsna_series import Files, Series, scan_series
 from ichbench.errors import IchbenchError, InputError, LayoutError
 from ichbench.plugins import hookimpl
 from ichbench.store.layout import VALIDATION_PREFIX
@@ -75,11 +76,7 @@ def read_labels(path: Path, report: IngestReport) -> tuple[list[str], np.ndarray
     table = bytearray()           # 6 bytes per image, RSNA_COLUMNS order; compact for 752k ids
     conflicts: dict[str, str] = {}
     duplicates = 0
-    try:
-        f = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(path, f"cannot be read ({exc.strerror})") from None
-    with f:
+    with open_csv(path) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -173,37 +170,6 @@ def validation_mask(store) -> np.ndarray:
     return store.validation_mask()
 
 
-# -- worker functions (top level: they run in worker processes) -----------------------------------
-
-def _header(path: str):
-    """(series uid, depth along the normal, thickness, (sy, sx), axial) or ('error', problem)."""
-    try:
-        s = read_slice(Path(path), pixels=False)
-    except InputError as exc:
-        return ("error", exc.problem)
-    if not is_axial(s.orientation):
-        return ("error", "slice is not axial (ImageOrientationPatient)")
-    sy, sx = s.spacing_yx
-    if not (np.isfinite([sy, sx]).all() and sy > 0 and sx > 0):
-        return ("error", f"invalid or missing PixelSpacing {s.spacing_yx}")
-    if s.position is None:
-        depth = float("nan")
-    else:
-        normal = slice_normal(s.orientation) if s.orientation else np.array([0.0, 0.0, 1.0])
-        depth = float(np.dot(s.position, normal))
-    return (s.series_uid, depth, s.thickness, (sy, sx))
-
-
-def _series_spacing(depths: np.ndarray, thickness: float | None) -> float:
-    """Median gap between distinct slice positions of a series; SliceThickness as a fallback."""
-    d = np.unique(depths[np.isfinite(depths)])
-    gaps = np.diff(d)
-    gaps = gaps[gaps > DUPLICATE_MM]
-    if len(gaps):
-        return float(np.median(gaps))
-    return float(thickness) if thickness else float("nan")
-
-
 # -- the dataset ----------------------------------------------------------------------------------
 
 class RsnaDataset(Dataset):
@@ -239,123 +205,96 @@ class RsnaDataset(Dataset):
 
     def read(self, source: Path, role: str, options: IngestOptions,
              report: IngestReport) -> Iterator[Volume]:
-        with OrderedPool(options.workers, preload=(__name__,)) as pool:
+        with OrderedPool(options.workers, preload=(__name__, "ichbench.datasets.rsna_series")) as pool:
             yield from self._read(Path(source), options, report, pool)
 
     def _read(self, source: Path, options: IngestOptions, report: IngestReport,
               pool: OrderedPool) -> Iterator[Volume]:
         self.check_layout(source)
         image_dir = source / IMAGE_DIR
-        csv_path = source / LABELS_CSV
-        ids, labels, rejected = read_labels(csv_path, report)
-
-        names: list[str] = []
-        with os.scandir(image_dir) as it:
-            for e in it:
-                if e.name.startswith("."):
-                    continue
-                if e.name.startswith("ID_") and e.name.endswith(".dcm") and e.is_file():
-                    names.append(e.name[:-4])
-                else:
-                    report.skip(image_dir / e.name, "unexpected entry: images are files named ID_<image>.dcm")
-        names.sort()
-        # index space: every image file; row[i] is its row in `labels`, -1 without usable labels
-        row_of = {image: r for r, image in enumerate(ids)}
-        row = np.array([row_of.get(n, -1) for n in names], np.int64)
-        present = set(names)
-        for image in ids:
-            if image not in present:
-                report.skip(csv_path, f"labels name {image} but {IMAGE_DIR}/{image}.dcm does not exist")
-        for i in np.flatnonzero(row < 0):
-            if names[i] not in rejected:
-                report.skip(image_dir / f"{names[i]}.dcm", f"image has no usable labels in {LABELS_CSV}")
-        del row_of, present, rejected, ids
-
-        def path_of(i) -> str:  # not a list of 752k paths: derived on demand
-            return str(image_dir / f"{names[i]}.dcm")
-
-        # 3. headers of every file, labelled or not: series and position of each slice (the z
-        # spacing of a series needs all its slices)
-        series_of: dict[str, int] = {}
-        series_uids: list[str] = []
-        code = np.full(len(names), -1, np.int64)
-        depth = np.full(len(names), np.nan)
-        thickness: dict[int, float | None] = {}
-        spacing_yx = np.zeros((len(names), 2))
-        with closing(pool.map(_header, map(path_of, range(len(names))), chunksize=64)) as heads:
-            for i, h in enumerate(heads):
-                if h[0] == "error":
-                    if row[i] >= 0:  # an unlabelled file was reported already
-                        report.skip(path_of(i), h[1])
-                    continue
-                uid, d, thick, yx = h
-                if not uid:
-                    uid = names[i]  # untagged series: the slice stands alone
-                c = series_of.get(uid)
-                if c is None:
-                    c = series_of[uid] = len(series_uids)
-                    series_uids.append(uid)
-                code[i], depth[i], spacing_yx[i] = c, d, yx
-                thickness.setdefault(c, thick)
-        dz = np.full(len(series_uids), np.nan)
-        order = np.lexsort((depth, code))
-        order = order[code[order] >= 0]
-        bounds = np.flatnonzero(np.diff(code[order])) + 1
-        for members in (np.split(order, bounds) if len(order) else []):
-            c = int(code[members[0]])
-            dz[c] = _series_spacing(depth[members], thickness.get(c))
-        ok = (code >= 0) & (row >= 0)
-        unknown_dz = ok & ~np.isfinite(dz[np.maximum(code, 0)])
-        for i in np.flatnonzero(unknown_dz):
-            report.skip(path_of(i), "slice spacing unknown: a single slice in its series and no SliceThickness")
-        ok &= ~unknown_dz
-
-        # 4. selection among the usable slices
-        usable = np.flatnonzero(ok)
+        ids, labels, rejected = read_labels(source / LABELS_CSV, report)             # step 1
+        names = _image_names(image_dir, report)
+        row = _label_rows(names, ids, rejected, image_dir, source / LABELS_CSV, report)  # step 2
+        del ids, rejected
+        files = Files(image_dir, names)
+        series = scan_series(files, row, pool, report)                              # step 3
+        ok = (series.code >= 0) & (row >= 0)
+        ok &= series.spacing_known(ok, files, report)
+        usable = np.flatnonzero(ok)                                                  # step 4
         selected, is_val = select_slices(labels[row[usable], 1], options.selection, options.holdout,
                                          options.seed, report)
         chosen = usable[selected]
         report.expect(slices=len(chosen))
         del usable, selected
-        # store order: training volumes, then validation volumes; series by uid; slices by
-        # position, then file name (arrays, not per-slice Python tuples: 752k slices)
-        uid_rank = np.empty(len(series_uids), np.int64)
-        uid_rank[np.argsort(np.array(series_uids, dtype=object))] = np.arange(len(series_uids))
-        group = uid_rank[code[chosen]] * 2 + is_val            # one group = one store volume
-        order = np.lexsort((chosen, np.nan_to_num(depth[chosen], nan=0.0), uid_rank[code[chosen]], is_val))
-        chosen, group = chosen[order], group[order]
-        # a volume's subtypes: those present on its stored slices
-        present = np.zeros((2 * len(series_uids), len(SUBTYPES)), bool)
-        np.logical_or.at(present, group, labels[row[chosen], 2:] == 1)
+        chosen, group = series.store_order(chosen, is_val)
+        yield from _decode_volumes(files, series, labels, row, chosen, group, options.size, pool,
+                                   report)                                           # step 5
 
-        def volume_of(chunk: list[int], g: int, hus: list[np.ndarray], native) -> Volume:
-            i0 = chunk[0]
-            c = int(code[i0])
-            sy, sx = spacing_yx[i0]
-            return Volume(id=(VALIDATION_PREFIX if g % 2 else "") + series_uids[c], hu=np.stack(hus),
-                          spacing=(float(dz[c]), float(sy), float(sx)), labels=labels[row[chunk]],
-                          subtypes=[n for n, p in zip(SUBTYPES, present[g]) if p], source=path_of(i0),
-                          native_shape=native)
 
-        # 5. decode in order, yield chunks of one series
-        chunk: list[int] = []
-        hus: list[np.ndarray] = []
-        g, shape = -1, None  # the group and native shape of the slices in `chunk`
-        decode = functools.partial(hu_at_size, size=options.size)  # workers decode and resample
-        with closing(pool.map(decode, map(path_of, chosen), chunksize=8)) as decoded:
-            for k, (hu, native, problem) in enumerate(decoded):
-                i = int(chosen[k])
-                if hu is None:
-                    report.skip(path_of(i), problem)
-                    continue
-                if chunk and (group[k] != g or native != shape or len(chunk) >= CHUNK):
-                    yield volume_of(chunk, g, hus, shape)
-                    chunk, hus = [], []
-                chunk.append(i)
-                hus.append(hu)
-                g, shape = int(group[k]), native
-        if chunk:
-            yield volume_of(chunk, g, hus, shape)
+def _image_names(image_dir: Path, report: IngestReport) -> list[str]:
+    """Sorted image ids of the ID_<image>.dcm files; anything else is reported."""
+    names: list[str] = []
+    with os.scandir(image_dir) as it:
+        for e in it:
+            if e.name.startswith("."):
+                continue
+            if e.name.startswith("ID_") and e.name.endswith(".dcm") and e.is_file():
+                names.append(e.name[:-4])
+            else:
+                report.skip(image_dir / e.name, "unexpected entry: images are files named ID_<image>.dcm")
+    return sorted(names)
+
+
+def _label_rows(names: list[str], ids: list[str], rejected: set[str], image_dir: Path, csv_path: Path,
+                report: IngestReport) -> np.ndarray:
+    """row[i]: image i's row in the label table, -1 without usable labels (reported, as are
+    labelled images without a file)."""
+    row_of = {image: r for r, image in enumerate(ids)}
+    row = np.array([row_of.get(n, -1) for n in names], np.int64)
+    present = set(names)
+    for image in ids:
+        if image not in present:
+            report.skip(csv_path, f"labels name {image} but {IMAGE_DIR}/{image}.dcm does not exist")
+    for i in np.flatnonzero(row < 0):
+        if names[i] not in rejected:
+            report.skip(image_dir / f"{names[i]}.dcm", f"image has no usable labels in {LABELS_CSV}")
+    return row
+
+
+def _decode_volumes(files: Files, series: Series, labels: np.ndarray, row: np.ndarray, chosen: np.ndarray,
+                    group: np.ndarray, size: int, pool: OrderedPool, report: IngestReport) -> Iterator[Volume]:
+    """Decode the chosen slices in order (workers decode and resample) and yield chunks of up to
+    CHUNK slices of one store volume; a volume's subtypes are those present on its stored slices."""
+    present = np.zeros((2 * len(series.uids), len(SUBTYPES)), bool)
+    np.logical_or.at(present, group, labels[row[chosen], 2:] == 1)
+
+    def volume_of(chunk: list[int], g: int, hus: list[np.ndarray], native) -> Volume:
+        i0 = chunk[0]
+        c = int(series.code[i0])
+        sy, sx = series.spacing_yx[i0]
+        return Volume(id=(VALIDATION_PREFIX if g % 2 else "") + series.uids[c], hu=np.stack(hus),
+                      spacing=(float(series.dz[c]), float(sy), float(sx)), labels=labels[row[chunk]],
+                      subtypes=[n for n, p in zip(SUBTYPES, present[g]) if p], source=files.path(i0),
+                      native_shape=native)
+
+    chunk: list[int] = []
+    hus: list[np.ndarray] = []
+    g, shape = -1, None  # the group and native shape of the slices in `chunk`
+    decode = functools.partial(hu_at_size, size=size)
+    with closing(pool.map(decode, map(files.path, chosen), chunksize=8)) as decoded:
+        for k, (hu, native, problem) in enumerate(decoded):
+            i = int(chosen[k])
+            if hu is None:
+                report.skip(files.path(i), problem)
+                continue
+            if chunk and (group[k] != g or native != shape or len(chunk) >= CHUNK):
+                yield volume_of(chunk, g, hus, shape)
+                chunk, hus = [], []
+            chunk.append(i)
+            hus.append(hu)
+            g, shape = int(group[k]), native
+    if chunk:
+        yield volume_of(chunk, g, hus, shape)
 
 
 @hookimpl

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ichbench import SUBTYPES
-from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume, folder_listing
+from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume, folder_listing, locate_root
 from ichbench.datasets.cq500 import read_reads
 from ichbench.datasets.nifti_io import load_ct, load_mask
 from ichbench.errors import InputError, LayoutError
@@ -112,13 +112,8 @@ class SegCQ500Dataset(Dataset):
         "majority of readers R1-R3 (columns name, R<i>:IPH/IVH/SAH/SDH/EDH); without it subtypes are unknown")
 
     def check_layout(self, source: Path) -> None:
-        source = Path(source)
         expected = f"expected Seg-CQ500/data/volumes/<CQ500-CT-N>/CT.nii under {source}"
-        if not source.is_dir():
-            raise LayoutError(f"{expected}; found: {source} does not exist or is not a folder")
-        data = find_data_dir(source)
-        if data is None:
-            raise LayoutError(f"{expected}; found: {folder_listing(source)}")
+        data = locate_root(source, find_data_dir, expected)
         volumes = data / "volumes"
         if not any(_first(d, CT_NAMES) for d in volumes.iterdir() if d.is_dir()):
             raise LayoutError(f"{expected}; found no CT.nii in {volumes}, which holds: {folder_listing(volumes)}")

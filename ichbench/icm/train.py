@@ -21,11 +21,11 @@ from ichbench.errors import IchbenchError
 from ichbench.evaluate.metrics import volume_metrics
 from ichbench.icm.masker import ICM_NAME, WINDOWS, IcmUNets, icm_unet, windowed
 from ichbench.train import checkpoint as ckpt
-from ichbench.train.augment import augment_batch
+from ichbench.transforms import augment_batch
 from ichbench.train.data import EpochSampler, load_store, volume_rows
 from ichbench.train.device import device_mode, gather, numerics, prepare_model, select_device
 from ichbench.train.loop import fit, generators
-from ichbench.train.losses import dice_loss
+from ichbench.losses import dice_loss
 
 
 def shipped_volumes(store) -> list[str]:

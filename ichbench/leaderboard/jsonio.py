@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from ichbench.errors import InputError
+from ichbench.files import write_text_atomic
 
 MAX_BYTES = 5 * 1024 * 1024
 
@@ -57,24 +56,6 @@ def read_json(path: Path, max_bytes: int = MAX_BYTES, shown: str | None = None):
 def dumps(obj) -> str:
     """Deterministic text: the same data always gives the same bytes (files are diffed in git)."""
     return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        # mkstemp makes 0600 files; these are shared data files kept in git
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path: Path, obj) -> Path:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
-from ichbench.leaderboard.jsonio import dumps, write_json, write_text_atomic
+from ichbench.files import write_text_atomic
+from ichbench.leaderboard.jsonio import dumps, write_json
 from ichbench.leaderboard.model import GROUP_TITLES, METRIC_TITLES, DatasetView, build
 from ichbench.leaderboard.page import fmt, render_page
 from ichbench.leaderboard.paths import Folder

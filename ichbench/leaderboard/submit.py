@@ -19,8 +19,8 @@ from ichbench.leaderboard.jsonio import MAX_BYTES, read_json, write_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.schema import GROUPS, METRICS
 from ichbench.leaderboard.validate import check_entry
+from ichbench.tracking.mlflow_store import TAG
 
-TAG = "ichbench."
 REQUIRED_TAGS = ("method", "dataset", "dataset_fingerprint", "split_hash", "k", "profile")
 ARTIFACTS = ("per_volume.json", "config.json", "split.json", "summary.json")
 
@@ -29,10 +29,6 @@ class SubmitRejected(IchbenchError):
     def __init__(self, where: str, problems: list[str]):
         self.problems = problems
         super().__init__(f"{where}: not submitted: " + "; ".join(problems))
-
-
-def default_tracking_uri(home: Path) -> str:
-    return f"sqlite:///{Path(home).resolve() / 'mlflow.db'}"
 
 
 def _client(uri: str):

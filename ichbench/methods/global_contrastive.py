@@ -30,8 +30,8 @@ class GlobalContrastive(PretextMethod):
     def pretext_loss(self, model, batch, cfg, generator):
         import torch
 
-        from ichbench.train.augment import T_GLOBAL, contrastive_view
-        from ichbench.train.losses import info_nce
+        from ichbench.transforms import T_GLOBAL, contrastive_view
+        from ichbench.losses import info_nce
         images = batch["images"]
         v1 = contrastive_view(images, T_GLOBAL, generator=generator)
         v2 = contrastive_view(images, T_GLOBAL, generator=generator)

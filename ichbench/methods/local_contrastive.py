@@ -43,7 +43,7 @@ class LocalContrastive(PretextMethod):
         import torch
 
         from ichbench.methods.nets.local import region_info_nce, region_pairs
-        from ichbench.train.augment import T_LOCAL, contrastive_view
+        from ichbench.transforms import T_LOCAL, contrastive_view
         p = self.params(cfg)
         images = batch["images"]
         v1, theta1 = contrastive_view(images, T_LOCAL, generator=generator, return_theta=True)

@@ -9,7 +9,7 @@ The paper says "weighted binary cross-entropy" without giving weights; the autho
 trains with an unweighted `BCEWithLogitsLoss`, so the `paper` profile uses `pos_weight: "none"`.
 Two weightings stay available as options (`--set pretrain.params.pos_weight=...`):
 - "auto": each class's positives weighted by n_negative/n_positive (inverse frequency, clipped at
-  100, as `ichbench.train.losses.class_pos_weights`), so EDH (~0.3 % of RSNA slices) is not
+  100, as `ichbench.losses.class_pos_weights`), so EDH (~0.3 % of RSNA slices) is not
   drowned by the balanced no-ICH/ICH pair. The model counts the labels of every training batch
   and weights with the running ratio, which converges to the store's frequencies within the first
   epoch and is checkpointed with the model (buffers), so a resumed run keeps the same weights.
@@ -52,7 +52,7 @@ class MultilabelCE(_Multilabel):
     }
 
     def pretext_loss(self, model, batch, cfg, generator):
-        from ichbench.train.losses import weighted_bce
+        from ichbench.losses import weighted_bce
         labels = batch["labels"]
         self._check_labels(labels)
         pw = self.params(cfg)["pos_weight"]
@@ -87,7 +87,7 @@ class MultilabelDL(_Multilabel):
     }
 
     def pretext_loss(self, model, batch, cfg, generator):
-        from ichbench.train.losses import multilabel_dice_loss
+        from ichbench.losses import multilabel_dice_loss
         labels = batch["labels"]
         self._check_labels(labels)
         return multilabel_dice_loss(model(batch["images"]), labels)

@@ -4,14 +4,14 @@ names, missing stores, label needs) happens here, before any training."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ichbench.config import IcmConfig, RunConfig, own_slices_note, resolve
+from ichbench.config import IcmConfig, RunConfig
+from ichbench.resolve import own_slices_note, resolve
 from ichbench.datasets.base import SEGMENTATION, get_dataset
 from ichbench.errors import IchbenchError
+from ichbench.files import sha256_json
 from ichbench.methods.base import Method, get_method
 from ichbench.splits import PAPER_K, save_split, split_for_store
 from ichbench.store import SliceStore, open_store, store_path
@@ -76,13 +76,12 @@ def open_role(home: Path, dataset: str, role: str, *, auto_ingest: bool | None =
                                     f"(raw files found at {raw})")
             raise IchbenchError(f"no {role} store for {dataset!r} and no raw data at {raw} "
                                 f"(once it is there: `ichbench data ingest {dataset}`)\n{ds.where_to_get(raw)}")
-        from ichbench.store.ingest import ingest  # the phantom makes its own sources: ingest on demand
+        from ichbench.ingest import ingest  # the phantom makes its own sources: ingest on demand
         ingest(ds, home, roles=[role])
     return open_store(path)
 
 
-def _key(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+_key = sha256_json
 
 
 def open_pretraining(home: Path, method: Method, cfg: RunConfig) -> SliceStore:

@@ -8,13 +8,9 @@ board costs the display, not the run.
 
 from __future__ import annotations
 
-import sys
-
 import ray
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True)
+from ichbench.console import progress_bar
 
 
 @ray.remote(num_cpus=0)
@@ -45,9 +41,7 @@ class LiveBars:
 
     def __init__(self, board, title: str):
         self.board = board
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                                 transient=True, disable=not sys.stderr.isatty())
+        self.progress = progress_bar(transient=True)
         self.title = title
         self.tasks: dict[str, int] = {}
         self.totals: dict[str, int | None] = {}

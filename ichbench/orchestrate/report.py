@@ -6,8 +6,6 @@ method, with the method as its title, so every mean keeps its ± std.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from rich.console import Group
 from rich.table import Table
@@ -15,18 +13,15 @@ from rich.text import Text
 
 from ichbench.console import Fit
 
-PUBLISHED = Path(__file__).resolve().parents[2] / "leaderboard" / "published" / "spahr2023.json"
 TITLE = "Volume-level results: percent, mean ± std over volumes"
 METRIC_COLUMNS = ("n", "Dice all", "Dice ICH", "Prec. all", "Recall all")
 
 
 def published_rows(method: str) -> dict[str, dict]:
-    """The paper's rows for a method, by dataset (empty if the method is not in the paper)."""
-    try:
-        data = json.loads(PUBLISHED.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {r["dataset"]: r for r in data.get("rows", []) if r.get("method") == method}
+    """The paper's rows for a method, by dataset (empty if the method is not in the paper), from the
+    tables shipped in the package."""
+    from ichbench.leaderboard.published import packaged_rows
+    return {r.dataset: r.groups for r in packaged_rows() if r.method == method}
 
 
 def _fmt(group: dict | None, metric: str, scale: float = 100.0) -> str:

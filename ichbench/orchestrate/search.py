@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ichbench.config import split_assignment
 from ichbench.errors import IchbenchError
 
 # lr, α (empty-slice weight) and batch size by default; epochs only when asked (it sets the cost).
@@ -57,10 +58,8 @@ def parse_dist(key: str, text: str) -> Dist:
 def parse_space(items: list[str]) -> dict[str, Dist]:
     space = {k: parse_dist(k, v) for k, v in DEFAULT_SPACE.items()} if not items else {}
     for item in items:
-        if "=" not in item:
-            raise IchbenchError(f"--space expects key=distribution, got {item!r}")
-        k, v = item.split("=", 1)
-        space[k.strip()] = parse_dist(k.strip(), v)
+        k, v = split_assignment(item, "--space", "distribution")
+        space[k] = parse_dist(k, v)
     return space
 
 
@@ -77,7 +76,7 @@ def _trial(config: dict) -> dict:
     """One (sample, fold) trial, run by Ray Tune in a worker."""
     import ray
 
-    from ichbench.config import resolve
+    from ichbench.resolve import resolve
     from ichbench.train.engine import finetune
     c = config["ctx"]
     cfg = resolve(c["method"], c["dataset"], c["profile"], c["overrides"] + overrides_for(c["samples"][config["sample"]]),
@@ -99,7 +98,7 @@ def run_search(plan, tracker, driver, *, num_samples: int, space: dict[str, Dist
 
     samples = draw_samples(space, num_samples, seed)
     for s in samples:  # every sample must resolve before anything runs
-        from ichbench.config import resolve
+        from ichbench.resolve import resolve
         resolve(plan.method, plan.cfg.dataset, plan.cfg.profile, plan.overrides + overrides_for(s), plan.cfg.pretrain_dataset)
     exp = tracker.experiment(plan.cfg.dataset)
     tags = {**records.base_tags(plan, _owner(plan), driver.resources), f"{TAG}kind": "tune"}

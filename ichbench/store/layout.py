@@ -11,19 +11,16 @@ that is being read anyway.
 from __future__ import annotations
 
 import hashlib
-import json
 
 import numpy as np
+
+from ichbench.files import canonical_json
 
 FORMAT_VERSION = 2   # 2: per-shard digests (1: one digest per array, no check on read)
 ARRAYS = ("images", "masks", "labels", "volume", "brain")  # fixed order: the fingerprint depends on it
 SHARD_SLICES = 64    # slices per shard file; one chunk per slice inside it (images, masks, brain)
 # Volumes whose id starts with this hold a pretraining store's validation slices (chosen at ingest).
 VALIDATION_PREFIX = "val/"
-
-
-def canonical_json(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def shard_digest(block: np.ndarray) -> str:

@@ -8,12 +8,12 @@ scheduler, every random generator's state, the epochs done and the loss history.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from ichbench.errors import IchbenchError
+from ichbench.files import write_atomic
 
 STATE_NAME = "state.pt"          # resumable training state (rewritten every epoch)
 PRETRAINED_NAME = "pretrained.pt"  # the declared U-Net parts of a finished pretraining
@@ -22,19 +22,7 @@ MODEL_KIND = "segmentation_model"
 
 
 def save_atomic(obj, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomic(path, lambda fh: torch.save(obj, fh))
 
 
 def load(path: Path) -> dict:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -25,16 +24,17 @@ import torch
 
 from ichbench import __version__
 from ichbench.errors import IchbenchError
+from ichbench.files import write_text_atomic
 from ichbench.evaluate import summarize
 from ichbench.models.unet import UNet, expand_parts, part_state, transfer_parts, unet_for
 from ichbench.train import checkpoint as ckpt
-from ichbench.train.augment import augment_batch
+from ichbench.transforms import augment_batch
 from ichbench.train.data import (EpochSampler, finetune_pool, load_store, place,
                                  pretrain_selection, volume_rows, windowed)
 from ichbench.train.device import autocast_for, device_mode, gather, images_of, numerics, prepare_model, select_device
 from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
 from ichbench.train.loop import fit, generators
-from ichbench.train.losses import dice_loss
+from ichbench.losses import dice_loss
 from ichbench.train.predict import evaluate_volumes
 
 VALIDATION_SEED_OFFSET = 7919  # validation draws its pretext randomness from its own fixed stream
@@ -290,8 +290,4 @@ def save_model(path: Path, unet, method, cfg, fold: int, store_size: int, cavity
 
 
 def write_json_atomic(obj, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(obj, indent=2))

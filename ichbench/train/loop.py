@@ -8,25 +8,16 @@ stopped and ends with the same weights), and a rich progress bar.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ichbench.console import progress_bar
 from ichbench.errors import IchbenchError
 from ichbench.train import checkpoint as ckpt
 from ichbench.train.data import EpochSampler
-
-
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                    console=Console(stderr=True), disable=not (enabled and sys.stderr.isatty()),
-                    transient=False)
 
 
 def fit(*, model: torch.nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], sampler: EpochSampler,

@@ -9,7 +9,7 @@ from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.methods.nets.heads import PooledEncoderHead
 
 N_CLASSES = len(LABEL_ORDER)
-MAX_POS_WEIGHT = 100.0   # as `ichbench.train.losses.class_pos_weights`' default clip
+MAX_POS_WEIGHT = 100.0   # as `ichbench.losses.class_pos_weights`' default clip
 
 
 class MultilabelClassifier(PooledEncoderHead):

@@ -54,6 +54,22 @@ __version__ = "0.1.0"
 __all__ = ["$classname"]
 '''
 
+# The last test of every scaffolded plugin: installed, it is found through its entry point.
+REGISTRATION_TEST = '''def test_installed_package_registers_the_$kind(monkeypatch):
+    try:
+        md.distribution("$dist")
+    except md.PackageNotFoundError:
+        pytest.skip("not installed: pip install -e .")
+    monkeypatch.delenv("ICHBENCH_LOAD_PLUGINS", raising=False)
+    reset_registry()
+    try:
+        reg = get_registry()
+        assert "$registered" in reg.${kind}s()
+        assert reg.owner("${kind}s", "$registered").distribution == "$dist"
+    finally:
+        reset_registry()
+'''
+
 COMMON = {
     "pyproject.toml": PYPROJECT,
     "src/$module/__init__.py": INIT_PY,

@@ -3,6 +3,9 @@
 `string.Template`s: `$name` placeholders, and no other `$` in the generated code.
 """
 
+from ichbench.plugins.templates.common import REGISTRATION_TEST
+
+
 DATASET_README = '''\
 # $dist
 
@@ -146,20 +149,7 @@ def test_layout_errors_say_what_was_found(tmp_path):
         $classname().check_layout(tmp_path)
 
 
-def test_installed_package_registers_the_dataset(monkeypatch):
-    try:
-        md.distribution("$dist")
-    except md.PackageNotFoundError:
-        pytest.skip("not installed: pip install -e .")
-    monkeypatch.delenv("ICHBENCH_LOAD_PLUGINS", raising=False)
-    reset_registry()
-    try:
-        reg = get_registry()
-        assert "$registered" in reg.datasets()
-        assert reg.owner("datasets", "$registered").distribution == "$dist"
-    finally:
-        reset_registry()
-'''
+''' + REGISTRATION_TEST
 
 DATASET_FILES = {
     "README.md": DATASET_README,

@@ -3,6 +3,9 @@
 `string.Template`s: `$name` placeholders, and no other `$` in the generated code.
 """
 
+from ichbench.plugins.templates.common import REGISTRATION_TEST
+
+
 METHOD_README = '''\
 # $dist
 
@@ -164,20 +167,7 @@ def test_loss_falls_on_phantom_slices():
     assert np.isfinite(losses).all() and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
-def test_installed_package_registers_the_method(monkeypatch):
-    try:
-        md.distribution("$dist")
-    except md.PackageNotFoundError:
-        pytest.skip("not installed: pip install -e .")
-    monkeypatch.delenv("ICHBENCH_LOAD_PLUGINS", raising=False)
-    reset_registry()
-    try:
-        reg = get_registry()
-        assert "$registered" in reg.methods()
-        assert reg.owner("methods", "$registered").distribution == "$dist"
-    finally:
-        reset_registry()
-'''
+''' + REGISTRATION_TEST
 
 METHOD_FILES = {
     "README.md": METHOD_README,

@@ -5,15 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ichbench import SUBTYPES, UNKNOWN_LABEL, __version__
+from ichbench.console import progress_bar
 from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume
 from ichbench.errors import InputError, LayoutError
 from ichbench.preprocess.brain import ClassicalBrainMasker
@@ -82,20 +81,14 @@ def volume_has_ich(vol: Volume, labels: np.ndarray) -> bool | None:
     return bool((labels[known, 1] == 1).any()) if known.any() else vol.has_ich
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), console=None, transient=False,
-                    disable=not sys.stderr.isatty(), redirect_stdout=False)
-
-
 def _advance(progress, task, report: IngestReport, volumes: int, slices: int) -> None:
     """Slices out of the reader's expected slices, else volumes out of its expected volumes."""
     if report.expected_slices is not None:
-        progress.update(task, completed=slices, total=report.expected_slices, unit="slices")
+        progress.update(task, completed=slices, total=report.expected_slices, info="slices")
     elif report.expected_volumes is not None:
-        progress.update(task, completed=volumes, total=report.expected_volumes, unit=f"volumes ({slices} slices)")
+        progress.update(task, completed=volumes, total=report.expected_volumes, info=f"volumes ({slices} slices)")
     else:
-        progress.update(task, completed=slices, unit="slices")
+        progress.update(task, completed=slices, info="slices")
 
 
 def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: IngestOptions,
@@ -127,8 +120,8 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # resizing one volume at a time: one thread is faster than two here
     try:
-        with _progress() as progress:
-            task = progress.add_task(f"ingest {dataset.name}/{role}", total=None, unit="slices")
+        with progress_bar() as progress:
+            task = progress.add_task(f"ingest {dataset.name}/{role}", total=None, info="slices")
             n_read = 0
             for vol in dataset.read(source, role, options, report):
                 n_read += 1
