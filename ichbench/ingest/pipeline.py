@@ -91,28 +91,89 @@ def _advance(progress, task, report: IngestReport, volumes: int, slices: int) ->
         progress.update(task, completed=slices, info="slices")
 
 
+def _unchanged(final: Path, key: str, dataset: Dataset, role: str) -> IngestResult | None:
+    """The existing store when it was built from the same raw files and settings."""
+    try:
+        existing = SliceStore(final)
+        if existing.attrs.get("source_key") != key:
+            return None
+        report = IngestReport()
+        rp = final / REPORT_NAME
+        if rp.exists():
+            data = json.loads(rp.read_text())
+            report.skipped, report.warnings = data.get("skipped", []), data.get("warnings", [])
+        return IngestResult(dataset.name, role, final, existing.fingerprint, True, report)
+    except Exception:  # noqa: BLE001 - an unreadable old store is simply rebuilt
+        return None
+
+
+def _store_arrays(vol: Volume, writer: StoreWriter, masker: ClassicalBrainMasker, size: int):
+    """A checked volume resampled to the store size: (meta, images, labels, masks, brain)."""
+    images = resize_slices(vol.hu, size)
+    brain = None
+    if "brain" in writer.arrays:  # shipped masks, else the classical extraction
+        brain = (resize_mask(vol.brain, size) if vol.brain is not None
+                 else masker(images.astype(np.float32)).astype(np.uint8))
+    masks = resize_mask(vol.mask, size) if vol.mask is not None else None
+    labels = vol.resolved_labels()
+    if masks is not None:
+        # labels follow the stored mask, so a hemorrhage lost to resampling is not "any"
+        anyich = masks.reshape(len(masks), -1).any(axis=1)
+        labels[:, 0], labels[:, 1] = ~anyich, anyich
+        labels[~anyich, 2:] = 0  # and no subtype on a slice without hemorrhage
+    native = tuple(vol.native_shape or vol.hu.shape[1:])
+    meta = {"id": vol.id,
+            "spacing": list(resized_spacing(vol.spacing, native, size)),
+            "native_shape": list(native),
+            "subtypes": [t for t in SUBTYPES if t in vol.subtypes] if vol.subtypes is not None else None,
+            "has_ich": volume_has_ich(vol, labels)}
+    if brain is not None:   # which cavity mask the store holds: only shipped ones train the ICM
+        meta["brain"] = "shipped" if vol.brain is not None else "classical"
+    return meta, images, labels, masks, brain
+
+
+def _write_volumes(dataset: Dataset, source: Path, role: str, options: IngestOptions, report: IngestReport,
+                   writer: StoreWriter) -> None:
+    """Every volume the reader yields, checked, resampled and appended, with a progress bar."""
+    masker = ClassicalBrainMasker()
+    with progress_bar() as progress:
+        task = progress.add_task(f"ingest {dataset.name}/{role}", total=None, info="slices")
+        n_read = 0
+        for vol in dataset.read(source, role, options, report):
+            n_read += 1
+            problem = check_volume(vol, role)
+            if problem:
+                report.skip(vol.source or vol.id, problem)
+                continue
+            if role == SEGMENTATION and writer.volume_index(vol.id) is not None:
+                report.skip(vol.source or vol.id, f"duplicate volume id {vol.id!r}")
+                continue
+            meta, images, labels, masks, brain = _store_arrays(vol, writer, masker, options.size)
+            idx = writer.volume_index(vol.id)
+            if idx is not None and meta["has_ich"]:
+                writer.volumes[idx]["has_ich"] = True
+            writer.add(meta, images, labels, masks=masks, brain=brain)
+            _advance(progress, task, report, n_read, writer.n_slices)
+    if writer.n_slices == 0:
+        first = report.skipped[0]["file"] + ": " + report.skipped[0]["problem"] if report.skipped else "none"
+        raise InputError(source, f"no usable {role} slices were found "
+                                 f"({len(report.skipped)} inputs skipped; first: {first})")
+
+
 def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: IngestOptions,
                 force: bool = False) -> IngestResult:
+    """One role's store: reused when the raw files and settings are unchanged, else built beside
+    the old one and published atomically (the old store stays until the new one is complete)."""
     final = store_path(home, dataset.name, role)
     atomic.recover(final)
     key = source_key(dataset, source, role, options)
     if final.exists() and not force:
-        try:
-            existing = SliceStore(final)
-            if existing.attrs.get("source_key") == key:
-                report = IngestReport()
-                rp = final / REPORT_NAME
-                if rp.exists():
-                    data = json.loads(rp.read_text())
-                    report.skipped, report.warnings = data.get("skipped", []), data.get("warnings", [])
-                return IngestResult(dataset.name, role, final, existing.fingerprint, True, report)
-        except Exception:  # noqa: BLE001 - an unreadable old store is simply rebuilt
-            pass
-
+        unchanged = _unchanged(final, key, dataset, role)
+        if unchanged is not None:
+            return unchanged
     report = IngestReport(strict=options.strict)
     tmp = atomic.tmp_path(final)
     atomic.discard(tmp)
-    masker = ClassicalBrainMasker()
     # Intracranial masks serve the _icm methods at fine-tuning; pretraining stores (752k RSNA
     # slices) skip them: no pretext uses them and they were 60% of the ingest time.
     writer = StoreWriter(tmp, size=options.size, with_masks=role == SEGMENTATION,
@@ -120,47 +181,7 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # resizing one volume at a time: one thread is faster than two here
     try:
-        with progress_bar() as progress:
-            task = progress.add_task(f"ingest {dataset.name}/{role}", total=None, info="slices")
-            n_read = 0
-            for vol in dataset.read(source, role, options, report):
-                n_read += 1
-                problem = check_volume(vol, role)
-                if problem:
-                    report.skip(vol.source or vol.id, problem)
-                    continue
-                if role == SEGMENTATION and writer.volume_index(vol.id) is not None:
-                    report.skip(vol.source or vol.id, f"duplicate volume id {vol.id!r}")
-                    continue
-                images = resize_slices(vol.hu, options.size)
-                brain = None
-                if "brain" in writer.arrays:  # shipped masks, else the classical extraction
-                    brain = (resize_mask(vol.brain, options.size) if vol.brain is not None
-                             else masker(images.astype(np.float32)).astype(np.uint8))
-                masks = resize_mask(vol.mask, options.size) if vol.mask is not None else None
-                labels = vol.resolved_labels()
-                if masks is not None:
-                    # labels follow the stored mask, so a hemorrhage lost to resampling is not "any"
-                    anyich = masks.reshape(len(masks), -1).any(axis=1)
-                    labels[:, 0], labels[:, 1] = ~anyich, anyich
-                    labels[~anyich, 2:] = 0  # and no subtype on a slice without hemorrhage
-                native = tuple(vol.native_shape or vol.hu.shape[1:])
-                meta = {"id": vol.id,
-                        "spacing": list(resized_spacing(vol.spacing, native, options.size)),
-                        "native_shape": list(native),
-                        "subtypes": [t for t in SUBTYPES if t in vol.subtypes] if vol.subtypes is not None else None,
-                        "has_ich": volume_has_ich(vol, labels)}
-                if brain is not None:   # which cavity mask the store holds: only shipped ones train the ICM
-                    meta["brain"] = "shipped" if vol.brain is not None else "classical"
-                idx = writer.volume_index(vol.id)
-                if idx is not None and meta["has_ich"]:
-                    writer.volumes[idx]["has_ich"] = True
-                writer.add(meta, images, labels, masks=masks, brain=brain)
-                _advance(progress, task, report, n_read, writer.n_slices)
-        if writer.n_slices == 0:
-            raise InputError(source, f"no usable {role} slices were found "
-                                     f"({len(report.skipped)} inputs skipped; first: "
-                                     f"{report.skipped[0]['file'] + ': ' + report.skipped[0]['problem'] if report.skipped else 'none'})")
+        _write_volumes(dataset, source, role, options, report, writer)
         fp = writer.close({"dataset": dataset.name, "role": role, "source_key": key,
                            "source": str(source), "ichbench_version": __version__,
                            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
