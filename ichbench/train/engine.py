@@ -60,7 +60,6 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     """Train `method`'s pretext on the store at `store_path`; returns the path of a checkpoint of the
     U-Net parts the method transfers. A finished pretraining with the same config hash on the same
     store content is returned as is; an interrupted one resumes from its last epoch."""
-    from ichbench.methods.base import get_method
     from ichbench.store import open_store
 
     m = _method(method)
@@ -72,26 +71,15 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     pc = cfg.pretrain
     identity = cfg.hash()
     final = out_dir / ckpt.PRETRAINED_NAME
-    if final.exists():
-        done = ckpt.load_pretrained(final)
-        if done.get("config_hash") == identity and done.get("store_fingerprint") == store.fingerprint:
-            return final
+    if _finished(final, identity, store.fingerprint):
+        return final
     state_path = out_dir / ckpt.STATE_NAME
     state_identity = f"{identity}:{store.fingerprint}"
     if state_path.exists() and ckpt.load(state_path).get("identity") != state_identity:
         state_path.unlink()  # the store was re-ingested: an old partial run no longer applies
     device = select_device(device)
 
-    init_state = None
-    if m.init_from:
-        if cfg.init is None:
-            raise IchbenchError(f"{m.name} starts from {m.init_from}'s pretraining, but the config has no `init`")
-        init_method = get_method(m.init_from)
-        if init_checkpoint is None:
-            init_checkpoint = pretrain(init_method, store_path, cfg.init, out_dir.parent / pretrained_dirname(cfg.init),
-                                       device=device, progress=progress)
-        init_state = (ckpt.load_pretrained(init_checkpoint), init_method.transfers)
-
+    init_state, init_checkpoint = _init_state(m, store_path, cfg, out_dir, init_checkpoint, device, progress)
     labels = np.asarray(store.load(["labels"])["labels"])
     train_rows, hold_rows = pretrain_selection(labels, pc.holdout, pc.seed, validation=store.validation_mask())
     arrays = load_store(store_path, pc.image_size, rows=np.concatenate([train_rows, hold_rows]),
@@ -122,28 +110,12 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
             with autocast_for(device):
                 return m.pretext_loss(model, batch, pc, gens["device"])
 
-        def validate() -> float:
-            if len(hold_pos) < 2:
-                return float("nan")
-            g = torch.Generator(device=device).manual_seed(pc.seed + VALIDATION_SEED_OFFSET)
-            model.eval()
-            losses, weights = [], []
-            with torch.no_grad():
-                for idx in hold_pos.split(pc.batch_size):
-                    if len(idx) < 2:
-                        continue
-                    with autocast_for(device):
-                        losses.append(m.pretext_loss(model, batch_of(idx), pc, g).float())
-                    weights.append(len(idx))
-            model.train()
-            w = torch.tensor(weights, dtype=torch.float32)
-            return float((torch.stack(losses).cpu() * w).sum() / w.sum())
-
         t0 = time.perf_counter()
         history = fit(model=model, loss_fn=loss_fn, sampler=sampler, epochs=pc.epochs, lr=pc.lr,
                        lr_decay=pc.lr_decay, weight_decay=pc.weight_decay, state_path=state_path,
                        identity=state_identity, generators=gens, device=device, desc=f"pretrain {m.name}",
-                       progress=progress, validate=validate, on_epoch=on_epoch)
+                       progress=progress, on_epoch=on_epoch,
+                      validate=lambda: _held_out_loss(m, model, batch_of, hold_pos, pc, device))
     payload = {"kind": "pretrained", "method": m.name, "transfers": list(m.transfers),
                "state": {k: v.detach().cpu() for k, v in part_state(model.unet, m.transfers).items()},
                "model": dataclasses.asdict(cfg.model), "config": cfg.to_dict(), "config_hash": identity,
@@ -152,6 +124,48 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
                "history": history, "device": str(device), "seconds": round(time.perf_counter() - t0, 3),
                "ichbench_version": __version__, **numerics(device)}
     return ckpt.save_atomic(payload, final)
+
+
+def _finished(final: Path, identity: str, fingerprint: str) -> bool:
+    """A finished pretraining of this config on this store content."""
+    if not final.exists():
+        return False
+    done = ckpt.load_pretrained(final)
+    return done.get("config_hash") == identity and done.get("store_fingerprint") == fingerprint
+
+
+def _init_state(m, store_path: Path, cfg, out_dir: Path, init_checkpoint: Path | None, device, progress):
+    """For a method that starts from another's pretraining (`init_from`): that checkpoint's
+    state and transferred parts, pretraining it first when no checkpoint is given."""
+    if not m.init_from:
+        return None, init_checkpoint
+    from ichbench.methods.base import get_method
+    if cfg.init is None:
+        raise IchbenchError(f"{m.name} starts from {m.init_from}'s pretraining, but the config has no `init`")
+    init_method = get_method(m.init_from)
+    if init_checkpoint is None:
+        init_checkpoint = pretrain(init_method, store_path, cfg.init, out_dir.parent / pretrained_dirname(cfg.init),
+                                   device=device, progress=progress)
+    return (ckpt.load_pretrained(init_checkpoint), init_method.transfers), init_checkpoint
+
+
+def _held_out_loss(m, model, batch_of, hold_pos: torch.Tensor, pc, device) -> float:
+    """The pretext loss on the held-out slices, with a fixed generator so epochs compare."""
+    if len(hold_pos) < 2:
+        return float("nan")
+    g = torch.Generator(device=device).manual_seed(pc.seed + VALIDATION_SEED_OFFSET)
+    model.eval()
+    losses, weights = [], []
+    with torch.no_grad():
+        for idx in hold_pos.split(pc.batch_size):
+            if len(idx) < 2:
+                continue
+            with autocast_for(device):
+                losses.append(m.pretext_loss(model, batch_of(idx), pc, g).float())
+            weights.append(len(idx))
+    model.train()
+    w = torch.tensor(weights, dtype=torch.float32)
+    return float((torch.stack(losses).cpu() * w).sum() / w.sum())
 
 
 def _check_model(pre: dict, cfg, path) -> None:
