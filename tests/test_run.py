@@ -211,6 +211,40 @@ def test_tune_scores_every_sample_on_every_fold(phantom_home, ray_session):
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_mean_dice"] == pytest.approx(out["best_dice"])
     assert len(runs_of(phantom_home, kind="tune_sample")) == 2
+    # seeded: a rerun draws the same samples (and reuses their finished folds)
+    again = run_search(plan, tracker, Driver(tracker), num_samples=2, space=space, seed=1)
+    assert sorted(map(str, (s["params"] for s in again["samples"]))) == sorted(map(str, (s["params"] for s in out["samples"])))
+
+
+def test_tune_with_optuna_and_asha(phantom_home, ray_session):
+    """Optuna proposes, ASHA may stop a sample after one fold; the best is one scored on all folds."""
+    from ichbench.orchestrate.search import parse_space, run_search
+    tracker = Tracker(default_tracking_uri(phantom_home), phantom_home)
+    plan = plan_method("unet_mixed", "phantom", "smoke", phantom_home, folds=[0, 1],
+                       overrides=["finetune.epochs=1", "finetune.steps_per_epoch=2"])
+    space = parse_space(["finetune.lr=loguniform(1e-4,1e-2)"])
+    out = run_search(plan, tracker, Driver(tracker), num_samples=3, space=space, seed=2, search="optuna",
+                     scheduler="asha")
+    assert len(out["samples"]) == 3
+    full = [s for s in out["samples"] if not s["stopped_early"]]
+    assert full and all(sorted(s["fold_dice"]) == [0, 1] for s in full)
+    assert all(sorted(s["fold_dice"]) == [0] for s in out["samples"] if s["stopped_early"])
+    assert out["best_dice"] == max(s["mean_dice"] for s in full)
+
+
+def test_unknown_searcher_or_scheduler_is_refused_before_a_run_opens(phantom_home, ray_session):
+    from ichbench.orchestrate.search import parse_space, run_search
+    tracker = Tracker(default_tracking_uri(phantom_home), phantom_home)
+    plan = plan_method("unet_mixed", "phantom", "smoke", phantom_home, folds=[0, 1])
+    space = parse_space([])
+    before = len(runs_of(phantom_home, kind="tune"))
+    with pytest.raises(IchbenchError, match="--search hyperopt: unknown searcher; known: random, optuna"):
+        run_search(plan, tracker, Driver(tracker), num_samples=1, space=space, search="hyperopt")
+    with pytest.raises(IchbenchError, match="--scheduler pbt: unknown scheduler; known: fifo, asha"):
+        run_search(plan, tracker, Driver(tracker), num_samples=1, space=space, scheduler="pbt")
+    with pytest.raises(IchbenchError, match="unknown config key 'finetune.lrr'"):
+        run_search(plan, tracker, Driver(tracker), num_samples=1, space=parse_space(["finetune.lrr=uniform(0,1)"]))
+    assert len(runs_of(phantom_home, kind="tune")) == before
 
 
 def test_bad_search_space_is_one_line_error():

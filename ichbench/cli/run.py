@@ -154,13 +154,16 @@ def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1."),
 def tune(
     method: str = typer.Option(..., "--method", "-m"),
     dataset: str = typer.Option(..., "--dataset", "-d"),
-    num_samples: int = typer.Option(8, help="Hyperparameter samples; each is scored on every fold."),
+    num_samples: int = typer.Option(8, help="Hyperparameter samples (Tune trials); each is scored on every fold."),
     space: list[str] = typer.Option([], "--space", help="key=dist, e.g. finetune.lr=loguniform(1e-4,1e-2); "
                                     "dists: uniform, loguniform, randint, choice. Default: lr, α, batch size."),
     profile: str = typer.Option("paper"),
     folds: Optional[str] = typer.Option(None, help="Folds to score on (default: all)."),
     k: Optional[int] = typer.Option(None),
     seed: int = typer.Option(0, help="Seed of the hyperparameter sampling."),
+    search: str = typer.Option("random", help="Searcher: random (Tune's random sampling) or optuna (TPE)."),
+    scheduler: str = typer.Option("fifo", help="Scheduler: fifo (every sample on every fold) or asha "
+                                  "(stops poor samples after their first folds)."),
     pretrain_dataset: Optional[str] = typer.Option(None),
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS"),
     gpus_per_fold: Optional[float] = typer.Option(None),
@@ -183,12 +186,14 @@ def tune(
                        pretrain_dataset=pretrain_dataset, overrides=set_)
     print_notes([plan])
     driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)
-    out = run_search(plan, tracker, driver, num_samples=num_samples, space=parsed, seed=seed)
+    out = run_search(plan, tracker, driver, num_samples=num_samples, space=parsed, seed=seed, search=search,
+                     scheduler=scheduler)
     table = Table(title=f"tune {method} on {dataset}: mean volume Dice over folds {plan.folds}")
     keys = sorted(out["best"])
-    for col in ["sample", *keys, "mean Dice [%]"]:
+    for col in ["sample", *keys, "mean Dice [%]", "folds"]:
         table.add_column(col)
     for row in sorted(out["samples"], key=lambda r: -r["mean_dice"]):
-        table.add_row(str(row["sample"]), *[f"{row['params'][k]:.4g}" for k in keys], pct(row["mean_dice"]))
+        table.add_row(str(row["sample"]), *[f"{row['params'][k]:.4g}" for k in keys], pct(row["mean_dice"]),
+                      f"{len(row['fold_dice'])}" + (" (stopped)" if row["stopped_early"] else ""))
     console.print(table)
     print(json.dumps({"best": out["best"], "mean_dice": out["best_dice"], "mlflow_run_id": out["run_id"]}))

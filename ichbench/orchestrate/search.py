@@ -1,8 +1,11 @@
-"""`ichbench tune`: Ray Tune over fine-tuning hyperparameters, folds as a grid dimension.
+"""`ichbench tune`: Ray Tune over fine-tuning hyperparameters.
 
-Hyperparameter samples are drawn up front (seeded), so every sample is scored on every fold
-(Tune's own random sampling would draw new values for each grid point); the objective is each
-sample's mean volume Dice over the folds. Only the driver writes to MLflow.
+One Tune trial per hyperparameter sample: it fine-tunes the sample on every fold in turn and
+reports the running mean volume Dice after each fold (`folds_done` is its time axis), so a
+scheduler such as ASHA can stop a poor sample after its first folds, and a searcher such as
+Optuna proposes the next sample from the finished ones. The search space is Tune's own
+(`tune.loguniform`, ...), written on the command line as `key=loguniform(a,b)`. The fold
+arrays travel once through `tune.with_parameters`. Only the driver writes to MLflow.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ import numpy as np
 
 from ichbench.config import split_assignment
 from ichbench.errors import IchbenchError
+from ichbench.files import sha256_json
+
+SEARCHERS = ("random", "optuna")
+SCHEDULERS = ("fifo", "asha")
 
 # lr, α (empty-slice weight) and batch size by default; epochs only when asked (it sets the cost).
 DEFAULT_SPACE = {"finetune.lr": "loguniform(1e-4,3e-3)", "finetune.empty_weight": "uniform(0.05,1.0)",
@@ -37,6 +44,18 @@ class Dist:
         if self.kind == "randint":
             return int(rng.integers(int(a[0]), int(a[1]) + 1))
         return a[int(rng.integers(len(a)))]
+
+    def domain(self):
+        """The same distribution as a Ray Tune search domain (randint's upper bound inclusive)."""
+        from ray import tune
+        a = self.args
+        if self.kind == "uniform":
+            return tune.uniform(a[0], a[1])
+        if self.kind == "loguniform":
+            return tune.loguniform(a[0], a[1])
+        if self.kind == "randint":
+            return tune.randint(int(a[0]), int(a[1]) + 1)
+        return tune.choice(list(a))
 
 
 def parse_dist(key: str, text: str) -> Dist:
@@ -63,90 +82,131 @@ def parse_space(items: list[str]) -> dict[str, Dist]:
     return space
 
 
-def draw_samples(space: dict[str, Dist], n: int, seed: int) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    return [{k: d.sample(rng) for k, d in sorted(space.items())} for _ in range(n)]
-
-
 def overrides_for(sample: dict) -> list[str]:
-    return [f"{k}={v}" for k, v in sample.items()]
+    return [f"{k}={v}" for k, v in sorted(sample.items())]
 
 
-def _trial(config: dict) -> dict:
-    """One (sample, fold) trial, run by Ray Tune in a worker."""
+def _trial(config: dict, ctx: dict) -> None:
+    """One sample on every fold, in a Ray Tune worker; reports the running mean after each fold."""
     import ray
+    from ray import tune
 
     from ichbench.resolve import resolve
     from ichbench.train.engine import finetune
-    c = config["ctx"]
-    cfg = resolve(c["method"], c["dataset"], c["profile"], c["overrides"] + overrides_for(c["samples"][config["sample"]]),
-                  c["pretrain_dataset"])
-    out = Path(c["out"]) / f"sample_{config['sample']}" / f"fold_{config['fold']}"
-    res = finetune(c["method_obj"], Path(c["store"]), c["split"], config["fold"], cfg, out,
-                   pretrained=Path(c["pretrained"]) if c["pretrained"] else None,
-                   device="cuda" if ray.get_gpu_ids() else "cpu", progress=False)
-    return {"dice": res["summary"]["all"]["dice"]["mean"], "dice_ich": res["summary"]["ich"]["dice"]["mean"]
-            if res["summary"]["ich"]["n"] else float("nan")}
+    sample = {k: config[k] for k in ctx["keys"]}
+    cfg = resolve(ctx["method"], ctx["dataset"], ctx["profile"], ctx["overrides"] + overrides_for(sample),
+                  ctx["pretrain_dataset"])
+    out = Path(ctx["out"]) / f"sample-{sha256_json(sample)[:12]}"   # a rerun reuses finished folds
+    fold_dice: dict[int, float] = {}
+    for fold in ctx["folds"]:
+        res = finetune(ctx["method_obj"], Path(ctx["store"]), ctx["split"], fold, cfg, out / f"fold_{fold}",
+                       pretrained=Path(ctx["pretrained"]) if ctx["pretrained"] else None,
+                       device="cuda" if ray.get_gpu_ids() else "cpu", progress=False)
+        fold_dice[fold] = res["summary"]["all"]["dice"]["mean"]
+        tune.report({"dice": float(np.mean(list(fold_dice.values()))), "folds_done": len(fold_dice),
+                     **{f"dice_fold_{f}": d for f, d in fold_dice.items()}})
 
 
-def run_search(plan, tracker, driver, *, num_samples: int, space: dict[str, Dist], seed: int = 0) -> dict:
-    """Returns {"best": sample, "best_dice": x, "samples": [{"params", "fold_dice", "mean_dice"}]}."""
+def _search_alg(name: str, space: dict[str, Dist], seed: int):
+    if name == "random":
+        from ray.tune.search import BasicVariantGenerator
+        return BasicVariantGenerator(random_state=seed)
+    if name == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError:
+            raise IchbenchError("--search optuna needs Optuna: pip install optuna") from None
+        return OptunaSearch(seed=seed)
+    raise IchbenchError(f"--search {name}: unknown searcher; known: {', '.join(SEARCHERS)}")
+
+
+def _scheduler(name: str, n_folds: int):
+    if name == "fifo":
+        return None
+    if name == "asha":   # rungs after 1, 2, 4, ... folds; every surviving sample sees all folds
+        from ray.tune.schedulers import ASHAScheduler
+        return ASHAScheduler(time_attr="folds_done", max_t=n_folds, grace_period=1, reduction_factor=2)
+    raise IchbenchError(f"--scheduler {name}: unknown scheduler; known: {', '.join(SCHEDULERS)}")
+
+
+def _pretrain_once(plan, driver) -> str | None:
+    """The method's pretraining (cached like `ichbench run`'s), shared by every sample."""
+    if not plan.method.has_pretext:
+        return None
+    from ichbench.orchestrate.tasks import pretrain_task
+    gpus = 1 if driver.resources.get("GPU", 0) >= 1 else 0
+    board = driver._board()
+    return driver._wait_one(pretrain_task.options(num_gpus=gpus, num_cpus=1).remote(
+        plan.method, str(plan.pretrain_store.path), plan.cfg, str(plan.pretrain_dir), board),
+        plan.method.name, board, {"pretraining": plan.cfg.pretrain.epochs})["checkpoint"]
+
+
+def _fit(plan, driver, ctx: dict, *, num_samples: int, space: dict[str, Dist], seed: int, search: str,
+         scheduler: str) -> list[dict]:
     from ray import tune
+    gpf = driver.gpus_per_fold if driver.gpus_per_fold is not None else (
+        min(1.0, driver.resources.get("GPU", 0) / max(1, num_samples)))
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {"cpu": 1, "gpu": gpf}),
+        param_space={k: d.domain() for k, d in space.items()},
+        tune_config=tune.TuneConfig(metric="dice", mode="max", num_samples=num_samples,
+                                    search_alg=_search_alg(search, space, seed),
+                                    scheduler=_scheduler(scheduler, len(plan.folds))),
+        run_config=tune.RunConfig(name=f"{plan.method.name}-{plan.cfg.dataset}",
+                                  storage_path=str(Path(ctx["out"]).resolve() / "ray"), verbose=0))
+    grid = tuner.fit()
+    errors = [r.error for r in grid if r.error is not None]
+    if errors:
+        raise IchbenchError(f"{len(errors)} tuning trial(s) failed; first: {errors[0]}")
+    table = []
+    for i, r in enumerate(sorted(grid, key=lambda r: r.metrics["trial_id"])):
+        fold_dice = {f: r.metrics[f"dice_fold_{f}"] for f in plan.folds if f"dice_fold_{f}" in r.metrics}
+        table.append({"sample": i, "params": {k: r.config[k] for k in space}, "fold_dice": fold_dice,
+                      "mean_dice": float(np.mean(list(fold_dice.values()))),
+                      "stopped_early": len(fold_dice) < len(plan.folds)})
+    return table
 
+
+def run_search(plan, tracker, driver, *, num_samples: int, space: dict[str, Dist], seed: int = 0,
+               search: str = "random", scheduler: str = "fifo") -> dict:
+    """Returns {"best": params, "best_dice": x, "samples": [{"params", "fold_dice", "mean_dice",
+    "stopped_early"}], "run_id"}. The best is the best mean over samples scored on every fold."""
+    from ichbench.resolve import resolve
     from ichbench.tracking import records
     from ichbench.tracking.mlflow_store import TAG
 
-    samples = draw_samples(space, num_samples, seed)
-    for s in samples:  # every sample must resolve before anything runs
-        from ichbench.resolve import resolve
-        resolve(plan.method, plan.cfg.dataset, plan.cfg.profile, plan.overrides + overrides_for(s), plan.cfg.pretrain_dataset)
+    # everything that can be refused is refused before a run is opened: names, and the space's
+    # keys and value types (one drawn value per key resolved into a config)
+    _search_alg(search, space, seed)
+    _scheduler(scheduler, len(plan.folds))
+    probe = {k: d.sample(np.random.default_rng(seed)) for k, d in space.items()}
+    resolve(plan.method, plan.cfg.dataset, plan.cfg.profile, plan.overrides + overrides_for(probe),
+            plan.cfg.pretrain_dataset)
     exp = tracker.experiment(plan.cfg.dataset)
     tags = {**records.base_tags(plan, _owner(plan), driver.resources), f"{TAG}kind": "tune"}
     parent = tracker.start_run(exp, f"tune {plan.method.name}/{plan.cfg.dataset}", tags).info.run_id
-    tracker.params(parent, {"num_samples": num_samples, "seed": seed, "folds": plan.folds,
-                            "space": {k: f"{d.kind}{tuple(d.args)}" for k, d in space.items()}})
+    tracker.params(parent, {"num_samples": num_samples, "seed": seed, "folds": plan.folds, "search": search,
+                            "scheduler": scheduler, "space": {k: f"{d.kind}{tuple(d.args)}" for k, d in space.items()}})
     try:
-        pretrained = None
-        if plan.method.has_pretext:
-            from ichbench.orchestrate.tasks import pretrain_task
-            gpus = 1 if driver.resources.get("GPU", 0) >= 1 else 0
-            board = driver._board()
-            pretrained = driver._wait_one(pretrain_task.options(num_gpus=gpus, num_cpus=1).remote(
-                plan.method, str(plan.pretrain_store.path), plan.cfg, str(plan.pretrain_dir), board),
-                plan.method.name, board, {"pretraining": plan.cfg.pretrain.epochs})["checkpoint"]
         ctx = {"method": plan.method.name, "method_obj": plan.method, "dataset": plan.cfg.dataset,
                "profile": plan.cfg.profile, "pretrain_dataset": plan.cfg.pretrain_dataset, "overrides": plan.overrides,
-               "samples": samples, "store": str(plan.store.path), "split": plan.split, "pretrained": pretrained,
-               "out": str(plan.run_dir.parent / f"tune-{plan.run_key[:12]}-s{seed}n{num_samples}")}
-        gpf = driver.gpus_per_fold if driver.gpus_per_fold is not None else (
-            min(1.0, driver.resources.get("GPU", 0) / max(1, len(plan.folds))))
-        tuner = tune.Tuner(
-            tune.with_resources(_trial, {"cpu": 1, "gpu": gpf}),
-            param_space={"sample": tune.grid_search(list(range(num_samples))),
-                         "fold": tune.grid_search(plan.folds), "ctx": ctx},
-            tune_config=tune.TuneConfig(metric="dice", mode="max"),
-            run_config=tune.RunConfig(name=f"{plan.method.name}-{plan.cfg.dataset}",
-                                      storage_path=str(Path(ctx["out"]).resolve() / "ray"), verbose=0))
-        grid = tuner.fit()
-        errors = [r.error for r in grid if r.error is not None]
-        if errors:
-            raise IchbenchError(f"{len(errors)} tuning trial(s) failed; first: {errors[0]}")
-        scores: dict[int, dict[int, float]] = {}
-        for r in grid:
-            scores.setdefault(r.config["sample"], {})[r.config["fold"]] = r.metrics["dice"]
+               "keys": sorted(space), "folds": list(plan.folds), "store": str(plan.store.path), "split": plan.split,
+               "pretrained": _pretrain_once(plan, driver),
+               "out": str(plan.run_dir.parent / f"tune-{plan.run_key[:12]}")}
+        table = _fit(plan, driver, ctx, num_samples=num_samples, space=space, seed=seed, search=search,
+                     scheduler=scheduler)
     except BaseException:
         tracker.end(parent, "FAILED")
         raise
-    table = []
-    for i, s in enumerate(samples):
-        fold_dice = scores[i]
-        mean = float(np.mean(list(fold_dice.values())))
-        table.append({"sample": i, "params": s, "fold_dice": fold_dice, "mean_dice": mean})
-        child = tracker.start_run(exp, f"tune sample {i}", {**tags, f"{TAG}kind": "tune_sample"}, parent).info.run_id
-        tracker.params(child, s)
-        tracker.metrics(child, {"mean_dice": mean, **{f"dice_fold_{f}": d for f, d in fold_dice.items()}})
+    for row in table:
+        child = tracker.start_run(exp, f"tune sample {row['sample']}", {**tags, f"{TAG}kind": "tune_sample"},
+                                  parent).info.run_id
+        tracker.params(child, row["params"])
+        tracker.metrics(child, {"mean_dice": row["mean_dice"], "folds_scored": len(row["fold_dice"]),
+                                **{f"dice_fold_{f}": d for f, d in row["fold_dice"].items()}})
         tracker.end(child)
-    best = max(table, key=lambda t: t["mean_dice"])
+    complete = [t for t in table if not t["stopped_early"]] or table
+    best = max(complete, key=lambda t: t["mean_dice"])
     tracker.metrics(parent, {"best_mean_dice": best["mean_dice"]})
     tracker.params(parent, {f"best.{k}": v for k, v in best["params"].items()})
     tracker.json_artifact(parent, table, "samples.json")
