@@ -59,13 +59,20 @@ def test_dry_run_prints_the_resolved_config(cli):
      "unknown config key 'finetune.epoch'"),
     (["finetune", "-m", "unet_mixed", "-d", "phantom", "--fold", "0", "--profile", "huge"], "unknown profile 'huge'"),
     (["pretrain", "-m", "unet_mixed", "-d", "phantom"], "no pretext to pretrain"),
-    (["finetune", "-m", "unet_mixed", "-d", "phantom", "--fold", "0"], "no slice store here"),
 ])
 def test_errors_are_one_line(cli, args, message):
     code, out, err = cli(*args)
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1 and err.startswith("ichbench: error: ")
+
+
+def test_finetune_without_data_says_where_to_get_it(cli):
+    """The same refusal as `ichbench run`: one line of error, then where the data comes from."""
+    code, out, err = cli("finetune", "-m", "unet_mixed", "-d", "hssayeni", "--fold", "0")
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[0].startswith("ichbench: error: no segmentation store for 'hssayeni'")
+    assert len(lines) <= 3 and "physionet" in err.lower()
 
 
 def test_finetune_writes_per_volume_results_with_config(cli, home, phantom_store):  # noqa: F811
@@ -76,8 +83,8 @@ def test_finetune_writes_per_volume_results_with_config(cli, home, phantom_store
     code, out, err = cli(*args, "--json")
     assert code == 0, err
     printed = json.loads(out)
-    path = home / "results" / "phantom" / "unet_mixed_icm"
-    files = list(path.glob("smoke-*/k3-fold1/result.json"))
+    path = home / "runs" / "phantom" / "unet_mixed_icm"   # the fold `ichbench run` would write
+    files = list(path.glob("smoke-*/fold_1/result.json"))
     assert [str(f) for f in files] == [printed["result"]]
     result = json.loads(files[0].read_text())
     assert result["config"]["finetune"]["epochs"] == 1 and result["config"]["method"] == "unet_mixed_icm"

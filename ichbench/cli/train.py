@@ -64,53 +64,43 @@ def _resolve(method: str, dataset: str, profile: str, overrides: list[str], pret
     return m, cfg
 
 
-def _ensure_pretrained(root: Path, m, cfg, device) -> Path:
-    from ichbench.orchestrate.plan import open_pretraining
-    from ichbench.train.engine import pretrain as run_pretrain, pretrained_dirname
-    store = open_pretraining(root, m, cfg)   # refuses a store without the labels the method needs
-    out = root / "pretrained" / cfg.pretrain_dataset / pretrained_dirname(cfg)
-    return run_pretrain(m, store.path, cfg, out, device=device)
+def _plan(method: str, dataset: str, profile: str, overrides: list[str], pretrain_dataset: str | None,
+          folds=None, k=None):
+    """The same plan as `ichbench run` (stores, split, caches, output folders), for one step."""
+    from ichbench.orchestrate.plan import plan_method
+    plan = plan_method(method, dataset, profile, workspace(), folds=folds, k=k,
+                       pretrain_dataset=pretrain_dataset, overrides=overrides)
+    for note in plan.notes:
+        console.print(f"ichbench: {note}", style="dim", soft_wrap=True)
+    return plan
+
+
+def _pretrained(plan, device) -> Path:
+    from ichbench.train.engine import pretrain as run_pretrain
+    return run_pretrain(plan.method, plan.pretrain_store.path, plan.cfg, plan.pretrain_dir, device=device)
 
 
 def pretrain(method: str = METHOD_OPT, dataset: str = DATASET_OPT, profile: str = PROFILE_OPT,
              set_: list[str] = SET_OPT, pretrain_dataset: Optional[str] = PRE_DS_OPT,
              dry_run: bool = DRY_OPT, device: Optional[str] = DEVICE_OPT) -> None:
-    """Pretrain a method's pretext; prints the checkpoint path (reused when already done)."""
+    """Pretrain a method's pretext; prints the checkpoint path (shared with `ichbench run`'s cache)."""
     m, cfg = _resolve(method, dataset, profile, set_, pretrain_dataset)
     if dry_run:
         print(json.dumps(cfg.to_dict(), indent=2))
         return
     if not m.has_pretext:
         fail(f"{m.name} has no pretext to pretrain (a baseline); run `ichbench finetune` directly")
-    path = _ensure_pretrained(workspace(), m, cfg, device)
-    print(path)
+    print(_pretrained(_plan(method, dataset, profile, set_, pretrain_dataset), device))
 
 
-def _split(root: Path, dataset: str, store, k: int) -> dict:
-    """The canonical split, saved once in <home>/splits and reused while the store is unchanged."""
-    from ichbench.splits import load_split, save_split, split_for_store
-    path = root / "splits" / f"{dataset}-k{k}.json"
-    if path.exists():
-        split = load_split(path)
-        if split.get("store_fingerprint") == store.fingerprint:
-            return split
-    split = split_for_store(store, k)
-    save_split(split, path)
-    return split
-
-
-def _cavity(root: Path, cfg, store, device):
+def _cavity(plan, device):
     """The +ICM methods' mask source; for icm.source=unet the ICM U-Nets are trained (here, in
-    this process) unless cached, exactly as `ichbench icm train` would."""
-    from ichbench.icm import CavitySource, check_shipped, train_icm
-    from ichbench.orchestrate.plan import plan_icm
-    if cfg.icm.source == "shipped":
-        check_shipped(store)
+    this process) unless cached, exactly as `ichbench run` does."""
+    from ichbench.icm import CavitySource, train_icm
     checkpoint = None
-    if cfg.icm.source == "unet":
-        plan = plan_icm(root, cfg.icm)
-        checkpoint = train_icm(plan.store.path, cfg.icm, plan.dir, device=device)
-    return CavitySource(cfg.icm, checkpoint, device or "cpu")
+    if plan.icm is not None:
+        checkpoint = train_icm(plan.icm.store.path, plan.cfg.icm, plan.icm.dir, device=device)
+    return CavitySource(plan.cfg.icm, checkpoint, device or "cpu")
 
 
 def _summary_table(result: dict) -> Table:
@@ -142,38 +132,29 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
              dry_run: bool = DRY_OPT, device: Optional[str] = DEVICE_OPT,
              as_json: bool = typer.Option(False, "--json",
                                           help="Print the summary as JSON (metrics as fractions, 0-1).")) -> None:
-    """Fine-tune on one fold's training volumes and score its test volumes (per-volume JSON)."""
-    from ichbench.datasets.base import SEGMENTATION, get_dataset, require_role
+    """Fine-tune on one fold's training volumes and score its test volumes (per-volume JSON).
+
+    The fold of `ichbench run` with the same settings: same split, pretraining cache and folder
+    (`runs/...`), so a fold done here is not redone by `run`, and the other way round."""
     from ichbench.splits import PAPER_K
-    from ichbench.store import open_store, store_path
     from ichbench.train.engine import finetune as run_finetune
-    from ichbench.train.label_needs import check_finetuning_store
 
     m, cfg = _resolve(method, dataset, profile, set_, pretrain_dataset)
     if dry_run:
         print(json.dumps(cfg.to_dict(), indent=2))
         return
-    root = workspace()
     k = k or PAPER_K.get(dataset, 5)
-    seg_path = store_path(root, dataset, require_role(get_dataset(dataset), SEGMENTATION))
-    store = open_store(seg_path)
-    split = _split(root, dataset, store, k)
     if not 0 <= fold < k:
         fail(f"--fold must be in 0..{k - 1} for k={k}, got {fold}")
-    # Refuse before any training: both stores must carry the labels the method needs.
-    check_finetuning_store(m, store)
     if pretrained is not None and not m.has_pretext:
         fail(f"{m.name} transfers no pretrained parts (a baseline); drop --pretrained")
+    plan = _plan(method, dataset, profile, set_, pretrain_dataset, folds=[fold], k=k)
     if m.has_pretext and pretrained is None:
-        pretrained = _ensure_pretrained(root, m, cfg, device)
-    pre_hash = None
-    if pretrained is not None:
-        from ichbench.train.checkpoint import load_pretrained
-        pre_hash = load_pretrained(pretrained).get("config_hash")
-    cavity = _cavity(root, cfg, store, device) if m.icm else None
-    out = (root / "results" / dataset / m.name
-           / f"{profile}-{cfg.finetune_hash(pre_hash, cavity.model_key if cavity else None)[:12]}" / f"k{k}-fold{fold}")
-    result = run_finetune(m, seg_path, split, fold, cfg, out, pretrained=pretrained, device=device, cavity=cavity)
+        pretrained = _pretrained(plan, device)
+    cavity = _cavity(plan, device) if m.icm else None
+    out = plan.fold_dir(fold)
+    result = run_finetune(m, plan.store.path, plan.split, fold, plan.cfg, out, pretrained=pretrained,
+                          device=device, cavity=cavity)
     if as_json:
         print(json.dumps({"result": str(out / "result.json"), "summary": result["summary"]}, indent=2))
         return

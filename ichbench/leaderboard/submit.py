@@ -19,7 +19,7 @@ from ichbench.leaderboard.jsonio import MAX_BYTES, read_json, write_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.schema import GROUPS, METRICS
 from ichbench.leaderboard.validate import check_entry
-from ichbench.tracking.mlflow_store import TAG
+from ichbench.tracking.mlflow_store import TAG, Tracker
 
 REQUIRED_TAGS = ("method", "dataset", "dataset_fingerprint", "split_hash", "k", "profile")
 ARTIFACTS = ("per_volume.json", "config.json", "split.json", "summary.json")
@@ -32,13 +32,7 @@ class SubmitRejected(IchbenchError):
 
 
 def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        if not db.exists():  # MLflow would silently create an empty store and then find nothing
-            raise IchbenchError(f"{db}: no MLflow tracking store here (run `ichbench run` first, or pass --tracking-uri)")
-    return MlflowClient(tracking_uri=uri)
+    return Tracker.existing(uri).client
 
 
 def find_run(uri: str, run_id: str | None = None, method: str | None = None, dataset: str | None = None):

@@ -81,6 +81,7 @@ class Driver:
             parent_id = tr.start_run(exp, f"{plan.method.name}/{plan.cfg.dataset}/{plan.cfg.profile}",
                                      {**tags, f"{TAG}kind": "parent"}).info.run_id
             tr.params(parent_id, plan.cfg.to_dict())
+            tr.store_input(parent_id, plan.store, "evaluation")
         else:
             parent_id = parent.info.run_id
             if parent.info.status != "RUNNING":
@@ -159,6 +160,7 @@ class Driver:
                              {**tags, f"{TAG}kind": "pretrain", f"{TAG}cached": "false"}, parent_id).info.run_id
         self._live.append(child)
         tr.params(child, {"pretrain": plan.cfg.to_dict()["pretrain"], "pretrain_hash": plan.cfg.hash()})
+        tr.store_input(child, plan.pretrain_store, "pretraining")
         gpus = 1 if self.resources.get("GPU", 0) >= 1 else 0
         console.print(f"[bold]{plan.method.name}[/bold]: pretraining on {plan.cfg.pretrain_dataset} "
                       f"({'1 GPU' if gpus else 'CPU'})")
@@ -296,6 +298,7 @@ class Driver:
             return
         child = tr.start_run(exp, f"{plan.method.name} fold {fold}", {**tags, **fkey}, parent_id).info.run_id
         tr.params(child, {"fold": fold, "finetune": plan.cfg.to_dict()["finetune"]})
+        tr.store_input(child, plan.store, "training")
         records.curves(tr, child, res.get("history", []))
         tr.metrics(child, records.summary_metrics(res["summary"]))
         worker = res.get("worker", {})

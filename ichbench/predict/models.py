@@ -97,15 +97,15 @@ def from_files(paths: list[Path], folds: list[int] | None = None) -> Ensemble:
 
 def from_run(run_id: str, tracking_uri: str, folds: list[int] | None = None, cache: Path | None = None) -> Ensemble:
     """The fold models of an `ichbench run` parent run (or of the parent of a fold run)."""
-    from ichbench.tracking.mlflow_store import TAG, Tracker
+    from ichbench.tracking.mlflow_store import MLFLOW_PARENT_RUN_ID, TAG, Tracker
     tr = Tracker(tracking_uri, Path(cache or tempfile.gettempdir()))
     try:
         run = tr.client.get_run(run_id)
     except Exception:  # noqa: BLE001 - MLflow raises its own types for unknown ids
         raise IchbenchError(f"no run {run_id} in the tracking store {tracking_uri}") from None
-    parent_id = run.data.tags.get("mlflow.parentRunId") if run.data.tags.get(f"{TAG}kind") == "fold" else run_id
+    parent_id = run.data.tags.get(MLFLOW_PARENT_RUN_ID) if run.data.tags.get(f"{TAG}kind") == "fold" else run_id
     children = tr.client.search_runs([run.info.experiment_id],
-                                     filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                                     filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}' and "
                                                    f"tags.`{TAG}kind` = 'fold' and attributes.status = 'FINISHED'")
     dest = Path(cache or tempfile.mkdtemp(prefix="ichbench-predict-")) / parent_id
     models = []

@@ -11,11 +11,12 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 from ichbench.errors import IchbenchError
+
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"   # mlflow.utils.mlflow_tags, without importing MLflow
 
 TAG = "ichbench."
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial database tables" on every new store
@@ -62,6 +63,20 @@ class Tracker:
                 else:
                     os.environ[k] = v
 
+    @classmethod
+    def existing(cls, uri: str) -> "Tracker":
+        """A tracker on a store that must already hold runs (submitting, predicting): a SQLite
+        path without a database is an error, where MLflow would create an empty store and then
+        find nothing."""
+        home = Path.cwd()
+        if uri.startswith("sqlite:///"):
+            db = Path(uri[len("sqlite:///"):])
+            if not db.exists():
+                raise IchbenchError(f"{db}: no MLflow tracking store here (run `ichbench run` first, "
+                                    "or pass --tracking-uri)")
+            home = db.parent
+        return cls(uri, home)
+
     # -- experiments and runs ---------------------------------------------------------------------
     def experiment(self, dataset: str) -> str:
         name = f"ichbench/{dataset}"
@@ -85,7 +100,7 @@ class Tracker:
     def start_run(self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None):
         tags = dict(tags)
         if parent_id:
-            tags["mlflow.parentRunId"] = parent_id
+            tags[MLFLOW_PARENT_RUN_ID] = parent_id
         return self.client.create_run(experiment_id, tags=tags, run_name=name)
 
     def reopen(self, run_id: str) -> None:
@@ -113,8 +128,24 @@ class Tracker:
             self.client.log_batch(run_id, metrics=items[i:i + 500])
 
     def tags(self, run_id: str, tags: dict[str, str]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(run_id, k, str(v))
+        from mlflow.entities import RunTag
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def store_input(self, run_id: str, store, context: str) -> None:
+        """The slice store a run read, as an MLflow dataset input: its name, fingerprint (the
+        digest) and location, shown in the UI's Datasets column. The `ichbench.dataset*` tags
+        stay: runs are found by them (cache reuse, submit)."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+        with warnings.catch_warnings():   # "can be interpreted in multiple ways": all are local files
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(store.path))
+        ds = MetaDataset(source=source,
+                         name=f"{store.attrs.get('dataset', '?')}/{store.attrs.get('role', '?')}",
+                         digest=store.fingerprint[:36])
+        self.client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
+                                                              tags=[InputTag("mlflow.data.context", context)])])
 
     def json_artifact(self, run_id: str, obj, name: str) -> None:
         self.client.log_dict(run_id, obj, name)
@@ -123,7 +154,4 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), folder)
 
     def text_artifact(self, run_id: str, text: str, name: str) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            p = Path(d) / name
-            p.write_text(text)
-            self.client.log_artifact(run_id, str(p))
+        self.client.log_text(run_id, text, name)
