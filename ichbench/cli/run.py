@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ichbench.cli.common import fail, workspace
+from ichbench.cli.common import fail, interrupted, workspace
 from ichbench.console import make_console, pct, print_fit
 
 console = make_console()
@@ -53,6 +53,15 @@ def run(
 ) -> None:
     """Pretrain (or reuse a cached pretraining), fine-tune k folds in parallel on Ray, evaluate per
     volume, log everything to MLflow and print the result beside the paper's."""
+    try:
+        _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold, tracking_uri,
+             set_, dry_run)
+    except KeyboardInterrupt:   # before any run started: planning, or Ray starting (cluster.py)
+        interrupted("interrupted before any training started; nothing was left running")
+
+
+def _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold, tracking_uri,
+         set_, dry_run) -> None:
     import json
 
     from ichbench.orchestrate.plan import expand_methods, plan_method
@@ -77,8 +86,7 @@ def run(
         for plan in plans:
             outcomes.append(driver.run(plan))
     except KeyboardInterrupt:
-        console.print("[red]interrupted: workers stopped, unfinished runs marked KILLED in MLflow[/red]")
-        raise typer.Exit(130)
+        interrupted("interrupted: workers stopped, unfinished runs marked KILLED in MLflow")
     print_fit(console, result_table(outcomes))
     for o in outcomes:
         console.print(f"[dim]{o.plan.method.name}: MLflow parent run {o.parent_run_id} "
