@@ -14,6 +14,7 @@ from ichbench.cli.common import fail, workspace
 from ichbench.console import make_console
 from ichbench.datasets.base import IngestOptions, get_dataset, require_role
 from ichbench.errors import IchbenchError
+from ichbench.names import inside
 from ichbench.splits import PAPER_K, save_split, split_for_store
 from ichbench.store import open_store, store_path
 
@@ -155,7 +156,7 @@ def splits(name: str, k: Optional[int] = typer.Option(None, help="Number of fold
     root = workspace()
     k = k or PAPER_K.get(name, 5)
     split = split_for_store(open_store(store_path(root, name, require_role(ds, role))), k)
-    path = save_split(split, root / "splits" / f"{name}-k{k}.json")
+    path = save_split(split, inside(root, "splits", f"{name}-k{k}.json"))
     console.print(f"{path}  hash={split['hash']}")
     for f in split["folds"]:
         console.print(f"  fold {f['fold']}: {len(f['test'])} volumes ({f['n_ich']} with ICH)")

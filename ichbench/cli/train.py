@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ichbench.cli.common import fail, workspace
 from ichbench.console import make_console, pct
+from ichbench.names import inside
 
 console = make_console()
 
@@ -68,7 +69,7 @@ def _ensure_pretrained(root: Path, m, cfg, device) -> Path:
     from ichbench.orchestrate.plan import open_pretraining
     from ichbench.train.engine import pretrain as run_pretrain, pretrained_dirname
     store = open_pretraining(root, m, cfg)   # refuses a store without the labels the method needs
-    out = root / "pretrained" / cfg.pretrain_dataset / pretrained_dirname(cfg)
+    out = inside(root, "pretrained", cfg.pretrain_dataset, pretrained_dirname(cfg))
     return run_pretrain(m, store.path, cfg, out, device=device)
 
 
@@ -89,7 +90,7 @@ def pretrain(method: str = METHOD_OPT, dataset: str = DATASET_OPT, profile: str 
 def _split(root: Path, dataset: str, store, k: int) -> dict:
     """The canonical split, saved once in <home>/splits and reused while the store is unchanged."""
     from ichbench.splits import load_split, save_split, split_for_store
-    path = root / "splits" / f"{dataset}-k{k}.json"
+    path = inside(root, "splits", f"{dataset}-k{k}.json")
     if path.exists():
         split = load_split(path)
         if split.get("store_fingerprint") == store.fingerprint:
@@ -171,8 +172,8 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
         from ichbench.train.checkpoint import load_pretrained
         pre_hash = load_pretrained(pretrained).get("config_hash")
     cavity = _cavity(root, cfg, store, device) if m.icm else None
-    out = (root / "results" / dataset / m.name
-           / f"{profile}-{cfg.finetune_hash(pre_hash, cavity.model_key if cavity else None)[:12]}" / f"k{k}-fold{fold}")
+    key = cfg.finetune_hash(pre_hash, cavity.model_key if cavity else None)[:12]
+    out = inside(root, "results", dataset, m.name, f"{profile}-{key}", f"k{k}-fold{fold}")
     result = run_finetune(m, seg_path, split, fold, cfg, out, pretrained=pretrained, device=device, cavity=cavity)
     if as_json:
         print(json.dumps({"result": str(out / "result.json"), "summary": result["summary"]}, indent=2))

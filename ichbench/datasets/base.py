@@ -142,7 +142,8 @@ class Dataset:
     ships_brain_masks: bool = False
 
     def default_source(self, home: Path) -> Path:
-        return home / "raw" / self.name
+        from ichbench.names import inside
+        return inside(home, "raw", self.name)
 
     def prepare(self, source: Path, options: IngestOptions) -> None:
         """Make the raw files exist (the phantom generates them); real datasets do nothing."""

@@ -13,6 +13,7 @@ from ichbench.config import IcmConfig, RunConfig, own_slices_note, resolve
 from ichbench.datasets.base import SEGMENTATION, get_dataset
 from ichbench.errors import IchbenchError
 from ichbench.methods.base import Method, get_method
+from ichbench.names import inside
 from ichbench.splits import PAPER_K, save_split, split_for_store
 from ichbench.store import SliceStore, open_store, store_path
 from ichbench.train.engine import pretrained_dirname
@@ -38,7 +39,8 @@ def plan_icm(home: Path, cfg: IcmConfig) -> IcmPlan:
     from ichbench.icm.train import icm_dirname, shipped_volumes
     store = open_role(home, cfg.dataset, SEGMENTATION)
     shipped_volumes(store)
-    return IcmPlan(cfg, store, cfg.model_key(store.fingerprint), home / "icm" / cfg.dataset / icm_dirname(cfg, store.fingerprint))
+    return IcmPlan(cfg, store, cfg.model_key(store.fingerprint),
+                   inside(home, "icm", cfg.dataset, icm_dirname(cfg, store.fingerprint)))
 
 
 @dataclass
@@ -115,7 +117,7 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
         if pretrain_dataset is None and cfg.pretrain_dataset == dataset and cfg.pretrain_role == SEGMENTATION:
             notes.append(own_slices_note(dataset))
         pstore = open_pretraining(home, method, cfg)
-        pdir = home / "pretrained" / cfg.pretrain_dataset / pretrained_dirname(cfg)
+        pdir = inside(home, "pretrained", cfg.pretrain_dataset, pretrained_dirname(cfg))
     icm = None
     if method.icm and cfg.icm.source == "shipped":
         from ichbench.icm.sources import check_shipped
@@ -124,14 +126,14 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
         icm = plan_icm(home, cfg.icm)
     k = k or PAPER_K.get(dataset, 5)
     split = split_for_store(store, k)
-    split_path = save_split(split, home / "splits" / f"{dataset}-k{k}.json")
+    split_path = save_split(split, inside(home, "splits", f"{dataset}-k{k}.json"))
     folds = sorted(set(folds)) if folds else list(range(k))
     bad = [f for f in folds if not 0 <= f < k]
     if bad:
         raise IchbenchError(f"--folds {bad} out of range for k={k} (0..{k - 1})")
     run_key = _key({"config": cfg.to_dict(), "split": split["hash"], "store": store.fingerprint,
                     "pretrain_store": pstore.fingerprint if pstore else None, "icm": icm.key if icm else None})
-    run_dir = home / "runs" / dataset / method.name / f"{profile}-{run_key[:12]}"
+    run_dir = inside(home, "runs", dataset, method.name, f"{profile}-{run_key[:12]}")
     _refuse_reuse_on_damage(store, [f for f in folds if (run_dir / f"fold_{f}" / "result.json").exists()])
     return MethodPlan(method, cfg, store, split, split_path, folds, run_key, run_dir, pstore, pdir,
                       list(overrides), icm, notes)
