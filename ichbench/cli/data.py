@@ -15,7 +15,7 @@ from ichbench.console import make_console
 from ichbench.datasets.base import IngestOptions, get_dataset, require_role
 from ichbench.errors import IchbenchError
 from ichbench.names import inside
-from ichbench.splits import PAPER_K, save_split, split_for_store
+from ichbench.splits import fold_count, save_split, split_for_store
 from ichbench.store import open_store, store_path
 
 app = typer.Typer(help="Ingest raw datasets into slice stores and inspect them.", no_args_is_help=True)
@@ -154,7 +154,7 @@ def splits(name: str, k: Optional[int] = typer.Option(None, help="Number of fold
     """Write the canonical k-fold split of a dataset's volumes (JSON with a sha256 hash)."""
     ds = get_dataset(name)
     root = workspace()
-    k = k or PAPER_K.get(name, 5)
+    k = fold_count(k, name)
     split = split_for_store(open_store(store_path(root, name, require_role(ds, role))), k)
     path = save_split(split, inside(root, "splits", f"{name}-k{k}.json"))
     console.print(f"{path}  hash={split['hash']}")

@@ -145,22 +145,22 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
                                           help="Print the summary as JSON (metrics as fractions, 0-1).")) -> None:
     """Fine-tune on one fold's training volumes and score its test volumes (per-volume JSON)."""
     from ichbench.datasets.base import SEGMENTATION, get_dataset, require_role
-    from ichbench.splits import PAPER_K
+    from ichbench.splits import fold_count
     from ichbench.store import open_store, store_path
     from ichbench.train.engine import finetune as run_finetune
     from ichbench.train.label_needs import check_finetuning_store
 
     m, cfg = _resolve(method, dataset, profile, set_, pretrain_dataset)
+    k = fold_count(k, dataset)
+    if not 0 <= fold < k:   # before --dry-run too: a plan for fold 99 is no plan
+        fail(f"--fold must be in 0..{k - 1} for k={k}, got {fold}")
     if dry_run:
         print(json.dumps(cfg.to_dict(), indent=2))
         return
     root = workspace()
-    k = k or PAPER_K.get(dataset, 5)
     seg_path = store_path(root, dataset, require_role(get_dataset(dataset), SEGMENTATION))
     store = open_store(seg_path)
     split = _split(root, dataset, store, k)
-    if not 0 <= fold < k:
-        fail(f"--fold must be in 0..{k - 1} for k={k}, got {fold}")
     # Refuse before any training: both stores must carry the labels the method needs.
     check_finetuning_store(m, store)
     if pretrained is not None and not m.has_pretext:

@@ -14,7 +14,7 @@ from ichbench.datasets.base import SEGMENTATION, get_dataset
 from ichbench.errors import IchbenchError
 from ichbench.methods.base import Method, get_method
 from ichbench.names import inside
-from ichbench.splits import PAPER_K, save_split, split_for_store
+from ichbench.splits import fold_count, save_split, split_for_store
 from ichbench.store import SliceStore, open_store, store_path
 from ichbench.train.engine import pretrained_dirname
 from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
@@ -108,6 +108,7 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
                 pretrain_dataset=None, overrides=()) -> MethodPlan:
     method = get_method(name)
     get_dataset(dataset)
+    k = fold_count(k, dataset)   # before the phantom is ingested on demand
     cfg = resolve(method, dataset, profile, list(overrides), pretrain_dataset, home=home)
     store = open_role(home, dataset, SEGMENTATION)
     check_finetuning_store(method, store)
@@ -124,7 +125,6 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
         check_shipped(store)
     elif method.icm and cfg.icm.source == "unet":
         icm = plan_icm(home, cfg.icm)
-    k = k or PAPER_K.get(dataset, 5)
     split = split_for_store(store, k)
     split_path = save_split(split, inside(home, "splits", f"{dataset}-k{k}.json"))
     folds = sorted(set(folds)) if folds else list(range(k))
@@ -158,6 +158,8 @@ def expand_methods(spec: str) -> list[str]:
     from ichbench.plugins import get_registry
     known = get_registry().methods()
     names = list(known) if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:   # '' and ',' ran nothing and exited 0 with an empty table
+        raise IchbenchError(f"--method {spec!r} names no method: give a name, a comma list or 'all'")
     for n in names:
         get_method(n)  # one-line error listing the known ones
     return names
