@@ -432,7 +432,8 @@ def apply_override(cfg: RunConfig, item: str) -> None:
             raise unknown()
         current[sub] = parse_value(text, _type_of_value(current[sub]))
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise IchbenchError(f"--set {_shown(item, quote=False)}: {_shown(str(exc), quote=False)}") from None
+        problem = _shown(str(exc), quote=False)
+        raise IchbenchError(f"--set {_shown(item, quote=False)}: {problem}") from None
 
 
 def _merge(obj, values: dict, where: str) -> None:
@@ -454,7 +455,12 @@ def _non_finite(obj, where: str) -> str | None:
     range checks alone let it through)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return where
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        items = ()
     for k, v in items:
         found = _non_finite(v, f"{where}.{k}" if where else str(k))
         if found:

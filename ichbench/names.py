@@ -55,6 +55,7 @@ def inside(root: str | Path, *parts: str) -> Path:
         if problem:
             raise PathEscapeError(f"refusing a path under {root}: {problem}")
     path = root.joinpath(*map(str, parts))
-    if os.path.commonpath([os.path.normpath(root), os.path.normpath(path)]) != os.path.normpath(root):
+    top = os.path.normpath(root)
+    if os.path.commonpath([top, os.path.normpath(path)]) != top:
         raise PathEscapeError(f"refusing {path}: it is not inside {root}")
     return path

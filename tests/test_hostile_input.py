@@ -16,15 +16,20 @@ from pathlib import Path
 import pytest
 
 from ichbench.cli.main import main
-from tests.test_leaderboard_support import copy_folder, flags_of, make_entry, phantom_store, write_entry
+from tests.test_leaderboard_support import (copy_folder, flags_of, make_entry, phantom_store,
+                                            write_entry)
 
 FLAGS = {f"V{i:03d}": i % 2 == 0 for i in range(6)}
-DRY = ["finetune", "-m", "unet_mixed", "-d", "phantom", "--fold", "0", "--profile", "smoke", "--dry-run"]
+DRY = ["finetune", "-m", "unet_mixed", "-d", "phantom", "--fold", "0", "--profile", "smoke",
+       "--dry-run"]
+RUN = ["run", "-m", "unet_mixed", "-d", "phantom"]
+TUNE = ["finetune", "-m", "unet_mixed", "-d", "phantom"]
 
 # (arguments, what the one line must say); {file} is a plain file, {home} an empty workspace
 ARGS = [
     (["--home", "{file}", "data", "info", "phantom"], "--home {file}: is a file, not a folder"),
-    (["--home", "{file}/below", "data", "splits", "phantom"], "--home {file}/below: {file} is a file"),
+    (["--home", "{file}/below", "data", "splits", "phantom"],
+     "--home {file}/below: {file} is a file"),
     (["--home", "/proc/self/ichbench", "data", "info", "phantom"],
      "--home /proc/self/ichbench: cannot create it"),
     (["data", "ingest", "phantom", "--size", "0"], "--size 0: slices are resampled to SIZE x SIZE"),
@@ -38,20 +43,21 @@ ARGS = [
     (["run", "--method", "", "-d", "phantom", "--dry-run"], "--method '' names no method"),
     (["run", "--method", ",", "-d", "phantom", "--dry-run"], "--method ',' names no method"),
     (["run", "--method", " , ,", "-d", "phantom", "--dry-run"], "names no method"),
-    (["run", "-m", "unet_mixed", "-d", "phantom", "--k", "1", "--dry-run"], "--k 1: cross-validation"),
-    (["run", "-m", "unet_mixed", "-d", "phantom", "--folds", "x", "--dry-run"], "--folds expects"),
+    (RUN + ["--k", "1", "--dry-run"], "--k 1: cross-validation"),
+    (RUN + ["--folds", "x", "--dry-run"], "--folds expects"),
     (["run", "--bogus"], "No such option: --bogus"),
     (["run", "-m", "unet_mixed"], "Missing option '--dataset'"),
     (["frobnicate"], "No such command 'frobnicate'"),
-    (["finetune", "-m", "unet_mixed", "-d", "phantom", "--fold", "99", "--dry-run"],
-     "--fold must be in 0..4 for k=5, got 99"),
-    (["finetune", "-m", "unet_mixed", "-d", "phantom", "--fold", "-1", "--dry-run"], "--fold must be in"),
-    (DRY + ["--set", "finetune.lr=nan"], "--set finetune.lr=nan: expected a finite number, got 'nan'"),
+    (TUNE + ["--fold", "99", "--dry-run"], "--fold must be in 0..4 for k=5, got 99"),
+    (TUNE + ["--fold", "-1", "--dry-run"], "--fold must be in"),
+    (DRY + ["--set", "finetune.lr=nan"],
+     "--set finetune.lr=nan: expected a finite number, got 'nan'"),
     (DRY + ["--set", "finetune.lr=inf"], "expected a finite number, got 'inf'"),
     (DRY + ["--set", "finetune.lr=-Infinity"], "expected a finite number"),
     (DRY + ["--set", "finetune.lr=1e400"], "expected a finite number, got '1e400'"),
     (DRY + ["--set", "finetune.augment.scale=nan,1"], "expected a finite number"),
-    (DRY + ["--set", 'finetune.augment={"translate": 0, "rotate": 0, "scale": [NaN, 1], "hflip": 0}'],
+    (DRY + ["--set", 'finetune.augment={"translate": 0, "rotate": 0, "scale": [NaN, 1], '
+                     '"hflip": 0}'],
      "finetune.augment.scale.0 must be a finite number"),
     (DRY + ["--set", "finetune.epochs=nan"], "--set finetune.epochs=nan"),
     (DRY + ["--set", "finetune.epochs=" + "9" * 5000], "--set finetune.epochs="),
@@ -60,7 +66,8 @@ ARGS = [
     (DRY + ["--set", "finetune.lr"], "--set expects key=value"),
     (DRY + ["--set", "=1"], "unknown config key ''"),
     (DRY + ["--set", "no.such.key=1"], "unknown config key 'no.such.key'"),
-    (DRY + ["--set", "pretrain_dataset=../../evil"], "pretrain_dataset '../../evil': not a valid name"),
+    (DRY + ["--set", "pretrain_dataset=../../evil"],
+     "pretrain_dataset '../../evil': not a valid name"),
     (DRY + ["--set", "model.depth=1"], "depth >= 2"),
 ]
 
@@ -92,7 +99,8 @@ def test_hostile_arguments_give_one_line(args, says, tmp_path, monkeypatch, caps
     assert "Traceback" not in out + err
     lines = err.splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("ichbench: error: ") and _fill(says, file, home) in lines[0], lines[0]
+    assert lines[0].startswith("ichbench: error: "), lines[0]
+    assert _fill(says, file, home) in lines[0], lines[0]
     assert file.read_bytes() == b"precious"   # nothing lost
     assert not (home / "stores").exists() and not (home / "raw").exists()   # nothing half-made
 
@@ -110,9 +118,10 @@ def _hostile_entries(entry):
     return [
         ("nested", "[" * 100_000 + "]" * 100_000, "nested deeper than the 32 levels"),
         ("nested_object", '{"a":' * 500 + "1" + "}" * 500, "nested deeper than the 32 levels"),
-        ("tp_10e400", with_(row("tp", 10**400)), "per_volume/0/tp: 100000… (401 digits) is greater"),
+        ("tp_10e400", with_(row("tp", 10**400)),
+         "per_volume/0/tp: 100000… (401 digits) is greater"),
         ("tp_5000_digits", good.replace('"tp": ', '"tp": ' + "1" * 5000 + "", 1),
-         "a number with more than 4,300 digits"),
+         "a number of over 4,300 digits"),
         ("gpu_hours_1e308", with_(lambda e: e.__setitem__("gpu_hours", 1e308)),
          "gpu_hours: 1e+308 is greater than the maximum of 100,000"),
         ("gpu_hours_1e400", good.replace('"gpu_hours": 0.5', '"gpu_hours": 1e400'),
@@ -120,7 +129,8 @@ def _hostile_entries(entry):
         ("pred_ml_1e308", with_(row("pred_ml", 1e308)), "per_volume/0/pred_ml: 1e+308 is greater"),
         ("true_ml_negative", with_(row("true_ml", -1.0)), "per_volume/0/true_ml: -1 is less than"),
         ("fp_float", with_(row("fp", 1.5)), "per_volume/0/fp: 1.5 is not of type 'integer'"),
-        ("fold_huge", with_(row("fold", 10**12)), "per_volume/0/fold: 1000000000000 is greater than the maximum of 99"),
+        ("fold_huge", with_(row("fold", 10**12)),
+         "per_volume/0/fold: 1000000000000 is greater than the maximum of 99"),
         ("nan", good.replace('"gpu_hours": 0.5', '"gpu_hours": NaN'), "NaN is not valid JSON"),
         ("mean_above_1", with_(lambda e: e["summary"]["all"]["dice"].__setitem__("mean", 3.0)),
          "summary/all/dice/mean: 3 is greater than the maximum of 1"),
@@ -155,13 +165,15 @@ def test_hostile_entries_give_one_line(case, hostile_board, tmp_path, monkeypatc
     assert path.read_bytes() == before
 
 
-def test_render_skips_or_refuses_hostile_entries_without_a_traceback(home, tmp_path, monkeypatch, capsys):
+def test_render_skips_or_refuses_hostile_entries_without_a_traceback(home, tmp_path, monkeypatch,
+                                                                     capsys):
     """In the folder, every hostile entry at once: render refuses (one REJECT line each, then one
     error line) and, with --skip-invalid, renders the valid entry and names each skipped one."""
     folder = copy_folder(tmp_path)
     res = phantom_store(home)
-    code, out, err = _call(["leaderboard", "canonical", "record", "--dataset", "phantom", "--k", "3",
-                            "--root", str(folder.root)], monkeypatch, capsys)
+    record = ["leaderboard", "canonical", "record", "--dataset", "phantom", "--k", "3",
+              "--root", str(folder.root)]
+    code, out, err = _call(record, monkeypatch, capsys)
     assert code == 0, err
     entry = make_entry(flags_of(res), fingerprint=res.fingerprint)
     write_entry(folder, entry)
@@ -169,12 +181,13 @@ def test_render_skips_or_refuses_hostile_entries_without_a_traceback(home, tmp_p
     for i, (name, text, _) in enumerate(cases):
         e_path = folder.entries_dir / "phantom" / f"multilabel_dl--{i:08d}.json"
         e_path.write_bytes(text.encode("utf-8", "surrogateescape"))
-    code, out, err = _call(["leaderboard", "render", "--root", str(folder.root)], monkeypatch, capsys)
+    render = ["leaderboard", "render", "--root", str(folder.root)]
+    code, out, err = _call(render, monkeypatch, capsys)
     assert code == 1 and "Traceback" not in out + err
-    assert err.splitlines()[-1].startswith("ichbench: error: the leaderboard folder does not validate")
+    last = err.splitlines()[-1]
+    assert last.startswith("ichbench: error: the leaderboard folder does not validate"), err
     assert not folder.readme.exists()
-    code, out, err = _call(["leaderboard", "render", "--root", str(folder.root), "--skip-invalid"],
-                           monkeypatch, capsys)
+    code, out, err = _call(render + ["--skip-invalid"], monkeypatch, capsys)
     assert code == 0 and "Traceback" not in out + err, err
     skipped = [line for line in err.splitlines() if line.startswith("skipped: REJECT")]
     assert len({line.split(":")[1] for line in skipped}) == len(cases)
@@ -188,7 +201,7 @@ def test_the_real_command_prints_no_traceback(args, tmp_path):
     file = tmp_path / "a_file"
     file.write_text("x")
     env = {**os.environ, "ICHBENCH_HOME": str(tmp_path / "home"), "ICHBENCH_LOAD_PLUGINS": ""}
-    out = subprocess.run([sys.executable, "-m", "ichbench.cli.main", *[_fill(a, file, "") for a in args]],
-                         env=env, capture_output=True, text=True, timeout=300)
+    argv = [sys.executable, "-m", "ichbench.cli.main", *[_fill(a, file, "") for a in args]]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
     assert len(out.stderr.splitlines()) == 1 and out.stderr.startswith("ichbench: error: ")

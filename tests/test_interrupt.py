@@ -67,11 +67,13 @@ def test_ctrl_c_during_ray_start_up_stops_the_cluster(phantom_stores, tmp_path):
     for name in POINTS:
         home = tmp_path / name
         shutil.copytree(phantom_stores, home, symlinks=True)
-        env = {**os.environ, "ICHBENCH_HOME": str(home), "RAY_ADDRESS": "", "ICHBENCH_LOAD_PLUGINS": ""}
+        env = {**os.environ, "ICHBENCH_HOME": str(home), "RAY_ADDRESS": "",
+               "ICHBENCH_LOAD_PLUGINS": ""}
         log = open(tmp_path / f"{name}.log", "w+")
-        proc = subprocess.Popen([sys.executable, "-m", "ichbench.cli.main", "run", "-m", "unet_mixed",
-                                 "-d", "phantom", "--profile", "smoke", "--folds", "0"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [sys.executable, "-m", "ichbench.cli.main", "run", "-m", "unet_mixed",
+               "-d", "phantom", "--profile", "smoke", "--folds", "0"]
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         runs[name] = (proc, home, log)
     sent: dict[str, float] = {}
     deadline = time.time() + 150

@@ -29,8 +29,8 @@ def test_good_names(name):
     assert name_problem(name) is None
 
 
-@pytest.mark.parametrize("name", ["../../evil", "my méthod ☃ x", "Upper", "2fast", "_x", "a-b", "a.b",
-                                  "", "a" * 65, "x/y", "evil\n", 7])
+@pytest.mark.parametrize("name", ["../../evil", "my méthod ☃ x", "Upper", "2fast", "_x", "a-b",
+                                  "a.b", "", "a" * 65, "x/y", "evil\n", 7])
 def test_bad_names(name):
     assert name_problem(name)
 
@@ -70,7 +70,7 @@ def test_plugin_cannot_take_a_builtin_name(registry, capsys):
 
 
 def test_paths_built_from_names_stay_inside(tmp_path):
-    assert inside(tmp_path, "runs", "phantom", "unet_mixed") == tmp_path / "runs" / "phantom" / "unet_mixed"
+    assert inside(tmp_path, "runs", "phantom", "m") == tmp_path / "runs" / "phantom" / "m"
     for parts in (("..", "x"), ("runs", "../../evil"), ("/etc",), ("a/b",), ("",), (".",)):
         with pytest.raises(PathEscapeError, match=f"refusing a path under {tmp_path}"):
             inside(tmp_path, *parts)
@@ -83,13 +83,13 @@ def test_a_name_from_the_command_line_cannot_leave_home(tmp_path):
     name check of config validation; `inside` would refuse the path next)."""
     home = tmp_path / "home"
     env = {**os.environ, "ICHBENCH_HOME": str(home), "ICHBENCH_LOAD_PLUGINS": ""}
-    out = subprocess.run([sys.executable, "-m", "ichbench.cli.main", "pretrain", "-m", "multilabel_dl",
-                          "-d", "phantom", "--profile", "smoke", "--set", "pretrain_dataset=../../evil"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "ichbench.cli.main", "pretrain", "-m", "multilabel_dl", "-d",
+           "phantom", "--profile", "smoke", "--set", "pretrain_dataset=../../evil"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr
-    assert out.stderr.splitlines() == ["ichbench: error: pretrain_dataset '../../evil': not a valid name "
-                                       "(lowercase letters, digits and underscores, starting with a letter, "
-                                       "at most 64 characters)"]
+    assert out.stderr.splitlines() == [
+        "ichbench: error: pretrain_dataset '../../evil': not a valid name (lowercase letters, "
+        "digits and underscores, starting with a letter, at most 64 characters)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
 
 

@@ -54,8 +54,8 @@ def run(
     """Pretrain (or reuse a cached pretraining), fine-tune k folds in parallel on Ray, evaluate per
     volume, log everything to MLflow and print the result beside the paper's."""
     try:
-        _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold, tracking_uri,
-             set_, dry_run)
+        _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold,
+             tracking_uri, set_, dry_run)
     except KeyboardInterrupt:   # before any run started: planning, or Ray starting (cluster.py)
         interrupted("interrupted before any training started; nothing was left running")
 

@@ -17,6 +17,7 @@ from ichbench.errors import InputError
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_DEPTH = 32   # an entry nests 5 levels; its config a few more
+TOO_DEEP = f"nested deeper than the {MAX_DEPTH} levels a leaderboard file may have"
 
 
 def _no_duplicates(pairs):
@@ -53,14 +54,14 @@ def read_json(path: Path, max_bytes: int = MAX_BYTES, shown: str | None = None):
         raise InputError(shown, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
         if "integer string conversion" in str(exc):   # Python's guard against huge integers
-            raise InputError(shown, "malformed JSON: a number with more than 4,300 digits") from None
+            raise InputError(shown, "malformed JSON: a number of over 4,300 digits") from None
         raise InputError(shown, f"malformed JSON: {exc}") from None
     except RecursionError:
-        raise InputError(shown, f"nested deeper than the {MAX_DEPTH} levels a leaderboard file may have") from None
+        raise InputError(shown, TOO_DEEP) from None
     if _depth(data) > MAX_DEPTH:
         # parsed, but every recursive check after this (the schema, the identifier scan) would
         # have to guard itself: refuse it here, once
-        raise InputError(shown, f"nested deeper than the {MAX_DEPTH} levels a leaderboard file may have")
+        raise InputError(shown, TOO_DEEP)
     return data
 
 
@@ -69,8 +70,11 @@ def _depth(obj) -> int:
     deepest, stack = 0, [(obj, 1)]
     while stack:
         node, level = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
             continue
         deepest = max(deepest, level)
         if level <= MAX_DEPTH:   # deeper is refused anyway: no need to walk it

@@ -50,7 +50,8 @@ ENTRY_SCHEMA = {
         "dataset": {"type": "object", "additionalProperties": False, "required": ["name", "fingerprint"],
                     "properties": {"name": _NAME, "fingerprint": _HEX64}},
         "split": {"type": "object", "additionalProperties": False, "required": ["hash", "k"],
-                  "properties": {"hash": _HEX64, "k": {"type": "integer", "minimum": 2, "maximum": MAX_K}}},
+                  "properties": {"hash": _HEX64,
+                                 "k": {"type": "integer", "minimum": 2, "maximum": MAX_K}}},
         "profile": _NAME,
         "config": {"type": "object", "description": "the run's resolved configuration (data only)"},
         "per_volume": {
@@ -121,8 +122,8 @@ def _problems(schema: dict, data) -> list[str]:
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         msg = err.message
         if err.validator in ("maximum", "minimum"):   # a 400-digit number would fill the line
-            side = "greater than the maximum" if err.validator == "maximum" else "less than the minimum"
-            msg = f"{_short(err.instance)} is {side} of {err.validator_value:,}"
+            side = {"maximum": "greater than the maximum", "minimum": "less than the minimum"}
+            msg = f"{_short(err.instance)} is {side[err.validator]} of {err.validator_value:,}"
         msg = msg if len(msg) < 200 else msg[:200] + "…"
         out.append(f"schema: at {where}: {msg}")
     return out

@@ -274,7 +274,8 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
     return report
 
 
-SYMLINK = "a symbolic link; entries are plain files inside entries/, never links (to files elsewhere)"
+SYMLINK = ("a symbolic link; entries are plain files inside entries/, never links (to files "
+           "elsewhere)")
 
 
 def _all_entry_files(folder: Folder, report: Report) -> list[Path]:

@@ -159,7 +159,8 @@ def expand_methods(spec: str) -> list[str]:
     known = get_registry().methods()
     names = list(known) if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
     if not names:   # '' and ',' ran nothing and exited 0 with an empty table
-        raise IchbenchError(f"--method {spec!r} names no method: give a name, a comma list or 'all'")
+        raise IchbenchError(f"--method {spec!r} names no method: give a name, a comma list "
+                            "or 'all'")
     for n in names:
         get_method(n)  # one-line error listing the known ones
     return names

@@ -187,16 +187,18 @@ class Registry:
         problem = name_problem(item_name)
         if problem:
             # names become folders and arguments: `../../x` or `my méthod` must never get there
-            self.warn(f"plugin {info.name!r} registers {what} {ascii(item_name)}: {problem}; skipped")
+            self.warn(f"plugin {info.name!r} registers {what} {ascii(item_name)}: {problem}; "
+                      "skipped")
             return
         if item_name in self._items[kind]:
             first = self.plugins[self._owner[(kind, item_name)]]
             if first.builtin and not info.builtin:
-                self.warn(f"plugin {info.name!r} registers {what} {item_name!r}, the name of a built-in "
-                          f"{what}; a plugin cannot take a built-in name, kept the built-in")
+                self.warn(f"plugin {info.name!r} registers {what} {item_name!r}, the name of a "
+                          f"built-in {what}; a plugin cannot take a built-in name, "
+                          "kept the built-in")
             else:
-                self.warn(f"plugin {info.name!r} registers {what} {item_name!r}, already registered "
-                          f"by {first.name!r}; kept {first.name!r}'s")
+                self.warn(f"plugin {info.name!r} registers {what} {item_name!r}, already "
+                          f"registered by {first.name!r}; kept {first.name!r}'s")
             return
         self._items[kind][item_name] = item
         self._owner[(kind, item_name)] = info.name
