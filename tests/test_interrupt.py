@@ -23,10 +23,15 @@ def _agents_started(tree) -> bool:
     return any(ppid in raylets and "agent" in cmd for _, ppid, cmd in tree)
 
 
+def _raylet_started(tree) -> bool:
+    return any("raylet/raylet" in cmd for _, _, cmd in tree)
+
+
 POINTS = {
     "gcs": lambda tree: any("gcs_server" in cmd for _, _, cmd in tree),
-    "raylet": lambda tree: any("raylet/raylet" in cmd for _, _, cmd in tree),
+    "raylet": _raylet_started,
     "agents": _agents_started,
+    "twice": _raylet_started,   # a second Ctrl-C stops the start at once
 }
 
 
@@ -61,8 +66,8 @@ def _leftovers(driver_pid: int, home) -> list[str]:
 
 
 def test_ctrl_c_during_ray_start_up_stops_the_cluster(phantom_stores, tmp_path):
-    """Three runs at once, each interrupted at another moment of Ray's start-up (they run in
-    parallel to keep the test near a minute on a loaded two-core machine)."""
+    """Four runs at once, each interrupted at another moment of Ray's start-up, one of them twice
+    (in parallel, to keep the test near a minute on a loaded two-core machine)."""
     runs = {}
     for name in POINTS:
         home = tmp_path / name
@@ -84,6 +89,9 @@ def test_ctrl_c_during_ray_start_up_stops_the_cluster(phantom_stores, tmp_path):
             if POINTS[name](_tree(proc.pid)):
                 os.killpg(proc.pid, signal.SIGINT)   # as the terminal's Ctrl-C: the whole group
                 sent[name] = time.time()
+                if name == "twice":
+                    time.sleep(0.5)
+                    os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.05)
     for name, (proc, home, log) in runs.items():
         try:
