@@ -32,6 +32,9 @@ ARGS = [
      "--home {file}/below: {file} is a file"),
     (["--home", "/proc/self/ichbench", "data", "info", "phantom"],
      "--home /proc/self/ichbench: cannot create it"),
+    # unwritable: EPERM for root, EACCES for anyone else
+    (["--home", "/sys/kernel/ichbench", "data", "info", "phantom"],
+     "--home /sys/kernel/ichbench: cannot create it"),
     (["data", "ingest", "phantom", "--size", "0"], "--size 0: slices are resampled to SIZE x SIZE"),
     (["data", "ingest", "phantom", "--size", "-5"], "--size -5: slices are resampled"),
     (["data", "ingest", "phantom", "--size", "abc"], "Invalid value for '--size'"),
@@ -92,8 +95,8 @@ def test_hostile_arguments_give_one_line(args, says, tmp_path, monkeypatch, caps
     home.mkdir()
     monkeypatch.setenv("ICHBENCH_HOME", str(home))
     args = [_fill(a, file, home) for a in args]
-    if any(a.startswith("/proc/") for a in args) and not Path("/proc/self").is_dir():
-        pytest.skip("needs Linux /proc")
+    if any(a.startswith(("/proc/", "/sys/")) for a in args) and not Path("/sys/kernel").is_dir():
+        pytest.skip("needs Linux /proc and /sys")
     code, out, err = _call(args, monkeypatch, capsys)
     assert code not in (0, None), (out, err)
     assert "Traceback" not in out + err

@@ -191,8 +191,11 @@ def tune(
     plan = plan_method(method, dataset, profile, home, folds=_folds(folds), k=k,
                        pretrain_dataset=pretrain_dataset, overrides=set_)
     print_notes([plan])
-    driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)
-    out = run_search(plan, tracker, driver, num_samples=num_samples, space=parsed, seed=seed)
+    try:
+        driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)
+        out = run_search(plan, tracker, driver, num_samples=num_samples, space=parsed, seed=seed)
+    except KeyboardInterrupt:   # Ray start-up included (cluster.py): nothing is left running
+        interrupted()
     table = Table(title=f"tune {method} on {dataset}: mean volume Dice over folds {plan.folds}")
     keys = sorted(out["best"])
     for col in ["sample", *keys, "mean Dice [%]"]:
