@@ -60,9 +60,21 @@ def _session_pattern(pid: int) -> re.Pattern:
     return re.compile(rf"session_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_{pid}(?!\d)")
 
 
+def _psutil():
+    """Ray ships psutil (ray/thirdparty_files, on sys.path once ray is imported); without it the
+    clean-up is `ray.shutdown()` alone."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil
+
+
 def children() -> set[int]:
     """Pids of this process's descendants (to leave alone those that were there before Ray)."""
-    import psutil   # Ray ships it (ray/thirdparty_files, on sys.path once ray is imported)
+    psutil = _psutil()
+    if psutil is None:
+        return set()
     try:
         return {p.pid for p in psutil.Process().children(recursive=True)}
     except psutil.Error:
@@ -72,8 +84,9 @@ def children() -> set[int]:
 def session_processes(pid: int | None = None, exclude=frozenset()) -> list:
     """psutil processes of the local Ray cluster driver `pid` (default: this one) started: its
     descendants not in `exclude` and any process whose command line names its session."""
-    import psutil
-
+    psutil = _psutil()
+    if psutil is None:
+        return []
     pid = os.getpid() if pid is None else pid
     found = {}
     try:
@@ -95,8 +108,9 @@ def session_processes(pid: int | None = None, exclude=frozenset()) -> list:
 def stop_session(exclude=frozenset(), grace: float = GRACE_S) -> None:
     """Terminate what is left of this driver's local Ray session (after `ray.shutdown()`);
     descendants in `exclude` were there before Ray started and are left alone."""
-    import psutil
-
+    psutil = _psutil()
+    if psutil is None:
+        return
     for _ in range(2):   # a dying raylet may have started one more worker: look twice
         procs = session_processes(exclude=exclude)
         if not procs:
