@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 from ichbench.errors import IchbenchError, UnknownNameError
 from ichbench.files import sha256_json
+from ichbench.names import name_problem
 
 PROFILES = ("paper", "smoke")
 
@@ -258,7 +260,10 @@ def _parse_scalar(text: str, tp) -> Any:
     if tp is int:
         return int(text)
     if tp is float:
-        return float(text)
+        value = float(text)
+        if not math.isfinite(value):   # nan passed every range check and died in the optimiser
+            raise ValueError(f"expected a finite number, got {text!r}")
+        return value
     if tp is str:
         return text
     raise ValueError(f"cannot parse a value of type {tp}")
@@ -330,12 +335,18 @@ def _valid_keys(cfg: RunConfig) -> list[str]:
     return keys
 
 
+def _shown(text: str, quote: bool = True, limit: int = 100) -> str:
+    """A value as an error message shows it: a 5,000-digit number is not echoed whole."""
+    text = text if len(text) <= limit else f"{text[:limit - 20]}… ({len(text):,} characters)"
+    return repr(text) if quote else text
+
+
 def split_assignment(item: str, flag: str, value_name: str = "value") -> tuple[str, str]:
     """`key=value` from a repeatable command-line option (--set, --option, --space), stripped;
     IchbenchError naming the option otherwise."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise IchbenchError(f"{flag} expects key={value_name}, got {item!r}")
+        raise IchbenchError(f"{flag} expects key={value_name}, got {_shown(item)}")
     return key.strip(), text.strip()
 
 
@@ -374,7 +385,8 @@ def apply_override(cfg: RunConfig, item: str) -> None:
             raise unknown()
         current[sub] = parse_value(text, _type_of_value(current[sub]))
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise IchbenchError(f"--set {item}: {exc}") from None
+        problem = _shown(str(exc), quote=False)
+        raise IchbenchError(f"--set {_shown(item, quote=False)}: {problem}") from None
 
 
 def merge_settings(obj, values: dict, where: str) -> None:
@@ -391,7 +403,31 @@ def merge_settings(obj, values: dict, where: str) -> None:
             setattr(obj, k, copy.deepcopy(v))
 
 
+def _non_finite(obj, where: str) -> str | None:
+    """The first setting holding NaN or an infinity (a comparison with NaN is always false, so
+    range checks alone let it through)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        items = ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
+
+
 def validate(cfg: RunConfig) -> None:
+    bad = _non_finite(cfg.to_dict(), "")
+    if bad:
+        raise IchbenchError(f"{bad} must be a finite number")
+    problem = name_problem(cfg.pretrain_dataset)   # free text from --set; it becomes a folder
+    if problem:
+        raise IchbenchError(f"pretrain_dataset {ascii(cfg.pretrain_dataset)}: {problem}")
     m = cfg.model
     if m.base_channels < 1 or m.depth < 2:
         raise IchbenchError(f"model: base_channels must be >= 1 and depth >= 2, got {m.base_channels}, {m.depth}")
@@ -427,6 +463,9 @@ ICM_DEPTH = 5   # the ICM U-Nets are §2.5.1's U-Net whatever `model` says
 
 
 def validate_icm(c: IcmConfig) -> None:
+    bad = _non_finite(_jsonable(dataclasses.asdict(c)), "icm")
+    if bad:
+        raise IchbenchError(f"{bad} must be a finite number")
     if c.source not in ICM_SOURCES:
         raise IchbenchError(f"icm.source must be one of {', '.join(ICM_SOURCES)}, got {c.source!r}")
     if c.epochs < 1 or min(c.batch_size_tissue, c.batch_size_bone) < 2 or c.base_channels < 1:

@@ -19,6 +19,16 @@ PAPER_K = {"hssayeni": 10, "segcq500": 5}
 DEFAULT_K = 5  # folds for a dataset the paper does not cover (the phantom, plugins)
 
 
+def fold_count(k: int | None, dataset: str) -> int:
+    """`--k`, or the paper's k for the dataset (else DEFAULT_K) when not given. A given 0 is an
+    error, not "not given": it silently became 5."""
+    if k is None:
+        return PAPER_K.get(dataset, DEFAULT_K)
+    if k < 2:
+        raise IchbenchError(f"--k {k}: cross-validation needs at least 2 folds")
+    return k
+
+
 def make_folds(volumes: dict[str, bool], k: int, seed: int = SPLIT_SEED) -> list[list[str]]:
     """volumes: id -> has ICH. Returns k lists of test ids, each sorted."""
     if k < 2:

@@ -198,7 +198,8 @@ def register_methods(register):
 BAD = {"shadow": SHADOW, "twin": TWIN, "unknown": UNKNOWN_HOOK, "wrongargs": WRONG_ARGS,
        "broken": BROKEN_IMPORT, "oldapi": OLD_API, "raising": RAISING}
 WARNINGS = {
-    "shadow": "plugin 'shadow' registers method 'unet_mixed', already registered by 'methods'; kept 'methods''s",
+    "shadow": ("plugin 'shadow' registers method 'unet_mixed', the name of a built-in method; a plugin "
+               "cannot take a built-in name, kept the built-in"),
     "twin": "plugin 'twin' registers method 'vicreg', already registered by 'a-vicreg'; kept 'a-vicreg''s",
     "unknown": "plugin 'unknown' implements unknown hook 'register_method' (did you mean 'register_methods'?); plugin skipped",
     "wrongargs": "plugin 'wrongargs' implements register_methods(registry), but the hook is register_methods(register); plugin skipped",

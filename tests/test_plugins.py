@@ -92,7 +92,8 @@ def test_broken_plugins_are_reported_and_skipped(fresh, monkeypatch, tmp_path, c
     assert "plugin 'broken' (ichbench-mixed) failed to import: RuntimeError: boom at import; skipped" in err
     assert "plugin 'raising' raised in register_datasets: ValueError: hook exploded; skipped" in err
     assert "plugin 'misspelled' implements unknown hook 'register_dataset' (did you mean 'register_datasets'?)" in err
-    assert "plugin 'shadow' registers dataset 'phantom', already registered by 'phantom'" in err
+    assert ("plugin 'shadow' registers dataset 'phantom', the name of a built-in dataset; a plugin "
+            "cannot take a built-in name, kept the built-in") in err
     assert reg.plugins["good"].version == "1.2.3" and reg.plugins["good"].hooks == ["register_datasets"]
 
 

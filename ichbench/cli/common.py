@@ -22,3 +22,16 @@ def workspace() -> Path:
 def fail(message: str, code: int = 2) -> None:
     print(f"ichbench: error: {message}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+INTERRUPTED = 130   # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def interrupted(message: str = "interrupted") -> None:
+    """Ctrl-C, once everything it stopped is stopped: one line and exit 130 (click would print
+    "Aborted!" and exit 1)."""
+    try:
+        print(f"ichbench: {message}", file=sys.stderr, flush=True)
+    except OSError:  # the terminal went away
+        pass
+    raise typer.Exit(INTERRUPTED)

@@ -15,7 +15,8 @@ from ichbench.config import split_assignment
 from ichbench.console import make_console
 from ichbench.datasets.base import IngestOptions, get_dataset, require_role
 from ichbench.errors import IchbenchError
-from ichbench.splits import PAPER_K, save_split, split_for_store
+from ichbench.names import inside
+from ichbench.splits import fold_count, save_split, split_for_store
 from ichbench.store import open_store, store_path
 
 app = typer.Typer(help="Ingest raw datasets into slice stores and inspect them.", no_args_is_help=True)
@@ -152,9 +153,9 @@ def splits(name: str, k: Optional[int] = typer.Option(None, help="Number of fold
     """Write the canonical k-fold split of a dataset's volumes (JSON with a sha256 hash)."""
     ds = get_dataset(name)
     root = workspace()
-    k = k or PAPER_K.get(name, 5)
+    k = fold_count(k, name)
     split = split_for_store(open_store(store_path(root, name, require_role(ds, role))), k)
-    path = save_split(split, root / "splits" / f"{name}-k{k}.json")
+    path = save_split(split, inside(root, "splits", f"{name}-k{k}.json"))
     console.print(f"{path}  hash={split['hash']}")
     for f in split["folds"]:
         console.print(f"  fold {f['fold']}: {len(f['test'])} volumes ({f['n_ich']} with ICH)")

@@ -85,12 +85,40 @@ def plugins() -> None:
     print(json.dumps([p.as_json() for p in sorted(reg.plugins.values(), key=lambda p: p.name)], indent=2))
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main() -> None:
+    """Every error is one line, `ichbench: error: ...`, and a non-zero exit: ours (IchbenchError),
+    the command line's (click's usage errors, which typer would draw as a box) and the machine's
+    (OSError)."""
+    # click's exception classes as typer raises them (recent typer vendors its own click)
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":   # `ichbench data`: the help, as before
+            if exc.format_message().strip():   # (typer has printed it already)
+                exc.show()
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print(f"ichbench: error: {_one_line(exc.format_message())}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:   # end of input at a prompt
+        print("ichbench: aborted", file=sys.stderr)
+        sys.exit(1)
     except IchbenchError as exc:
         print(f"ichbench: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        # the machine said no (permissions, a full disk, a file where a folder should be): the
+        # same one line, naming the file, instead of a traceback through the library that tried
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ichbench: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)   # typer.Exit(n) returns n here
 
 
 if __name__ == "__main__":

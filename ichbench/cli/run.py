@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ichbench.cli.common import fail, workspace
+from ichbench.cli.common import fail, interrupted, workspace
 from ichbench.console import make_console, pct, print_fit
 
 console = make_console()
@@ -52,6 +52,15 @@ def run(
 ) -> None:
     """Pretrain (or reuse a cached pretraining), fine-tune k folds in parallel on Ray, evaluate per
     volume, log everything to MLflow and print the result beside the paper's."""
+    try:
+        _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold,
+             tracking_uri, set_, dry_run)
+    except KeyboardInterrupt:   # before any run started: planning, or Ray starting (cluster.py)
+        interrupted("interrupted before any training started; nothing was left running")
+
+
+def _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold, tracking_uri,
+         set_, dry_run) -> None:
     import json
 
     from ichbench.orchestrate.plan import expand_methods, plan_method
@@ -76,8 +85,7 @@ def run(
         for plan in plans:
             outcomes.append(driver.run(plan))
     except KeyboardInterrupt:
-        console.print("[red]interrupted: workers stopped, unfinished runs marked KILLED in MLflow[/red]")
-        raise typer.Exit(130)
+        interrupted("interrupted: workers stopped, unfinished runs marked KILLED in MLflow")
     print_fit(console, result_table(outcomes))
     for o in outcomes:
         console.print(f"[dim]{o.plan.method.name}: MLflow parent run {o.parent_run_id} "
@@ -185,9 +193,12 @@ def tune(
     plan = plan_method(method, dataset, profile, home, folds=_folds(folds), k=k,
                        pretrain_dataset=pretrain_dataset, overrides=set_)
     print_notes([plan])
-    driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)
-    out = run_search(plan, tracker, driver, num_samples=num_samples, space=parsed, seed=seed, search=search,
-                     scheduler=scheduler)
+    try:
+        driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)
+        out = run_search(plan, tracker, driver, num_samples=num_samples, space=parsed, seed=seed, search=search,
+                         scheduler=scheduler)
+    except KeyboardInterrupt:   # Ray start-up included (cluster.py): nothing is left running
+        interrupted()
     table = Table(title=f"tune {method} on {dataset}: mean volume Dice over folds {plan.folds}")
     keys = sorted(out["best"])
     for col in ["sample", *keys, "mean Dice [%]", "folds"]:

@@ -136,16 +136,16 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
 
     The fold of `ichbench run` with the same settings: same split, pretraining cache and folder
     (`runs/...`), so a fold done here is not redone by `run`, and the other way round."""
-    from ichbench.splits import PAPER_K
+    from ichbench.splits import fold_count
     from ichbench.train.engine import finetune as run_finetune
 
     m, cfg = _resolve(method, dataset, profile, set_, pretrain_dataset)
+    k = fold_count(k, dataset)
+    if not 0 <= fold < k:   # before --dry-run too: a plan for fold 99 is no plan
+        fail(f"--fold must be in 0..{k - 1} for k={k}, got {fold}")
     if dry_run:
         print(json.dumps(cfg.to_dict(), indent=2))
         return
-    k = k or PAPER_K.get(dataset, 5)
-    if not 0 <= fold < k:
-        fail(f"--fold must be in 0..{k - 1} for k={k}, got {fold}")
     if pretrained is not None and not m.has_pretext:
         fail(f"{m.name} transfers no pretrained parts (a baseline); drop --pretrained")
     plan = _plan(method, dataset, profile, set_, pretrain_dataset, folds=[fold], k=k)

@@ -69,6 +69,9 @@ class Volume:
         return out
 
 
+SIZE_RANGE = (4, 4096)   # store slice sizes: tests use a few pixels; 4096 is 8x a CT slice
+
+
 @dataclass
 class IngestOptions:
     size: int = 256              # slices are resampled to size x size
@@ -78,6 +81,18 @@ class IngestOptions:
     holdout: int = 5000          # pretraining: slices held out for validation (seeded)
     seed: int = 0
     extra: dict = field(default_factory=dict)  # dataset-specific options (e.g. phantom counts)
+
+    def check(self) -> None:
+        """IchbenchError for settings no ingest can use, named as `ichbench data ingest`'s flags
+        (a size of 0 divided by zero in the writer)."""
+        lo, hi = SIZE_RANGE
+        if not lo <= self.size <= hi:
+            raise IchbenchError(f"--size {self.size}: slices are resampled to SIZE x SIZE pixels; "
+                                f"use {lo} to {hi}")
+        if self.workers < 1:
+            raise IchbenchError(f"--workers {self.workers}: need at least 1 decoding process")
+        if self.holdout < 0:
+            raise IchbenchError(f"holdout {self.holdout}: the number of held-out slices is >= 0")
 
     def settings(self) -> dict:
         """What goes into the fingerprint: everything that changes the store's content."""
@@ -142,7 +157,8 @@ class Dataset:
     ships_brain_masks: bool = False
 
     def default_source(self, home: Path) -> Path:
-        return home / "raw" / self.name
+        from ichbench.names import inside
+        return inside(home, "raw", self.name)
 
     def prepare(self, source: Path, options: IngestOptions) -> None:
         """Make the raw files exist (the phantom generates them); real datasets do nothing."""

@@ -200,6 +200,7 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
 def ingest(dataset: Dataset, home: Path, source: Path | None = None, roles=None,
            options: IngestOptions | None = None, force: bool = False) -> list[IngestResult]:
     options = options or IngestOptions()
+    options.check()
     source = Path(source) if source else dataset.default_source(home)
     dataset.prepare(source, options)
     if not source.exists():   # prepare() made nothing: a dataset to download

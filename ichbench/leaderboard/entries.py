@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ichbench.evaluate.summary import summarize
 from ichbench.leaderboard.schema import GROUPS, METRICS, SCHEMA_VERSION
+from ichbench.names import inside
 
 EPS = 1.0
 ROW_KEYS = ("volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes", "has_ich")
@@ -73,7 +74,7 @@ def filename(entry: dict) -> str:
 
 def relpath(entry: dict) -> Path:
     """Where an entry belongs inside the leaderboard folder."""
-    return Path("entries") / entry["dataset"]["name"] / filename(entry)
+    return inside(Path("entries"), entry["dataset"]["name"], filename(entry))
 
 
 def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, fingerprint: str, split_hash: str,

@@ -15,6 +15,8 @@ from ichbench.errors import InputError
 from ichbench.files import write_text_atomic
 
 MAX_BYTES = 5 * 1024 * 1024
+MAX_DEPTH = 32   # an entry nests 5 levels; its config a few more
+TOO_DEEP = f"nested deeper than the {MAX_DEPTH} levels a leaderboard file may have"
 
 
 def _no_duplicates(pairs):
@@ -46,11 +48,37 @@ def read_json(path: Path, max_bytes: int = MAX_BYTES, shown: str | None = None):
     except UnicodeDecodeError as exc:
         raise InputError(shown, f"not UTF-8 text (byte {exc.start})") from None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InputError(shown, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
+        if "integer string conversion" in str(exc):   # Python's guard against huge integers
+            raise InputError(shown, "malformed JSON: a number of over 4,300 digits") from None
         raise InputError(shown, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(shown, TOO_DEEP) from None
+    if _depth(data) > MAX_DEPTH:
+        # parsed, but every recursive check after this (the schema, the identifier scan) would
+        # have to guard itself: refuse it here, once
+        raise InputError(shown, TOO_DEEP)
+    return data
+
+
+def _depth(obj) -> int:
+    """How deeply lists and objects nest in parsed JSON (0 for a scalar); without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH:   # deeper is refused anyway: no need to walk it
+            stack.extend((c, level + 1) for c in children)
+    return deepest
 
 
 def dumps(obj) -> str:

@@ -16,12 +16,21 @@ GROUPS = ("all", "ich")
 _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}
 _OPT_STR = {"type": ["string", "null"], "maxLength": 500}
-_COUNT = {"type": "integer", "minimum": 0}
-_ML = {"type": "number", "minimum": 0}
+# Every number has a physical bound, so no entry can carry a value that overflows a float when
+# re-scored (tp = 10**400) or a 309-digit cell on the page (gpu_hours = 1e308).
+MAX_VOXELS = 10**10     # voxels in one volume: 2048 x 2048 x 2000 slices is 8.4e9
+MAX_ML = 100_000        # mL in one volume: 100 L, more than a CT scanner's whole field of view
+MAX_GPU_HOURS = 100_000  # one submission: over 11 GPU-years
+MAX_VOLUMES = 20_000
+MAX_K = 100
+_COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_VOXELS}
+_ML = {"type": "number", "minimum": 0, "maximum": MAX_ML}
+_RATIO = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
 _STAT = {"type": "object", "additionalProperties": False, "required": ["mean", "std"],
-         "properties": {"mean": {"type": ["number", "null"]}, "std": {"type": ["number", "null"], "minimum": 0}}}
+         "properties": {"mean": _RATIO, "std": _RATIO}}
 _GROUP = {"type": "object", "additionalProperties": False, "required": ["n", *METRICS],
-          "properties": {"n": _COUNT, **{m: _STAT for m in METRICS}}}
+          "properties": {"n": {"type": "integer", "minimum": 0, "maximum": MAX_VOLUMES},
+                         **{m: _STAT for m in METRICS}}}
 
 ENTRY_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -41,18 +50,19 @@ ENTRY_SCHEMA = {
         "dataset": {"type": "object", "additionalProperties": False, "required": ["name", "fingerprint"],
                     "properties": {"name": _NAME, "fingerprint": _HEX64}},
         "split": {"type": "object", "additionalProperties": False, "required": ["hash", "k"],
-                  "properties": {"hash": _HEX64, "k": {"type": "integer", "minimum": 2, "maximum": 100}}},
+                  "properties": {"hash": _HEX64,
+                                 "k": {"type": "integer", "minimum": 2, "maximum": MAX_K}}},
         "profile": _NAME,
         "config": {"type": "object", "description": "the run's resolved configuration (data only)"},
         "per_volume": {
-            "type": "array", "minItems": 1, "maxItems": 20000,
+            "type": "array", "minItems": 1, "maxItems": MAX_VOLUMES,
             "items": {
                 "type": "object", "additionalProperties": False,
                 "required": ["volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes"],
                 "properties": {
                     # dataset volume ids only (file or folder names of the public release)
                     "volume_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
-                    "fold": {"type": "integer", "minimum": 0},
+                    "fold": {"type": "integer", "minimum": 0, "maximum": MAX_K - 1},
                     "tp": _COUNT, "fp": _COUNT, "fn": _COUNT,
                     "pred_ml": _ML, "true_ml": _ML,
                     "subtypes": {"type": ["array", "null"], "maxItems": 16,
@@ -69,7 +79,7 @@ ENTRY_SCHEMA = {
         # (optional: entries written before it existed stay valid)
         "ichbench_commit": _OPT_STR,
         "hardware": _OPT_STR,
-        "gpu_hours": {"type": ["number", "null"], "minimum": 0},
+        "gpu_hours": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_GPU_HOURS},
         "mlflow_run_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"},
         "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"},
         "code": {"type": "object", "additionalProperties": False, "required": ["url", "commit"],
@@ -80,9 +90,10 @@ ENTRY_SCHEMA = {
 
 _PCT = {"type": "object", "additionalProperties": False, "required": ["mean", "std"],
         "properties": {"mean": {"type": "number", "minimum": 0, "maximum": 100},
-                       "std": {"type": "number", "minimum": 0}}}
+                       "std": {"type": "number", "minimum": 0, "maximum": 100}}}
 _PGROUP = {"type": "object", "additionalProperties": False, "required": ["n", *METRICS],
-           "properties": {"n": {"type": "integer", "minimum": 1}, **{m: _PCT for m in METRICS}}}
+           "properties": {"n": {"type": "integer", "minimum": 1, "maximum": MAX_VOLUMES},
+                          **{m: _PCT for m in METRICS}}}
 
 PUBLISHED_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -109,9 +120,18 @@ def _problems(schema: dict, data) -> list[str]:
     out = []
     for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        msg = err.message if len(err.message) < 200 else err.message[:200] + "…"
+        msg = err.message
+        if err.validator in ("maximum", "minimum"):   # a 400-digit number would fill the line
+            side = {"maximum": "greater than the maximum", "minimum": "less than the minimum"}
+            msg = f"{_short(err.instance)} is {side[err.validator]} of {err.validator_value:,}"
+        msg = msg if len(msg) < 200 else msg[:200] + "…"
         out.append(f"schema: at {where}: {msg}")
     return out
+
+
+def _short(x) -> str:
+    text = f"{x:.6g}" if isinstance(x, float) else str(x)
+    return text if len(text) <= 20 else f"{text[:6]}… ({len(text)} digits)"
 
 
 def entry_problems(entry) -> list[str]:

@@ -234,7 +234,7 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
     if not whole:
         chosen = {p.resolve() for p in targets}
         for path in folder.entry_files():
-            if path.resolve() in chosen or path.suffix != ".json":
+            if path.resolve() in chosen or path.suffix != ".json" or _linked(folder, path):
                 continue
             try:
                 other = read_json(path, shown=folder.rel(path))
@@ -244,6 +244,9 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
 
     for path in targets:
         shown = folder.rel(path)
+        if _linked(folder, path):
+            report.reject(_shown(folder, Path(path).absolute()), SYMLINK)
+            continue
         entry = _load_entry(path, shown, report)
         if entry is None:
             continue
@@ -271,19 +274,52 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
     return report
 
 
+SYMLINK = ("a symbolic link; entries are plain files inside entries/, never links (to files "
+           "elsewhere)")
+
+
 def _all_entry_files(folder: Folder, report: Report) -> list[Path]:
     out = []
     if not folder.entries_dir.is_dir():
         return out
-    for path in sorted(folder.entries_dir.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        rel = path.relative_to(folder.entries_dir)
-        if len(rel.parts) != 2 or path.suffix != ".json":
-            report.reject(folder.rel(path), "not an entry: entries are entries/<dataset>/<method>--<run id>.json")
-            continue
-        out.append(path)
-    return out
+    # walked by hand: rglob neither reports nor enters a symlinked folder, and one must be refused
+    pending = [folder.entries_dir]
+    while pending:
+        for path in sorted(pending.pop().iterdir()):
+            if path.name.startswith("."):
+                continue
+            if path.is_symlink():
+                report.reject(_shown(folder, path), SYMLINK)
+            elif path.is_dir():
+                pending.append(path)
+            elif path.is_file():
+                rel = path.relative_to(folder.entries_dir)
+                if len(rel.parts) != 2 or path.suffix != ".json":
+                    report.reject(folder.rel(path), "not an entry: entries are "
+                                                    "entries/<dataset>/<method>--<run id>.json")
+                    continue
+                out.append(path)
+    return sorted(out)
+
+
+def _shown(folder: Folder, path: Path) -> str:
+    """A link's own path as shown (folder.rel resolves, which would name the link's target)."""
+    try:
+        return str(path.relative_to(folder.root.parent))
+    except ValueError:
+        return str(path)
+
+
+def _linked(folder: Folder, path: Path) -> bool:
+    """Whether `path`, or a folder between the leaderboard folder and it, is a symbolic link."""
+    path = Path(path).absolute()
+    if path.is_symlink():
+        return True
+    try:
+        parts = path.relative_to(folder.root.absolute()).parts
+    except ValueError:
+        return False   # a file outside the folder, checked before it is submitted
+    return any(folder.root.joinpath(*parts[:i]).is_symlink() for i in range(1, len(parts)))
 
 
 def _check_schema_copy(folder: Folder, report: Report) -> None:

@@ -23,18 +23,38 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     import ray
 
     if not ray.is_initialized():
-        kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+        _init(ray, address, num_cpus, num_gpus)
+    return ray.cluster_resources()
+
+
+STARTING = ("interrupted: stopping the Ray cluster as soon as it has started "
+            "(Ctrl-C again to stop at once)")
+
+
+def _init(ray, address: str | None, num_cpus: int | None, num_gpus: int | None) -> None:
+    """`ray.init`, and on Ctrl-C during it a cluster stopped with nothing left running
+    (`interrupt.py`), then KeyboardInterrupt."""
+    from ichbench.orchestrate import interrupt
+
+    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    if not address and num_gpus is None:
+        import torch
+        num_gpus = torch.cuda.device_count()
+    before = interrupt.children()
+    with interrupt.deferred_sigint(STARTING) as pending:
         try:
             if address:
                 ray.init(address=address, **kwargs)
             else:
-                if num_gpus is None:
-                    import torch
-                    num_gpus = torch.cuda.device_count()
                 ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, **kwargs)
         except ConnectionError as exc:
             raise IchbenchError(f"cannot join the Ray cluster at {address}: {exc}") from None
-    return ray.cluster_resources()
+        except BaseException:
+            interrupt.shut_down_started_cluster(ray, before)
+            raise
+        if pending.hit:
+            interrupt.shut_down_started_cluster(ray, before)
+            raise KeyboardInterrupt
 
 
 def default_gpus_per_fold(total_gpus: float, n_folds: int) -> float:

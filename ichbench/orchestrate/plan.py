@@ -13,7 +13,8 @@ from ichbench.datasets.base import SEGMENTATION, get_dataset
 from ichbench.errors import IchbenchError
 from ichbench.files import sha256_json
 from ichbench.methods.base import Method, get_method
-from ichbench.splits import PAPER_K, save_split, split_for_store
+from ichbench.names import inside
+from ichbench.splits import fold_count, save_split, split_for_store
 from ichbench.store import SliceStore, open_store, store_path
 from ichbench.train.engine import pretrained_dirname
 from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
@@ -38,7 +39,8 @@ def plan_icm(home: Path, cfg: IcmConfig) -> IcmPlan:
     from ichbench.icm.train import icm_dirname, shipped_volumes
     store = open_role(home, cfg.dataset, SEGMENTATION)
     shipped_volumes(store)
-    return IcmPlan(cfg, store, cfg.model_key(store.fingerprint), home / "icm" / cfg.dataset / icm_dirname(cfg, store.fingerprint))
+    return IcmPlan(cfg, store, cfg.model_key(store.fingerprint),
+                   inside(home, "icm", cfg.dataset, icm_dirname(cfg, store.fingerprint)))
 
 
 @dataclass
@@ -105,6 +107,7 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
                 pretrain_dataset=None, overrides=()) -> MethodPlan:
     method = get_method(name)
     get_dataset(dataset)
+    k = fold_count(k, dataset)   # before the phantom is ingested on demand
     cfg = resolve(method, dataset, profile, list(overrides), pretrain_dataset, home=home)
     store = open_role(home, dataset, SEGMENTATION)
     check_finetuning_store(method, store)
@@ -114,23 +117,22 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
         if pretrain_dataset is None and cfg.pretrain_dataset == dataset and cfg.pretrain_role == SEGMENTATION:
             notes.append(own_slices_note(dataset))
         pstore = open_pretraining(home, method, cfg)
-        pdir = home / "pretrained" / cfg.pretrain_dataset / pretrained_dirname(cfg)
+        pdir = inside(home, "pretrained", cfg.pretrain_dataset, pretrained_dirname(cfg))
     icm = None
     if method.icm and cfg.icm.source == "shipped":
         from ichbench.icm.sources import check_shipped
         check_shipped(store)
     elif method.icm and cfg.icm.source == "unet":
         icm = plan_icm(home, cfg.icm)
-    k = k or PAPER_K.get(dataset, 5)
     split = split_for_store(store, k)
-    split_path = save_split(split, home / "splits" / f"{dataset}-k{k}.json")
+    split_path = save_split(split, inside(home, "splits", f"{dataset}-k{k}.json"))
     folds = sorted(set(folds)) if folds else list(range(k))
     bad = [f for f in folds if not 0 <= f < k]
     if bad:
         raise IchbenchError(f"--folds {bad} out of range for k={k} (0..{k - 1})")
     run_key = _key({"config": cfg.to_dict(), "split": split["hash"], "store": store.fingerprint,
                     "pretrain_store": pstore.fingerprint if pstore else None, "icm": icm.key if icm else None})
-    run_dir = home / "runs" / dataset / method.name / f"{profile}-{run_key[:12]}"
+    run_dir = inside(home, "runs", dataset, method.name, f"{profile}-{run_key[:12]}")
     _refuse_reuse_on_damage(store, [f for f in folds if (run_dir / f"fold_{f}" / "result.json").exists()])
     return MethodPlan(method, cfg, store, split, split_path, folds, run_key, run_dir, pstore, pdir,
                       list(overrides), icm, notes)
@@ -155,6 +157,9 @@ def expand_methods(spec: str) -> list[str]:
     from ichbench.plugins import get_registry
     known = get_registry().methods()
     names = list(known) if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:   # '' and ',' ran nothing and exited 0 with an empty table
+        raise IchbenchError(f"--method {spec!r} names no method: give a name, a comma list "
+                            "or 'all'")
     for n in names:
         get_method(n)  # one-line error listing the known ones
     return names

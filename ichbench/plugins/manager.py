@@ -4,7 +4,8 @@ Built-ins are the entry points that ichbench's own distribution declares; they a
 External plugins are every other distribution's entry points in the `ichbench` group, filtered by
 ICHBENCH_LOAD_PLUGINS (unset: all; empty: none; else a comma list of entry-point or distribution
 names). A plugin that fails to import, whose hook raises, that implements a hook that does not
-exist (or with other arguments than the hookspec's), or that registers a name already taken is
+exist (or with other arguments than the hookspec's), that registers a name already taken (a
+built-in's never can be) or one that breaks `ichbench.names.NAME_PATTERN` is
 reported by name on stderr and skipped, so one broken package never takes the CLI down.
 ICHBENCH_STRICT_PLUGINS=1 turns each of these into an error instead.
 """
@@ -23,6 +24,7 @@ from typing import Any
 import pluggy
 
 from ichbench.errors import IchbenchError
+from ichbench.names import name_problem
 from ichbench.plugins import hookspecs
 
 OWN_DIST = "ichbench"
@@ -171,18 +173,35 @@ class Registry:
                     self.warn(f"plugin {info.name!r} raised in register_{kind}: {type(exc).__name__}: {exc}; skipped")
                     continue
                 for item in staged:
-                    item_name = getattr(item, "name", None)
-                    if not item_name:
-                        self.warn(f"plugin {info.name!r} registered a {kind[:-1]} without a name; skipped")
-                        continue
-                    if item_name in self._items[kind]:
-                        first = self._owner[(kind, item_name)]
-                        self.warn(f"plugin {info.name!r} registers {kind[:-1]} {item_name!r}, already "
-                                  f"registered by {first!r}; kept {first!r}'s")
-                        continue
-                    self._items[kind][item_name] = item
-                    self._owner[(kind, item_name)] = info.name
+                    self._register(kind, info, item)
         self._collected = True
+
+    def _register(self, kind: str, info: PluginInfo, item: Any) -> None:
+        """One registered item, unless its name is malformed or taken (a warning naming the
+        plugin; the plugin's other items still load)."""
+        item_name = getattr(item, "name", None)
+        what = kind[:-1]
+        if not item_name:
+            self.warn(f"plugin {info.name!r} registered a {what} without a name; skipped")
+            return
+        problem = name_problem(item_name)
+        if problem:
+            # names become folders and arguments: `../../x` or `my méthod` must never get there
+            self.warn(f"plugin {info.name!r} registers {what} {ascii(item_name)}: {problem}; "
+                      "skipped")
+            return
+        if item_name in self._items[kind]:
+            first = self.plugins[self._owner[(kind, item_name)]]
+            if first.builtin and not info.builtin:
+                self.warn(f"plugin {info.name!r} registers {what} {item_name!r}, the name of a "
+                          f"built-in {what}; a plugin cannot take a built-in name, "
+                          "kept the built-in")
+            else:
+                self.warn(f"plugin {info.name!r} registers {what} {item_name!r}, already "
+                          f"registered by {first.name!r}; kept {first.name!r}'s")
+            return
+        self._items[kind][item_name] = item
+        self._owner[(kind, item_name)] = info.name
 
     def datasets(self) -> dict[str, Any]:
         self._collect()

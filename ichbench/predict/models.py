@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ichbench.errors import IchbenchError
+from ichbench.names import inside
 from ichbench.train import checkpoint as ckpt
 
 
@@ -107,12 +108,14 @@ def from_run(run_id: str, tracking_uri: str, folds: list[int] | None = None, cac
     children = tr.client.search_runs([run.info.experiment_id],
                                      filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}' and "
                                                    f"tags.`{TAG}kind` = 'fold' and attributes.status = 'FINISHED'")
-    dest = Path(cache or tempfile.mkdtemp(prefix="ichbench-predict-")) / parent_id
+    # ids and tags come from the tracking store: checked like names before they become folders
+    dest = inside(Path(cache or tempfile.mkdtemp(prefix="ichbench-predict-")), parent_id)
     models = []
     for child in children:
+        fold_dir = inside(dest, f"fold_{child.data.tags.get(f'{TAG}fold')}")
         try:
             local = tr.client.download_artifacts(child.info.run_id, f"checkpoints/{ckpt.MODEL_NAME}",
-                                                 str(dest / f"fold_{child.data.tags.get(f'{TAG}fold')}"))
+                                                 str(fold_dir))
         except Exception:  # noqa: BLE001 - a fold run without the file (older ichbench)
             continue
         models.append(_fold_model(Path(local)))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 
 def store_path(home: Path, dataset: str, role: str) -> Path:
-    return Path(home) / "stores" / dataset / f"{role}.zarr"
+    from ichbench.names import inside
+    return inside(home, "stores", dataset, f"{role}.zarr")
 
 
 def open_store(path: Path):
