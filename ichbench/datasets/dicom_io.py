@@ -2,8 +2,8 @@
 
 Every failure becomes an InputError naming the file (or the series folder), so readers can
 skip-and-report. `read_slice(path, pixels=False)` reads only the header, which is how readers
-choose and order series before paying for pixel decoding. `write_slice` writes the small
-synthetic CT slices that the tests and benchmarks need.
+choose and order series before paying for pixel decoding. (The tests write their synthetic CT
+slices with `tests/dicom_fixtures.py`.)
 """
 
 from __future__ import annotations
