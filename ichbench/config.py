@@ -77,6 +77,10 @@ class FinetuneConfig:
     # head is not transferred; None keeps PyTorch's default init (the paper profile). See the
     # smoke profile for why.
     head_prior: float | None = None
+    # Settings of a method that runs its own fine-tuning (API 2, `Method.finetune_fold`), merged
+    # from its `finetune_overrides(profile)`; empty for the shared recipe, and then left out of
+    # `to_dict` and the hashes, so the identities of runs made before it existed do not change.
+    params: dict = field(default_factory=dict)
 
 
 ICM_SOURCES = ("unet", "classical", "shipped")
@@ -140,7 +144,7 @@ class RunConfig:
                "pretrain_dataset": self.pretrain_dataset, "pretrain_role": self.pretrain_role,
                "model": _jsonable(dataclasses.asdict(self.model)),
                "pretrain": _jsonable(dataclasses.asdict(self.pretrain)),
-               "finetune": _jsonable(dataclasses.asdict(self.finetune)),
+               "finetune": finetune_dict(self.finetune),
                "pretrain_hash": self.hash()}
         if self.icm is not None:
             out["icm"] = _jsonable(dataclasses.asdict(self.icm))
@@ -169,11 +173,19 @@ class RunConfig:
         +ICM methods, which intracranial mask its predictions are multiplied by."""
         ident = {"method": self.method, "dataset": self.dataset,
                  "model": _jsonable(dataclasses.asdict(self.model)),
-                 "finetune": _jsonable(dataclasses.asdict(self.finetune)),
+                 "finetune": finetune_dict(self.finetune),
                  "pretrained": pretrained}
         if self.icm is not None:
             ident["icm"] = {"source": self.icm.source, "threshold": self.icm.threshold, "model": icm_model}
         return _sha(ident)
+
+
+def finetune_dict(fc: FinetuneConfig) -> dict:
+    """The fine-tuning settings as JSON; `params` only when a method set some."""
+    out = _jsonable(dataclasses.asdict(fc))
+    if not out["params"]:
+        del out["params"]
+    return out
 
 
 def _jsonable(obj):
@@ -537,6 +549,7 @@ def resolve(method, dataset: str, profile: str = "paper", overrides=(), pretrain
         _merge(cfg.icm, icm_settings, f"profile {profile!r}")
     if m.has_pretext:
         _merge(cfg.pretrain, m.pretrain_overrides(profile), f"method {m.name!r} pretrain_overrides")
+    _merge(cfg.finetune, m.finetune_overrides(profile), f"method {m.name!r} finetune_overrides")
     for item in overrides or ():
         apply_override(cfg, item)
     if cfg.icm is not None and cfg.icm.dataset is None:
