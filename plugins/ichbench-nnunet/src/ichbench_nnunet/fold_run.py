@@ -32,6 +32,7 @@ def job_for(fold, configuration: str, folders: NnUNetFolders, out: Path) -> dict
             "schedule": {"epochs": int(fc.epochs), "iterations": int(fc.steps_per_epoch or 250),
                          "val_iterations": int(p.get("val_iterations", 50)), "lr": float(fc.lr),
                          "weight_decay": float(fc.weight_decay), "batch_size": int(p.get("batch_size", 0))},
+            "augmentation_workers": int(p.get("augmentation_workers", -1)),
             "mirroring": bool(p.get("mirroring", True)), "tile_step_size": float(p.get("tile_step_size", 0.5)),
             "test": list(fold.test_ids), "images_ts": str(folders.dataset / "imagesTs"),
             "splits": read_splits(folders.splits), "out": str(out)}

@@ -30,12 +30,16 @@ PAPER = {"epochs": 1000, "steps_per_epoch": 250, "lr": 1e-2, "weight_decay": 3e-
                     "batch_size": 0,          # 0: the batch size nnU-Net plans
                     "mirroring": True,        # test-time mirroring when predicting (its default)
                     "tile_step_size": 0.5,    # sliding-window overlap when predicting (its default)
-                    "processes": 4}}          # processes for fingerprinting and preprocessing
+                    "processes": 4,           # processes for fingerprinting and preprocessing
+                    # background augmentation processes while training; -1: nnU-Net's own
+                    # choice (12 unless nnUNet_n_proc_DA says otherwise). A GPU needs them: in
+                    # the training process alone, augmentation is the bottleneck.
+                    "augmentation_workers": -1}}
 # A handful of iterations so that a fold plans, trains, predicts and is scored on two CPU cores
 # in about a minute: the result says nothing about nnU-Net, only that the path works.
 SMOKE = {"epochs": 2, "steps_per_epoch": 4, "lr": 1e-2, "weight_decay": 3e-5,
          "params": {"val_iterations": 1, "batch_size": 8, "mirroring": False,
-                    "tile_step_size": 0.5, "processes": 1}}
+                    "tile_step_size": 0.5, "processes": 1, "augmentation_workers": 0}}
 
 
 class NnUNet2D(Method):

@@ -104,8 +104,11 @@ def run(job_path: Path) -> None:
     t0 = time.time()
     _plan_and_preprocess(job["dataset_id"], job["configuration"], int(job["processes"]))
     t_plan = time.time()
-    # after planning: training draws its batches in this process, with no augmentation workers
-    os.environ["nnUNet_n_proc_DA"] = "0"
+    # Set after planning, which must not see it. 0: batches are augmented in this process (the
+    # smoke profile, on a CPU); -1: nnU-Net's own number of background workers (for a GPU).
+    workers = int(job["augmentation_workers"])
+    if workers >= 0:
+        os.environ["nnUNet_n_proc_DA"] = str(workers)
     splits = Path(os.environ["nnUNet_preprocessed"]) / job["dataset"] / "splits_final.json"
     if json.loads(splits.read_text()) != job["splits"]:
         raise RuntimeError(f"{splits}: changed after the export; it must be the ichbench fold")
