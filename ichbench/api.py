@@ -93,9 +93,10 @@ def require_api(version: int) -> None:
     warning and skips (or raises under ICHBENCH_STRICT_PLUGINS=1), instead of breaking later
     inside a training run. Version 1 plugins load under API 2, which only added names."""
     if int(version) not in COMPATIBLE:
-        raise IchbenchError(f"this plugin needs ichbench plugin API {version}, but ichbench {__version__} "
-                            f"provides API {API_VERSION} (compatible with {', '.join(map(str, COMPATIBLE))}); "
-                            "install a matching version of the plugin or of ichbench")
+        raise IchbenchError(f"this plugin needs ichbench plugin API {version}, but ichbench "
+                            f"{__version__} provides API {API_VERSION} (compatible with "
+                            f"{', '.join(map(str, COMPATIBLE))}); install a matching version of "
+                            "the plugin or of ichbench")
 
 
 def example_batch(n: int = 8, size: int = 64, seed: int = 0) -> dict:

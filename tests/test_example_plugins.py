@@ -68,7 +68,8 @@ def test_api_reexports_the_objects_builtins_use():
     assert api.API_VERSION == 2 and api.COMPATIBLE == (1, 2)
     api.require_api(1)   # API 2 only added names: plugins written for 1 (the examples) still load
     api.require_api(2)
-    with pytest.raises(api.IchbenchError, match="needs ichbench plugin API 3, but ichbench .* provides API 2"):
+    with pytest.raises(api.IchbenchError,
+                       match="needs ichbench plugin API 3, but ichbench .* provides API 2"):
         api.require_api(3)
 
 
@@ -204,7 +205,8 @@ WARNINGS = {
     "unknown": "plugin 'unknown' implements unknown hook 'register_method' (did you mean 'register_methods'?); plugin skipped",
     "wrongargs": "plugin 'wrongargs' implements register_methods(registry), but the hook is register_methods(register); plugin skipped",
     "broken": "plugin 'broken' (ichbench-bad) failed to import: ModuleNotFoundError: No module named 'ichbench_no_such_dependency'; skipped",
-    "oldapi": "plugin 'oldapi' (ichbench-bad) failed to import: IchbenchError: this plugin needs ichbench plugin API 3",
+    "oldapi": ("plugin 'oldapi' (ichbench-bad) failed to import: IchbenchError: "
+               "this plugin needs ichbench plugin API 3"),
     "raising": "plugin 'raising' raised in register_methods: KeyError: 'no weights'; skipped",
 }
 

@@ -17,6 +17,10 @@ from ichbench.store import open_store
 from ichbench.train.engine import finetune
 
 
+# unet_mixed / phantom / smoke's finetune_hash as ichbench computed it before API 2 existed
+BEFORE_API_2 = "d2a7e35170babb1ec4c7f6583b6b87cef4facec6c914aa2ac1ea51a61af021cd"
+
+
 class OwnLoop(api.Method):
     """Predicts with `rule(fold, volume)`; records the Fold it was handed."""
     name = "own_loop_test"
@@ -45,7 +49,8 @@ def truth_of(store_path):
     """The store's own masks per volume (an oracle, read past the Fold, for the scoring test)."""
     store = open_store(store_path)
     data = store.load(["masks", "volume"])
-    return {v["id"]: data["masks"][data["volume"] == i].astype(bool) for i, v in enumerate(store.volumes)}
+    return {v["id"]: data["masks"][data["volume"] == i].astype(bool)
+            for i, v in enumerate(store.volumes)}
 
 
 def run(method, store_path, tmp_path, fold=0):
@@ -63,7 +68,7 @@ def test_api_version_2_and_a_method_that_owns_its_fine_tuning():
     # the shared recipe's configs carry no `params`, so run identities made before API 2 hold
     plain = resolve("unet_mixed", "phantom", "smoke")
     assert "params" not in plain.to_dict()["finetune"]
-    assert plain.finetune_hash(None) == "d2a7e35170babb1ec4c7f6583b6b87cef4facec6c914aa2ac1ea51a61af021cd"
+    assert plain.finetune_hash(None) == BEFORE_API_2
 
 
 def test_fold_hands_over_training_masks_and_hides_test_masks(phantom_store, tmp_path):
@@ -97,27 +102,35 @@ def test_predictions_are_scored_like_the_shared_recipes(phantom_store, tmp_path)
     assert all(r["dice"] == 1.0 and r["fp"] == r["fn"] == 0 for r in oracle["volumes"])
     spacing = {v["id"]: v["spacing"] for v in open_store(phantom_store).volumes}
     for r in blank["volumes"]:
-        want = api.per_volume_row(r["volume_id"], np.zeros_like(truth[r["volume_id"]]), truth[r["volume_id"]],
-                                  spacing[r["volume_id"]], r["subtypes"], has_ich=r["has_ich"])
+        vid = r["volume_id"]
+        want = api.per_volume_row(vid, np.zeros_like(truth[vid]), truth[vid], spacing[vid],
+                                  r["subtypes"], has_ich=r["has_ich"])
         assert r == want
     assert blank["summary"] == api.summarize(blank["volumes"])
     saved = json.loads((tmp_path / "blank" / "fold_0" / "result.json").read_text())
     assert saved["summary"] == blank["summary"] and saved["split_hash"] == split["hash"]
     # the same keys as a result of the shared recipe, so the driver and the leaderboard take it
     for key in ("method", "fold", "k", "split_hash", "store_fingerprint", "train_volumes",
-                "test_volumes", "config", "finetune_hash", "history", "volumes", "summary", "model"):
+                "test_volumes", "config", "finetune_hash", "history", "volumes", "summary",
+                "model"):
         assert key in saved
 
 
+def each_test_volume(fold, make):
+    return {v.id: make(v) for v in fold.volumes(fold.test_ids)}
+
+
 @pytest.mark.parametrize("answer, message", [
-    (lambda f: api.FoldOutput(predictions={}), r"own_loop_test.finetune_fold: no prediction for test volumes"),
+    (lambda f: api.FoldOutput(predictions={}),
+     r"own_loop_test.finetune_fold: no prediction for test volumes"),
     (lambda f: api.FoldOutput(predictions={v: np.zeros((2, 64, 64), bool) for v in f.test_ids}),
      r"prediction for \S+ has shape \(2, 64, 64\), the volume is"),
-    (lambda f: api.FoldOutput(predictions={v.id: np.full(v.hu.shape, 0.7) for v in f.volumes(f.test_ids)}),
+    (lambda f: api.FoldOutput(predictions=each_test_volume(f, lambda v: np.full(v.hu.shape, 0.7))),
      "is not a binary mask"),
     (lambda f: {"predictions": {}}, "returned dict, expected an ichbench.api.FoldOutput"),
-    (lambda f: api.FoldOutput(predictions={v.id: np.zeros(v.hu.shape, bool) for v in f.volumes(f.test_ids)},
-                              model=f.work_dir / "missing.pt"), "names this model file, but it does not exist"),
+    (lambda f: api.FoldOutput(predictions=each_test_volume(f, lambda v: np.zeros(v.hu.shape, bool)),
+                              model=f.work_dir / "missing.pt"),
+     "names this model file, but it does not exist"),
 ])
 def test_a_malformed_answer_is_one_line_naming_the_method(phantom_store, tmp_path, answer, message):
     with pytest.raises(IchbenchError, match=message) as err:
@@ -128,9 +141,9 @@ def test_a_malformed_answer_is_one_line_naming_the_method(phantom_store, tmp_pat
 
 def test_fold_task_gives_the_fold_a_run_would(phantom_home, registry, tmp_path):
     m = OwnLoop(empty)
-    registry.add_plugin(type("P", (), {"register_methods": api.hookimpl(lambda register: register(m))}),
-                        "own-loop", distribution="test-own-loop", version="0.0")
+    hooks = type("P", (), {"register_methods": api.hookimpl(lambda register: register(m))})
+    registry.add_plugin(hooks, "own-loop", distribution="test-own-loop", version="0.0")
     fold = api.fold_task("own_loop_test", "phantom", 2, phantom_home, work_dir=tmp_path / "w")
-    split = split_for_store(open_store(phantom_home / "stores" / "phantom" / "segmentation.zarr"), 5)
+    split = split_for_store(open_store(api.store_path(phantom_home, "phantom", "segmentation")), 5)
     assert fold.split["hash"] == split["hash"] and fold.test_ids == split["folds"][2]["test"]
     assert fold.cfg.finetune.params == {"knob": 7} and fold.work_dir == tmp_path / "w"

@@ -96,8 +96,8 @@ class Fold:
         train, test = set(self.train_ids), set(self.test_ids)
         outside = [v for v in ids if v not in train and v not in test]
         if outside:
-            raise IchbenchError(f"{self.store_path}: volumes {outside[:3]} are not in fold {self.index} "
-                                "(neither its training nor its test volumes)")
+            raise IchbenchError(f"{self.store_path}: volumes {outside[:3]} are not in fold "
+                                f"{self.index} (neither its training nor its test volumes)")
         index = {v["id"]: v for v in arrays.volumes}
         scale = self.store_size / self.image_size   # the store's spacing is for its own grid
         for vid in ids:
@@ -108,7 +108,8 @@ class Fold:
             yield FoldVolume(
                 id=vid, hu=arrays.images[rows].numpy(), spacing=(z, y * scale, x * scale),
                 mask=arrays.masks[rows].numpy().astype(bool) if is_train else None,
-                subtypes=meta.get("subtypes"), has_ich=bool(meta.get("has_ich")) if is_train else None)
+                subtypes=meta.get("subtypes"),
+                has_ich=bool(meta.get("has_ich")) if is_train else None)
 
     def report_epoch(self, epoch: int, history: list[dict]) -> None:
         """Tell the run's progress display that `epoch` (1-based) finished; optional."""

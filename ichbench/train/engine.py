@@ -195,8 +195,8 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     m = _method(method)
     if m.owns_finetuning:   # plugin API 2: the method trains, ichbench scores (train.own_loop)
         from ichbench.train.own_loop import finetune_own
-        return finetune_own(m, store_path, split, fold, cfg, out_dir, pretrained, select_device(device),
-                            on_epoch)
+        return finetune_own(m, store_path, split, fold, cfg, out_dir, pretrained,
+                            select_device(device), on_epoch)
     out_dir = Path(out_dir)
     fc = cfg.finetune
     store = open_store(store_path)

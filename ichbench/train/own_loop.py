@@ -24,8 +24,8 @@ from ichbench.train import checkpoint as ckpt
 from ichbench.train.data import load_store, volume_rows
 
 
-def build_fold(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path, pretrained: Path | None,
-               device: torch.device, on_epoch=None) -> Fold:
+def build_fold(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path,
+               pretrained: Path | None, device: torch.device, on_epoch=None) -> Fold:
     """The `Fold` a method's `finetune_fold` gets: the checks and the training set of the shared
     recipe (store, fold, split, labeled fraction), the arrays at `finetune.image_size`."""
     from ichbench.splits import labeled_subset, train_ids
@@ -54,19 +54,23 @@ def build_fold(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path, 
                 device=device.type, image_size=fc.image_size, split=split,
                 store_fingerprint=store.fingerprint, store_path=Path(store_path),
                 store_size=int(store.attrs["settings"]["size"]),
-                pretrained=Path(pretrained) if pretrained else None, _arrays=arrays, _on_epoch=on_epoch)
+                pretrained=Path(pretrained) if pretrained else None, _arrays=arrays,
+                _on_epoch=on_epoch)
 
 
-def fold_task(method: str, dataset: str, fold: int, home: Path, *, profile: str = "smoke", overrides=(),
-              k: int | None = None, work_dir: Path | None = None, device: str = "cpu") -> Fold:
+def fold_task(method: str, dataset: str, fold: int, home: Path, *, profile: str = "smoke",
+              overrides=(), k: int | None = None, work_dir: Path | None = None,
+              device: str = "cpu") -> Fold:
     """The `Fold` that fold `fold` of `ichbench run --method METHOD --dataset DATASET --profile
     PROFILE [--k K] [--set ...]` hands to the method (same split, config and volumes), for
     testing a `finetune_fold` without Ray. `work_dir` defaults to the run's fold folder;
     `pretrained` is None (pretrain first to test a pretext method's fold)."""
     from ichbench.orchestrate.plan import plan_method
-    plan = plan_method(method, dataset, profile, Path(home), folds=[fold], k=k, overrides=list(overrides))
-    return build_fold(plan.method, plan.store.path, plan.split, fold, plan.cfg,
-                      Path(work_dir) if work_dir else plan.fold_dir(fold), None, torch.device(device))
+    plan = plan_method(method, dataset, profile, Path(home), folds=[fold], k=k,
+                       overrides=list(overrides))
+    work = Path(work_dir) if work_dir else plan.fold_dir(fold)
+    return build_fold(plan.method, plan.store.path, plan.split, fold, plan.cfg, work, None,
+                      torch.device(device))
 
 
 def finetune_own(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path,
@@ -76,7 +80,8 @@ def finetune_own(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path
     from ichbench.train.engine import write_json_atomic
 
     if m.has_pretext and pretrained is None:
-        raise IchbenchError(f"{m.name} fine-tunes from its pretraining: pass a pretrained checkpoint")
+        raise IchbenchError(f"{m.name} fine-tunes from its pretraining: "
+                            "pass a pretrained checkpoint")
     task = build_fold(m, store_path, split, fold, cfg, out_dir, pretrained, device, on_epoch)
     fc, arrays, test_ids, train = cfg.finetune, task._arrays, task.test_ids, task.train_ids
     t0 = time.perf_counter()
@@ -85,12 +90,14 @@ def finetune_own(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path
     if not isinstance(output, FoldOutput):
         raise IchbenchError(f"{m.name}.finetune_fold returned {type(output).__name__}, "
                             "expected an ichbench.api.FoldOutput")
-    rows = score_predictions(m.name, arrays, test_ids, output.predictions, task.store_size / fc.image_size)
+    rows = score_predictions(m.name, arrays, test_ids, output.predictions,
+                             task.store_size / fc.image_size)
     model = None
     if output.model is not None:
         path = Path(output.model)
         if not path.is_file():
-            raise IchbenchError(f"{path}: {m.name}.finetune_fold names this model file, but it does not exist")
+            raise IchbenchError(f"{path}: {m.name}.finetune_fold names this model file, "
+                                "but it does not exist")
         model = {"path": str(path), "sha256": ckpt.sha256_file(path)}
     identity = cfg.finetune_hash(None) + f":fold{fold}:{split.get('hash')}"
     result = {
@@ -127,12 +134,12 @@ def score_predictions(method: str, arrays, test_ids: list[str], predictions: dic
         truth = arrays.masks[rows].numpy().astype(bool)
         pred = np.asarray(predictions[vid])
         if pred.shape != truth.shape:
-            raise IchbenchError(f"{method}.finetune_fold: prediction for {vid} has shape {pred.shape}, "
-                                f"the volume is {truth.shape} on the fold's grid")
+            raise IchbenchError(f"{method}.finetune_fold: prediction for {vid} has shape "
+                                f"{pred.shape}, the volume is {truth.shape} on the fold's grid")
         if pred.dtype != bool:
             if pred.size and not np.isin(pred, (0, 1)).all():
-                raise IchbenchError(f"{method}.finetune_fold: prediction for {vid} is not a binary mask "
-                                    f"(values outside 0/1, dtype {pred.dtype})")
+                raise IchbenchError(f"{method}.finetune_fold: prediction for {vid} is not a "
+                                    f"binary mask (values outside 0/1, dtype {pred.dtype})")
             pred = pred.astype(bool)
         vol = index[vid]
         z, y, x = vol["spacing"]

@@ -39,7 +39,8 @@ def test_paper_profile_is_nnunets_defaults_whatever_the_dataset(dataset):
 
 
 def test_smoke_profile_is_a_handful_of_iterations_and_overridable(tmp_path):
-    cfg = resolve(NnUNet2D(), "phantom", "smoke", ["finetune.params.batch_size=4", "finetune.epochs=3"])
+    cfg = resolve(NnUNet2D(), "phantom", "smoke",
+                  ["finetune.params.batch_size=4", "finetune.epochs=3"])
     fc = cfg.finetune
     assert fc.epochs * fc.steps_per_epoch <= 12 and fc.image_size == 64
     assert fc.params["batch_size"] == 4

@@ -87,15 +87,17 @@ def export_fold(fold, folders: NnUNetFolders) -> dict:
     """Write the fold's raw dataset and split file; returns the manifest (also saved as
     `export.json` in the dataset folder): case lists, shapes and spacings."""
     ds = folders.dataset
-    manifest = {"dataset": DATASET_NAME, "fold": fold.index, "k": fold.k, "split_hash": fold.split_hash,
-                "store_fingerprint": fold.store_fingerprint, "image_size": fold.image_size,
+    manifest = {"dataset": DATASET_NAME, "fold": fold.index, "k": fold.k,
+                "split_hash": fold.split_hash, "store_fingerprint": fold.store_fingerprint,
+                "image_size": fold.image_size,
                 "train": list(fold.train_ids), "test": list(fold.test_ids), "volumes": {}}
     for vol in fold.volumes(list(fold.train_ids) + list(fold.test_ids)):
         is_train = vol.mask is not None
         write_volume(image_path(ds / ("imagesTr" if is_train else "imagesTs"), vol.id),
                      vol.hu.astype(np.int16), vol.spacing)
         if is_train:
-            write_volume(ds / "labelsTr" / f"{vol.id}{FILE_ENDING}", vol.mask.astype(np.uint8), vol.spacing)
+            write_volume(ds / "labelsTr" / f"{vol.id}{FILE_ENDING}", vol.mask.astype(np.uint8),
+                         vol.spacing)
         manifest["volumes"][vol.id] = {"shape": list(vol.hu.shape), "spacing": list(vol.spacing),
                                        "role": "train" if is_train else "test"}
     dataset_json = {"name": DATASET_NAME, "channel_names": {"0": "CT"}, "labels": dict(LABELS),
@@ -123,5 +125,6 @@ def read_splits(path: Path) -> list[dict]:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable nnU-Net split file ({exc})") from None
     if not (isinstance(splits, list) and len(splits) == 1 and set(splits[0]) == {"train", "val"}):
-        raise ValueError(f"{path}: expected exactly one split with 'train' and 'val' (the ichbench fold)")
+        raise ValueError(f"{path}: expected exactly one split with 'train' and 'val' "
+                         "(the ichbench fold)")
     return splits

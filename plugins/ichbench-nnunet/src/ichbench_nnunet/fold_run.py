@@ -31,9 +31,11 @@ def job_for(fold, configuration: str, folders: NnUNetFolders, out: Path) -> dict
             "threads": torch_threads(),
             "schedule": {"epochs": int(fc.epochs), "iterations": int(fc.steps_per_epoch or 250),
                          "val_iterations": int(p.get("val_iterations", 50)), "lr": float(fc.lr),
-                         "weight_decay": float(fc.weight_decay), "batch_size": int(p.get("batch_size", 0))},
+                         "weight_decay": float(fc.weight_decay),
+                         "batch_size": int(p.get("batch_size", 0))},
             "augmentation_workers": int(p.get("augmentation_workers", -1)),
-            "mirroring": bool(p.get("mirroring", True)), "tile_step_size": float(p.get("tile_step_size", 0.5)),
+            "mirroring": bool(p.get("mirroring", True)),
+            "tile_step_size": float(p.get("tile_step_size", 0.5)),
             "test": list(fold.test_ids), "images_ts": str(folders.dataset / "imagesTs"),
             "splits": read_splits(folders.splits), "out": str(out)}
 
@@ -72,8 +74,8 @@ def run_fold(fold, configuration: str = "2d") -> FoldOutput:
     log = Path(fold.work_dir) / LOG_NAME
     with open(log, "w") as fh:
         proc = subprocess.run([sys.executable, "-m", "ichbench_nnunet.runner", str(job_path)],
-                              env=nnunet_env(folders, job["processes"]), stdout=fh, stderr=subprocess.STDOUT,
-                              cwd=str(folders.root))
+                              env=nnunet_env(folders, job["processes"]), stdout=fh,
+                              stderr=subprocess.STDOUT, cwd=str(folders.root))
     if proc.returncode != 0:
         raise IchbenchError(f"{log}: nnU-Net failed on fold {fold.index} (exit {proc.returncode}): "
                             f"{_last_lines(log)}")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 
 def _plan_and_preprocess(dataset_id: int, configuration: str, processes: int) -> None:
-    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import (
+        ExperimentPlanner)
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset,
                                                                       plan_experiment_dataset,
                                                                       preprocess_dataset)
@@ -40,11 +41,10 @@ def _trainer(dataset: str, configuration: str, device, job: dict):
     base = Path(os.environ["nnUNet_preprocessed"]) / dataset
     plans = load_json(str(base / "nnUNetPlans.json"))
     plans["continue_training"] = False
+    dataset_json = load_json(str(base / "dataset.json"))
     trainer = nnUNetTrainerIchbench(plans=plans, configuration=configuration, fold=0,
-                                    dataset_json=load_json(str(base / "dataset.json")), device=device)
-    s = job["schedule"]
-    trainer.schedule(epochs=s["epochs"], iterations=s["iterations"], val_iterations=s["val_iterations"],
-                     lr=s["lr"], weight_decay=s["weight_decay"], batch_size=s["batch_size"])
+                                    dataset_json=dataset_json, device=device)
+    trainer.schedule(**job["schedule"])
     return trainer
 
 
@@ -76,15 +76,17 @@ def _predict(trainer, test_ids: list[str], images: Path, job: dict) -> dict:
                                 device=trainer.device, verbose=False, verbose_preprocessing=False,
                                 allow_tqdm=False)
     weights = {k: v.detach().cpu() for k, v in trainer.network.state_dict().items()}
-    predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager,
-                                    [weights], trainer.dataset_json, type(trainer).__name__,
+    predictor.manual_initialization(trainer.network, trainer.plans_manager,
+                                    trainer.configuration_manager, [weights], trainer.dataset_json,
+                                    type(trainer).__name__,
                                     trainer.inference_allowed_mirroring_axes)
     reader = SimpleITKIO()
     masks = {}
     with torch.no_grad():
         for case in test_ids:
             data, props = reader.read_images([str(images / f"{case}_0000.nii.gz")])
-            seg = predictor.predict_single_npy_array(data, {"spacing": props["spacing"]}, None, None, False)
+            seg = predictor.predict_single_npy_array(data, {"spacing": props["spacing"]}, None,
+                                                     None, False)
             masks[case] = (np.asarray(seg) == 1).astype(np.uint8)
     return masks
 
@@ -125,7 +127,8 @@ def run(job_path: Path) -> None:
                "spacing": [float(s) for s in trainer.configuration_manager.spacing],
                "network": trainer.configuration_manager.network_arch_class_name,
                "nnunetv2_version": version("nnunetv2"), "torch_version": torch.__version__,
-               "seconds": {"plan_preprocess": round(t_plan - t0, 1), "train": round(t_train - t_plan, 1),
+               "seconds": {"plan_preprocess": round(t_plan - t0, 1),
+                           "train": round(t_train - t_plan, 1),
                            "predict": round(time.time() - t_train, 1)}}
     (out / "outcome.json").write_text(json.dumps(outcome, indent=2))
 

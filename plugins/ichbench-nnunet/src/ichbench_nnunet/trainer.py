@@ -50,10 +50,12 @@ class nnUNetTrainerIchbench(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming con
     def history(self) -> list[dict]:
         """One dict per finished epoch, in ichbench's history format."""
         get = lambda key: list(self.logger.get_value(key, None) or [])  # noqa: E731
-        losses, val, lrs, ema = get("train_losses"), get("val_losses"), get("lrs"), get("ema_fg_dice")
+        losses, val = get("train_losses"), get("val_losses")
+        lrs, ema = get("lrs"), get("ema_fg_dice")
         out = []
         for i, loss in enumerate(losses):
-            rec = {"epoch": i + 1, "loss": float(loss), "lr": float(lrs[i]) if i < len(lrs) else None}
+            rec = {"epoch": i + 1, "loss": float(loss),
+                   "lr": float(lrs[i]) if i < len(lrs) else None}
             if i < len(val):
                 rec["val_loss"] = float(val[i])
             if i < len(ema):
