@@ -50,7 +50,8 @@ def test_smoke_fold_runs_on_cpu_logs_dice_and_matches_the_split(home, tmp_path):
     done = cli(home, *RUN, "--folds", "0")
     seconds = time.time() - t0
     assert done.returncode == 0, done.stderr[-3000:]
-    assert seconds < 170, f"the smoke fold took {seconds:.0f} s"
+    # about 2 min on two cores shared with other work (load 8); a guard, not a benchmark
+    assert seconds < 240, f"the smoke fold took {seconds:.0f} s"
 
     parents, folds = parent_and_folds(home)
     [parent], [fold] = parents, folds
@@ -86,6 +87,15 @@ def test_smoke_fold_runs_on_cpu_logs_dice_and_matches_the_split(home, tmp_path):
     assert [r["volume_id"] for r in result["volumes"]] == test
     assert result["own_finetuning"] and result["method_info"]["nnunetv2_version"].startswith("2.8.")
     assert Path(result["model"]["path"]).name == "checkpoint_final.pth"
+    # `ichbench predict` applies the shared recipe's U-Nets only, and says so in one line
+    assert tags["ichbench.own_finetuning"] == "true"
+    scan = raw / "imagesTs" / f"{test[0]}_0000.nii.gz"
+    applied = cli(home, "predict", "--run", parent.info.run_id, "--input", str(scan),
+                  "--output", str(tmp_path / "predicted"))
+    assert applied.returncode != 0 and "nnunet_2d, which fine-tunes by itself" in applied.stderr
+    said = [ln for ln in applied.stderr.splitlines()
+            if ln.strip() and not ln.startswith("Downloading artifacts")]   # MLflow's progress
+    assert len(said) == 1 and said[0].startswith("ichbench: error: "), applied.stderr
 
     # the entry: everything checks except that a fold-0 run is not a whole split, said in one line
     board = empty_leaderboard(tmp_path / "leaderboard")
