@@ -10,6 +10,9 @@ What a **method** provides (subclass `Method`, or `PretextMethod` for a per-prof
 `name`, `description`, `label_needs` (a `LabelNeeds`), `transfers` (U-Net part names, see
 `part_names`), optionally `init_from`, `icm`, `sampling`; for a pretext `pretrain_overrides(profile)`,
 `build_pretext(unet, cfg)` and `pretext_loss(model, batch, cfg, generator)`.
+A method may instead run its own fine-tuning (API 2): `finetune_overrides(profile)` and
+`finetune_fold(fold)`, which gets a `Fold` (its volumes as arrays with spacing, the config, a
+folder) and returns a `FoldOutput` (a mask per test volume) that ichbench scores itself.
 What a **dataset** provides (subclass `Dataset`): `name`, `roles`, `layout`, `source_url`,
 `licence`, `check_layout(source)` and `read(source, role, options, report)` yielding `Volume`s.
 Both are handed to ichbench by a `@hookimpl` of `register_methods(register)` or
@@ -22,12 +25,13 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ichbench import LABEL_ORDER, SUBTYPES, __version__
-from ichbench.config import PretrainConfig, RunConfig
+from ichbench.config import FinetuneConfig, PretrainConfig, RunConfig
 from ichbench.resolve import resolve
 from ichbench.datasets.base import (PRETRAINING, SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions,
                                     IngestReport, Volume, get_dataset)
 from ichbench.errors import IchbenchError, InputError, LayoutError, UnknownNameError
 from ichbench.methods.base import LabelNeeds, Method, PretextMethod, get_method
+from ichbench.methods.fold import Fold, FoldOutput, FoldVolume
 from ichbench.plugins.hookspecs import hookimpl
 from ichbench.plugins.manager import Registry, get_registry, reset_registry
 from ichbench.preprocess.window import WINDOW, window
@@ -39,10 +43,12 @@ from ichbench.store import open_store, store_path
 _LAZY = {
     "ichbench.datasets.dicom_io": ("DicomSlice", "read_slice", "stack_series"),
     "ichbench.datasets.nifti_io": ("load_ct", "load_mask", "NiftiVolume"),
+    "ichbench.evaluate.summary": ("per_volume_row", "summarize"),
     "ichbench.methods.nets.heads": ("PooledEncoderHead", "conv1x1_projector", "mlp", "scaled_widths"),
     "ichbench.models.unet": ("ConvBlock", "UNet", "expand_parts", "part_names", "part_state", "transfer_parts"),
     "ichbench.ingest": ("IngestResult", "ingest"),
     "ichbench.store.reader": ("SliceStore",),
+    "ichbench.orchestrate.plan": ("fold_task",),
     "ichbench.transforms": ("T_GLOBAL", "T_LOCAL", "ViewTransform", "contrastive_view", "gaussian_blur",
                                "random_affine", "random_brightness", "random_contrast", "random_gaussian_blur",
                                "random_resized_crop"),
@@ -53,10 +59,12 @@ _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 if TYPE_CHECKING:  # the same names, for type checkers and editors
     from ichbench.datasets.dicom_io import DicomSlice, read_slice, stack_series
     from ichbench.datasets.nifti_io import NiftiVolume, load_ct, load_mask
+    from ichbench.evaluate.summary import per_volume_row, summarize
     from ichbench.methods.nets.heads import PooledEncoderHead, conv1x1_projector, mlp, scaled_widths
     from ichbench.models.unet import ConvBlock, UNet, expand_parts, part_names, part_state, transfer_parts
     from ichbench.ingest import IngestResult, ingest
     from ichbench.store.reader import SliceStore
+    from ichbench.orchestrate.plan import fold_task
     from ichbench.transforms import (T_GLOBAL, T_LOCAL, ViewTransform, contrastive_view, gaussian_blur,
                                         random_affine, random_brightness, random_contrast, random_gaussian_blur,
                                         random_resized_crop)
@@ -72,18 +80,24 @@ def __getattr__(name: str):
     return value
 
 
-# Bumped only by an incompatible change to a name in __all__ (removed, renamed, or a changed
-# signature or meaning); additions keep it. See docs/plugins.md, "Versioning".
-API_VERSION = 1
+# The API version. 2 added a method's own fine-tuning (`Method.finetune_fold`, `Fold`,
+# `FoldVolume`, `FoldOutput`, `finetune_overrides`, `FinetuneConfig.params`) and the scoring
+# functions; everything of 1 keeps its meaning, so plugins written for 1 still load
+# (`COMPATIBLE`). See docs/plugins.md, "Versioning".
+API_VERSION = 2
+COMPATIBLE = (1, 2)    # the versions a plugin may require from this ichbench
 
 
 def require_api(version: int) -> None:
-    """Call at a plugin's import: a plugin written for another API version then fails to import
-    with one line that says why, which ichbench reports as a named warning and skips (or raises
-    under ICHBENCH_STRICT_PLUGINS=1), instead of breaking later inside a training run."""
-    if int(version) != API_VERSION:
-        raise IchbenchError(f"this plugin needs ichbench plugin API {version}, but ichbench {__version__} "
-                            f"provides API {API_VERSION}; install a matching version of the plugin or of ichbench")
+    """Call at a plugin's import: a plugin written for an API version this ichbench does not
+    provide then fails to import with one line that says why, which ichbench reports as a named
+    warning and skips (or raises under ICHBENCH_STRICT_PLUGINS=1), instead of breaking later
+    inside a training run. Version 1 plugins load under API 2, which only added names."""
+    if int(version) not in COMPATIBLE:
+        raise IchbenchError(f"this plugin needs ichbench plugin API {version}, but ichbench "
+                            f"{__version__} provides API {API_VERSION} (compatible with "
+                            f"{', '.join(map(str, COMPATIBLE))}); install a matching version of "
+                            "the plugin or of ichbench")
 
 
 def example_batch(n: int = 8, size: int = 64, seed: int = 0) -> dict:
@@ -117,13 +131,15 @@ def example_batch(n: int = 8, size: int = 64, seed: int = 0) -> dict:
 
 
 __all__ = [
-    "API_VERSION", "require_api", "example_batch", "__version__",
+    "API_VERSION", "COMPATIBLE", "require_api", "example_batch", "__version__",
     # plugin hooks, and the registry a plugin's tests can query (methods(), datasets(), owner())
     "hookimpl", "Registry", "get_registry", "reset_registry",
     # methods
     "Method", "PretextMethod", "LabelNeeds", "get_method",
     "PooledEncoderHead", "mlp", "conv1x1_projector", "scaled_widths",
-    "PretrainConfig", "RunConfig", "resolve",
+    "PretrainConfig", "FinetuneConfig", "RunConfig", "resolve",
+    # a method's own fine-tuning (API 2) and the scoring it is judged by
+    "Fold", "FoldVolume", "FoldOutput", "fold_task", "per_volume_row", "summarize",
     # the U-Net and its parts
     "UNet", "ConvBlock", "part_names", "expand_parts", "part_state", "transfer_parts",
     # losses and augmentation a pretext needs

@@ -79,6 +79,10 @@ class FinetuneConfig:
     # head is not transferred; None keeps PyTorch's default init (the paper profile). See the
     # smoke profile for why.
     head_prior: float | None = None
+    # Settings of a method that runs its own fine-tuning (API 2, `Method.finetune_fold`), merged
+    # from its `finetune_overrides(profile)`; empty for the shared recipe, and then left out of
+    # `to_dict` and the hashes, so the identities of runs made before it existed do not change.
+    params: dict = field(default_factory=dict)
 
 
 ICM_SOURCES = ("unet", "classical", "shipped")
@@ -142,7 +146,7 @@ class RunConfig:
                "pretrain_dataset": self.pretrain_dataset, "pretrain_role": self.pretrain_role,
                "model": _jsonable(dataclasses.asdict(self.model)),
                "pretrain": _jsonable(dataclasses.asdict(self.pretrain)),
-               "finetune": _jsonable(dataclasses.asdict(self.finetune)),
+               "finetune": finetune_dict(self.finetune),
                "pretrain_hash": self.hash()}
         if self.icm is not None:
             out["icm"] = _jsonable(dataclasses.asdict(self.icm))
@@ -171,11 +175,19 @@ class RunConfig:
         +ICM methods, which intracranial mask its predictions are multiplied by."""
         ident = {"method": self.method, "dataset": self.dataset,
                  "model": _jsonable(dataclasses.asdict(self.model)),
-                 "finetune": _jsonable(dataclasses.asdict(self.finetune)),
+                 "finetune": finetune_dict(self.finetune),
                  "pretrained": pretrained}
         if self.icm is not None:
             ident["icm"] = {"source": self.icm.source, "threshold": self.icm.threshold, "model": icm_model}
         return _sha(ident)
+
+
+def finetune_dict(fc: FinetuneConfig) -> dict:
+    """The fine-tuning settings as JSON; `params` only when a method set some."""
+    out = _jsonable(dataclasses.asdict(fc))
+    if not out["params"]:
+        del out["params"]
+    return out
 
 
 def _jsonable(obj):

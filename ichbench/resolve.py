@@ -37,6 +37,7 @@ def resolve(method: str | Method, dataset: str, profile: str = "paper", override
         merge_settings(cfg.icm, icm_settings, f"profile {profile!r}")
     if m.has_pretext:
         merge_settings(cfg.pretrain, m.pretrain_overrides(profile), f"method {m.name!r} pretrain_overrides")
+    merge_settings(cfg.finetune, m.finetune_overrides(profile), f"method {m.name!r} finetune_overrides")
     for item in overrides or ():
         apply_override(cfg, item)
     if cfg.icm is not None and cfg.icm.dataset is None:

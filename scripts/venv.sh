@@ -26,8 +26,13 @@ fi
 echo "venv: installing ichbench and its dependencies (Ray, MLflow, zarr, pydicom, ...);" \
      "the first time this takes a few minutes" >&2
 .venv/bin/python -m pip install -q -e '.[dev]'
-# the example third-party method plugins: their tests and a smoke run are part of the suite
-echo "venv: installing the example plugins (ichbench-vicreg, ichbench-mae)" >&2
-.venv/bin/python -m pip install -q -e plugins/ichbench-vicreg -e plugins/ichbench-mae
+# the third-party method plugins in plugins/: their tests and smoke runs are part of the suite.
+# ichbench-nnunet brings nnunetv2, which pulls torchvision through timm; left free, pip would
+# take the newest torchvision and with it a newer (CUDA) torch in place of the one installed
+# above. The installed torch is held as a constraint, so pip picks the torchvision made for it.
+echo "venv: installing the plugins (ichbench-vicreg, ichbench-mae, ichbench-nnunet with nnU-Net)" >&2
+.venv/bin/python -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > .venv/torch-pin.txt
+.venv/bin/python -m pip install -q -c .venv/torch-pin.txt \
+  -e plugins/ichbench-vicreg -e plugins/ichbench-mae -e plugins/ichbench-nnunet
 echo "$want" > "$STAMP"
 echo "venv: ready" >&2

@@ -65,10 +65,12 @@ def test_api_reexports_the_objects_builtins_use():
     missing = [n for n in api.__all__ if not hasattr(api, n)]
     assert not missing
     assert api.Method is Method and api.Dataset is Dataset and api.UNet is UNet and api.hookimpl is hookimpl
-    assert api.API_VERSION == 1
-    api.require_api(1)
-    with pytest.raises(api.IchbenchError, match="needs ichbench plugin API 2, but ichbench .* provides API 1"):
-        api.require_api(2)
+    assert api.API_VERSION == 2 and api.COMPATIBLE == (1, 2)
+    api.require_api(1)   # API 2 only added names: plugins written for 1 (the examples) still load
+    api.require_api(2)
+    with pytest.raises(api.IchbenchError,
+                       match="needs ichbench plugin API 3, but ichbench .* provides API 2"):
+        api.require_api(3)
 
 
 def test_example_batch_is_shaped_like_the_engines():
@@ -188,7 +190,7 @@ def register_methods(registry):
     pass
 """
 BROKEN_IMPORT = "import ichbench_no_such_dependency\n"
-OLD_API = "from ichbench.api import require_api\nrequire_api(2)\n"
+OLD_API = "from ichbench.api import require_api\nrequire_api(3)\n"   # a plugin for a newer ichbench
 RAISING = """
 from ichbench.api import hookimpl
 @hookimpl
@@ -204,7 +206,8 @@ WARNINGS = {
     "unknown": "plugin 'unknown' implements unknown hook 'register_method' (did you mean 'register_methods'?); plugin skipped",
     "wrongargs": "plugin 'wrongargs' implements register_methods(registry), but the hook is register_methods(register); plugin skipped",
     "broken": "plugin 'broken' (ichbench-bad) failed to import: ModuleNotFoundError: No module named 'ichbench_no_such_dependency'; skipped",
-    "oldapi": "plugin 'oldapi' (ichbench-bad) failed to import: IchbenchError: this plugin needs ichbench plugin API 2",
+    "oldapi": ("plugin 'oldapi' (ichbench-bad) failed to import: IchbenchError: "
+               "this plugin needs ichbench plugin API 3"),
     "raising": "plugin 'raising' raised in register_methods: KeyError: 'no weights'; skipped",
 }
 

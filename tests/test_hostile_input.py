@@ -67,7 +67,7 @@ ARGS = [
     (DRY + ["--set", "finetune.lr=0"], "finetune: need lr > 0"),
     (DRY + ["--set", "finetune.threshold=2"], "0 < threshold < 1"),
     (DRY + ["--set", "finetune.lr"], "--set expects key=value"),
-    (DRY + ["--set", "=1"], "unknown config key ''"),
+    (DRY + ["--set", "=1"], "--set expects key=value, got '=1'"),
     (DRY + ["--set", "no.such.key=1"], "unknown config key 'no.such.key'"),
     (DRY + ["--set", "pretrain_dataset=../../evil"],
      "pretrain_dataset '../../evil': not a valid name"),

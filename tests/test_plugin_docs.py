@@ -185,6 +185,12 @@ def test_the_docs_dataset_ingests_a_generated_folder(docs_packages, registry, ho
                + [f.name for f in dataclasses.fields(api.IngestOptions)] + ["skip", "warn", "skipped", "warnings"]),
     ("`Dataset`", [n for n in vars(api.Dataset) if not n.startswith("_")]),
     ("2. Write the method", ["forward", "features", "dims", "unet", "mlp"]),
+    ("8. A method that fine-tunes by itself",
+     [f.name for f in dataclasses.fields(api.Fold) if not f.name.startswith("_")]
+     + [f.name for f in dataclasses.fields(api.FoldVolume)]
+     + [f.name for f in dataclasses.fields(api.FoldOutput)]
+     + ["volumes", "report_epoch", "split_hash", "fold_task", "finetune_fold",
+        "finetune_overrides", "owns_finetuning"]),
     ("API reference", ["methods", "datasets", "owner", "plugins", "problems", "add_plugin"]
                       + [f.name for f in dataclasses.fields(__import__("ichbench.plugins.manager",
                                                                         fromlist=["PluginInfo"]).PluginInfo)]),

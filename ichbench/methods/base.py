@@ -4,7 +4,9 @@ A method is registered through the `register_methods` hook. It declares its labe
 paper's Table 2), which U-Net parts its pretraining hands over, its hyperparameters per profile,
 and — for pretext methods — how to build the pretext model around a U-Net and compute its loss on
 a batch. The engine (`ichbench.train`) owns loops, optimisers, checkpoints and devices; a method
-only says what is specific to it.
+only says what is specific to it. A method that wraps a whole framework (plugin API 2) replaces
+the fine-tuning of a fold instead (`finetune_fold`): it gets the fold's volumes and returns its
+predictions, which the engine scores exactly as it scores its own.
 """
 
 from __future__ import annotations
@@ -56,6 +58,25 @@ class Method:
         """Loss on one batch. batch: `images` (B,1,H,W) windowed to [0,1] on the device, `labels`
         (B,7) uint8. `generator` is a torch.Generator on the device for the method's randomness."""
         raise NotImplementedError
+
+    # -- fine-tuning (plugin API 2) ----------------------------------------------------------------
+    def finetune_overrides(self, profile: str) -> dict:
+        """FinetuneConfig settings that differ from the profile's, per profile (keys of
+        FinetuneConfig; the method's own settings under `params`). Default: none."""
+        return {}
+
+    def finetune_fold(self, fold):
+        """Replace ichbench's fine-tuning of one fold: train on `fold` (an `ichbench.api.Fold`:
+        its training volumes with masks, its test volumes without, the resolved config, a folder
+        to work in) and return an `ichbench.api.FoldOutput` holding a binary mask for every test
+        volume. The engine scores them as it scores the shared recipe's. Not overridden: the
+        shared recipe of the paper trains the fold."""
+        raise NotImplementedError
+
+    @property
+    def owns_finetuning(self) -> bool:
+        """True when the method overrides `finetune_fold` (its own training loop)."""
+        return type(self).finetune_fold is not Method.finetune_fold
 
     def describe(self) -> dict:
         return {"name": self.name, "description": self.description, "paper_section": self.paper_section,

@@ -13,6 +13,7 @@ from ichbench.datasets.base import SEGMENTATION, get_dataset
 from ichbench.errors import IchbenchError
 from ichbench.files import sha256_json
 from ichbench.methods.base import Method, get_method
+from ichbench.methods.fold import Fold
 from ichbench.names import inside
 from ichbench.splits import fold_count, save_split, split_for_store
 from ichbench.store import SliceStore, open_store, store_path
@@ -163,3 +164,20 @@ def expand_methods(spec: str) -> list[str]:
     for n in names:
         get_method(n)  # one-line error listing the known ones
     return names
+
+
+def fold_task(method: str, dataset: str, fold: int, home: Path, *, profile: str = "smoke",
+              overrides=(), k: int | None = None, work_dir: Path | None = None,
+              device: str = "cpu") -> Fold:
+    """The `Fold` that fold `fold` of `ichbench run --method METHOD --dataset DATASET --profile
+    PROFILE [--k K] [--set ...]` hands to the method (same split, config and volumes), for
+    testing a `finetune_fold` without Ray. `work_dir` defaults to the run's fold folder;
+    `pretrained` is None (pretrain first to test a pretext method's fold)."""
+    import torch
+
+    from ichbench.train.own_loop import build_fold
+    plan = plan_method(method, dataset, profile, Path(home), folds=[fold], k=k,
+                       overrides=list(overrides))
+    work = Path(work_dir) if work_dir else plan.fold_dir(fold)
+    return build_fold(plan.method, plan.store.path, plan.split, fold, plan.cfg, work, None,
+                      torch.device(device))

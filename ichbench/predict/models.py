@@ -119,6 +119,12 @@ def from_run(run_id: str, tracking_uri: str, folds: list[int] | None = None, cac
         except Exception:  # noqa: BLE001 - a fold run without the file (older ichbench)
             continue
         models.append(_fold_model(Path(local)))
+    if not models and run.data.tags.get(f"{TAG}own_finetuning") == "true":
+        method = run.data.tags.get(f"{TAG}method")
+        raise IchbenchError(f"run {parent_id} ({tracking_uri}) is of {method}, which fine-tunes by "
+                            "itself (plugin API 2): ichbench predict applies only the shared "
+                            "recipe's U-Nets; each fold's own model is named under `model` in its "
+                            "result.json")
     if not models:
         raise IchbenchError(f"run {parent_id} ({tracking_uri}) has no finished fold with a model.pt checkpoint "
                             "(runs made before ichbench logged fold models cannot be applied; rerun it)")

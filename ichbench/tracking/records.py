@@ -45,6 +45,8 @@ def base_tags(plan, owner, resources: dict) -> dict[str, str]:
         f"{TAG}pretrain_dataset": plan.cfg.pretrain_dataset, f"{TAG}pretrain_role": plan.cfg.pretrain_role,
         **({f"{TAG}icm_source": plan.cfg.icm.source} if plan.cfg.icm is not None else {}),
         **({f"{TAG}icm_model": plan.icm.key} if plan.icm is not None else {}),
+        # plugin API 2: the method trained its own model, which `ichbench predict` cannot apply
+        **({f"{TAG}own_finetuning": "true"} if plan.method.owns_finetuning else {}),
     }
 
 

@@ -195,7 +195,8 @@ def _load_pretrained_into(unet: UNet, method, path: Path, cfg) -> dict:
 
 def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Path, pretrained: Path | None = None,
              device=None, progress: bool = True, on_epoch=None, cavity=None) -> dict:
-    """Fine-tune a U-Net on the training volumes of `fold` and score the fold's test volumes.
+    """Fine-tune a U-Net on the training volumes of `fold` and score the fold's test volumes
+    (or, for a method with its own fine-tuning, have it predict them: `train.own_loop`).
 
     Writes `out_dir/result.json` (per-volume metrics, summary, history, the resolved config) and
     returns the same dict. The training state is checkpointed every epoch in `out_dir/state.pt`;
@@ -206,6 +207,10 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     from ichbench.store import open_store
 
     m = _method(method)
+    if m.owns_finetuning:   # plugin API 2: the method trains, ichbench scores (train.own_loop)
+        from ichbench.train.own_loop import finetune_own
+        return finetune_own(m, store_path, split, fold, cfg, out_dir, pretrained,
+                            select_device(device), on_epoch)
     out_dir = Path(out_dir)
     fc = cfg.finetune
     store = open_store(store_path)

@@ -1,0 +1,65 @@
+"""nnunet_2d: nnU-Net v2 (Isensee et al., Nature Methods 2021) as an ichbench method.
+
+nnU-Net is not a pretext: it replaces the whole fine-tuning of a fold (plugin API 2,
+`finetune_fold`). For each fold it plans and preprocesses the fold's training volumes, trains
+its own 2d U-Net with its own recipe, and predicts the fold's test volumes; ichbench scores the
+predictions exactly as it scores the paper's methods.
+
+Only the 2d configuration is offered. nnU-Net's 3d_fullres needs slices thin enough for 3-D
+convolutions to see structure across them: the phantom and Hssayeni have 5 mm slices (about 15
+times their in-plane spacing), and Seg-CQ500 mixes 41 volumes of 0.625 mm with 10 of 3-5 mm, so
+a 3d_fullres plan for it is dominated by a resampling of a fifth of its volumes by up to 8 times
+along z. See the README, "Why no nnunet_3d_fullres".
+
+This module imports no torch and no nnU-Net: `ichbench methods` imports every plugin to list
+it. The nnU-Net side runs in `fold_run` (in the fold's Ray worker) and `runner` (a subprocess).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ichbench.api import LabelNeeds, Method, UnknownNameError
+
+# nnU-Net's nnUNetTrainer defaults (nnunetv2 2.8): 1000 epochs of 250 training and 50 validation
+# iterations, SGD (Nesterov, momentum 0.99) from lr 1e-2 with a poly schedule, weight decay 3e-5,
+# the batch size of its plan. `finetune.epochs`, `steps_per_epoch`, `lr` and `weight_decay` carry
+# them, so `--set finetune.epochs=250` works as for every method; the rest is in `params`.
+PAPER = {"epochs": 1000, "steps_per_epoch": 250, "lr": 1e-2, "weight_decay": 3e-5,
+         "params": {"val_iterations": 50,     # nnU-Net's online validation batches per epoch
+                    "batch_size": 0,          # 0: the batch size nnU-Net plans
+                    "mirroring": True,        # test-time mirroring when predicting (its default)
+                    "tile_step_size": 0.5,    # sliding-window overlap when predicting (its default)
+                    "processes": 4,           # processes for fingerprinting and preprocessing
+                    # background augmentation processes while training; -1: nnU-Net's own
+                    # choice (12 unless nnUNet_n_proc_DA says otherwise). A GPU needs them: in
+                    # the training process alone, augmentation is the bottleneck.
+                    "augmentation_workers": -1}}
+# A handful of iterations so that a fold plans, trains, predicts and is scored on two CPU cores
+# in about a minute: the result says nothing about nnU-Net, only that the path works.
+SMOKE = {"epochs": 2, "steps_per_epoch": 4, "lr": 1e-2, "weight_decay": 3e-5,
+         "params": {"val_iterations": 1, "batch_size": 8, "mirroring": False,
+                    "tile_step_size": 0.5, "processes": 1, "augmentation_workers": 0}}
+
+
+class NnUNet2D(Method):
+    name = "nnunet_2d"
+    description = ("nnU-Net v2, 2d configuration: planned, preprocessed and trained by nnU-Net on "
+                   "each fold's training volumes; no pretraining")
+    paper_section = "Isensee et al. 2021 (reference row, not one of the paper's methods)"
+    label_needs = LabelNeeds(segmentation=True)
+    transfers = ()
+    configuration = "2d"
+    profiles = {"paper": PAPER, "smoke": SMOKE}
+
+    def finetune_overrides(self, profile: str) -> dict:
+        if profile not in self.profiles:
+            raise UnknownNameError("profile", profile, self.profiles)
+        return copy.deepcopy(self.profiles[profile])
+
+    def finetune_fold(self, fold):
+        from ichbench_nnunet.fold_run import run_fold
+        return run_fold(fold, self.configuration)
+
+
+METHODS = [NnUNet2D()]

@@ -1,0 +1,134 @@
+"""`ichbench run --method nnunet_2d --dataset phantom --profile smoke --folds 0` as a user types
+it: a real local Ray cluster, nnU-Net in a subprocess of the fold's worker, MLflow in SQLite;
+then what `ichbench leaderboard submit` says of the run. The full five-fold run whose entry is
+accepted takes several minutes on two CPU cores: it runs with ICHBENCH_SLOW=1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ICHBENCH = str(Path(sys.executable).with_name("ichbench"))
+RUN = ["run", "--method", "nnunet_2d", "--dataset", "phantom", "--profile", "smoke"]
+SPLIT_SEED = 20230725   # ichbench's canonical split seed (canonical.json must name it)
+
+
+def cli(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ICHBENCH_HOME": str(home), "ICHBENCH_LOAD_PLUGINS": "ichbench-nnunet",
+           "ICHBENCH_STRICT_PLUGINS": "1", "COLUMNS": "100"}
+    env = {k: v for k, v in env.items() if not k.startswith("nnUNet_")}   # never needed from a user
+    return subprocess.run([ICHBENCH, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def parent_and_folds(home: Path):
+    import mlflow
+    mlflow.set_tracking_uri(f"sqlite:///{home.resolve() / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ichbench/phantom"], output_format="list")
+    parents = [r for r in runs if r.data.tags.get("ichbench.kind") == "parent"]
+    folds = [r for r in runs if r.data.tags.get("ichbench.kind") == "fold"]
+    return parents, folds
+
+
+def empty_leaderboard(root: Path) -> Path:
+    """A leaderboard folder of its own: canonical.json without any dataset yet."""
+    root.mkdir(parents=True)
+    (root / "canonical.json").write_text(json.dumps(
+        {"schema_version": 1, "about": "test", "seed": SPLIT_SEED, "datasets": {}}))
+    return root
+
+
+def test_smoke_fold_runs_on_cpu_logs_dice_and_matches_the_split(home, tmp_path):
+    t0 = time.time()
+    done = cli(home, *RUN, "--folds", "0")
+    seconds = time.time() - t0
+    assert done.returncode == 0, done.stderr[-3000:]
+    # about 2 min on two cores shared with other work (load 8); a guard, not a benchmark
+    assert seconds < 240, f"the smoke fold took {seconds:.0f} s"
+
+    parents, folds = parent_and_folds(home)
+    [parent], [fold] = parents, folds
+    assert parent.info.status == fold.info.status == "FINISHED"
+    tags = parent.data.tags
+    assert tags["ichbench.method"] == "nnunet_2d"
+    assert tags["ichbench.plugin_dist"] == "ichbench-nnunet"
+    assert tags["ichbench.folds"] == "0" and fold.data.tags["ichbench.fold"] == "0"
+    for run in (parent, fold):
+        dice = run.data.metrics["dice_all_mean"]
+        assert 0.0 <= dice <= 1.0
+    assert parent.data.metrics["n_all"] == 4
+    # nnU-Net's own epochs are the fold's curve: the smoke profile's two
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{home.resolve() / 'mlflow.db'}")
+    assert [m.step for m in client.get_metric_history(fold.info.run_id, "loss")] == [1, 2]
+    assert parent.data.params["finetune.epochs"] == "2"
+
+    # nnU-Net trained and predicted exactly ichbench's fold 0
+    split = json.loads(Path(client.download_artifacts(parent.info.run_id, "split.json",
+                                                      str(tmp_path))).read_text())
+    test = split["folds"][0]["test"]
+    train = sorted(v for f in split["folds"][1:] for v in f["test"])
+    [fold_dir] = (home / "runs" / "phantom" / "nnunet_2d").glob("smoke-*/fold_0")
+    nn = fold_dir / "nnunet"
+    splits_final = nn / "preprocessed" / "Dataset501_ichbench" / "splits_final.json"
+    splits = json.loads(splits_final.read_text())
+    assert splits == [{"train": train, "val": train}]
+    raw = nn / "raw" / "Dataset501_ichbench"
+    assert sorted(p.name[:-12] for p in (raw / "imagesTs").glob("*_0000.nii.gz")) == sorted(test)
+    assert sorted(p.name[:-7] for p in (raw / "labelsTr").glob("*.nii.gz")) == train
+    result = json.loads((fold_dir / "result.json").read_text())
+    assert [r["volume_id"] for r in result["volumes"]] == test
+    assert result["own_finetuning"] and result["method_info"]["nnunetv2_version"].startswith("2.8.")
+    assert Path(result["model"]["path"]).name == "checkpoint_final.pth"
+    # `ichbench predict` applies the shared recipe's U-Nets only, and says so in one line
+    assert tags["ichbench.own_finetuning"] == "true"
+    scan = raw / "imagesTs" / f"{test[0]}_0000.nii.gz"
+    applied = cli(home, "predict", "--run", parent.info.run_id, "--input", str(scan),
+                  "--output", str(tmp_path / "predicted"))
+    assert applied.returncode != 0 and "nnunet_2d, which fine-tunes by itself" in applied.stderr
+    said = [ln for ln in applied.stderr.splitlines()
+            if ln.strip() and not ln.startswith("Downloading artifacts")]   # MLflow's progress
+    assert len(said) == 1 and said[0].startswith("ichbench: error: "), applied.stderr
+
+    # the entry: everything checks except that a fold-0 run is not a whole split, said in one line
+    board = empty_leaderboard(tmp_path / "leaderboard")
+    recorded = cli(home, "leaderboard", "canonical", "record", "--dataset", "phantom",
+                   "--root", str(board))
+    assert recorded.returncode == 0, recorded.stderr
+    refused = cli(home, "leaderboard", "submit", "--method", "nnunet_2d", "--dataset", "phantom",
+                  "--root", str(board))
+    assert refused.returncode == 1
+    rejects = [ln for ln in refused.stderr.splitlines() if ln.startswith("REJECT ")]
+    assert len(rejects) == 1, refused.stderr         # one problem, and no other
+    missing = "run covers folds 0 of k = 5; missing 1, 2, 3, 4"
+    assert rejects[0].startswith(f"REJECT MLflow run {parent.info.run_id}: {missing}")
+    assert not (board / "entries").exists() or not list((board / "entries").rglob("*.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("ICHBENCH_SLOW") != "1",
+                    reason="five nnU-Net folds take minutes on CPU: set ICHBENCH_SLOW=1")
+def test_all_folds_give_an_entry_that_validates(home, tmp_path):
+    done = cli(home, *RUN, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    board = empty_leaderboard(tmp_path / "leaderboard")
+    assert cli(home, "leaderboard", "canonical", "record", "--dataset", "phantom",
+               "--root", str(board)).returncode == 0
+    schema = Path(__file__).resolve().parents[3] / "leaderboard" / "schema"
+    shutil.copytree(schema, board / "schema")
+    submitted = cli(home, "leaderboard", "submit", "--method", "nnunet_2d", "--dataset", "phantom",
+                    "--root", str(board), "--code-url", "https://example.org/ichbench-nnunet")
+    assert submitted.returncode == 0, submitted.stderr
+    [entry_path] = (board / "entries" / "phantom").glob("nnunet_2d--*.json")
+    entry = json.loads(entry_path.read_text())
+    assert entry["plugin"]["distribution"] == "ichbench-nnunet"
+    assert len(entry["per_volume"]) == 20
+    checked = cli(home, "leaderboard", "validate", str(entry_path), "--root", str(board))
+    assert checked.returncode == 0, checked.stderr
