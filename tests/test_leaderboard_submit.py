@@ -16,7 +16,7 @@ from ichbench.leaderboard.entries import rescore
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.validate import validate
 from ichbench.splits import make_split
-from tests.test_leaderboard_support import copy_folder, counts_for, flags_of, phantom_store
+from tests.test_leaderboard_support import copy_folder, counts_for, fake_folds, flags_of, phantom_store
 
 runner = CliRunner()
 
@@ -47,6 +47,8 @@ def _log_run(uri, exp_id, flags, fingerprint, *, method="multilabel_dl", seed=0,
         mlflow.log_dict({"finetune": {"epochs": 1, "lr": 1e-3}, "data": {"labeled_fraction": 1.0}}, "config.json")
         mlflow.log_dict(split, "split.json")
         mlflow.log_dict(summary, "summary.json")
+        mlflow.log_dict(fake_folds("run", 3) if folds is None else [f for f in fake_folds("run", 3) if f["fold"] in folds],
+                        "folds.json")
     if status != "FINISHED":
         mlflow.MlflowClient(uri).set_terminated(run.info.run_id, status)
     time.sleep(0.01)  # distinct start times for "latest"

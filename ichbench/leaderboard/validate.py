@@ -19,7 +19,8 @@ from pathlib import Path
 from ichbench import SUBTYPES
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
-from ichbench.leaderboard.entries import filename, rescore, row_has_ich, summary_differences
+from ichbench.leaderboard.claims import claim_problems
+from ichbench.leaderboard.entries import filename, numbers_key, rescore, row_has_ich, summary_differences
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.published import check_published
@@ -105,9 +106,14 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     if problems:
         return problems[:5] + ([f"schema: {len(problems) - 5} more problems"] if len(problems) > 5 else [])
     out = identifier_problems(entry)
+    out += claim_problems(entry)
     ds = entry["dataset"]["name"]
     k = entry["split"]["k"]
     rows = entry["per_volume"]
+    listed = sorted(f["fold"] for f in entry.get("folds", ()))
+    if "folds" in entry and listed != list(range(k)):
+        out.append(f"folds lists digests for folds {_few(listed)}; an entry with k = {k} needs each of "
+                   f"0..{k - 1} once")
     if location is not None:
         want = Path("entries") / ds / filename(entry)
         if Path(location) != want:
@@ -229,8 +235,10 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
     else:
         targets = [Path(p) for p in only]
 
-    # Other entries in the folder, for the one-entry-per-run check when validating only some.
+    # Other entries in the folder, for the one-entry-per-run and duplicate checks when validating
+    # only some.
     run_owner: dict[str, str] = {}
+    others: dict[str, dict] = {}
     if not whole:
         chosen = {p.resolve() for p in targets}
         for path in folder.entry_files():
@@ -239,6 +247,7 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
             try:
                 other = read_json(path, shown=folder.rel(path))
                 run_owner.setdefault(str(other.get("mlflow_run_id")), folder.rel(path))
+                others[folder.rel(path)] = other
             except (IchbenchError, AttributeError):
                 continue
 
@@ -261,6 +270,7 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
         run_owner[run] = shown
         report.accepted.append(shown)
         report.entries[shown] = entry
+    _reject_duplicate_numbers(report, others)
 
     for name in sorted(data["datasets"]):
         left = canon.expectation(data, name).left_out()
@@ -269,6 +279,39 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
                                 f"{'; '.join(left)}. Record it from a real ingest with "
                                 f"`ichbench leaderboard canonical record --dataset {name}`.")
     return report
+
+
+def _numbers_of(entry) -> str | None:
+    try:
+        return numbers_key(entry)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def duplicate_problem(entry: dict, shown: str, candidates: dict[str, dict]) -> str | None:
+    """The same per-volume numbers under another MLflow run id, in an entry dated earlier (then
+    listed earlier) than this one: one line naming that earlier entry; None when there is none."""
+    key = numbers_key(entry)
+    mine = (str(entry.get("date")), shown)
+    earlier = sorted((str(o.get("date")), where) for where, o in candidates.items()
+                     if where != shown and isinstance(o, dict) and o.get("mlflow_run_id") != entry["mlflow_run_id"]
+                     and _numbers_of(o) == key and (str(o.get("date")), where) < mine)
+    if not earlier:
+        return None
+    date, where = earlier[0]
+    run = candidates[where].get("mlflow_run_id")
+    return (f"duplicate: the same per-volume counts as {where} (MLflow run {run}, {date}), submitted under "
+            f"another run id")
+
+
+def _reject_duplicate_numbers(report: Report, others: dict[str, dict]) -> None:
+    candidates = {**others, **report.entries}
+    for shown in list(report.entries):
+        problem = duplicate_problem(report.entries[shown], shown, candidates)
+        if problem:
+            report.accepted.remove(shown)
+            del report.entries[shown]
+            report.reject(shown, problem)
 
 
 def _all_entry_files(folder: Folder, report: Report) -> list[Path]:
