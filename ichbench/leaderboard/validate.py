@@ -24,6 +24,7 @@ from ichbench.leaderboard.entries import filename, numbers_key, rescore, row_has
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.published import check_published
+from ichbench.leaderboard.reproductions import SUFFIX, entry_of, is_record_file, record_problems
 from ichbench.leaderboard.schema import ENTRY_SCHEMA, entry_problems
 from ichbench.splits import SPLIT_SEED, make_split, split_hash
 
@@ -51,6 +52,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
     entries: dict[str, dict] = field(default_factory=dict)  # shown path -> entry, accepted ones
+    reproductions: dict[str, list] = field(default_factory=dict)  # shown entry path -> its valid records
 
     @property
     def ok(self) -> bool:
@@ -234,6 +236,10 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
         targets = _all_entry_files(folder, report)
     else:
         targets = [Path(p) for p in only]
+    records = [p for p in targets if is_record_file(p)]
+    targets = [p for p in targets if not is_record_file(p)]
+    # a record is checked against its entry: validate that too
+    targets += [entry_of(p) for p in records if entry_of(p).exists() and entry_of(p) not in targets]
 
     # Other entries in the folder, for the one-entry-per-run and duplicate checks when validating
     # only some.
@@ -271,6 +277,7 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
         report.accepted.append(shown)
         report.entries[shown] = entry
     _reject_duplicate_numbers(report, others)
+    _check_records(folder, report, records, whole)
 
     for name in sorted(data["datasets"]):
         left = canon.expectation(data, name).left_out()
@@ -314,6 +321,29 @@ def _reject_duplicate_numbers(report: Report, others: dict[str, dict]) -> None:
             report.reject(shown, problem)
 
 
+def _check_records(folder: Folder, report: Report, records: list[Path], whole: bool) -> None:
+    """Reproduction records beside accepted entries (every entry's, when validating the folder)."""
+    if whole and folder.entries_dir.is_dir():
+        records = sorted(folder.entries_dir.glob(f"*/*{SUFFIX}"))
+    for path in records:
+        shown = folder.rel(path)
+        entry_shown = folder.rel(entry_of(path))
+        entry = report.entries.get(entry_shown)
+        if entry is None:
+            if not entry_of(path).exists():
+                report.reject(shown, f"reproduction records of {entry_of(path).name}, which does not exist")
+            continue   # else its entry is rejected, which says why
+        data = _load_entry(path, shown, report)
+        if data is None:
+            continue
+        problems = record_problems(data, entry, entry_of(path).name)
+        if problems:
+            report.reject(shown, problems)
+            continue
+        report.accepted.append(shown)
+        report.reproductions[entry_shown] = data["records"]
+
+
 def _all_entry_files(folder: Folder, report: Report) -> list[Path]:
     out = []
     if not folder.entries_dir.is_dir():
@@ -322,6 +352,8 @@ def _all_entry_files(folder: Folder, report: Report) -> list[Path]:
         if not path.is_file() or path.name.startswith("."):
             continue
         rel = path.relative_to(folder.entries_dir)
+        if len(rel.parts) == 2 and is_record_file(path):
+            continue   # reproduction records: checked with their entry
         if len(rel.parts) != 2 or path.suffix != ".json":
             report.reject(folder.rel(path), "not an entry: entries are entries/<dataset>/<method>--<run id>.json")
             continue

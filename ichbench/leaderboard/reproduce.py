@@ -1,0 +1,208 @@
+"""`ichbench leaderboard reproduce ENTRY`: re-run an entry's recorded config and compare.
+
+The entry's config is rebuilt (`recorded_config`), planned on this workspace's store of the same
+dataset (its fingerprint must be the entry's, and so then is the split) and run by the same driver
+as `ichbench run`, pretraining included, in a folder of its own (`$ICHBENCH_HOME/reproductions/`,
+tracked in `reproductions/mlflow.db`) so that nothing of an earlier `ichbench run` is reused.
+Every re-scored volume's Dice is compared with the Dice of the entry's counts: each within
+`TOLERANCE["volume"]`, their mean within `TOLERANCE["mean"]` (docs/leaderboard.md says how these
+were measured). The comparison is appended to the records beside the entry, pass or fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import getpass
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from ichbench import __version__
+from ichbench.errors import IchbenchError
+from ichbench.leaderboard import canonical as canon
+from ichbench.leaderboard import reproductions
+from ichbench.leaderboard.entries import ratios
+from ichbench.leaderboard.jsonio import read_json
+from ichbench.leaderboard.paths import Folder
+from ichbench.leaderboard.recorded_config import ConfigNotRebuilt, rebuild
+from ichbench.leaderboard.reproductions import TOLERANCE
+from ichbench.leaderboard.validate import check_entry
+
+console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class NotReproduced(IchbenchError):
+    """The entry could not be re-run here (one line naming the entry file)."""
+
+
+@dataclass
+class Reproduction:
+    record: dict
+    path: Path      # the records file beside the entry
+
+    @property
+    def passed(self) -> bool:
+        return self.record["passed"]
+
+
+def who() -> str:
+    """The reproducer: git's user.name <user.email>, else $USER."""
+    def git(key: str) -> str:
+        try:
+            out = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+    name, email = git("user.name"), git("user.email")
+    if name:
+        return f"{name} <{email}>" if email else name
+    try:
+        return os.environ.get("USER") or getpass.getuser() or "unknown"
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _location(folder: Folder, path: Path) -> Path | None:
+    try:
+        return path.resolve().relative_to(folder.root.resolve())
+    except ValueError:
+        return None   # a copy outside the leaderboard folder: checked, but not for its place
+
+
+def _same_dist(a: str | None, b: str | None) -> bool:
+    def norm(s):
+        return (s or "").lower().replace("_", "-").replace(".", "-")
+    return norm(a) == norm(b)
+
+
+def prepare(entry_path: Path, folder: Folder, home: Path, folds: list[int] | None = None):
+    """Everything refused before any training: (entry, plan, folds, filled config keys)."""
+    from ichbench.methods.base import get_method
+    from ichbench.orchestrate.plan import plan_config
+    from ichbench.plugins import get_registry
+
+    entry_path = Path(entry_path)
+    shown = folder.rel(entry_path)
+
+    def refuse(why: str):
+        raise NotReproduced(f"{shown}: not reproduced: {why}")
+
+    entry = read_json(entry_path, shown=shown)
+    if not isinstance(entry, dict):
+        refuse("an entry is a JSON object")
+    data = canon.load(folder)
+    name = entry.get("dataset", {}).get("name") if isinstance(entry.get("dataset"), dict) else None
+    problems = check_entry(entry, canon.expectation(data, str(name)), _location(folder, entry_path))
+    if problems:
+        refuse(f"it does not validate: {problems[0]}")
+    method, k = entry["method"], entry["split"]["k"]
+    try:
+        m = get_method(method)
+    except IchbenchError:
+        dist = entry["plugin"]["distribution"] or "its plugin"
+        refuse(f"method {method!r} is not installed here (install {dist} {entry['plugin']['version'] or ''})".strip())
+    owner = get_registry().owner("methods", method)
+    if not _same_dist(owner.distribution, entry["plugin"]["distribution"]):
+        refuse(f"method {method!r} comes from {owner.distribution} here, but the entry's from "
+               f"{entry['plugin']['distribution']}")
+    filled: list[str] = []
+    try:
+        cfg = rebuild(entry["config"], filled)
+    except ConfigNotRebuilt as exc:
+        refuse(str(exc))
+    for key, want in (("method", method), ("dataset", name), ("profile", entry["profile"])):
+        if getattr(cfg, key) != want:
+            refuse(f"its config says {key} {getattr(cfg, key)!r}, the entry {want!r}")
+    chosen = sorted(set(folds)) if folds else list(range(k))
+    bad = [f for f in chosen if not 0 <= f < k]
+    if bad:
+        refuse(f"--folds {', '.join(map(str, bad))} out of range for k = {k} (0..{k - 1})")
+    plan = plan_config(m, cfg, home, folds=chosen, k=k, pretrain_chosen=True)
+    if plan.store.fingerprint != entry["dataset"]["fingerprint"]:
+        refuse(f"the {name} store here ({plan.store.path}, fingerprint {plan.store.fingerprint[:12]}…) is not "
+               f"the one the entry was scored on (fingerprint {entry['dataset']['fingerprint'][:12]}…)")
+    if plan.split["hash"] != entry["split"]["hash"]:
+        refuse(f"the {name} split for k = {k} here ({plan.split['hash'][:12]}…) is not the entry's "
+               f"({entry['split']['hash'][:12]}…)")
+    return entry, _own_folders(plan, home, entry), chosen, filled, owner
+
+
+def _own_folders(plan, home: Path, entry: dict):
+    """The plan, with every cache slot moved under reproductions/: nothing an earlier `ichbench
+    run` left is reused (an earlier reproduction of the same entry is: rerunning resumes it)."""
+    root = Path(home) / "reproductions" / entry["dataset"]["name"] / \
+        f"{entry['method']}--{entry['mlflow_run_id'][:8]}"
+    changes = {"run_dir": root / f"{plan.cfg.profile}-{plan.run_key[:12]}"}
+    if plan.pretrain_dir is not None:
+        changes["pretrain_dir"] = root / "pretrained" / plan.pretrain_dir.name
+    if plan.icm is not None:
+        changes["icm"] = dataclasses.replace(plan.icm, dir=root / "icm" / plan.icm.dir.name)
+    return dataclasses.replace(plan, **changes)
+
+
+def compare(entry: dict, rows: list[dict], folds: list[int], tolerance: dict) -> tuple[list[dict], float, list[str]]:
+    """Per-volume Dice of the entry's counts against the re-run's, over the chosen folds."""
+    again = {str(r["volume_id"]): r for r in rows}
+    volumes, missing = [], []
+    for r in sorted(entry["per_volume"], key=lambda r: r["volume_id"]):
+        if r["fold"] not in folds:
+            continue
+        if r["volume_id"] not in again:
+            missing.append(r["volume_id"])
+            continue
+        a = ratios(r["tp"], r["fp"], r["fn"])["dice"]
+        b = ratios(int(again[r["volume_id"]]["tp"]), int(again[r["volume_id"]]["fp"]),
+                   int(again[r["volume_id"]]["fn"]))["dice"]
+        volumes.append({"volume_id": r["volume_id"], "fold": r["fold"], "dice_entry": a, "dice_reproduced": b,
+                        "delta": b - a})
+    mean, failures = reproductions.verdict(volumes, tolerance, missing)
+    return volumes, mean, failures
+
+
+def reproduce(entry_path: Path, folder: Folder, home: Path, folds: list[int] | None = None,
+              address: str | None = None) -> Reproduction:
+    from ichbench.orchestrate.driver import Driver
+    from ichbench.tracking import Tracker
+    from ichbench.tracking.records import git_commit, hardware
+
+    entry, plan, chosen, filled, owner = prepare(entry_path, folder, home, folds)
+    shown = folder.rel(Path(entry_path))
+    console.print(f"reproducing {shown}: {entry['method']} on {entry['dataset']['name']}, "
+                  f"fold{'s' if len(chosen) > 1 else ''} {', '.join(map(str, chosen))} of k = {entry['split']['k']}, "
+                  f"in {plan.run_dir}")
+    if filled:
+        console.print(f"the entry's config predates {len(filled)} setting(s); running with "
+                      f"{', '.join(filled)}")
+    root = Path(home) / "reproductions"
+    root.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(f"sqlite:///{root.resolve() / 'mlflow.db'}", root)
+    driver = Driver(tracker, address=address)
+    outcome = driver.run(plan)
+    volumes, mean, failures = compare(entry, outcome.rows, chosen, TOLERANCE)
+    claimed = {f["fold"]: f for f in entry.get("folds", ())}
+    fold_records = []
+    for f in chosen:
+        res = json.loads((plan.fold_dir(f) / "result.json").read_text())
+        mine = res["predictions_sha256"]
+        fold_records.append({
+            "fold": f, "model_sha256": res["model"]["sha256"], "predictions_sha256": mine,
+            "numerics": {"cpu_threads": res.get("cpu_threads"), "cpu_capability": res.get("cpu_capability"),
+                         "gpu": res.get("gpu"), "device": res.get("device")},
+            "predictions_identical": (claimed[f]["predictions_sha256"] == mine) if f in claimed else None})
+    commit = git_commit()
+    record = {"entry_sha256": reproductions.entry_sha256(entry), "who": who(), "date": _now(),
+              "ichbench_version": __version__, "ichbench_commit": None if commit == "unknown" else commit,
+              "plugin_version": owner.version, "hardware": hardware(driver.resources), "folds": fold_records,
+              "config_filled": filled, "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean,
+              "passed": not failures, "failures": failures}
+    path = reproductions.append(Path(entry_path), entry, record)
+    return Reproduction(record, path)

@@ -1,0 +1,168 @@
+"""Reproduction records: who re-ran an entry, when, on what, and how close the re-run came.
+
+`ichbench leaderboard reproduce` appends a record to `<entry stem>.reproductions.json` beside the
+entry. Validation checks each record against the entry it names (by the sha256 of the entry's
+content: an entry edited after it was reproduced loses its records until reproduced again) and
+against itself (the entry's Dice recomputed from its counts, the verdict recomputed from the
+deltas and tolerances). The page marks an entry "reproduced" when a record passed, else
+"self-reported". A record is as trustworthy as its author, whom it names; it cannot be forged
+into agreeing with numbers the entry does not hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from ichbench.leaderboard.entries import ratios
+from ichbench.leaderboard.jsonio import read_json, write_json
+from ichbench.leaderboard.paths import RECORDS_SUFFIX
+from ichbench.leaderboard.schema import _problems
+
+SUFFIX = RECORDS_SUFFIX
+# Per-volume and mean Dice tolerances (fractions) of a reproduction; records may use narrower ones.
+# docs/leaderboard.md, "Reproducing an entry", says how they were measured.
+TOLERANCE = {"volume": 0.15, "mean": 0.05}
+RECORD_VERSION = 1
+
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_STR = {"type": "string", "maxLength": 500}
+_OPT_STR = {"type": ["string", "null"], "maxLength": 500}
+_DICE = {"type": "number", "minimum": 0, "maximum": 1}
+_RECORD = {
+    "type": "object", "additionalProperties": False,
+    "required": ["entry_sha256", "who", "date", "ichbench_version", "hardware", "folds", "tolerance",
+                 "volumes", "mean_delta", "passed", "failures"],
+    "properties": {
+        "entry_sha256": _HEX64,
+        "who": _STR,
+        "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"},
+        "ichbench_version": _STR, "ichbench_commit": _OPT_STR, "plugin_version": _OPT_STR,
+        "hardware": _STR,
+        "config_filled": {"type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 500}},
+        "folds": {"type": "array", "minItems": 1, "maxItems": 100, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["fold", "numerics", "model_sha256", "predictions_sha256", "predictions_identical"],
+            "properties": {"fold": {"type": "integer", "minimum": 0, "maximum": 99},
+                           "numerics": {"type": "object", "maxProperties": 10},
+                           "model_sha256": _HEX64, "predictions_sha256": _HEX64,
+                           "predictions_identical": {"type": ["boolean", "null"]}}}},
+        "tolerance": {"type": "object", "additionalProperties": False, "required": ["volume", "mean"],
+                      "properties": {"volume": _DICE, "mean": _DICE}},
+        "volumes": {"type": "array", "minItems": 1, "maxItems": 20000, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["volume_id", "fold", "dice_entry", "dice_reproduced", "delta"],
+            "properties": {"volume_id": {"type": "string", "maxLength": 64},
+                           "fold": {"type": "integer", "minimum": 0, "maximum": 99},
+                           "dice_entry": _DICE, "dice_reproduced": _DICE,
+                           "delta": {"type": "number", "minimum": -1, "maximum": 1}}}},
+        "mean_delta": {"type": "number", "minimum": -1, "maximum": 1},
+        "passed": {"type": "boolean"},
+        "failures": {"type": "array", "maxItems": 20000, "items": {"type": "string", "maxLength": 1000}},
+    },
+}
+RECORDS_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object", "additionalProperties": False, "required": ["schema_version", "entry", "records"],
+    "properties": {"schema_version": {"const": RECORD_VERSION},
+                   "entry": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}--[A-Za-z0-9_-]{8}\.json$"},
+                   "records": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _RECORD}},
+}
+
+
+def is_record_file(path: Path) -> bool:
+    return Path(path).name.endswith(SUFFIX)
+
+
+def record_path(entry_path: Path) -> Path:
+    entry_path = Path(entry_path)
+    return entry_path.with_name(entry_path.name[:-len(".json")] + SUFFIX)
+
+
+def entry_of(record_file: Path) -> Path:
+    record_file = Path(record_file)
+    return record_file.with_name(record_file.name[:-len(SUFFIX)] + ".json")
+
+
+def entry_sha256(entry: dict) -> str:
+    """sha256 of the entry's content (keys sorted, compact): the same entry however formatted."""
+    text = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def verdict(volumes: list[dict], tolerance: dict, missing: list[str] = ()) -> tuple[float, list[str]]:
+    """(mean delta, failures) of a comparison: each volume within `tolerance["volume"]`, the mean
+    delta within `tolerance["mean"]`, and no entry volume left unscored."""
+    failures = [f"volume {v['volume_id']} (fold {v['fold']}): Dice {100 * v['dice_entry']:.2f} % in the entry, "
+                f"{100 * v['dice_reproduced']:.2f} % re-run (Δ {100 * v['delta']:+.2f} points, tolerance "
+                f"{100 * tolerance['volume']:g})"
+                for v in volumes if abs(v["delta"]) > tolerance["volume"] + 1e-12]
+    mean = sum(v["delta"] for v in volumes) / len(volumes) if volumes else 0.0
+    if abs(mean) > tolerance["mean"] + 1e-12:
+        failures.append(f"mean Dice Δ {100 * mean:+.2f} points over {len(volumes)} volumes (tolerance "
+                        f"{100 * tolerance['mean']:g})")
+    failures += [f"volume {v} was not scored by the re-run" for v in missing]
+    return mean, failures
+
+
+def append(entry_path: Path, entry: dict, record: dict) -> Path:
+    path = record_path(entry_path)
+    data = {"schema_version": RECORD_VERSION, "entry": Path(entry_path).name, "records": []}
+    if path.exists():
+        old = read_json(path)
+        if isinstance(old, dict) and isinstance(old.get("records"), list):
+            data["records"] = old["records"]
+    data["records"].append(record)
+    return write_json(path, data)
+
+
+def record_problems(data, entry: dict, entry_name: str) -> list[str]:
+    """Why a records file does not hold for `entry` (empty: it does)."""
+    problems = _problems(RECORDS_SCHEMA, data)
+    if problems:
+        return problems[:3]
+    if data["entry"] != entry_name:
+        return [f"names entry {data['entry']}, but sits beside {entry_name}"]
+    digest = entry_sha256(entry)
+    rows = {r["volume_id"]: r for r in entry["per_volume"]}
+    out = []
+    for i, rec in enumerate(data["records"]):
+        who = f"record {i + 1} ({rec['who']}, {rec['date']})"
+        if rec["entry_sha256"] != digest:
+            out.append(f"{who} is of another version of the entry (its sha256 differs): reproduce it again")
+            continue
+        wrong = [v["volume_id"] for v in rec["volumes"] if v["volume_id"] not in rows
+                 or not math.isclose(v["dice_entry"], ratios(rows[v["volume_id"]]["tp"], rows[v["volume_id"]]["fp"],
+                                                            rows[v["volume_id"]]["fn"])["dice"], abs_tol=1e-9)
+                 or not math.isclose(v["delta"], v["dice_reproduced"] - v["dice_entry"], abs_tol=1e-9)]
+        if wrong:
+            out.append(f"{who}: its entry Dice or delta disagrees with the entry's counts for "
+                       f"{', '.join(wrong[:5])}")
+            continue
+        tol = rec["tolerance"]
+        wide = [k for k in tol if tol[k] > TOLERANCE[k] + 1e-12]
+        if wide:
+            out.append(f"{who}: its tolerance ({', '.join(f'{k} {tol[k]}' for k in wide)}) is wider than "
+                       f"ichbench's ({', '.join(f'{k} {TOLERANCE[k]}' for k in wide)})")
+            continue
+        mean, failures = verdict(rec["volumes"], rec["tolerance"])
+        if not math.isclose(mean, rec["mean_delta"], abs_tol=1e-9) or rec["passed"] != (not failures
+                                                                                      and not rec["failures"]):
+            out.append(f"{who}: its verdict does not follow from its deltas and tolerances")
+    return out
+
+
+def status(records: list[dict] | None, k: int | None = None) -> dict:
+    """What the page shows: the latest passing record, else the latest failing one, else none."""
+    records = records or []
+    passed = [r for r in records if r["passed"]]
+    chosen = (passed or records or [None])[-1]
+    if chosen is None:
+        return {"mark": "self-reported"}
+    folds = sorted(f["fold"] for f in chosen["folds"])
+    return {"mark": "reproduced" if chosen["passed"] else "reproduction failed", "who": chosen["who"],
+            "date": chosen["date"], "hardware": chosen["hardware"], "folds": folds, "k": k,
+            "max_delta": max(abs(v["delta"]) for v in chosen["volumes"]), "mean_delta": chosen["mean_delta"],
+            "identical": all(f["predictions_identical"] for f in chosen["folds"])}
