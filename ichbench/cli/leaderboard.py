@@ -115,10 +115,12 @@ def render(root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP),
 @app.command()
 @_errors_as_lines
 def reproduce(entry: Path = typer.Argument(..., help="The entry file to re-run."),
-              folds: Optional[str] = typer.Option(None, "--folds", help="Comma list of folds to re-run "
-                                                  "(default: all); a sample says less than all."),
-              address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS",
-                                                    help="Join this Ray cluster instead of starting a local one."),
+              folds: Optional[str] = typer.Option(
+                  None, "--folds", help="Comma list of folds to re-run (default: all); a sample "
+                  "says less than all."),
+              address: Optional[str] = typer.Option(
+                  None, envvar="RAY_ADDRESS",
+                  help="Join this Ray cluster instead of starting a local one."),
               root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
     """Re-run an entry's recorded config on the same store and split; compare per-volume Dice and
     record the outcome beside the entry (exit 1 when it does not reproduce)."""
@@ -137,9 +139,10 @@ def reproduce(entry: Path = typer.Argument(..., help="The entry file to re-run."
     rec = out.record
     worst = max(abs(v["delta"]) for v in rec["volumes"])
     same = [f["fold"] for f in rec["folds"] if f["predictions_identical"]]
-    typer.echo(f"{len(rec['volumes'])} volumes re-scored: max |ΔDice| {100 * worst:.2f} points (tolerance "
-               f"{100 * rec['tolerance']['volume']:g}), mean Δ {100 * rec['mean_delta']:+.2f} (tolerance "
-               f"{100 * rec['tolerance']['mean']:g}); predictions bit-identical in "
+    tol = rec["tolerance"]
+    typer.echo(f"{len(rec['volumes'])} volumes re-scored: max |ΔDice| {100 * worst:.2f} points "
+               f"(tolerance {100 * tol['volume']:g}), mean Δ {100 * rec['mean_delta']:+.2f} "
+               f"(tolerance {100 * tol['mean']:g}); predictions bit-identical in "
                f"{'folds ' + ', '.join(map(str, same)) if same else 'no fold'}")
     for line in rec["failures"]:
         typer.echo(f"FAIL {line}", err=True)

@@ -29,7 +29,8 @@ def volume_digest(mask) -> str:
 
 
 def fold_digest(rows) -> str:
-    """sha256 (hex) of a fold's predictions from its per-volume rows (`volume_id`, `pred_sha256`)."""
+    """sha256 (hex) of a fold's predictions, from its per-volume rows (`volume_id`,
+    `pred_sha256`)."""
     h = hashlib.sha256(FOLD_PREFIX)
     for r in sorted(rows, key=lambda r: str(r["volume_id"])):
         h.update(f"{r['volume_id']} {r['pred_sha256']}\n".encode("utf-8"))

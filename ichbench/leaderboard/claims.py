@@ -40,9 +40,9 @@ def claim_problems(entry: dict) -> list[str]:
     dist, version = distribution_of(entry)
     shown = " ".join(str(x) for x in (dist, version) if x) or "an unnamed distribution"
     if method in builtin_methods() and not from_ichbench(entry):
-        return [f"method {method!r} is built into ichbench, but the entry says it comes from {shown}: "
-                "a plugin's method needs a name of its own"]
+        return [f"method {method!r} is built into ichbench, but the entry says it comes from "
+                f"{shown}: a plugin's method needs a name of its own"]
     if method not in builtin_methods() and from_ichbench(entry):
-        return [f"method {method!r} is not one of ichbench's built-in methods, but the entry says it comes "
-                f"from {shown}: name the plugin distribution that registers it"]
+        return [f"method {method!r} is not one of ichbench's built-in methods, but the entry says "
+                f"it comes from {shown}: name the plugin distribution that registers it"]
     return []

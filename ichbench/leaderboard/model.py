@@ -47,7 +47,7 @@ class Row:
     has_ich: dict = field(default_factory=dict)  # volume_id -> bool
     icm_source: str | None = None                 # +ICM entries: unet | classical | shipped
     builtin: bool = True                          # a built-in method run by ichbench itself
-    reproduction: dict | None = None              # reproductions.status(): mark, who, date, hardware
+    reproduction: dict | None = None              # reproductions.status(): mark, who, when, …
 
     @property
     def published(self) -> bool:
@@ -114,11 +114,13 @@ def _entry_row(shown: str, e: dict, labels: dict, records: list | None = None) -
     # the paper's label only for the paper's method as ichbench ran it; a plugin's method is shown
     # with its distribution beside it, wherever its label appears
     base = labels.get(e["method"], e["method"]) if builtin else e["method"]
-    dist = None if builtin else " ".join(str(x) for x in distribution_of(e) if x) or "unnamed distribution"
+    dist = None if builtin else \
+        " ".join(str(x) for x in distribution_of(e) if x) or "unnamed distribution"
     label = f"{base} [{dist}] · run {short_id(e['mlflow_run_id'])}" if dist else \
         f"{base} · run {short_id(e['mlflow_run_id'])}"
     return Row(key=f"entry:{e['mlflow_run_id']}", kind="entry", method=e["method"],
-               label=label, groups=groups, builtin=builtin, reproduction=status(records, e["split"]["k"]),
+               label=label, groups=groups, builtin=builtin,
+               reproduction=status(records, e["split"]["k"]),
                gpu_hours=e["gpu_hours"], profile=e["profile"], k=e["split"]["k"], labeled=labeled_amount(e),
                run_id=e["mlflow_run_id"], path=shown, date=e["date"], code=e["code"], hardware=e["hardware"],
                plugin=e["plugin"], values=values, subtypes={r["volume_id"]: r["subtypes"] for r in rows},
@@ -190,8 +192,8 @@ def build(published: list, entries: dict, expectations: dict, labels: dict,
     views = []
     for name in ordered:
         rows = [_published_row(p) for p in published if p.dataset == name]
-        rows += [_entry_row(path, e, labels, reproductions.get(path)) for path, e in sorted(entries.items())
-                 if e["dataset"]["name"] == name]
+        rows += [_entry_row(path, e, labels, reproductions.get(path))
+                 for path, e in sorted(entries.items()) if e["dataset"]["name"] == name]
         if not rows:
             continue
         rows.sort(key=_sort_key)

@@ -139,9 +139,10 @@ def _details(row: Row) -> str:
         folds = rep["folds"]
         which = "all folds" if rep.get("k") and folds == list(range(rep["k"])) else \
             f"fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))}"
-        bits.append(escape(f"{rep['mark']} by {rep['who']} on {rep['date'][:10]} ({which}; {rep['hardware']}; "
-                           f"max |ΔDice| {100 * rep['max_delta']:.2f} points"
-                           + ("; identical predictions" if rep.get("identical") else "") + ")"))
+        same = "; identical predictions" if rep.get("identical") else ""
+        bits.append(escape(f"{rep['mark']} by {rep['who']} on {rep['date'][:10]} ({which}; "
+                           f"{rep['hardware']}; max |ΔDice| {100 * rep['max_delta']:.2f} points"
+                           f"{same})"))
     if row.code and row.code.get("commit"):
         bits.append(f"commit {escape(str(row.code['commit'])[:10])}")
     if row.code and row.code.get("url"):
@@ -305,11 +306,12 @@ counts summed over its slices, then mean ± sample std (ddof 1) over all volumes
 <b>Welch</b>: two-sided unequal-variance t-test, the paper's choice. <b>Paired</b>: two-sided Wilcoxon signed-rank
 test on per-volume differences over shared volumes (zero differences dropped; exact distribution for small
 samples), Holm step-down correction over all pairs of one matrix.</p>
-<p>Counts are self-reported. An entry names the plugin distribution of its method (a built-in method's
-name is only accepted from ichbench itself) and carries its resolved config and, per fold, the sha256 of its
-model and of its predicted masks. <code>ichbench leaderboard reproduce</code> re-runs that config on the same
-store and split and compares every volume's Dice within a tolerance measured from run-to-run variation; a passing
-re-run is recorded beside the entry and marks it <b>reproduced</b>, with who, when and on what hardware.</p>
+<p>Counts are self-reported. An entry names the plugin distribution of its method (a built-in
+method's name is only accepted from ichbench itself) and carries its resolved config and, per fold,
+the sha256 of its model and of its predicted masks. <code>ichbench leaderboard reproduce</code>
+re-runs that config on the same store and split and compares every volume's Dice within a
+tolerance measured from run-to-run variation; a passing re-run is recorded beside the entry and
+marks it <b>reproduced</b>, with who, when and on what hardware.</p>
 <p>Entries are validated before they appear: schema, summary recomputed to 1e-9, split hash and dataset fingerprint
 against <code>canonical.json</code>, every canonical volume exactly once, one entry per MLflow run.</p>
 </section>
@@ -327,9 +329,10 @@ def render_page(views: list[DatasetView]) -> str:
             "<p class=\"lede\">Label-efficient intracranial hemorrhage segmentation in head CT, on the protocol of "
             "Spahr et al. (2023): volume-level Dice, precision and recall in k-fold cross-validation. "
             "<span class=\"badge published\">published</span> rows are the paper's Table 3 as printed; "
-            "<span class=\"badge entry\">re-scored</span> rows are submissions recomputed here from their per-volume "
-            "counts: <span class=\"badge reproduced\">reproduced</span> when someone re-ran the entry's config "
-            "with <code>ichbench leaderboard reproduce</code> and matched its per-volume Dice, else "
-            "<span class=\"badge self-reported\">self-reported</span>. Methods that are not built into ichbench "
-            f"show the plugin distribution they come from.</p><nav>{nav} · <a href=\"#how\">How the numbers are computed</a></nav>"
+            "<span class=\"badge entry\">re-scored</span> rows are submissions recomputed here from "
+            "their per-volume counts: <span class=\"badge reproduced\">reproduced</span> when someone "
+            "re-ran the entry's config with <code>ichbench leaderboard reproduce</code> and matched its "
+            "per-volume Dice, else <span class=\"badge self-reported\">self-reported</span>. Methods "
+            "that are not built into ichbench show the plugin distribution they come from.</p>"
+            f"<nav>{nav} · <a href=\"#how\">How the numbers are computed</a></nav>"
             f"{body}{METHODS_TEXT}</main><script>{JS}</script></body></html>\n")

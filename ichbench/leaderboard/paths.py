@@ -54,7 +54,8 @@ class Folder:
         """Entries: every file entries/<dataset>/* but the reproduction records beside them."""
         if not self.entries_dir.is_dir():
             return []
-        return sorted(p for p in self.entries_dir.glob("*/*") if p.is_file() and not p.name.startswith(".")
+        return sorted(p for p in self.entries_dir.glob("*/*")
+                      if p.is_file() and not p.name.startswith(".")
                       and not p.name.endswith(RECORDS_SUFFIX))
 
     def published_files(self) -> list[Path]:

@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 
-from ichbench.config import FinetuneConfig, IcmConfig, ModelConfig, PretrainConfig, RunConfig, validate
+from ichbench.config import (FinetuneConfig, IcmConfig, ModelConfig, PretrainConfig, RunConfig,
+                             validate)
 from ichbench.errors import IchbenchError
 
 # keys whose default changed after entries without them were written: the value they ran with
 LEGACY = {"model.encoder_growth": "first"}   # ichbench 0.1's block (see ModelConfig)
 DERIVED = ("pretrain_hash",)
-SECTIONS = {"model": ModelConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig, "icm": IcmConfig}
+SECTIONS = {"model": ModelConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig,
+            "icm": IcmConfig}
+NAMES = ("method", "dataset", "profile", "pretrain_dataset")
 
 
 class ConfigNotRebuilt(IchbenchError):
     pass
+
+
+def _unknown(key: str) -> ConfigNotRebuilt:
+    return ConfigNotRebuilt(f"config key {key} is unknown to this ichbench (written by another "
+                            "version?)")
 
 
 def _value(value, default):
@@ -39,8 +47,7 @@ def _section(cls, data, where: str, filled: list[str]):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigNotRebuilt(f"config key {where}.{unknown[0]} is unknown to this ichbench (written by another "
-                               "version?)")
+        raise _unknown(f"{where}.{unknown[0]}")
     obj = cls()
     for name in fields:
         key = f"{where}.{name}"
@@ -62,9 +69,8 @@ def rebuild(data, filled: list[str] | None = None, where: str = "") -> RunConfig
     top = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(data) - top - set(DERIVED))
     if unknown:
-        raise ConfigNotRebuilt(f"config key {where}{unknown[0]} is unknown to this ichbench (written by another "
-                               "version?)")
-    missing = [k for k in ("method", "dataset", "profile", "pretrain_dataset") if not isinstance(data.get(k), str)]
+        raise _unknown(f"{where}{unknown[0]}")
+    missing = [k for k in NAMES if not isinstance(data.get(k), str)]
     if missing:
         raise ConfigNotRebuilt(f"the entry's config lacks {where}{missing[0]}")
     cfg = RunConfig(method=data["method"], dataset=data["dataset"], profile=data["profile"],
@@ -75,7 +81,8 @@ def rebuild(data, filled: list[str] | None = None, where: str = "") -> RunConfig
         filled.append(f"{where}pretrain_role={cfg.pretrain_role!r}")
     for name, cls in SECTIONS.items():
         if name == "icm":
-            cfg.icm = None if data.get("icm") is None else _section(cls, data["icm"], f"{where}icm", filled)
+            icm = data.get("icm")
+            cfg.icm = None if icm is None else _section(cls, icm, f"{where}icm", filled)
         else:
             setattr(cfg, name, _section(cls, data.get(name, {}), f"{where}{name}", filled))
     if data.get("init") is not None:
@@ -89,16 +96,19 @@ def rebuild(data, filled: list[str] | None = None, where: str = "") -> RunConfig
 
 
 def check_same(recorded: dict, rebuilt: dict, where: str, filled: list[str]) -> None:
-    """Every recorded value comes back from the rebuilt config (derived ones when nothing was filled)."""
+    """Every recorded value comes back from the rebuilt config (derived ones when nothing was
+    filled in)."""
     for key, value in recorded.items():
         if key in DERIVED and filled:
             continue
         if key == "init":
             continue   # checked by its own rebuild
-        if isinstance(value, dict) and isinstance(rebuilt.get(key), dict) and key not in ("params", "augment"):
+        nested = isinstance(value, dict) and isinstance(rebuilt.get(key), dict)
+        if nested and key not in ("params", "augment"):
             check_same(value, rebuilt[key], f"{where}{key}.", filled)
         elif rebuilt.get(key) != value:
-            raise ConfigNotRebuilt(f"config {where}{key} = {value!r} comes back as {rebuilt.get(key)!r}")
+            raise ConfigNotRebuilt(f"config {where}{key} = {value!r} comes back as "
+                                   f"{rebuilt.get(key)!r}")
 
 
 __all__ = ["rebuild", "ConfigNotRebuilt", "LEGACY"]

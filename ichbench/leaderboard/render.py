@@ -62,7 +62,8 @@ def markdown(views: list[DatasetView]) -> str:
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---", "---"] + ["--:"] * (len(head) - 2)) + "|")
         for r in v.rows:
-            cells = [r.label.replace("|", "\\|"), "published" if r.published else f"re-scored, {mark_text(r)}"]
+            source = "published" if r.published else f"re-scored, {mark_text(r)}"
+            cells = [r.label.replace("|", "\\|"), source]
             cells += [_md_cell(r.groups[g][m], f"{g}.{m}" in r.bold) for g in v.groups for m in METRICS]
             cells.append("–" if r.gpu_hours is None else f"{r.gpu_hours:.2f}")
             out.append("| " + " | ".join(cells) + " |")
@@ -80,7 +81,8 @@ def render(folder: Folder, skip_invalid: bool = False) -> Rendered:
         raise InvalidFolder(report)
     data = canon.load(folder)
     expectations = {n: canon.expectation(data, n) for n in data["datasets"]}
-    views = build(load_published(folder), report.entries, expectations, paper_labels(folder), report.reproductions)
+    views = build(load_published(folder), report.entries, expectations, paper_labels(folder),
+                  report.reproductions)
     write_text_atomic(folder.readme, markdown(views))
     write_text_atomic(folder.index, render_page(views))
     return Rendered(report, views)

@@ -54,7 +54,8 @@ def who() -> str:
     """The reproducer: git's user.name <user.email>, else $USER."""
     def git(key: str) -> str:
         try:
-            out = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True, timeout=10)
+            out = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True,
+                                 timeout=10)
         except (OSError, subprocess.SubprocessError):
             return ""
         return out.stdout.strip() if out.returncode == 0 else ""
@@ -68,7 +69,8 @@ def who() -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    return now.isoformat().replace("+00:00", "Z")
 
 
 def _location(folder: Folder, path: Path) -> Path | None:
@@ -109,7 +111,8 @@ def prepare(entry_path: Path, folder: Folder, home: Path, folds: list[int] | Non
         m = get_method(method)
     except IchbenchError:
         dist = entry["plugin"]["distribution"] or "its plugin"
-        refuse(f"method {method!r} is not installed here (install {dist} {entry['plugin']['version'] or ''})".strip())
+        version = entry["plugin"]["version"] or ""
+        refuse(f"method {method!r} is not installed here (install {f'{dist} {version}'.strip()})")
     owner = get_registry().owner("methods", method)
     if not _same_dist(owner.distribution, entry["plugin"]["distribution"]):
         refuse(f"method {method!r} comes from {owner.distribution} here, but the entry's from "
@@ -128,10 +131,12 @@ def prepare(entry_path: Path, folder: Folder, home: Path, folds: list[int] | Non
         refuse(f"--folds {', '.join(map(str, bad))} out of range for k = {k} (0..{k - 1})")
     plan = plan_config(m, cfg, home, folds=chosen, k=k, pretrain_chosen=True)
     if plan.store.fingerprint != entry["dataset"]["fingerprint"]:
-        refuse(f"the {name} store here ({plan.store.path}, fingerprint {plan.store.fingerprint[:12]}…) is not "
-               f"the one the entry was scored on (fingerprint {entry['dataset']['fingerprint'][:12]}…)")
+        refuse(f"the {name} store here ({plan.store.path}, fingerprint "
+               f"{plan.store.fingerprint[:12]}…) is not the one the entry was scored on "
+               f"(fingerprint {entry['dataset']['fingerprint'][:12]}…)")
     if plan.split["hash"] != entry["split"]["hash"]:
-        refuse(f"the {name} split for k = {k} here ({plan.split['hash'][:12]}…) is not the entry's "
+        refuse(f"the {name} split for k = {k} here ({plan.split['hash'][:12]}…) is not the "
+               "entry's "
                f"({entry['split']['hash'][:12]}…)")
     return entry, _own_folders(plan, home, entry), chosen, filled, owner
 
@@ -149,8 +154,9 @@ def _own_folders(plan, home: Path, entry: dict):
     return dataclasses.replace(plan, **changes)
 
 
-def compare(entry: dict, rows: list[dict], folds: list[int], tolerance: dict) -> tuple[list[dict], float, list[str]]:
-    """Per-volume Dice of the entry's counts against the re-run's, over the chosen folds."""
+def compare(entry: dict, rows: list[dict], folds: list[int], tolerance: dict):
+    """Per-volume Dice of the entry's counts against the re-run's, over the chosen folds:
+    (volumes, mean delta, failures)."""
     again = {str(r["volume_id"]): r for r in rows}
     volumes, missing = [], []
     for r in sorted(entry["per_volume"], key=lambda r: r["volume_id"]):
@@ -162,10 +168,25 @@ def compare(entry: dict, rows: list[dict], folds: list[int], tolerance: dict) ->
         a = ratios(r["tp"], r["fp"], r["fn"])["dice"]
         b = ratios(int(again[r["volume_id"]]["tp"]), int(again[r["volume_id"]]["fp"]),
                    int(again[r["volume_id"]]["fn"]))["dice"]
-        volumes.append({"volume_id": r["volume_id"], "fold": r["fold"], "dice_entry": a, "dice_reproduced": b,
-                        "delta": b - a})
+        volumes.append({"volume_id": r["volume_id"], "fold": r["fold"], "dice_entry": a,
+                        "dice_reproduced": b, "delta": b - a})
     mean, failures = reproductions.verdict(volumes, tolerance, missing)
     return volumes, mean, failures
+
+
+def _fold_records(entry: dict, plan, chosen: list[int]) -> list[dict]:
+    """Per re-run fold: its numerics, its model and predictions digests, and whether the
+    predictions are bit for bit the entry's."""
+    claimed = {f["fold"]: f["predictions_sha256"] for f in entry.get("folds", ())}
+    out = []
+    for f in chosen:
+        res = json.loads((plan.fold_dir(f) / "result.json").read_text())
+        mine = res["predictions_sha256"]
+        numerics = {k: res.get(k) for k in ("cpu_threads", "cpu_capability", "gpu", "device")}
+        out.append({"fold": f, "model_sha256": res["model"]["sha256"], "predictions_sha256": mine,
+                    "numerics": numerics,
+                    "predictions_identical": claimed[f] == mine if f in claimed else None})
+    return out
 
 
 def reproduce(entry_path: Path, folder: Folder, home: Path, folds: list[int] | None = None,
@@ -176,9 +197,9 @@ def reproduce(entry_path: Path, folder: Folder, home: Path, folds: list[int] | N
 
     entry, plan, chosen, filled, owner = prepare(entry_path, folder, home, folds)
     shown = folder.rel(Path(entry_path))
+    which = f"fold{'s' if len(chosen) > 1 else ''} {', '.join(map(str, chosen))}"
     console.print(f"reproducing {shown}: {entry['method']} on {entry['dataset']['name']}, "
-                  f"fold{'s' if len(chosen) > 1 else ''} {', '.join(map(str, chosen))} of k = {entry['split']['k']}, "
-                  f"in {plan.run_dir}")
+                  f"{which} of k = {entry['split']['k']}, in {plan.run_dir}")
     if filled:
         console.print(f"the entry's config predates {len(filled)} setting(s); running with "
                       f"{', '.join(filled)}")
@@ -188,21 +209,13 @@ def reproduce(entry_path: Path, folder: Folder, home: Path, folds: list[int] | N
     driver = Driver(tracker, address=address)
     outcome = driver.run(plan)
     volumes, mean, failures = compare(entry, outcome.rows, chosen, TOLERANCE)
-    claimed = {f["fold"]: f for f in entry.get("folds", ())}
-    fold_records = []
-    for f in chosen:
-        res = json.loads((plan.fold_dir(f) / "result.json").read_text())
-        mine = res["predictions_sha256"]
-        fold_records.append({
-            "fold": f, "model_sha256": res["model"]["sha256"], "predictions_sha256": mine,
-            "numerics": {"cpu_threads": res.get("cpu_threads"), "cpu_capability": res.get("cpu_capability"),
-                         "gpu": res.get("gpu"), "device": res.get("device")},
-            "predictions_identical": (claimed[f]["predictions_sha256"] == mine) if f in claimed else None})
     commit = git_commit()
     record = {"entry_sha256": reproductions.entry_sha256(entry), "who": who(), "date": _now(),
-              "ichbench_version": __version__, "ichbench_commit": None if commit == "unknown" else commit,
-              "plugin_version": owner.version, "hardware": hardware(driver.resources), "folds": fold_records,
-              "config_filled": filled, "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean,
+              "ichbench_version": __version__,
+              "ichbench_commit": None if commit == "unknown" else commit,
+              "plugin_version": owner.version, "hardware": hardware(driver.resources),
+              "folds": _fold_records(entry, plan, chosen), "config_filled": filled,
+              "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean,
               "passed": not failures, "failures": failures}
     path = reproductions.append(Path(entry_path), entry, record)
     return Reproduction(record, path)

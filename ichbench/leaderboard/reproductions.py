@@ -22,53 +22,60 @@ from ichbench.leaderboard.paths import RECORDS_SUFFIX
 from ichbench.leaderboard.schema import _problems
 
 SUFFIX = RECORDS_SUFFIX
-# Per-volume and mean Dice tolerances (fractions) of a reproduction; records may use narrower ones.
-# docs/leaderboard.md, "Reproducing an entry", says how they were measured.
+# Per-volume and mean Dice tolerances (fractions) of a reproduction; records may use narrower
+# ones. docs/leaderboard.md, "Reproducing an entry", says how they were measured.
 TOLERANCE = {"volume": 0.15, "mean": 0.05}
 RECORD_VERSION = 1
 
 _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _STR = {"type": "string", "maxLength": 500}
 _OPT_STR = {"type": ["string", "null"], "maxLength": 500}
+_STRS = {"type": "array", "maxItems": 20000, "items": {"type": "string", "maxLength": 1000}}
 _DICE = {"type": "number", "minimum": 0, "maximum": 1}
+_DELTA = {"type": "number", "minimum": -1, "maximum": 1}
+_FOLD = {"type": "integer", "minimum": 0, "maximum": 99}
+_FOLD_RECORD = {
+    "type": "object", "additionalProperties": False,
+    "required": ["fold", "numerics", "model_sha256", "predictions_sha256", "predictions_identical"],
+    "properties": {"fold": _FOLD, "numerics": {"type": "object", "maxProperties": 10},
+                   "model_sha256": _HEX64, "predictions_sha256": _HEX64,
+                   "predictions_identical": {"type": ["boolean", "null"]}}}
+_VOLUME = {
+    "type": "object", "additionalProperties": False,
+    "required": ["volume_id", "fold", "dice_entry", "dice_reproduced", "delta"],
+    "properties": {"volume_id": {"type": "string", "maxLength": 64}, "fold": _FOLD,
+                   "dice_entry": _DICE, "dice_reproduced": _DICE, "delta": _DELTA}}
 _RECORD = {
     "type": "object", "additionalProperties": False,
-    "required": ["entry_sha256", "who", "date", "ichbench_version", "hardware", "folds", "tolerance",
-                 "volumes", "mean_delta", "passed", "failures"],
+    "required": ["entry_sha256", "who", "date", "ichbench_version", "hardware", "folds",
+                 "tolerance", "volumes", "mean_delta", "passed", "failures"],
     "properties": {
         "entry_sha256": _HEX64,
         "who": _STR,
         "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"},
         "ichbench_version": _STR, "ichbench_commit": _OPT_STR, "plugin_version": _OPT_STR,
         "hardware": _STR,
-        "config_filled": {"type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 500}},
-        "folds": {"type": "array", "minItems": 1, "maxItems": 100, "items": {
-            "type": "object", "additionalProperties": False,
-            "required": ["fold", "numerics", "model_sha256", "predictions_sha256", "predictions_identical"],
-            "properties": {"fold": {"type": "integer", "minimum": 0, "maximum": 99},
-                           "numerics": {"type": "object", "maxProperties": 10},
-                           "model_sha256": _HEX64, "predictions_sha256": _HEX64,
-                           "predictions_identical": {"type": ["boolean", "null"]}}}},
-        "tolerance": {"type": "object", "additionalProperties": False, "required": ["volume", "mean"],
+        "config_filled": {**_STRS, "maxItems": 100},
+        "folds": {"type": "array", "minItems": 1, "maxItems": 100, "items": _FOLD_RECORD},
+        "tolerance": {"type": "object", "additionalProperties": False,
+                      "required": ["volume", "mean"],
                       "properties": {"volume": _DICE, "mean": _DICE}},
-        "volumes": {"type": "array", "minItems": 1, "maxItems": 20000, "items": {
-            "type": "object", "additionalProperties": False,
-            "required": ["volume_id", "fold", "dice_entry", "dice_reproduced", "delta"],
-            "properties": {"volume_id": {"type": "string", "maxLength": 64},
-                           "fold": {"type": "integer", "minimum": 0, "maximum": 99},
-                           "dice_entry": _DICE, "dice_reproduced": _DICE,
-                           "delta": {"type": "number", "minimum": -1, "maximum": 1}}}},
-        "mean_delta": {"type": "number", "minimum": -1, "maximum": 1},
+        "volumes": {"type": "array", "minItems": 1, "maxItems": 20000, "items": _VOLUME},
+        "mean_delta": _DELTA,
         "passed": {"type": "boolean"},
-        "failures": {"type": "array", "maxItems": 20000, "items": {"type": "string", "maxLength": 1000}},
+        "failures": _STRS,
     },
 }
 RECORDS_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object", "additionalProperties": False, "required": ["schema_version", "entry", "records"],
-    "properties": {"schema_version": {"const": RECORD_VERSION},
-                   "entry": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}--[A-Za-z0-9_-]{8}\.json$"},
-                   "records": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _RECORD}},
+    "type": "object", "additionalProperties": False,
+    "required": ["schema_version", "entry", "records"],
+    "properties": {
+        "schema_version": {"const": RECORD_VERSION},
+        "entry": {"type": "string",
+                  "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}--[A-Za-z0-9_-]{8}\.json$"},
+        "records": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _RECORD},
+    },
 }
 
 
@@ -88,21 +95,26 @@ def entry_of(record_file: Path) -> Path:
 
 def entry_sha256(entry: dict) -> str:
     """sha256 of the entry's content (keys sorted, compact): the same entry however formatted."""
-    text = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def verdict(volumes: list[dict], tolerance: dict, missing: list[str] = ()) -> tuple[float, list[str]]:
-    """(mean delta, failures) of a comparison: each volume within `tolerance["volume"]`, the mean
-    delta within `tolerance["mean"]`, and no entry volume left unscored."""
-    failures = [f"volume {v['volume_id']} (fold {v['fold']}): Dice {100 * v['dice_entry']:.2f} % in the entry, "
-                f"{100 * v['dice_reproduced']:.2f} % re-run (Δ {100 * v['delta']:+.2f} points, tolerance "
-                f"{100 * tolerance['volume']:g})"
-                for v in volumes if abs(v["delta"]) > tolerance["volume"] + 1e-12]
+def _volume_failure(v: dict, tolerance: dict) -> str:
+    return (f"volume {v['volume_id']} (fold {v['fold']}): Dice {100 * v['dice_entry']:.2f} % in "
+            f"the entry, {100 * v['dice_reproduced']:.2f} % re-run (Δ {100 * v['delta']:+.2f} "
+            f"points, tolerance {100 * tolerance['volume']:g})")
+
+
+def verdict(volumes: list[dict], tolerance: dict, missing=()) -> tuple[float, list[str]]:
+    """(mean delta, failures) of a comparison: each volume within `tolerance["volume"]`, the
+    mean delta within `tolerance["mean"]`, and no entry volume left unscored."""
+    failures = [_volume_failure(v, tolerance) for v in volumes
+                if abs(v["delta"]) > tolerance["volume"] + 1e-12]
     mean = sum(v["delta"] for v in volumes) / len(volumes) if volumes else 0.0
     if abs(mean) > tolerance["mean"] + 1e-12:
-        failures.append(f"mean Dice Δ {100 * mean:+.2f} points over {len(volumes)} volumes (tolerance "
-                        f"{100 * tolerance['mean']:g})")
+        failures.append(f"mean Dice Δ {100 * mean:+.2f} points over {len(volumes)} volumes "
+                        f"(tolerance {100 * tolerance['mean']:g})")
     failures += [f"volume {v} was not scored by the re-run" for v in missing]
     return mean, failures
 
@@ -118,6 +130,21 @@ def append(entry_path: Path, entry: dict, record: dict) -> Path:
     return write_json(path, data)
 
 
+def _disagreeing(rec: dict, rows: dict) -> list[str]:
+    """Volumes whose recorded entry Dice is not the entry's, or whose delta does not add up."""
+    out = []
+    for v in rec["volumes"]:
+        r = rows.get(v["volume_id"])
+        if r is None:
+            out.append(v["volume_id"])
+            continue
+        own = ratios(r["tp"], r["fp"], r["fn"])["dice"]
+        adds_up = math.isclose(v["delta"], v["dice_reproduced"] - v["dice_entry"], abs_tol=1e-9)
+        if not math.isclose(v["dice_entry"], own, abs_tol=1e-9) or not adds_up:
+            out.append(v["volume_id"])
+    return out
+
+
 def record_problems(data, entry: dict, entry_name: str) -> list[str]:
     """Why a records file does not hold for `entry` (empty: it does)."""
     problems = _problems(RECORDS_SCHEMA, data)
@@ -131,12 +158,10 @@ def record_problems(data, entry: dict, entry_name: str) -> list[str]:
     for i, rec in enumerate(data["records"]):
         who = f"record {i + 1} ({rec['who']}, {rec['date']})"
         if rec["entry_sha256"] != digest:
-            out.append(f"{who} is of another version of the entry (its sha256 differs): reproduce it again")
+            out.append(f"{who} is of another version of the entry (its sha256 differs): "
+                       "reproduce it again")
             continue
-        wrong = [v["volume_id"] for v in rec["volumes"] if v["volume_id"] not in rows
-                 or not math.isclose(v["dice_entry"], ratios(rows[v["volume_id"]]["tp"], rows[v["volume_id"]]["fp"],
-                                                            rows[v["volume_id"]]["fn"])["dice"], abs_tol=1e-9)
-                 or not math.isclose(v["delta"], v["dice_reproduced"] - v["dice_entry"], abs_tol=1e-9)]
+        wrong = _disagreeing(rec, rows)
         if wrong:
             out.append(f"{who}: its entry Dice or delta disagrees with the entry's counts for "
                        f"{', '.join(wrong[:5])}")
@@ -144,12 +169,13 @@ def record_problems(data, entry: dict, entry_name: str) -> list[str]:
         tol = rec["tolerance"]
         wide = [k for k in tol if tol[k] > TOLERANCE[k] + 1e-12]
         if wide:
-            out.append(f"{who}: its tolerance ({', '.join(f'{k} {tol[k]}' for k in wide)}) is wider than "
-                       f"ichbench's ({', '.join(f'{k} {TOLERANCE[k]}' for k in wide)})")
+            used = ", ".join(f"{k} {tol[k]}" for k in wide)
+            ours = ", ".join(f"{k} {TOLERANCE[k]}" for k in wide)
+            out.append(f"{who}: its tolerance ({used}) is wider than ichbench's ({ours})")
             continue
-        mean, failures = verdict(rec["volumes"], rec["tolerance"])
-        if not math.isclose(mean, rec["mean_delta"], abs_tol=1e-9) or rec["passed"] != (not failures
-                                                                                      and not rec["failures"]):
+        mean, failures = verdict(rec["volumes"], tol)
+        should_pass = not failures and not rec["failures"]
+        if not math.isclose(mean, rec["mean_delta"], abs_tol=1e-9) or rec["passed"] != should_pass:
             out.append(f"{who}: its verdict does not follow from its deltas and tolerances")
     return out
 
@@ -161,8 +187,9 @@ def status(records: list[dict] | None, k: int | None = None) -> dict:
     chosen = (passed or records or [None])[-1]
     if chosen is None:
         return {"mark": "self-reported"}
-    folds = sorted(f["fold"] for f in chosen["folds"])
-    return {"mark": "reproduced" if chosen["passed"] else "reproduction failed", "who": chosen["who"],
-            "date": chosen["date"], "hardware": chosen["hardware"], "folds": folds, "k": k,
-            "max_delta": max(abs(v["delta"]) for v in chosen["volumes"]), "mean_delta": chosen["mean_delta"],
+    return {"mark": "reproduced" if chosen["passed"] else "reproduction failed",
+            "who": chosen["who"], "date": chosen["date"], "hardware": chosen["hardware"],
+            "folds": sorted(f["fold"] for f in chosen["folds"]), "k": k,
+            "max_delta": max(abs(v["delta"]) for v in chosen["volumes"]),
+            "mean_delta": chosen["mean_delta"],
             "identical": all(f["predictions_identical"] for f in chosen["folds"])}

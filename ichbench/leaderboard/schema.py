@@ -24,14 +24,17 @@ _ML = {"type": "number", "minimum": 0}
 _STAT = {"type": "object", "additionalProperties": False, "required": ["mean", "std"],
          "properties": {"mean": {"type": ["number", "null"]}, "std": {"type": ["number", "null"], "minimum": 0}}}
 _NUMERICS = {"type": "object", "additionalProperties": False,
-             "description": "what a fold's last bits depend on besides the seed (ichbench.train.device.numerics)",
-             "properties": {"cpu_threads": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096},
+             "description": "what a fold's last bits depend on besides the seed "
+                            "(ichbench.train.device.numerics)",
+             "properties": {"cpu_threads": {"type": ["integer", "null"], "minimum": 1,
+                                            "maximum": 4096},
                             "cpu_capability": _OPT_STR, "gpu": _OPT_STR}}
 _FOLD = {"type": "object", "additionalProperties": False,
          "required": ["fold", "model_sha256", "predictions_sha256", "numerics"],
          "properties": {"fold": {"type": "integer", "minimum": 0, "maximum": 99},
                         "model_sha256": {**_HEX64, "description": "sha256 of the fold's model.pt"},
-                        "predictions_sha256": {**_HEX64, "description": "ichbench.evaluate.digest.fold_digest"},
+                        "predictions_sha256": {**_HEX64,
+                                               "description": "ichbench.evaluate.digest.fold_digest"},
                         "numerics": _NUMERICS}}
 _GROUP = {"type": "object", "additionalProperties": False, "required": ["n", *METRICS],
           "properties": {"n": _COUNT, **{m: _STAT for m in METRICS}}}
@@ -89,7 +92,8 @@ ENTRY_SCHEMA = {
         "mlflow_run_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"},
         "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"},
         "folds": {"type": "array", "minItems": 1, "maxItems": 100, "items": _FOLD,
-                  "description": "per fold, what its results can be checked against (schema version 2)"},
+                  "description": "per fold, what its results can be checked against "
+                                 "(schema version 2)"},
         "code": {"type": "object", "additionalProperties": False, "required": ["url", "commit"],
                  "description": "where the method's code is and its commit (the plugin's, for a plugin method)",
                  "properties": {"url": _OPT_STR, "commit": _OPT_STR}},

@@ -23,8 +23,9 @@ from ichbench.leaderboard.validate import check_entry, duplicate_problem
 TAG = "ichbench."
 REQUIRED_TAGS = ("method", "dataset", "dataset_fingerprint", "split_hash", "k", "profile")
 ARTIFACTS = ("per_volume.json", "config.json", "split.json", "summary.json", "folds.json")
-OLD_RUN = ("the run was logged before entries carried each fold's model and prediction digests: rerun the "
-           "same `ichbench run` (finished folds are re-evaluated, not retrained) and submit again")
+OLD_RUN = ("the run was logged before entries carried each fold's model and prediction digests: "
+           "rerun the same `ichbench run` (finished folds are re-evaluated, not retrained) and "
+           "submit again")
 
 
 class SubmitRejected(IchbenchError):
@@ -111,7 +112,8 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
                 local = client.download_artifacts(rid, name, tmp)
             except Exception as exc:  # MLflow raises several types for a missing artifact
                 if name == "folds.json":
-                    raise SubmitRejected(where, [f"artifact folds.json missing: {OLD_RUN}"]) from None
+                    raise SubmitRejected(where, [f"artifact folds.json missing: {OLD_RUN}"]) \
+                        from None
                 raise SubmitRejected(where, [f"artifact {name} missing ({type(exc).__name__})"]) from None
             art[name] = read_json(Path(local), max_bytes=4 * MAX_BYTES, shown=f"{where}/{name}")
     rows, split, summary, config = art["per_volume.json"], art["split.json"], art["summary.json"], art["config.json"]
@@ -159,10 +161,11 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
 
 
 def _fold_problems(folds, rows: list[dict]) -> list[str]:
-    """folds.json must give both digests for exactly the folds the per-volume rows were scored in."""
+    """folds.json must give both digests for exactly the folds the per-volume rows were scored
+    in."""
     need = ("fold", "model_sha256", "predictions_sha256")
-    if not isinstance(folds, list) or not all(isinstance(f, dict) and all(f.get(k) is not None for k in need)
-                                              for f in folds):
+    if not isinstance(folds, list) or not all(
+            isinstance(f, dict) and all(f.get(k) is not None for k in need) for f in folds):
         return [f"folds.json is not a list of folds with model and prediction digests: {OLD_RUN}"]
     listed = sorted(int(f["fold"]) for f in folds)
     scored = sorted({int(r["fold"]) for r in rows})

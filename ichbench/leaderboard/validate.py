@@ -20,7 +20,8 @@ from ichbench import SUBTYPES
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard.claims import claim_problems
-from ichbench.leaderboard.entries import filename, numbers_key, rescore, row_has_ich, summary_differences
+from ichbench.leaderboard.entries import (filename, numbers_key, rescore, row_has_ich,
+                                          summary_differences)
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.published import check_published
@@ -52,7 +53,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
     entries: dict[str, dict] = field(default_factory=dict)  # shown path -> entry, accepted ones
-    reproductions: dict[str, list] = field(default_factory=dict)  # shown entry path -> its valid records
+    # shown entry path -> its valid reproduction records
+    reproductions: dict[str, list] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -114,8 +116,8 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     rows = entry["per_volume"]
     listed = sorted(f["fold"] for f in entry.get("folds", ()))
     if "folds" in entry and listed != list(range(k)):
-        out.append(f"folds lists digests for folds {_few(listed)}; an entry with k = {k} needs each of "
-                   f"0..{k - 1} once")
+        out.append(f"folds lists digests for folds {_few(listed)}; an entry with k = {k} needs "
+                   f"each of 0..{k - 1} once")
     if location is not None:
         want = Path("entries") / ds / filename(entry)
         if Path(location) != want:
@@ -301,14 +303,15 @@ def duplicate_problem(entry: dict, shown: str, candidates: dict[str, dict]) -> s
     key = numbers_key(entry)
     mine = (str(entry.get("date")), shown)
     earlier = sorted((str(o.get("date")), where) for where, o in candidates.items()
-                     if where != shown and isinstance(o, dict) and o.get("mlflow_run_id") != entry["mlflow_run_id"]
+                     if where != shown and isinstance(o, dict)
+                     and o.get("mlflow_run_id") != entry["mlflow_run_id"]
                      and _numbers_of(o) == key and (str(o.get("date")), where) < mine)
     if not earlier:
         return None
     date, where = earlier[0]
     run = candidates[where].get("mlflow_run_id")
-    return (f"duplicate: the same per-volume counts as {where} (MLflow run {run}, {date}), submitted under "
-            f"another run id")
+    return (f"duplicate: the same per-volume counts as {where} (MLflow run {run}, {date}), "
+            "submitted under another run id")
 
 
 def _reject_duplicate_numbers(report: Report, others: dict[str, dict]) -> None:
@@ -331,7 +334,8 @@ def _check_records(folder: Folder, report: Report, records: list[Path], whole: b
         entry = report.entries.get(entry_shown)
         if entry is None:
             if not entry_of(path).exists():
-                report.reject(shown, f"reproduction records of {entry_of(path).name}, which does not exist")
+                report.reject(shown, f"reproduction records of {entry_of(path).name}, which does "
+                                     "not exist")
             continue   # else its entry is rejected, which says why
         data = _load_entry(path, shown, report)
         if data is None:

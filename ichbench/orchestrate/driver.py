@@ -57,8 +57,7 @@ def fold_records(results: list[dict]) -> list[dict]:
     predictions (`ichbench.evaluate.digest`), and the numerics its last bits depend on."""
     return [{"fold": int(res["fold"]), "model_sha256": res["model"]["sha256"],
              "predictions_sha256": res["predictions_sha256"],
-             "numerics": {"cpu_threads": res.get("cpu_threads"), "cpu_capability": res.get("cpu_capability"),
-                          "gpu": res.get("gpu")}}
+             "numerics": {k: res.get(k) for k in ("cpu_threads", "cpu_capability", "gpu")}}
             for res in sorted(results, key=lambda r: r["fold"])]
 
 

@@ -121,7 +121,8 @@ def plan_config(method: Method, cfg: RunConfig, home: Path, *, folds=None, k=Non
     pstore = pdir = None
     notes = []
     if method.has_pretext:
-        if not pretrain_chosen and cfg.pretrain_dataset == dataset and cfg.pretrain_role == SEGMENTATION:
+        own = cfg.pretrain_dataset == dataset and cfg.pretrain_role == SEGMENTATION
+        if not pretrain_chosen and own:
             notes.append(own_slices_note(dataset))
         pstore = open_pretraining(home, method, cfg)
         pdir = home / "pretrained" / cfg.pretrain_dataset / pretrained_dirname(cfg)

@@ -42,7 +42,7 @@ def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: 
         truth = arrays.masks[rows.to(arrays.masks.device)].cpu().numpy().astype(bool)
         vol = arrays.volumes[index[vid]]
         z, y, x = vol["spacing"]
-        row = per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale), vol.get("subtypes"),
-                             has_ich=vol.get("has_ich"))
+        row = per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale),
+                             vol.get("subtypes"), has_ich=vol.get("has_ich"))
         rows_out.append({**row, "pred_sha256": volume_digest(pred)})
     return rows_out
