@@ -89,7 +89,7 @@ def _same_dist(a: str | None, b: str | None) -> bool:
 def prepare(entry_path: Path, folder: Folder, home: Path, folds: list[int] | None = None):
     """Everything refused before any training: (entry, plan, folds, filled config keys)."""
     from ichbench.methods.base import get_method
-    from ichbench.orchestrate.plan import plan_config
+    from ichbench.orchestrate.plan import _refuse_reuse_on_damage, plan_config
     from ichbench.plugins import get_registry
 
     entry_path = Path(entry_path)
@@ -138,7 +138,11 @@ def prepare(entry_path: Path, folder: Folder, home: Path, folds: list[int] | Non
         refuse(f"the {name} split for k = {k} here ({plan.split['hash'][:12]}…) is not the "
                "entry's "
                f"({entry['split']['hash'][:12]}…)")
-    return entry, _own_folders(plan, home, entry), chosen, filled, owner
+    plan = _own_folders(plan, home, entry)
+    # an earlier reproduction's finished folds are reused only on a store that still verifies
+    _refuse_reuse_on_damage(plan.store, [f for f in chosen
+                                         if (plan.fold_dir(f) / "result.json").exists()])
+    return entry, plan, chosen, filled, owner
 
 
 def _own_folders(plan, home: Path, entry: dict):
