@@ -15,7 +15,8 @@ from ichbench.leaderboard.render import render
 from ichbench.leaderboard.reproduce import compare
 from ichbench.leaderboard.reproductions import TOLERANCE, append, entry_sha256, record_path
 from ichbench.leaderboard.validate import validate
-from tests.test_leaderboard_support import copy_folder, flags_of, make_entry, phantom_store, write_entry
+from tests.test_leaderboard_support import (copy_folder, flags_of, make_entry, phantom_store,
+                                            write_entry)
 
 runner = CliRunner()
 
@@ -28,30 +29,34 @@ def cli(*args):
 def board(tmp_path, home):
     folder = copy_folder(tmp_path)
     res = phantom_store(home)
-    assert cli("canonical", "record", "--dataset", "phantom", "--k", 3, "--root", folder.root).exit_code == 0
+    out = cli("canonical", "record", "--dataset", "phantom", "--k", 3, "--root", folder.root)
+    assert out.exit_code == 0, out.output
     return folder, flags_of(res), res.fingerprint
 
 
 def rejected(folder, name):
     out = cli("validate", "--root", folder.root)
-    lines = [x for x in out.output.splitlines() if x.startswith(f"REJECT leaderboard/entries/phantom/{name}")]
+    head = f"REJECT leaderboard/entries/phantom/{name}"
+    lines = [x for x in out.output.splitlines() if x.startswith(head)]
     return out, lines
 
 
 def perfect(flags):
-    return [{"volume_id": v, "tp": 500 if ich else 0, "fp": 0, "fn": 0, "pred_ml": 0.5 if ich else 0.0,
-             "true_ml": 0.5 if ich else 0.0, "subtypes": ["iph"] if ich else []} for v, ich in sorted(flags.items())]
+    return [{"volume_id": v, "tp": 500 if ich else 0, "fp": 0, "fn": 0,
+             "pred_ml": 0.5 if ich else 0.0, "true_ml": 0.5 if ich else 0.0,
+             "subtypes": ["iph"] if ich else []} for v, ich in sorted(flags.items())]
 
 
 def test_forged_entry_claiming_a_paper_method_from_another_distribution_is_refused(board):
     folder, flags, fp = board
-    forged = make_entry(flags, fingerprint=fp, rows=perfect(flags), plugin=("ichbench-evil", "6.6.6"))
+    forged = make_entry(flags, fingerprint=fp, rows=perfect(flags),
+                        plugin=("ichbench-evil", "6.6.6"))
     path = write_entry(folder, forged)
     out, lines = rejected(folder, path.name)
     assert out.exit_code == 1
-    assert lines == [f"REJECT leaderboard/entries/phantom/{path.name}: method 'multilabel_dl' is built into "
-                     "ichbench, but the entry says it comes from ichbench-evil 6.6.6: a plugin's method needs a "
-                     "name of its own"]
+    assert lines == [f"REJECT leaderboard/entries/phantom/{path.name}: method 'multilabel_dl' is "
+                     "built into ichbench, but the entry says it comes from ichbench-evil 6.6.6: a "
+                     "plugin's method needs a name of its own"]
     # and it is not shown: rendering refuses the folder, --skip-invalid leaves it out
     assert cli("render", "--root", folder.root).exit_code == 1
     assert cli("render", "--root", folder.root, "--skip-invalid").exit_code == 0
@@ -63,8 +68,8 @@ def test_ichbench_cannot_be_claimed_for_a_method_it_does_not_ship(board):
     path = write_entry(folder, make_entry(flags, fingerprint=fp, method="vicreg"))
     out, lines = rejected(folder, path.name)
     assert out.exit_code == 1 and len(lines) == 1
-    assert "method 'vicreg' is not one of ichbench's built-in methods, but the entry says it comes from ichbench" \
-        in lines[0]
+    assert "method 'vicreg' is not one of ichbench's built-in methods, but the entry says it " \
+        "comes from ichbench" in lines[0]
 
 
 def test_page_shows_the_distribution_of_plugin_methods_and_the_marks(board):
@@ -77,23 +82,28 @@ def test_page_shows_the_distribution_of_plugin_methods_and_the_marks(board):
     # a reproduction of the plugin's entry, on two of its three folds, that matched
     volumes, mean, failures = compare(plugin, plugin["per_volume"], [0, 2], TOLERANCE)
     assert not failures and mean == 0.0
-    record = {"entry_sha256": entry_sha256(plugin), "who": "Ada <ada@example.org>", "date": "2026-12-01T10:00:00Z",
+    record = {"entry_sha256": entry_sha256(plugin), "who": "Ada <ada@example.org>",
+              "date": "2026-12-01T10:00:00Z",
               "ichbench_version": "0.1.0", "hardware": "x86_64 2 CPU",
               "folds": [{"fold": f, "numerics": {"cpu_threads": 1}, "model_sha256": "1" * 64,
                          "predictions_sha256": plugin["folds"][f]["predictions_sha256"],
                          "predictions_identical": True} for f in (0, 2)],
-              "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean, "passed": True, "failures": []}
+              "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean,
+              "passed": True, "failures": []}
     append(plugin_path, plugin, record)
     report = validate(folder)
     assert report.ok, report.lines()
     render(folder)
     html, md = folder.index.read_text(), folder.readme.read_text()
-    # beside the plugin's method, its distribution; the built-in keeps the paper's label, without one
-    assert "vicreg [ichbench-vicreg 0.3.0] · run bbbbbbbb" in html and "vicreg [ichbench-vicreg 0.3.0]" in md
-    assert "Multi-label classification (DL) · run aaaaaaaa" in html and "[ichbench 0.1.0]" not in html
+    # beside the plugin's method, its distribution; the built-in keeps the paper's label, alone
+    assert "vicreg [ichbench-vicreg 0.3.0] · run bbbbbbbb" in html
+    assert "vicreg [ichbench-vicreg 0.3.0]" in md
+    assert "Multi-label classification (DL) · run aaaaaaaa" in html
+    assert "[ichbench 0.1.0]" not in html
     row = next(x for x in html.split("<tr") if "run bbbbbbbb" in x)
     assert '<span class="badge reproduced">reproduced</span>' in row
-    assert "reproduced by Ada &lt;ada@example.org&gt; on 2026-12-01 (folds 0, 2; x86_64 2 CPU" in row
+    assert "reproduced by Ada &lt;ada@example.org&gt; on 2026-12-01 (folds 0, 2; x86_64 2 CPU" \
+        in row
     row = next(x for x in html.split("<tr") if "run aaaaaaaa" in x)
     assert '<span class="badge self-reported">self-reported</span>' in row
     assert "| re-scored, reproduced by Ada <ada@example.org>, 2026-12-01 |" in md
@@ -107,27 +117,31 @@ def test_a_record_is_checked_against_its_entry(board):
     volumes, mean, failures = compare(entry, entry["per_volume"], [0, 1, 2], TOLERANCE)
     base = {"entry_sha256": entry_sha256(entry), "who": "b", "date": "2026-12-01T10:00:00Z",
             "ichbench_version": "0.1.0", "hardware": "h",
-            "folds": [{"fold": 0, "numerics": {}, "model_sha256": "1" * 64, "predictions_sha256": "2" * 64,
-                       "predictions_identical": False}],
-            "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean, "passed": True, "failures": []}
+            "folds": [{"fold": 0, "numerics": {}, "model_sha256": "1" * 64,
+                       "predictions_sha256": "2" * 64, "predictions_identical": False}],
+            "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean, "passed": True,
+            "failures": []}
     shown = f"REJECT leaderboard/entries/phantom/{record_path(path).name}"
     cases = [({"entry_sha256": "f" * 64}, "is of another version of the entry"),
              ({"tolerance": {"volume": 0.5, "mean": 0.05}}, "is wider than ichbench's"),
              ({"passed": False}, "its verdict does not follow"),
-             ({"volumes": [{**volumes[0], "dice_entry": 0.99, "delta": volumes[0]["dice_reproduced"] - 0.99}]
-               + volumes[1:]}, f"disagrees with the entry's counts for {volumes[0]['volume_id']}")]
+             ({"volumes": [{**volumes[0], "dice_entry": 0.99,
+                            "delta": volumes[0]["dice_reproduced"] - 0.99}] + volumes[1:]},
+              f"disagrees with the entry's counts for {volumes[0]['volume_id']}")]
     for change, why in cases:
         record_path(path).unlink(missing_ok=True)
         append(path, entry, {**base, **change})
         out = cli("validate", "--root", folder.root)
-        assert out.exit_code == 1 and any(x.startswith(shown) and why in x for x in out.output.splitlines()), \
+        lines = out.output.splitlines()
+        assert out.exit_code == 1 and any(x.startswith(shown) and why in x for x in lines), \
             (why, out.output)
     # and a record with no entry beside it
     record_path(path).unlink()
     append(path, entry, base)
     path.unlink()
     out = cli("validate", "--root", folder.root)
-    assert out.exit_code == 1 and f"{shown}: reproduction records of {path.name}, which does not exist" in out.output
+    assert out.exit_code == 1
+    assert f"{shown}: reproduction records of {path.name}, which does not exist" in out.output
 
 
 def test_same_numbers_under_a_new_run_id_are_a_duplicate(board):
@@ -144,9 +158,10 @@ def test_same_numbers_under_a_new_run_id_are_a_duplicate(board):
         "leaderboard/entries/phantom/multilabel_dl--aaaaaaaa.json (MLflow run " + "a" * 32
         + ", 2025-01-02T03:04:05Z), submitted under another run id"]
     # validating the earlier one alone accepts it; the later one alone is still the duplicate
-    assert cli("validate", "--root", folder.root, folder.root / "entries/phantom/multilabel_dl--aaaaaaaa.json") \
-        .exit_code == 0
-    assert "duplicate: the same per-volume counts" in cli("validate", "--root", folder.root, later).output
+    earlier = folder.root / "entries/phantom/multilabel_dl--aaaaaaaa.json"
+    assert cli("validate", "--root", folder.root, earlier).exit_code == 0
+    out = cli("validate", "--root", folder.root, later)
+    assert out.exit_code == 1 and "duplicate: the same per-volume counts" in out.output
     # one volume's counts differ: not a duplicate
     again["per_volume"][0]["fp"] += 1
     again["summary"] = rescore(again["per_volume"])
@@ -160,7 +175,8 @@ def test_fold_digests(board):
     assert [f["fold"] for f in entry["folds"]] == [0, 1, 2] and entry["schema_version"] == 2
     path = write_entry(folder, {**entry, "folds": entry["folds"][:2]})
     _, lines = rejected(folder, path.name)
-    assert any("folds lists digests for folds 0, 1; an entry with k = 3 needs each of 0..2 once" in x for x in lines)
+    want = "folds lists digests for folds 0, 1; an entry with k = 3 needs each of 0..2 once"
+    assert any(want in x for x in lines)
     missing = {k: v for k, v in entry.items() if k != "folds"}
     path.write_text(json.dumps(missing))
     _, lines = rejected(folder, path.name)

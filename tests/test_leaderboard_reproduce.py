@@ -28,7 +28,8 @@ FAST = ["finetune.epochs=2", "finetune.steps_per_epoch=3"]
 
 @pytest.fixture(scope="module")
 def submitted(phantom_stores, ray_session, tmp_path_factory):
-    """A five-fold smoke run of unet_mixed on the session phantom, submitted to a tmp leaderboard."""
+    """A five-fold smoke run of unet_mixed on the session phantom, submitted to a tmp
+    leaderboard."""
     base = tmp_path_factory.mktemp("reproduce")
     home = base / "home"
     shutil.copytree(phantom_stores, home, symlinks=True)
@@ -37,8 +38,8 @@ def submitted(phantom_stores, ray_session, tmp_path_factory):
     tracker = Tracker(default_tracking_uri(home), home)
     plan = plan_method("unet_mixed", "phantom", "smoke", home, k=5, overrides=FAST)
     outcome = Driver(tracker).run(plan)
-    out = runner.invoke(app, ["submit", "--run-id", outcome.parent_run_id, "--tracking-uri", tracker.uri,
-                              "--root", str(folder.root)])
+    out = runner.invoke(app, ["submit", "--run-id", outcome.parent_run_id,
+                              "--tracking-uri", tracker.uri, "--root", str(folder.root)])
     assert out.exit_code == 0, out.output
     path = folder.root / "entries" / "phantom" / f"unet_mixed--{outcome.parent_run_id[:8]}.json"
     return {"home": home, "folder": folder, "entry": path, "plan": plan}
@@ -46,7 +47,8 @@ def submitted(phantom_stores, ray_session, tmp_path_factory):
 
 def reproduce(submitted, entry, monkeypatch, *args):
     monkeypatch.setenv("ICHBENCH_HOME", str(submitted["home"]))
-    return runner.invoke(app, ["reproduce", str(entry), "--root", str(submitted["folder"].root), *args])
+    root = str(submitted["folder"].root)
+    return runner.invoke(app, ["reproduce", str(entry), "--root", root, *args])
 
 
 def test_entry_carries_the_fold_digests_of_the_run(submitted):
@@ -57,7 +59,8 @@ def test_entry_carries_the_fold_digests_of_the_run(submitted):
         res = json.loads((plan.fold_dir(f["fold"]) / "result.json").read_text())
         assert f["model_sha256"] == res["model"]["sha256"]   # the model.pt digest the fold wrote
         assert f["predictions_sha256"] == res["predictions_sha256"]
-        assert f["numerics"]["cpu_threads"] == res["cpu_threads"] == 1   # a Ray fold worker: one thread
+        # a Ray fold worker runs one thread
+        assert f["numerics"]["cpu_threads"] == res["cpu_threads"] == 1
     assert entry["config"] == plan.cfg.to_dict()
 
 
@@ -69,8 +72,8 @@ def test_reproducing_one_fold_passes_and_is_recorded(submitted, monkeypatch):
     n = sum(r["fold"] == 2 for r in entry["per_volume"])
     assert f"{n} volumes re-scored: max |ΔDice| 0.00 points" in out.output
     assert "predictions bit-identical in folds 2" in out.output   # same machine, same numerics
-    assert f"reproduced: recorded in leaderboard/entries/phantom/{record_path(submitted['entry']).name}" \
-        in out.output
+    records = record_path(submitted["entry"]).name
+    assert f"reproduced: recorded in leaderboard/entries/phantom/{records}" in out.output
     data = json.loads(record_path(submitted["entry"]).read_text())
     [rec] = data["records"]
     assert data["entry"] == submitted["entry"].name and rec["passed"] and rec["failures"] == []
@@ -78,8 +81,8 @@ def test_reproducing_one_fold_passes_and_is_recorded(submitted, monkeypatch):
     [fold] = rec["folds"]
     assert fold["fold"] == 2 and fold["predictions_identical"] is True
     assert fold["numerics"]["cpu_threads"] == 1 and fold["numerics"]["cpu_capability"]
-    assert [v["volume_id"] for v in rec["volumes"]] == sorted(r["volume_id"] for r in entry["per_volume"]
-                                                                if r["fold"] == 2)
+    fold2 = sorted(r["volume_id"] for r in entry["per_volume"] if r["fold"] == 2)
+    assert [v["volume_id"] for v in rec["volumes"]] == fold2
     assert all(v["delta"] == 0 for v in rec["volumes"])
     # it ran in its own folder: the run's own fold results were not reused
     assert (submitted["home"] / "reproductions" / "phantom").is_dir()
@@ -104,8 +107,8 @@ def test_a_tampered_dice_fails_naming_the_volume(submitted, monkeypatch, tmp_pat
     out = reproduce(submitted, copy, monkeypatch, "--folds", "2")
     assert out.exit_code == 1, out.output
     fails = [x for x in out.output.splitlines() if x.startswith("FAIL")]
-    assert fails[0].startswith(f"FAIL volume {row['volume_id']} (fold 2): Dice 100.00 % in the entry, "
-                               f"{100 * before:.2f} % re-run")
+    assert fails[0].startswith(f"FAIL volume {row['volume_id']} (fold 2): Dice 100.00 % in the "
+                               f"entry, {100 * before:.2f} % re-run")
     # the only volume named; the fold's mean moved with it
     assert [x.split()[2] for x in fails if x.startswith("FAIL volume")] == [row["volume_id"]]
     assert "NOT reproduced: recorded in" in out.output
@@ -118,11 +121,13 @@ def test_refusals_are_one_line_naming_the_entry(submitted, monkeypatch, tmp_path
     shown = submitted["folder"].rel(submitted["entry"])
     out = reproduce(submitted, submitted["entry"], monkeypatch, "--folds", "7")
     assert out.exit_code == 2
-    assert out.output.strip() == f"ichbench: error: {shown}: not reproduced: --folds 7 out of range for k = 5 (0..4)"
+    assert out.output.strip() == (f"ichbench: error: {shown}: not reproduced: --folds 7 out of "
+                                  "range for k = 5 (0..4)")
     # another store than the one the entry was scored on
     other = dict(entry, dataset={**entry["dataset"], "fingerprint": "e" * 64})
     copy = tmp_path / submitted["entry"].name
     copy.write_text(json.dumps(other))
     out = reproduce(submitted, copy, monkeypatch, "--folds", "0")
     assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1
-    assert f"{copy}: not reproduced: it does not validate: dataset fingerprint eeeeeeeeeeee…" in out.output
+    want = f"{copy}: not reproduced: it does not validate: dataset fingerprint eeeeeeeeeeee…"
+    assert want in out.output
