@@ -37,7 +37,8 @@ def one_run(home: str, method: str, k: int, fold: int, out: str) -> None:
     split = split_for_store(open_store(path), k)
     cfg = resolve(method, "phantom", "smoke", [])
     res = finetune(method, path, split, fold, cfg, Path(out), device="cpu", progress=False)
-    print(json.dumps({"numerics": {"cpu_threads": res["cpu_threads"], "cpu_capability": res["cpu_capability"]},
+    numerics = {"cpu_threads": res["cpu_threads"], "cpu_capability": res["cpu_capability"]}
+    print(json.dumps({"numerics": numerics,
                       "predictions_sha256": res["predictions_sha256"],
                       "dice": {v["volume_id"]: v["dice"] for v in res["volumes"]}}))
 
@@ -49,7 +50,8 @@ def main() -> None:
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--method", default="unet_mixed")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--variants", default=None, help="comma list of variant numbers (0-based; default all)")
+    ap.add_argument("--variants", default=None,
+                    help="comma list of variant numbers (0-based; default all)")
     ap.add_argument("--one", nargs=2, metavar=("HOME", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
@@ -58,7 +60,8 @@ def main() -> None:
     from ichbench.store.ingest import ingest
     tmp = Path(tempfile.mkdtemp(prefix="ichbench-spread-"))
     ingest(get_dataset("phantom"), tmp, roles=[SEGMENTATION], options=IngestOptions(
-        size=64, extra={"volumes": a.volumes, "slices": 16, "native_size": 64, "pretrain_volumes": 1}))
+        size=64,
+        extra={"volumes": a.volumes, "slices": 16, "native_size": 64, "pretrain_volumes": 1}))
     runs = {}
     chosen = {int(x) for x in a.variants.split(",")} if a.variants else set(range(len(VARIANTS)))
     for i, (name, (threads, isa)) in enumerate(VARIANTS.items()):
@@ -68,18 +71,22 @@ def main() -> None:
         env.pop("ATEN_CPU_CAPABILITY", None)
         if isa:
             env["ATEN_CPU_CAPABILITY"] = isa
-        cmd = [sys.executable, __file__, "--method", a.method, "--k", str(a.k), "--fold", str(a.fold),
+        cmd = [sys.executable, __file__, "--method", a.method, "--k", str(a.k),
+               "--fold", str(a.fold),
                "--one", str(tmp), str(tmp / f"run{i}")]
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
         runs[name] = json.loads(out.strip().splitlines()[-1])
         print(f"{name}: {runs[name]['numerics']}", file=sys.stderr)
+        if a.out:   # what is measured so far survives an interrupted run
+            Path(a.out + ".partial").write_text(json.dumps(runs, indent=2) + "\n")
     ref = runs[next(iter(VARIANTS))]
     report = {"method": a.method, "volumes": a.volumes, "k": a.k, "fold": a.fold, "variants": {}}
     for name, r in runs.items():
         deltas = {v: r["dice"][v] - ref["dice"][v] for v in ref["dice"]}
         n = len(deltas)
         report["variants"][name] = {
-            "numerics": r["numerics"], "identical_predictions": r["predictions_sha256"] == ref["predictions_sha256"],
+            "numerics": r["numerics"],
+            "identical_predictions": r["predictions_sha256"] == ref["predictions_sha256"],
             "max_abs_delta": max(abs(d) for d in deltas.values()),
             "mean_delta": sum(deltas.values()) / n,
             "mean_dice": sum(r["dice"].values()) / n,
