@@ -184,3 +184,16 @@ def test_fold_digests(board):
     # an entry of schema 1 (before digests) stays valid
     path.write_text(json.dumps({**missing, "schema_version": 1}))
     assert cli("validate", "--root", folder.root).exit_code == 0
+
+
+def test_reproduce_says_when_numerics_differ_from_the_entrys():
+    from ichbench.leaderboard.reproduce import numerics_notes
+    entry = {"folds": [{"fold": 0, "numerics": {"cpu_threads": 1, "cpu_capability": "AVX2"}},
+                       {"fold": 1, "numerics": {"cpu_threads": 1, "gpu": "NVIDIA H200"}},
+                       {"fold": 2, "numerics": {"cpu_threads": 1, "cpu_capability": "AVX512"}}]}
+    here = {"cpu_threads": 1, "cpu_capability": "AVX512", "gpu": None}
+    notes = numerics_notes(entry, [{"fold": f, "numerics": here} for f in (0, 1, 2)])
+    assert len(notes) == 2   # fold 2 ran as here: nothing to say
+    assert notes[0].startswith("fold 0 numerics differ from the entry's (cpu_threads 1, "
+                               "cpu_capability AVX2 there, cpu_threads 1, cpu_capability AVX512 here)")
+    assert notes[1].startswith("fold 1 ran on a GPU for the entry and on the CPU here")

@@ -33,6 +33,7 @@ from ichbench.leaderboard.recorded_config import ConfigNotRebuilt, rebuild
 from ichbench.leaderboard.reproductions import TOLERANCE
 from ichbench.leaderboard.validate import check_entry
 
+NUMERICS = ("cpu_threads", "cpu_capability", "gpu")
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
@@ -178,6 +179,29 @@ def compare(entry: dict, rows: list[dict], folds: list[int], tolerance: dict):
     return volumes, mean, failures
 
 
+def numerics_notes(entry: dict, done: list[dict]) -> list[str]:
+    """Where the re-run's numerics differ from the entry's: what to expect of the comparison."""
+    claimed = {f["fold"]: f.get("numerics") or {} for f in entry.get("folds", ())}
+    out = []
+    for f in done:
+        theirs, ours = claimed.get(f["fold"]), f["numerics"]
+        if theirs is None:
+            continue
+        there, here = ("a GPU" if n.get("gpu") else "the CPU" for n in (theirs, ours))
+        if there != here:
+            out.append(f"fold {f['fold']} ran on {there} for the entry and on {here} here: across "
+                       "device kinds expect differences of the order of seed-to-seed spread "
+                       "(docs/leaderboard.md, \"Reproducing an entry\")")
+        elif any(theirs.get(k) != ours.get(k) for k in NUMERICS):
+            out.append(f"fold {f['fold']} numerics differ from the entry's ({_numerics(theirs)} "
+                       f"there, {_numerics(ours)} here): compared within the tolerances")
+    return out
+
+
+def _numerics(n: dict) -> str:
+    return ", ".join(f"{k} {n.get(k)}" for k in NUMERICS if n.get(k))
+
+
 def _fold_records(entry: dict, plan, chosen: list[int]) -> list[dict]:
     """Per re-run fold: its numerics, its model and predictions digests, and whether the
     predictions are bit for bit the entry's."""
@@ -213,12 +237,15 @@ def reproduce(entry_path: Path, folder: Folder, home: Path, folds: list[int] | N
     driver = Driver(tracker, address=address)
     outcome = driver.run(plan)
     volumes, mean, failures = compare(entry, outcome.rows, chosen, TOLERANCE)
+    folds_done = _fold_records(entry, plan, chosen)
+    for line in numerics_notes(entry, folds_done):
+        console.print(line)
     commit = git_commit()
     record = {"entry_sha256": reproductions.entry_sha256(entry), "who": who(), "date": _now(),
               "ichbench_version": __version__,
               "ichbench_commit": None if commit == "unknown" else commit,
               "plugin_version": owner.version, "hardware": hardware(driver.resources),
-              "folds": _fold_records(entry, plan, chosen), "config_filled": filled,
+              "folds": folds_done, "config_filled": filled,
               "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean,
               "passed": not failures, "failures": failures}
     path = reproductions.append(Path(entry_path), entry, record)
