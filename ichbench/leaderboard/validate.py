@@ -1,12 +1,16 @@
 """Validation of the leaderboard folder: every rejection names the file and the reason.
 
 Checks, per entry: size limit and strict JSON; the schema; no patient identifiers; that it sits at
-entries/<dataset>/<method>--<run id prefix>.json; each volume once and folds in range; the summary
-recomputed from the per-volume counts (to 1e-9); the split hash against the folds its volumes were
-scored in (an entry with folds missing is named as a run of some folds); then against canonical.json: volume ids (each canonical volume exactly once), ICH flags,
-fingerprint, and the canonical split (hash and each volume's fold). Across entries: one entry per MLflow run. Folder-wide: the
-published tables byte-identical to the pinned ones, canonical.json consistent, the schema copy
-unchanged. Whatever canonical.json cannot support yet is reported as a note, never passed silently.
+entries/<dataset>/<method>--<run id prefix>.json; a built-in method's name only from the ichbench
+distribution; per-fold digests for every fold (schema 2); each volume once and folds in range; the
+summary recomputed from the per-volume counts (to 1e-9); the split hash against the folds its
+volumes were scored in (an entry with folds missing is named as a run of some folds); then against
+canonical.json: volume ids (each canonical volume exactly once), ICH flags, fingerprint, and the
+canonical split (hash and each volume's fold). Across entries: one entry per MLflow run, and no
+two runs with the same per-volume counts; reproduction records against their entries
+(reproductions.py). Folder-wide: the published tables byte-identical to the pinned ones,
+canonical.json consistent, the schema copy unchanged. Whatever canonical.json cannot support yet
+is reported as a note, never passed silently.
 """
 
 from __future__ import annotations
