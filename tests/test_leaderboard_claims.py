@@ -13,7 +13,7 @@ from ichbench.cli.leaderboard import app
 from ichbench.leaderboard.entries import rescore
 from ichbench.leaderboard.render import render
 from ichbench.leaderboard.reproduce import compare
-from ichbench.leaderboard.reproductions import TOLERANCE, append, entry_sha256, record_path
+from ichbench.leaderboard.reproductions import append, entry_sha256, record_path, tolerance_for
 from ichbench.leaderboard.validate import validate
 from tests.test_leaderboard_support import (copy_folder, flags_of, make_entry, phantom_store,
                                             write_entry)
@@ -80,7 +80,7 @@ def test_page_shows_the_distribution_of_plugin_methods_and_the_marks(board):
     write_entry(folder, builtin)
     plugin_path = write_entry(folder, plugin)
     # a reproduction of the plugin's entry, on two of its three folds, that matched
-    volumes, mean, failures = compare(plugin, plugin["per_volume"], [0, 2], TOLERANCE)
+    volumes, tol, mean, failures = compare(plugin, plugin["per_volume"], [0, 2])
     assert not failures and mean == 0.0
     record = {"entry_sha256": entry_sha256(plugin), "who": "Ada <ada@example.org>",
               "date": "2026-12-01T10:00:00Z",
@@ -88,7 +88,7 @@ def test_page_shows_the_distribution_of_plugin_methods_and_the_marks(board):
               "folds": [{"fold": f, "numerics": {"cpu_threads": 1}, "model_sha256": "1" * 64,
                          "predictions_sha256": plugin["folds"][f]["predictions_sha256"],
                          "predictions_identical": True} for f in (0, 2)],
-              "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean,
+              "tolerance": tol, "volumes": volumes, "mean_delta": mean,
               "passed": True, "failures": []}
     append(plugin_path, plugin, record)
     report = validate(folder)
@@ -114,16 +114,17 @@ def test_a_record_is_checked_against_its_entry(board):
     folder, flags, fp = board
     entry = make_entry(flags, fingerprint=fp)
     path = write_entry(folder, entry)
-    volumes, mean, failures = compare(entry, entry["per_volume"], [0, 1, 2], TOLERANCE)
+    volumes, tol, mean, failures = compare(entry, entry["per_volume"], [0, 1, 2])
     base = {"entry_sha256": entry_sha256(entry), "who": "b", "date": "2026-12-01T10:00:00Z",
             "ichbench_version": "0.1.0", "hardware": "h",
             "folds": [{"fold": 0, "numerics": {}, "model_sha256": "1" * 64,
                        "predictions_sha256": "2" * 64, "predictions_identical": False}],
-            "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean, "passed": True,
+            "tolerance": tol, "volumes": volumes, "mean_delta": mean, "passed": True,
             "failures": []}
     shown = f"REJECT leaderboard/entries/phantom/{record_path(path).name}"
     cases = [({"entry_sha256": "f" * 64}, "is of another version of the entry"),
              ({"tolerance": {"volume": 0.5, "mean": 0.05}}, "is wider than ichbench's"),
+             ({"tolerance": {"volume": 0.25, "mean": 0.25}}, "(mean 0.25) is wider than"),
              ({"passed": False}, "its verdict does not follow"),
              ({"volumes": [{**volumes[0], "dice_entry": 0.99,
                             "delta": volumes[0]["dice_reproduced"] - 0.99}] + volumes[1:]},

@@ -14,7 +14,7 @@ from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.entries import ratios, rescore
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.render import render
-from ichbench.leaderboard.reproductions import TOLERANCE, record_path
+from ichbench.leaderboard.reproductions import VOLUME_TOLERANCE, record_path, tolerance_for
 from ichbench.leaderboard.validate import validate
 from ichbench.orchestrate.driver import Driver
 from ichbench.orchestrate.plan import plan_method
@@ -77,7 +77,7 @@ def test_reproducing_one_fold_passes_and_is_recorded(submitted, monkeypatch):
     data = json.loads(record_path(submitted["entry"]).read_text())
     [rec] = data["records"]
     assert data["entry"] == submitted["entry"].name and rec["passed"] and rec["failures"] == []
-    assert rec["who"] and rec["date"].endswith("Z") and rec["tolerance"] == TOLERANCE
+    assert rec["who"] and rec["date"].endswith("Z") and rec["tolerance"] == tolerance_for(n)
     [fold] = rec["folds"]
     assert fold["fold"] == 2 and fold["predictions_identical"] is True
     assert fold["numerics"]["cpu_threads"] == 1 and fold["numerics"]["cpu_capability"]
@@ -100,7 +100,7 @@ def test_a_tampered_dice_fails_naming_the_volume(submitted, monkeypatch, tmp_pat
     row = next(r for r in entry["per_volume"] if r["fold"] == 2 and r["tp"] + r["fn"] > 0)
     before = ratios(row["tp"], row["fp"], row["fn"])["dice"]
     row["tp"], row["fp"], row["fn"] = row["tp"] + row["fn"], 0, 0
-    assert ratios(row["tp"], row["fp"], row["fn"])["dice"] - before > TOLERANCE["volume"]
+    assert ratios(row["tp"], row["fp"], row["fn"])["dice"] - before > VOLUME_TOLERANCE
     entry["summary"] = rescore(entry["per_volume"])
     copy = tmp_path / submitted["entry"].name
     copy.write_text(json.dumps(entry, indent=2))

@@ -141,8 +141,8 @@ def reproduce(entry: Path = typer.Argument(..., help="The entry file to re-run."
     same = [f["fold"] for f in rec["folds"] if f["predictions_identical"]]
     tol = rec["tolerance"]
     typer.echo(f"{len(rec['volumes'])} volumes re-scored: max |ΔDice| {100 * worst:.2f} points "
-               f"(tolerance {100 * tol['volume']:g}), mean Δ {100 * rec['mean_delta']:+.2f} "
-               f"(tolerance {100 * tol['mean']:g}); predictions bit-identical in "
+               f"(tolerance {100 * tol['volume']:.3g}), mean Δ {100 * rec['mean_delta']:+.2f} "
+               f"(tolerance {100 * tol['mean']:.3g}); predictions bit-identical in "
                f"{'folds ' + ', '.join(map(str, same)) if same else 'no fold'}")
     for line in rec["failures"]:
         typer.echo(f"FAIL {line}", err=True)

@@ -5,7 +5,7 @@ dataset (its fingerprint must be the entry's, and so then is the split) and run 
 as `ichbench run`, pretraining included, in a folder of its own (`$ICHBENCH_HOME/reproductions/`,
 tracked in `reproductions/mlflow.db`) so that nothing of an earlier `ichbench run` is reused.
 Every re-scored volume's Dice is compared with the Dice of the entry's counts: each within
-`TOLERANCE["volume"]`, their mean within `TOLERANCE["mean"]` (docs/leaderboard.md says how these
+`tolerance_for(n)["volume"]`, their mean within `["mean"]` (docs/leaderboard.md says how these
 were measured). The comparison is appended to the records beside the entry, pass or fail.
 """
 
@@ -30,7 +30,7 @@ from ichbench.leaderboard.entries import ratios
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.recorded_config import ConfigNotRebuilt, rebuild
-from ichbench.leaderboard.reproductions import TOLERANCE
+from ichbench.leaderboard.reproductions import tolerance_for
 from ichbench.leaderboard.validate import check_entry
 
 NUMERICS = ("cpu_threads", "cpu_capability", "gpu")
@@ -159,9 +159,9 @@ def _own_folders(plan, home: Path, entry: dict):
     return dataclasses.replace(plan, **changes)
 
 
-def compare(entry: dict, rows: list[dict], folds: list[int], tolerance: dict):
+def compare(entry: dict, rows: list[dict], folds: list[int]):
     """Per-volume Dice of the entry's counts against the re-run's, over the chosen folds:
-    (volumes, mean delta, failures)."""
+    (volumes, tolerance, mean delta, failures)."""
     again = {str(r["volume_id"]): r for r in rows}
     volumes, missing = [], []
     for r in sorted(entry["per_volume"], key=lambda r: r["volume_id"]):
@@ -175,8 +175,9 @@ def compare(entry: dict, rows: list[dict], folds: list[int], tolerance: dict):
                    int(again[r["volume_id"]]["fn"]))["dice"]
         volumes.append({"volume_id": r["volume_id"], "fold": r["fold"], "dice_entry": a,
                         "dice_reproduced": b, "delta": b - a})
+    tolerance = tolerance_for(len(volumes))
     mean, failures = reproductions.verdict(volumes, tolerance, missing)
-    return volumes, mean, failures
+    return volumes, tolerance, mean, failures
 
 
 def numerics_notes(entry: dict, done: list[dict]) -> list[str]:
@@ -236,7 +237,7 @@ def reproduce(entry_path: Path, folder: Folder, home: Path, folds: list[int] | N
     tracker = Tracker(f"sqlite:///{root.resolve() / 'mlflow.db'}", root)
     driver = Driver(tracker, address=address)
     outcome = driver.run(plan)
-    volumes, mean, failures = compare(entry, outcome.rows, chosen, TOLERANCE)
+    volumes, tolerance, mean, failures = compare(entry, outcome.rows, chosen)
     folds_done = _fold_records(entry, plan, chosen)
     for line in numerics_notes(entry, folds_done):
         console.print(line)
@@ -246,7 +247,7 @@ def reproduce(entry_path: Path, folder: Folder, home: Path, folds: list[int] | N
               "ichbench_commit": None if commit == "unknown" else commit,
               "plugin_version": owner.version, "hardware": hardware(driver.resources),
               "folds": folds_done, "config_filled": filled,
-              "tolerance": dict(TOLERANCE), "volumes": volumes, "mean_delta": mean,
+              "tolerance": tolerance, "volumes": volumes, "mean_delta": mean,
               "passed": not failures, "failures": failures}
     path = reproductions.append(Path(entry_path), entry, record)
     return Reproduction(record, path)
