@@ -123,8 +123,9 @@ def test_a_record_is_checked_against_its_entry(board):
             "failures": []}
     shown = f"REJECT leaderboard/entries/phantom/{record_path(path).name}"
     cases = [({"entry_sha256": "f" * 64}, "is of another version of the entry"),
-             ({"tolerance": {"volume": 0.5, "mean": 0.05}}, "is wider than ichbench's"),
-             ({"tolerance": {"volume": 0.25, "mean": 0.25}}, "(mean 0.25) is wider than"),
+             ({"tolerance": {**tol, "volume": 0.5}}, "(volume 0.5) is wider than ichbench's"),
+             ({"tolerance": {**tol, "mean": 0.25}}, "(mean 0.25) is wider than"),
+             ({"tolerance": {**tol, "fp_voxels": 11}}, "(fp_voxels 11) is wider than"),
              ({"passed": False}, "its verdict does not follow"),
              ({"volumes": [{**volumes[0], "dice_entry": 0.99,
                             "delta": volumes[0]["dice_reproduced"] - 0.99}] + volumes[1:]},
@@ -198,3 +199,24 @@ def test_reproduce_says_when_numerics_differ_from_the_entrys():
     assert notes[0].startswith("fold 0 numerics differ from the entry's (cpu_threads 1, "
                                "cpu_capability AVX2 there, cpu_threads 1, cpu_capability AVX512 here)")
     assert notes[1].startswith("fold 1 ran on a GPU for the entry and on the CPU here")
+
+
+def test_volumes_without_ich_are_compared_by_false_positive_voxels():
+    """Dice = 1/(FP + 1) without ICH: one stray voxel is 50 points, so such volumes compare
+    their false-positive voxels; a volume with ICH compares Dice."""
+    from ichbench.leaderboard.reproductions import verdict
+    rows = [{"volume_id": "A", "fold": 0, "tp": 0, "fp": 0, "fn": 0, "has_ich": False},
+            {"volume_id": "B", "fold": 0, "tp": 0, "fp": 300, "fn": 0, "has_ich": False},
+            {"volume_id": "C", "fold": 0, "tp": 90, "fp": 10, "fn": 10, "has_ich": True}]
+    entry = {"per_volume": rows}
+    again = [{**rows[0], "fp": 4}, {**rows[1], "fp": 360}, {**rows[2], "tp": 85, "fn": 15}]
+    volumes, tol, mean, failures = compare(entry, again, [0])
+    assert failures == [] and tol["mean"] == pytest.approx(0.15)   # one ICH volume
+    assert volumes[0]["delta"] == pytest.approx(1 / 5 - 1)          # -80 Dice points, yet fine
+    forged = [{**rows[0], "fp": 40}, {**rows[1], "fp": 20}, rows[2]]
+    _, _, _, failures = compare(entry, forged, [0])
+    assert failures == ["volume A (fold 0), without ICH: 0 false-positive voxels in the entry, "
+                        "40 re-run (tolerance 20)",
+                        "volume B (fold 0), without ICH: 300 false-positive voxels in the entry, "
+                        "20 re-run (tolerance 85)"]
+    assert verdict(volumes, tol)[1] == []

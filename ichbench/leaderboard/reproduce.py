@@ -26,7 +26,7 @@ from ichbench import __version__
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard import reproductions
-from ichbench.leaderboard.entries import ratios
+from ichbench.leaderboard.entries import ratios, row_has_ich
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.recorded_config import ConfigNotRebuilt, rebuild
@@ -170,12 +170,13 @@ def compare(entry: dict, rows: list[dict], folds: list[int]):
         if r["volume_id"] not in again:
             missing.append(r["volume_id"])
             continue
-        a = ratios(r["tp"], r["fp"], r["fn"])["dice"]
-        b = ratios(int(again[r["volume_id"]]["tp"]), int(again[r["volume_id"]]["fp"]),
-                   int(again[r["volume_id"]]["fn"]))["dice"]
+        mine = again[r["volume_id"]]
+        tp, fp, fn = int(mine["tp"]), int(mine["fp"]), int(mine["fn"])
+        a, b = ratios(r["tp"], r["fp"], r["fn"])["dice"], ratios(tp, fp, fn)["dice"]
         volumes.append({"volume_id": r["volume_id"], "fold": r["fold"], "dice_entry": a,
-                        "dice_reproduced": b, "delta": b - a})
-    tolerance = tolerance_for(len(volumes))
+                        "dice_reproduced": b, "delta": b - a, "has_ich": row_has_ich(r),
+                        "fp_entry": int(r["fp"]), "fp_reproduced": fp})
+    tolerance = tolerance_for(sum(v["has_ich"] for v in volumes))
     mean, failures = reproductions.verdict(volumes, tolerance, missing)
     return volumes, tolerance, mean, failures
 
