@@ -135,7 +135,11 @@ def reproduce(entry: Path = typer.Argument(..., help="The entry file to re-run."
         if not chosen:
             fail(f"--folds names no fold: {folds!r}")
     folder = _folder(root)
-    out = run(entry, folder, workspace(), chosen, address)
+    try:
+        out = run(entry, folder, workspace(), chosen, address)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: workers stopped, nothing recorded (rerun to resume)", err=True)
+        raise typer.Exit(130)
     rec = out.record
     worst = max(abs(v["delta"]) for v in rec["volumes"])
     same = [f["fold"] for f in rec["folds"] if f["predictions_identical"]]
