@@ -55,8 +55,9 @@ def _done_result(plan: MethodPlan, fold: int) -> dict | None:
 def fold_records(results: list[dict]) -> list[dict]:
     """What an entry records per fold to be checked: the digests of the fold's model.pt and of its
     predictions (`ichbench.evaluate.digest`), and the numerics its last bits depend on."""
-    return [{"fold": int(res["fold"]), "model_sha256": res["model"]["sha256"],
-             "predictions_sha256": res["predictions_sha256"],
+    # (a fold result without them logs None, and `leaderboard submit` refuses the run by name)
+    return [{"fold": int(res["fold"]), "model_sha256": (res.get("model") or {}).get("sha256"),
+             "predictions_sha256": res.get("predictions_sha256"),
              "numerics": {k: res.get(k) for k in ("cpu_threads", "cpu_capability", "gpu")}}
             for res in sorted(results, key=lambda r: r["fold"])]
 
