@@ -127,7 +127,8 @@ def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, finge
 def fold_record(f: dict) -> dict:
     num = f.get("numerics") or {}
     threads = num.get("cpu_threads")
-    return {"fold": int(f["fold"]), "model_sha256": str(f["model_sha256"]),
+    model = f.get("model_sha256")
+    return {"fold": int(f["fold"]), "model_sha256": None if model is None else str(model),
             "predictions_sha256": str(f["predictions_sha256"]),
             "numerics": {"cpu_threads": None if threads is None else int(threads),
                          "cpu_capability": num.get("cpu_capability"), "gpu": num.get("gpu")}}

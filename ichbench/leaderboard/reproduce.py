@@ -213,7 +213,8 @@ def _fold_records(entry: dict, plan, chosen: list[int]) -> list[dict]:
         res = json.loads((plan.fold_dir(f) / "result.json").read_text())
         mine = res["predictions_sha256"]
         numerics = {k: res.get(k) for k in ("cpu_threads", "cpu_capability", "gpu", "device")}
-        out.append({"fold": f, "model_sha256": res["model"]["sha256"], "predictions_sha256": mine,
+        model = (res.get("model") or {}).get("sha256")
+        out.append({"fold": f, "model_sha256": model, "predictions_sha256": mine,
                     "numerics": numerics,
                     "predictions_identical": claimed[f] == mine if f in claimed else None})
     return out

@@ -54,7 +54,8 @@ _FOLD_RECORD = {
     "type": "object", "additionalProperties": False,
     "required": ["fold", "numerics", "model_sha256", "predictions_sha256", "predictions_identical"],
     "properties": {"fold": _FOLD, "numerics": {"type": "object", "maxProperties": 10},
-                   "model_sha256": _HEX64, "predictions_sha256": _HEX64,
+                   "model_sha256": {**_HEX64, "type": ["string", "null"]},
+                   "predictions_sha256": _HEX64,
                    "predictions_identical": {"type": ["boolean", "null"]}}}
 _VOLUME = {
     "type": "object", "additionalProperties": False,

@@ -32,7 +32,9 @@ _NUMERICS = {"type": "object", "additionalProperties": False,
 _FOLD = {"type": "object", "additionalProperties": False,
          "required": ["fold", "model_sha256", "predictions_sha256", "numerics"],
          "properties": {"fold": {"type": "integer", "minimum": 0, "maximum": 99},
-                        "model_sha256": {**_HEX64, "description": "sha256 of the fold's model.pt"},
+                        # null: a method that fine-tunes by itself and keeps no model file
+                        "model_sha256": {**_HEX64, "type": ["string", "null"],
+                                         "description": "sha256 of the fold's model.pt"},
                         "predictions_sha256": {**_HEX64,
                                                "description": "ichbench.evaluate.digest.fold_digest"},
                         "numerics": _NUMERICS}}

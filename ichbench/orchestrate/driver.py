@@ -46,9 +46,9 @@ def _done_result(plan: MethodPlan, fold: int) -> dict | None:
         return None
     res = json.loads(path.read_text())
     ok = res.get("split_hash") == plan.split["hash"] and res.get("store_fingerprint") == plan.store.fingerprint
-    # results written before folds recorded their model and prediction digests are re-evaluated
-    # (the finished training state is resumed, not retrained), so every entry can carry them
-    ok = ok and bool(res.get("predictions_sha256")) and bool((res.get("model") or {}).get("sha256"))
+    # results written before folds recorded their prediction digests are re-evaluated (the
+    # finished training state is resumed, not retrained), so every entry can carry them
+    ok = ok and bool(res.get("predictions_sha256"))
     return res if ok else None
 
 
