@@ -55,9 +55,9 @@ def test_readme_rows_and_numbers(board):
     d = e["summary"]["all"]["dice"]
     lo, hi = stats.bootstrap_ci([100 * (2 * r["tp"] + 1) / (2 * r["tp"] + r["fp"] + r["fn"] + 1) for r in e["per_volume"]])
     row = next(line for line in md.splitlines() if line.startswith("| Multi-label classification (DL) · run aaaaaaaa"))
-    assert f"| re-scored | {pct(d['mean'])} ± {pct(d['std'])} [{lo:.2f}, {hi:.2f}] |" in row
+    assert f"| re-scored, self-reported | {pct(d['mean'])} ± {pct(d['std'])} [{lo:.2f}, {hi:.2f}] |" in row
     assert row.endswith("| 0.50 |")
-    assert md.count("| re-scored |") == 4 and md.count("| published |") == 20
+    assert md.count("| re-scored, self-reported |") == 4 and md.count("| published |") == 20
     assert "## Seg-CQ500" in md and "canonical.json lacks what only a real ingest" in md
 
 

@@ -16,13 +16,13 @@ from ichbench.leaderboard.entries import rescore
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.validate import validate
 from ichbench.splits import make_split
-from tests.test_leaderboard_support import copy_folder, counts_for, flags_of, phantom_store
+from tests.test_leaderboard_support import copy_folder, counts_for, fake_folds, flags_of, phantom_store
 
 runner = CliRunner()
 
 
 def _log_run(uri, exp_id, flags, fingerprint, *, method="multilabel_dl", seed=0, status="FINISHED",
-             kind="parent", summary_shift=0.0, split_hash=None, folds=None, tags=None):
+             kind="parent", summary_shift=0.0, split_hash=None, folds=None, tags=None, digests=True):
     split = make_split("phantom", flags, 3)
     fold_of = {v: f["fold"] for f in split["folds"] for v in f["test"]}
     rows = []
@@ -47,6 +47,9 @@ def _log_run(uri, exp_id, flags, fingerprint, *, method="multilabel_dl", seed=0,
         mlflow.log_dict({"finetune": {"epochs": 1, "lr": 1e-3}, "data": {"labeled_fraction": 1.0}}, "config.json")
         mlflow.log_dict(split, "split.json")
         mlflow.log_dict(summary, "summary.json")
+        if digests:   # the driver's folds.json (runs logged before it existed have none)
+            listed = [f for f in fake_folds("run", 3) if folds is None or f["fold"] in folds]
+            mlflow.log_dict(listed, "folds.json")
     if status != "FINISHED":
         mlflow.MlflowClient(uri).set_terminated(run.info.run_id, status)
     time.sleep(0.01)  # distinct start times for "latest"
@@ -251,3 +254,23 @@ def test_entry_of_a_plugin_method_names_the_plugins_code_not_ichbenchs(tracking,
 def test_code_commit_of_runs_logged_before_the_plugin_commit_tag(tags, commit):
     from ichbench.leaderboard.submit import method_commit
     assert method_commit({"ichbench.git_commit": "0123456789abcdef", **tags}) == commit
+
+
+def test_the_same_numbers_under_another_run_are_a_duplicate(tracking, folder):
+    first = tracking["runs"]["older"]
+    assert submit(tracking, folder, "--run-id", first).exit_code == 0
+    # another method's run that reports exactly the older run's per-volume counts
+    rid = log_another(tracking, method="local_contrastive", seed=1)
+    out = submit(tracking, folder, "--run-id", rid)
+    assert out.exit_code == 1
+    assert (f"REJECT MLflow run {rid}: duplicate: the same per-volume counts as "
+            f"leaderboard/entries/phantom/multilabel_dl--{first[:8]}.json (MLflow run {first}") in out.output
+    assert not (folder.root / "entries" / "phantom" / f"local_contrastive--{rid[:8]}.json").exists()
+
+
+def test_a_run_without_fold_digests_is_refused_with_what_to_do(tracking, folder):
+    rid = log_another(tracking, method="global_contrastive", seed=9, digests=False)
+    out = submit(tracking, folder, "--run-id", rid)
+    assert out.exit_code == 1
+    assert "artifact folds.json missing: the run was logged before entries carried each fold's model" \
+        in out.output and "rerun the same `ichbench run`" in out.output

@@ -64,18 +64,26 @@ def counts_for(flags: dict, seed: int) -> list[dict]:
     return rows
 
 
+def fake_folds(run_id: str, k: int) -> list[dict]:
+    """Fold records as the driver's folds.json gives them (digests made up, well-formed)."""
+    import hashlib
+    return [{"fold": f, "model_sha256": hashlib.sha256(f"model {run_id} {f}".encode()).hexdigest(),
+             "predictions_sha256": hashlib.sha256(f"pred {run_id} {f}".encode()).hexdigest(),
+             "numerics": {"cpu_threads": 1, "cpu_capability": "AVX2", "gpu": None}} for f in range(k)]
+
+
 def make_entry(flags: dict, *, k: int = 3, method: str = "multilabel_dl", run_id: str = "a" * 32,
                seed: int = 0, fingerprint: str = "0" * 64, dataset: str = "phantom", config: dict | None = None,
-               rows: list | None = None, gpu_hours: float | None = 0.5) -> dict:
+               rows: list | None = None, gpu_hours: float | None = 0.5, plugin: tuple = ("ichbench", "0.1.0")) -> dict:
     split = make_split(dataset, flags, k)
     fold_of = {v: f["fold"] for f in split["folds"] for v in f["test"]}
     rows = rows if rows is not None else counts_for(flags, seed)
     rows = [{**r, "fold": fold_of[r["volume_id"]]} for r in rows]
-    return build_entry(method=method, plugin_dist="ichbench", plugin_version="0.1.0", dataset=dataset,
+    return build_entry(method=method, plugin_dist=plugin[0], plugin_version=plugin[1], dataset=dataset,
                        fingerprint=fingerprint, split_hash=split["hash"], k=k, profile="smoke",
                        config=config or {"finetune": {"epochs": 1}}, per_volume=rows, ichbench_version="0.1.0",
                        hardware="cpu: test", gpu_hours=gpu_hours, run_id=run_id, date="2025-01-02T03:04:05Z",
-                       code_url=None, code_commit="deadbeef")
+                       code_url=None, code_commit="deadbeef", folds=fake_folds(run_id, k))
 
 
 def write_entry(folder: Folder, entry: dict, rel: Path | None = None) -> Path:

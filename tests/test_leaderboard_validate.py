@@ -186,6 +186,7 @@ def test_duplicate_run_rejected(board):
     folder, _, _, entry, path = board
     twin = copy.deepcopy(entry)
     twin["method"] = "renamed_method"
+    twin["plugin"] = {"distribution": "ichbench-renamed", "version": "1.0"}   # not a built-in name
     twin_path = write_entry(folder, twin)
     lines = assert_rejected(folder, twin_path.relative_to(folder.root), "duplicate: MLflow run " + "a" * 32)
     assert f"already on the leaderboard as leaderboard/entries/phantom/{path.name}" in lines[0]

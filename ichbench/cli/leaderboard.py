@@ -113,6 +113,50 @@ def render(root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP),
     typer.echo(f"wrote {folder.rel(folder.readme)} and {folder.rel(folder.index)} ({shown})")
 
 
+@app.command()
+@_errors_as_lines
+def reproduce(entry: Path = typer.Argument(..., help="The entry file to re-run."),
+              folds: Optional[str] = typer.Option(
+                  None, "--folds", help="Comma list of folds to re-run (default: all); a sample "
+                  "says less than all."),
+              address: Optional[str] = typer.Option(
+                  None, envvar="RAY_ADDRESS",
+                  help="Join this Ray cluster instead of starting a local one."),
+              root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
+    """Re-run an entry's recorded config on the same store and split; compare per-volume Dice and
+    record the outcome beside the entry (exit 1 when it does not reproduce)."""
+    from ichbench.orchestrate.reproduce import reproduce as run
+
+    chosen = None
+    if folds:
+        try:
+            chosen = [int(x) for x in folds.split(",") if x.strip()]
+        except ValueError:
+            fail(f"--folds expects a comma list of integers, got {folds!r}")
+        if not chosen:
+            fail(f"--folds names no fold: {folds!r}")
+    folder = _folder(root)
+    try:
+        out = run(entry, folder, workspace(), chosen, address)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: workers stopped, nothing recorded (rerun to resume)", err=True)
+        raise typer.Exit(130)
+    rec = out.record
+    worst = max(abs(v["delta"]) for v in rec["volumes"])
+    same = [f["fold"] for f in rec["folds"] if f["predictions_identical"]]
+    tol = rec["tolerance"]
+    typer.echo(f"{len(rec['volumes'])} volumes re-scored: max |ΔDice| {100 * worst:.2f} points "
+               f"(tolerance {100 * tol['volume']:.3g}), mean Δ {100 * rec['mean_delta']:+.2f} "
+               f"(tolerance {100 * tol['mean']:.3g}); predictions bit-identical in "
+               f"{'folds ' + ', '.join(map(str, same)) if same else 'no fold'}")
+    for line in rec["failures"]:
+        typer.echo(f"FAIL {line}", err=True)
+    verdict = "reproduced" if out.passed else "NOT reproduced"
+    typer.echo(f"{verdict}: recorded in {folder.rel(out.path)}")
+    if not out.passed:
+        raise typer.Exit(1)
+
+
 @canonical_app.command("record")
 @_errors_as_lines
 def canonical_record(dataset: str = typer.Option(..., "--dataset", help="Dataset whose segmentation store to record."),

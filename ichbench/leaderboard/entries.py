@@ -64,6 +64,18 @@ def summary_differences(stored: dict, recomputed: dict, tol: float = 1e-9) -> li
     return out
 
 
+def numbers_key(entry: dict) -> str:
+    """What two entries share when they report the same per-volume numbers: the sha256 of the
+    dataset name and every row's (volume id, fold, TP, FP, FN), sorted by volume id. Every number
+    shown is recomputed from these counts, so equal keys mean equal results."""
+    import hashlib
+    import json
+    rows = sorted((str(r["volume_id"]), int(r["fold"]), int(r["tp"]), int(r["fp"]), int(r["fn"]))
+                  for r in entry["per_volume"])
+    text = json.dumps([entry["dataset"]["name"], rows], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def short_id(run_id: str) -> str:
     return run_id[:8]
 
@@ -79,9 +91,11 @@ def relpath(entry: dict) -> Path:
 
 def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, fingerprint: str, split_hash: str,
                 k: int, profile: str, config: dict, per_volume: list[dict], ichbench_version: str, hardware,
-                gpu_hours, run_id: str, date: str, code_url, code_commit, ichbench_commit=None) -> dict:
+                gpu_hours, run_id: str, date: str, code_url, code_commit, ichbench_commit=None,
+                folds: list[dict] | None = None) -> dict:
     """`code_commit`: the commit of the method's own code (its plugin's, ichbench's for a built-in);
-    `ichbench_commit`: the commit of the ichbench that ran it."""
+    `ichbench_commit`: the commit of the ichbench that ran it; `folds`: per fold its model and
+    prediction digests and numerics (the driver's `folds.json`)."""
     rows = []
     for r in per_volume:
         subs = r.get("subtypes")
@@ -107,7 +121,18 @@ def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, finge
         "mlflow_run_id": run_id,
         "date": date,
         "code": {"url": code_url, "commit": code_commit},
+        "folds": [fold_record(f) for f in sorted(folds or [], key=lambda f: int(f["fold"]))],
     }
+
+
+def fold_record(f: dict) -> dict:
+    num = f.get("numerics") or {}
+    threads = num.get("cpu_threads")
+    model = f.get("model_sha256")
+    return {"fold": int(f["fold"]), "model_sha256": None if model is None else str(model),
+            "predictions_sha256": str(f["predictions_sha256"]),
+            "numerics": {"cpu_threads": None if threads is None else int(threads),
+                         "cpu_capability": num.get("cpu_capability"), "gpu": num.get("gpu")}}
 
 
 def _find_key(obj, key: str, depth: int = 0):

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from ichbench import SUBTYPES
 from ichbench.leaderboard import stats
 from ichbench.leaderboard.canonical import Expectation
+from ichbench.leaderboard.claims import distribution_of, is_builtin
 from ichbench.leaderboard.entries import labeled_amount, scored_rows, short_id
 from ichbench.leaderboard.published import PublishedRow
+from ichbench.leaderboard.reproductions import status
 from ichbench.leaderboard.schema import GROUPS, METRICS
 from ichbench.splits import DEFAULT_K, PAPER_K
 
@@ -44,6 +46,8 @@ class Row:
     subtypes: dict = field(default_factory=dict)  # volume_id -> list | None
     has_ich: dict = field(default_factory=dict)  # volume_id -> bool
     icm_source: str | None = None                 # +ICM entries: unet | classical | shipped
+    builtin: bool = True                          # a built-in method run by ichbench itself
+    reproduction: dict | None = None              # reproductions.status(): mark, who, when, …
 
     @property
     def published(self) -> bool:
@@ -94,7 +98,7 @@ def _pct(x):
     return None if x is None else 100.0 * x
 
 
-def _entry_row(shown: str, e: dict, labels: dict) -> Row:
+def _entry_row(shown: str, e: dict, labels: dict, records: list | None = None) -> Row:
     rows = scored_rows(e["per_volume"])
     values = {m: {r["volume_id"]: 100.0 * r[m] for r in rows} for m in METRICS}
     has_ich = {r["volume_id"]: r["has_ich"] for r in rows}
@@ -106,9 +110,17 @@ def _entry_row(shown: str, e: dict, labels: dict) -> Row:
             s = e["summary"][g][m]
             ci = stats.bootstrap_ci([100.0 * r[m] for r in chosen])
             groups[g][m] = {"mean": _pct(s["mean"]), "std": _pct(s["std"]), "ci": ci}
-    base = labels.get(e["method"], e["method"])
+    builtin = is_builtin(e)
+    # the paper's label only for the paper's method as ichbench ran it; a plugin's method is shown
+    # with its distribution beside it, wherever its label appears
+    base = labels.get(e["method"], e["method"]) if builtin else e["method"]
+    dist = None if builtin else \
+        " ".join(str(x) for x in distribution_of(e) if x) or "unnamed distribution"
+    label = f"{base} [{dist}] · run {short_id(e['mlflow_run_id'])}" if dist else \
+        f"{base} · run {short_id(e['mlflow_run_id'])}"
     return Row(key=f"entry:{e['mlflow_run_id']}", kind="entry", method=e["method"],
-               label=f"{base} · run {short_id(e['mlflow_run_id'])}", groups=groups,
+               label=label, groups=groups, builtin=builtin,
+               reproduction=status(records, e["split"]["k"]),
                gpu_hours=e["gpu_hours"], profile=e["profile"], k=e["split"]["k"], labeled=labeled_amount(e),
                run_id=e["mlflow_run_id"], path=shown, date=e["date"], code=e["code"], hardware=e["hardware"],
                plugin=e["plugin"], values=values, subtypes={r["volume_id"]: r["subtypes"] for r in rows},
@@ -170,14 +182,18 @@ def _label_efficiency(entries: list) -> list:
     return sorted(points, key=lambda p: (p["method"], p["n_volumes"], p["label"]))
 
 
-def build(published: list, entries: dict, expectations: dict, labels: dict) -> list:
-    """entries: shown path -> accepted entry; expectations: dataset -> Expectation."""
+def build(published: list, entries: dict, expectations: dict, labels: dict,
+          reproductions: dict | None = None) -> list:
+    """entries: shown path -> accepted entry; expectations: dataset -> Expectation;
+    reproductions: shown entry path -> its valid reproduction records."""
+    reproductions = reproductions or {}
     names = {p.dataset for p in published} | {e["dataset"]["name"] for e in entries.values()} | set(expectations)
     ordered = [n for n in DATASET_ORDER if n in names] + sorted(names - set(DATASET_ORDER))
     views = []
     for name in ordered:
         rows = [_published_row(p) for p in published if p.dataset == name]
-        rows += [_entry_row(path, e, labels) for path, e in sorted(entries.items()) if e["dataset"]["name"] == name]
+        rows += [_entry_row(path, e, labels, reproductions.get(path))
+                 for path, e in sorted(entries.items()) if e["dataset"]["name"] == name]
         if not rows:
             continue
         rows.sort(key=_sort_key)

@@ -38,6 +38,9 @@ tr.published td.text:first-child{font-style:italic}
 .badge{display:inline-block;font-size:11px;padding:0 .4rem;border-radius:.6rem;white-space:nowrap}
 .badge.published{background:#eaeef2;color:#424a53;border:1px solid #afb8c1}
 .badge.entry{background:#dafbe1;color:#116329;border:1px solid #4ac26b}
+.badge.reproduced{background:#ddf4ff;color:#0550ae;border:1px solid #54aeff}
+.badge.self-reported{background:#fff8c5;color:#7d4e00;border:1px solid #d4a72c}
+.badge.reproduction-failed{background:#ffebe9;color:#a40e26;border:1px solid #ff8182}
 .ci{display:block;color:#57606a;font-size:11px}
 b.best{font-weight:700}
 .note{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem .8rem;border-radius:.3rem;max-width:90ch}
@@ -131,6 +134,15 @@ def _details(row: Row) -> str:
         bits.append(f"{row.labeled['n_volumes']:.1f} labeled vol./fold")
     if row.plugin and row.plugin.get("distribution"):
         bits.append(escape(f"{row.plugin['distribution']} {row.plugin.get('version') or ''}".strip()))
+    rep = row.reproduction or {}
+    if rep.get("who"):
+        folds = rep["folds"]
+        which = "all folds" if rep.get("k") and folds == list(range(rep["k"])) else \
+            f"fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))}"
+        same = "; identical predictions" if rep.get("identical") else ""
+        bits.append(escape(f"{rep['mark']} by {rep['who']} on {rep['date'][:10]} ({which}; "
+                           f"{rep['hardware']}; max |ΔDice| {100 * rep['max_delta']:.2f} points"
+                           f"{same})"))
     if row.code and row.code.get("commit"):
         bits.append(f"commit {escape(str(row.code['commit'])[:10])}")
     if row.code and row.code.get("url"):
@@ -148,10 +160,13 @@ def results_table(view: DatasetView) -> str:
     head.append('<th data-sort="num">GPU-hours</th><th class="text">Details</th>')
     body = []
     for r in view.rows:
+        mark = (r.reproduction or {}).get("mark", "self-reported")
         badge = ('<span class="badge published">published</span>' if r.published
-                 else '<span class="badge entry">re-scored</span>')
+                 else f'<span class="badge entry">re-scored</span> '
+                      f'<span class="badge {mark.replace(" ", "-")}">{escape(mark)}</span>')
+        # (a method that is not built in carries its distribution in its label: model.py)
         cells = [f'<td class="text" data-value="{escape(r.label)}">{escape(r.label)}</td>',
-                 f'<td class="text" data-value="{r.kind}">{badge}</td>']
+                 f'<td class="text" data-value="{r.kind if r.published else mark}">{badge}</td>']
         cells += [_metric_cell(r, g, m) for g in view.groups for m in METRICS]
         gh = "" if r.gpu_hours is None else f"{r.gpu_hours:.6f}"
         cells.append(f'<td data-value="{gh}">{"–" if r.gpu_hours is None else f"{r.gpu_hours:.2f}"}</td>')
@@ -291,6 +306,12 @@ counts summed over its slices, then mean ± sample std (ddof 1) over all volumes
 <b>Welch</b>: two-sided unequal-variance t-test, the paper's choice. <b>Paired</b>: two-sided Wilcoxon signed-rank
 test on per-volume differences over shared volumes (zero differences dropped; exact distribution for small
 samples), Holm step-down correction over all pairs of one matrix.</p>
+<p>Counts are self-reported. An entry names the plugin distribution of its method (a built-in
+method's name is only accepted from ichbench itself) and carries its resolved config and, per fold,
+the sha256 of its model and of its predicted masks. <code>ichbench leaderboard reproduce</code>
+re-runs that config on the same store and split and compares every volume's Dice within a
+tolerance measured from run-to-run variation; a passing re-run is recorded beside the entry and
+marks it <b>reproduced</b>, with who, when and on what hardware.</p>
 <p>Entries are validated before they appear: schema, summary recomputed to 1e-9, split hash and dataset fingerprint
 against <code>canonical.json</code>, every canonical volume exactly once, one entry per MLflow run.</p>
 </section>
@@ -308,6 +329,10 @@ def render_page(views: list[DatasetView]) -> str:
             "<p class=\"lede\">Label-efficient intracranial hemorrhage segmentation in head CT, on the protocol of "
             "Spahr et al. (2023): volume-level Dice, precision and recall in k-fold cross-validation. "
             "<span class=\"badge published\">published</span> rows are the paper's Table 3 as printed; "
-            "<span class=\"badge entry\">re-scored</span> rows are submissions recomputed here from their per-volume "
-            f"counts.</p><nav>{nav} · <a href=\"#how\">How the numbers are computed</a></nav>"
+            "<span class=\"badge entry\">re-scored</span> rows are submissions recomputed here from "
+            "their per-volume counts: <span class=\"badge reproduced\">reproduced</span> when someone "
+            "re-ran the entry's config with <code>ichbench leaderboard reproduce</code> and matched its "
+            "per-volume Dice, else <span class=\"badge self-reported\">self-reported</span>. Methods "
+            "that are not built into ichbench show the plugin distribution they come from.</p>"
+            f"<nav>{nav} · <a href=\"#how\">How the numbers are computed</a></nav>"
             f"{body}{METHODS_TEXT}</main><script>{JS}</script></body></html>\n")

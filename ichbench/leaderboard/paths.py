@@ -9,6 +9,7 @@ from pathlib import Path
 import ichbench
 
 ENV = "ICHBENCH_LEADERBOARD"
+RECORDS_SUFFIX = ".reproductions.json"   # reproduction records beside an entry (reproductions.py)
 
 
 def default_root() -> Path:
@@ -50,9 +51,12 @@ class Folder:
         return self.root / "index.html"
 
     def entry_files(self) -> list[Path]:
+        """Entries: every file entries/<dataset>/* but the reproduction records beside them."""
         if not self.entries_dir.is_dir():
             return []
-        return sorted(p for p in self.entries_dir.glob("*/*") if p.is_file() and not p.name.startswith("."))
+        return sorted(p for p in self.entries_dir.glob("*/*")
+                      if p.is_file() and not p.name.startswith(".")
+                      and not p.name.endswith(RECORDS_SUFFIX))
 
     def published_files(self) -> list[Path]:
         if not self.published_dir.is_dir():

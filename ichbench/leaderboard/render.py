@@ -29,6 +29,14 @@ class Rendered:
     views: list
 
 
+def mark_text(r) -> str:
+    """"reproduced (by who, date, folds)" or "self-reported", for the README."""
+    rep = r.reproduction or {"mark": "self-reported"}
+    if rep["mark"] == "self-reported":
+        return "self-reported"
+    return f"{rep['mark']} by {rep['who']}, {rep['date'][:10]}"
+
+
 def _md_cell(s: dict, bold: bool) -> str:
     mean = fmt(s["mean"])
     text = (f"**{mean}**" if bold else mean) + f" ± {fmt(s['std'])}"
@@ -55,7 +63,8 @@ def markdown(views: list[DatasetView]) -> str:
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---", "---"] + ["--:"] * (len(head) - 2)) + "|")
         for r in v.rows:
-            cells = [r.label.replace("|", "\\|"), "published" if r.published else "re-scored"]
+            source = "published" if r.published else f"re-scored, {mark_text(r)}"
+            cells = [r.label.replace("|", "\\|"), source]
             cells += [_md_cell(r.groups[g][m], f"{g}.{m}" in r.bold) for g in v.groups for m in METRICS]
             cells.append("–" if r.gpu_hours is None else f"{r.gpu_hours:.2f}")
             out.append("| " + " | ".join(cells) + " |")
@@ -73,7 +82,8 @@ def render(folder: Folder, skip_invalid: bool = False) -> Rendered:
         raise InvalidFolder(report)
     data = canon.load(folder)
     expectations = {n: canon.expectation(data, n) for n in data["datasets"]}
-    views = build(load_published(folder), report.entries, expectations, paper_labels(folder))
+    views = build(load_published(folder), report.entries, expectations, paper_labels(folder),
+                  report.reproductions)
     write_text_atomic(folder.readme, markdown(views))
     write_text_atomic(folder.index, render_page(views))
     return Rendered(report, views)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from jsonschema import Draft202012Validator
 
-SCHEMA_VERSION = 1
+# 2: entries carry `folds` (each fold's model and prediction digests and numerics). Entries of
+# version 1 stay valid; they cannot show that their predictions are the ones reproduced.
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
 METRICS = ("dice", "precision", "recall")
 GROUPS = ("all", "ich")
 
@@ -28,6 +31,21 @@ _ML = {"type": "number", "minimum": 0, "maximum": MAX_ML}
 _RATIO = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
 _STAT = {"type": "object", "additionalProperties": False, "required": ["mean", "std"],
          "properties": {"mean": _RATIO, "std": _RATIO}}
+_NUMERICS = {"type": "object", "additionalProperties": False,
+             "description": "what a fold's last bits depend on besides the seed "
+                            "(ichbench.train.device.numerics)",
+             "properties": {"cpu_threads": {"type": ["integer", "null"], "minimum": 1,
+                                            "maximum": 4096},
+                            "cpu_capability": _OPT_STR, "gpu": _OPT_STR}}
+_FOLD = {"type": "object", "additionalProperties": False,
+         "required": ["fold", "model_sha256", "predictions_sha256", "numerics"],
+         "properties": {"fold": {"type": "integer", "minimum": 0, "maximum": 99},
+                        # null: a method that fine-tunes by itself and keeps no model file
+                        "model_sha256": {**_HEX64, "type": ["string", "null"],
+                                         "description": "sha256 of the fold's model.pt"},
+                        "predictions_sha256": {**_HEX64,
+                                               "description": "ichbench.evaluate.digest.fold_digest"},
+                        "numerics": _NUMERICS}}
 _GROUP = {"type": "object", "additionalProperties": False, "required": ["n", *METRICS],
           "properties": {"n": {"type": "integer", "minimum": 0, "maximum": MAX_VOLUMES},
                          **{m: _STAT for m in METRICS}}}
@@ -42,8 +60,11 @@ ENTRY_SCHEMA = {
     "additionalProperties": False,
     "required": ["schema_version", "method", "plugin", "dataset", "split", "profile", "config", "per_volume",
                  "summary", "ichbench_version", "hardware", "gpu_hours", "mlflow_run_id", "date", "code"],
+    # from version 2 on, every entry says what each fold's model and predictions were
+    "if": {"properties": {"schema_version": {"const": 1}}},
+    "else": {"required": ["folds"]},
     "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
+        "schema_version": {"enum": list(SCHEMA_VERSIONS)},
         "method": _NAME,
         "plugin": {"type": "object", "additionalProperties": False, "required": ["distribution", "version"],
                    "properties": {"distribution": _OPT_STR, "version": _OPT_STR}},
@@ -82,6 +103,9 @@ ENTRY_SCHEMA = {
         "gpu_hours": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_GPU_HOURS},
         "mlflow_run_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"},
         "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"},
+        "folds": {"type": "array", "minItems": 1, "maxItems": 100, "items": _FOLD,
+                  "description": "per fold, what its results can be checked against "
+                                 "(schema version 2)"},
         "code": {"type": "object", "additionalProperties": False, "required": ["url", "commit"],
                  "description": "where the method's code is and its commit (the plugin's, for a plugin method)",
                  "properties": {"url": _OPT_STR, "commit": _OPT_STR}},

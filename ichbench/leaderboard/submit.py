@@ -18,11 +18,14 @@ from ichbench.leaderboard.entries import build_entry, relpath, rescore
 from ichbench.leaderboard.jsonio import MAX_BYTES, read_json, write_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.schema import GROUPS, METRICS
-from ichbench.leaderboard.validate import check_entry
+from ichbench.leaderboard.validate import check_entry, duplicate_problem
 from ichbench.tracking.mlflow_store import TAG, Tracker
 
 REQUIRED_TAGS = ("method", "dataset", "dataset_fingerprint", "split_hash", "k", "profile")
-ARTIFACTS = ("per_volume.json", "config.json", "split.json", "summary.json")
+ARTIFACTS = ("per_volume.json", "config.json", "split.json", "summary.json", "folds.json")
+OLD_RUN = ("the run was logged before entries carried each fold's model and prediction digests: "
+           "rerun the same `ichbench run` (finished folds are re-evaluated, not retrained) and "
+           "submit again")
 
 
 class SubmitRejected(IchbenchError):
@@ -98,6 +101,9 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
             try:
                 local = client.download_artifacts(rid, name, tmp)
             except Exception as exc:  # MLflow raises several types for a missing artifact
+                if name == "folds.json":
+                    raise SubmitRejected(where, [f"artifact folds.json missing: {OLD_RUN}"]) \
+                        from None
                 raise SubmitRejected(where, [f"artifact {name} missing ({type(exc).__name__})"]) from None
             art[name] = read_json(Path(local), max_bytes=4 * MAX_BYTES, shown=f"{where}/{name}")
     rows, split, summary, config = art["per_volume.json"], art["split.json"], art["summary.json"], art["config.json"]
@@ -129,6 +135,7 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
             want = recomputed[g][m]["mean"]
             if logged is not None and want is not None and abs(float(logged) - want) > 1e-9:
                 problems.append(f"summary.json {g}.{m}.mean = {logged} but per_volume.json gives {want}")
+    problems += _fold_problems(art["folds.json"], rows)
     if problems:
         raise SubmitRejected(where, problems)
     return build_entry(
@@ -139,7 +146,22 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
         ichbench_version=tags.get(TAG + "version") or "unknown", hardware=tags.get(TAG + "hardware") or None,
         gpu_hours=_float_or_none(tags.get(TAG + "gpu_hours")), run_id=rid,
         date=_iso(run.info.end_time or run.info.start_time), code_url=code_url,
-        code_commit=method_commit(tags), ichbench_commit=_commit(tags.get(TAG + "git_commit")))
+        code_commit=method_commit(tags), ichbench_commit=_commit(tags.get(TAG + "git_commit")),
+        folds=art["folds.json"])
+
+
+def _fold_problems(folds, rows: list[dict]) -> list[str]:
+    """folds.json must give both digests for exactly the folds the per-volume rows were scored
+    in."""
+    need = ("fold", "predictions_sha256")   # model_sha256 may be null (no model file)
+    if not isinstance(folds, list) or not all(
+            isinstance(f, dict) and all(f.get(k) is not None for k in need) for f in folds):
+        return [f"folds.json is not a list of folds with model and prediction digests: {OLD_RUN}"]
+    listed = sorted(int(f["fold"]) for f in folds)
+    scored = sorted({int(r["fold"]) for r in rows})
+    if listed != scored:
+        return [f"folds.json lists folds {listed} but per_volume.json was scored in folds {scored}"]
+    return []
 
 
 def _commit(value) -> str | None:
@@ -162,13 +184,20 @@ def submit(folder: Folder, uri: str, run_id: str | None = None, method: str | No
     rel = relpath(entry)
     data = canon.load(folder)
     problems = check_entry(entry, canon.expectation(data, entry["dataset"]["name"]), rel)
+    others = {}
     for other in folder.entry_files():
         try:
-            if read_json(other, shown=folder.rel(other)).get("mlflow_run_id") == entry["mlflow_run_id"]:
+            others[folder.rel(other)] = read_json(other, shown=folder.rel(other))
+            if others[folder.rel(other)].get("mlflow_run_id") == entry["mlflow_run_id"]:
                 problems.append(f"duplicate: MLflow run {entry['mlflow_run_id']} is already on the leaderboard as "
                                 f"{folder.rel(other)}")
         except (IchbenchError, AttributeError):
             continue
+    if not problems:
+        # a new submission comes after everything already on the leaderboard, whatever its date
+        dup = duplicate_problem({**entry, "date": "~"}, folder.rel(folder.root / rel), others)
+        if dup:
+            problems.append(dup)
     if problems:
         raise SubmitRejected(f"MLflow run {run.info.run_id}", problems)
     return write_json(folder.root / rel, entry)

@@ -1,12 +1,16 @@
 """Validation of the leaderboard folder: every rejection names the file and the reason.
 
 Checks, per entry: size limit and strict JSON; the schema; no patient identifiers; that it sits at
-entries/<dataset>/<method>--<run id prefix>.json; each volume once and folds in range; the summary
-recomputed from the per-volume counts (to 1e-9); the split hash against the folds its volumes were
-scored in (an entry with folds missing is named as a run of some folds); then against canonical.json: volume ids (each canonical volume exactly once), ICH flags,
-fingerprint, and the canonical split (hash and each volume's fold). Across entries: one entry per MLflow run. Folder-wide: the
-published tables byte-identical to the pinned ones, canonical.json consistent, the schema copy
-unchanged. Whatever canonical.json cannot support yet is reported as a note, never passed silently.
+entries/<dataset>/<method>--<run id prefix>.json; a built-in method's name only from the ichbench
+distribution; per-fold digests for every fold (schema 2); each volume once and folds in range; the
+summary recomputed from the per-volume counts (to 1e-9); the split hash against the folds its
+volumes were scored in (an entry with folds missing is named as a run of some folds); then against
+canonical.json: volume ids (each canonical volume exactly once), ICH flags, fingerprint, and the
+canonical split (hash and each volume's fold). Across entries: one entry per MLflow run, and no
+two runs with the same per-volume counts; reproduction records against their entries
+(reproductions.py). Folder-wide: the published tables byte-identical to the pinned ones,
+canonical.json consistent, the schema copy unchanged. Whatever canonical.json cannot support yet
+is reported as a note, never passed silently.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from pathlib import Path
 from ichbench import SUBTYPES
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
-from ichbench.leaderboard.entries import filename, rescore, row_has_ich, summary_differences
+from ichbench.leaderboard.claims import claim_problems
+from ichbench.leaderboard.entries import (filename, numbers_key, rescore, row_has_ich,
+                                          summary_differences)
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.published import check_published
+from ichbench.leaderboard.reproductions import SUFFIX, entry_of, is_record_file, record_problems
 from ichbench.leaderboard.schema import ENTRY_SCHEMA, entry_problems
 from ichbench.splits import SPLIT_SEED, make_split, split_hash
 
@@ -50,6 +57,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
     entries: dict[str, dict] = field(default_factory=dict)  # shown path -> entry, accepted ones
+    # shown entry path -> its valid reproduction records
+    reproductions: dict[str, list] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -105,9 +114,14 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     if problems:
         return problems[:5] + ([f"schema: {len(problems) - 5} more problems"] if len(problems) > 5 else [])
     out = identifier_problems(entry)
+    out += claim_problems(entry)
     ds = entry["dataset"]["name"]
     k = entry["split"]["k"]
     rows = entry["per_volume"]
+    listed = sorted(f["fold"] for f in entry.get("folds", ()))
+    if "folds" in entry and listed != list(range(k)):
+        out.append(f"folds lists digests for folds {_few(listed)}; an entry with k = {k} needs "
+                   f"each of 0..{k - 1} once")
     if location is not None:
         want = Path("entries") / ds / filename(entry)
         if Path(location) != want:
@@ -228,9 +242,15 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
         targets = _all_entry_files(folder, report)
     else:
         targets = [Path(p) for p in only]
+    records = [p for p in targets if is_record_file(p)]
+    targets = [p for p in targets if not is_record_file(p)]
+    # a record is checked against its entry: validate that too
+    targets += [entry_of(p) for p in records if entry_of(p).exists() and entry_of(p) not in targets]
 
-    # Other entries in the folder, for the one-entry-per-run check when validating only some.
+    # Other entries in the folder, for the one-entry-per-run and duplicate checks when validating
+    # only some.
     run_owner: dict[str, str] = {}
+    others: dict[str, dict] = {}
     if not whole:
         chosen = {p.resolve() for p in targets}
         for path in folder.entry_files():
@@ -239,6 +259,7 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
             try:
                 other = read_json(path, shown=folder.rel(path))
                 run_owner.setdefault(str(other.get("mlflow_run_id")), folder.rel(path))
+                others[folder.rel(path)] = other
             except (IchbenchError, AttributeError):
                 continue
 
@@ -264,6 +285,8 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
         run_owner[run] = shown
         report.accepted.append(shown)
         report.entries[shown] = entry
+    _reject_duplicate_numbers(report, others)
+    _check_records(folder, report, records, whole)
 
     for name in sorted(data["datasets"]):
         left = canon.expectation(data, name).left_out()
@@ -276,6 +299,64 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
 
 SYMLINK = ("a symbolic link; entries are plain files inside entries/, never links (to files "
            "elsewhere)")
+
+
+def _numbers_of(entry) -> str | None:
+    try:
+        return numbers_key(entry)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def duplicate_problem(entry: dict, shown: str, candidates: dict[str, dict]) -> str | None:
+    """The same per-volume numbers under another MLflow run id, in an entry dated earlier (then
+    listed earlier) than this one: one line naming that earlier entry; None when there is none."""
+    key = numbers_key(entry)
+    mine = (str(entry.get("date")), shown)
+    earlier = sorted((str(o.get("date")), where) for where, o in candidates.items()
+                     if where != shown and isinstance(o, dict)
+                     and o.get("mlflow_run_id") != entry["mlflow_run_id"]
+                     and _numbers_of(o) == key and (str(o.get("date")), where) < mine)
+    if not earlier:
+        return None
+    date, where = earlier[0]
+    run = candidates[where].get("mlflow_run_id")
+    return (f"duplicate: the same per-volume counts as {where} (MLflow run {run}, {date}), "
+            "submitted under another run id")
+
+
+def _reject_duplicate_numbers(report: Report, others: dict[str, dict]) -> None:
+    candidates = {**others, **report.entries}
+    for shown in list(report.entries):
+        problem = duplicate_problem(report.entries[shown], shown, candidates)
+        if problem:
+            report.accepted.remove(shown)
+            del report.entries[shown]
+            report.reject(shown, problem)
+
+
+def _check_records(folder: Folder, report: Report, records: list[Path], whole: bool) -> None:
+    """Reproduction records beside accepted entries (every entry's, when validating the folder)."""
+    if whole and folder.entries_dir.is_dir():
+        records = sorted(folder.entries_dir.glob(f"*/*{SUFFIX}"))
+    for path in records:
+        shown = folder.rel(path)
+        entry_shown = folder.rel(entry_of(path))
+        entry = report.entries.get(entry_shown)
+        if entry is None:
+            if not entry_of(path).exists():
+                report.reject(shown, f"reproduction records of {entry_of(path).name}, which does "
+                                     "not exist")
+            continue   # else its entry is rejected, which says why
+        data = _load_entry(path, shown, report)
+        if data is None:
+            continue
+        problems = record_problems(data, entry, entry_of(path).name)
+        if problems:
+            report.reject(shown, problems)
+            continue
+        report.accepted.append(shown)
+        report.reproductions[entry_shown] = data["records"]
 
 
 def _all_entry_files(folder: Folder, report: Report) -> list[Path]:
@@ -294,6 +375,8 @@ def _all_entry_files(folder: Folder, report: Report) -> list[Path]:
                 pending.append(path)
             elif path.is_file():
                 rel = path.relative_to(folder.entries_dir)
+                if len(rel.parts) == 2 and is_record_file(path):
+                    continue   # reproduction records: checked with their entry
                 if len(rel.parts) != 2 or path.suffix != ".json":
                     report.reject(folder.rel(path), "not an entry: entries are "
                                                     "entries/<dataset>/<method>--<run id>.json")

@@ -46,7 +46,20 @@ def _done_result(plan: MethodPlan, fold: int) -> dict | None:
         return None
     res = json.loads(path.read_text())
     ok = res.get("split_hash") == plan.split["hash"] and res.get("store_fingerprint") == plan.store.fingerprint
+    # results written before folds recorded their prediction digests are re-evaluated (the
+    # finished training state is resumed, not retrained), so every entry can carry them
+    ok = ok and bool(res.get("predictions_sha256"))
     return res if ok else None
+
+
+def fold_records(results: list[dict]) -> list[dict]:
+    """What an entry records per fold to be checked: the digests of the fold's model.pt and of its
+    predictions (`ichbench.evaluate.digest`), and the numerics its last bits depend on."""
+    # (a fold result without them logs None, and `leaderboard submit` refuses the run by name)
+    return [{"fold": int(res["fold"]), "model_sha256": (res.get("model") or {}).get("sha256"),
+             "predictions_sha256": res.get("predictions_sha256"),
+             "numerics": {k: res.get(k) for k in ("cpu_threads", "cpu_capability", "gpu")}}
+            for res in sorted(results, key=lambda r: r["fold"])]
 
 
 def _cached_pretraining(plan: MethodPlan) -> Path | None:
@@ -116,6 +129,7 @@ class Driver:
         tr.json_artifact(parent_id, plan.cfg.to_dict(), "config.json")
         tr.json_artifact(parent_id, plan.split, "split.json")
         tr.json_artifact(parent_id, outcome.summary, "summary.json")
+        tr.json_artifact(parent_id, fold_records(results), "folds.json")
         tr.end(parent_id, "FINISHED")
         self._live = []
         return outcome
@@ -303,6 +317,7 @@ class Driver:
         tr.metrics(child, records.summary_metrics(res["summary"]))
         worker = res.get("worker", {})
         tr.tags(child, {f"{TAG}node": worker.get("node_id", ""), f"{TAG}attempts": res.get("attempts", 1),
+                        f"{TAG}predictions_sha256": res.get("predictions_sha256", ""),
                         f"{TAG}gpu_hours": f"{self._gpu_hours(res.get('wall_seconds', 0.0)):.6f}"})
         rows = [dict(r, fold=fold) for r in res["volumes"]]
         tr.json_artifact(child, rows, "per_volume.json")

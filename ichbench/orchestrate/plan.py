@@ -110,12 +110,22 @@ def plan_method(name: str, dataset: str, profile: str, home: Path, *, folds=None
     get_dataset(dataset)
     k = fold_count(k, dataset)   # before the phantom is ingested on demand
     cfg = resolve(method, dataset, profile, list(overrides), pretrain_dataset, home=home)
+    return plan_config(method, cfg, home, folds=folds, k=k, overrides=overrides,
+                       pretrain_chosen=pretrain_dataset is not None)
+
+
+def plan_config(method: Method, cfg: RunConfig, home: Path, *, folds=None, k=None, overrides=(),
+                pretrain_chosen: bool = False) -> MethodPlan:
+    """The plan of a resolved config: `plan_method`'s, and `leaderboard reproduce`'s for the
+    config an entry recorded."""
+    dataset, profile = cfg.dataset, cfg.profile
     store = open_role(home, dataset, SEGMENTATION)
     check_finetuning_store(method, store)
     pstore = pdir = None
     notes = []
     if method.has_pretext:
-        if pretrain_dataset is None and cfg.pretrain_dataset == dataset and cfg.pretrain_role == SEGMENTATION:
+        own = cfg.pretrain_dataset == dataset and cfg.pretrain_role == SEGMENTATION
+        if not pretrain_chosen and own:
             notes.append(own_slices_note(dataset))
         pstore = open_pretraining(home, method, cfg)
         pdir = inside(home, "pretrained", cfg.pretrain_dataset, pretrained_dirname(cfg))

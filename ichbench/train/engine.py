@@ -26,6 +26,7 @@ from ichbench import __version__
 from ichbench.errors import IchbenchError
 from ichbench.files import write_text_atomic
 from ichbench.evaluate import summarize
+from ichbench.evaluate.digest import fold_digest
 from ichbench.models.unet import UNet, expand_parts, part_state, transfer_parts, unet_for
 from ichbench.train import checkpoint as ckpt
 from ichbench.transforms import augment_batch
@@ -284,6 +285,7 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         "n_train_slices": int(len(train_rows)),
         "pretrained": transfer, "icm": cavity.info if m.icm else None,
         "model": {"path": str(model_path), "sha256": ckpt.sha256_file(model_path)},
+        "predictions_sha256": fold_digest(rows),   # of the scored masks: ichbench.evaluate.digest
         "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
         "history": history, "volumes": rows, "summary": summarize(rows), "device": str(device),
         "train_seconds": round(train_seconds, 3), "ichbench_version": __version__, "torch_version": torch.__version__,

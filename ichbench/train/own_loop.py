@@ -19,9 +19,11 @@ import torch
 from ichbench import __version__
 from ichbench.errors import IchbenchError
 from ichbench.evaluate import per_volume_row, summarize
+from ichbench.evaluate.digest import fold_digest, volume_digest
 from ichbench.methods.fold import Fold, FoldOutput
 from ichbench.train import checkpoint as ckpt
 from ichbench.train.data import load_store, volume_rows
+from ichbench.train.device import numerics
 
 
 def build_fold(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path,
@@ -93,10 +95,11 @@ def finetune_own(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path
         "n_train_slices": int(len(volume_rows(arrays, train))), "icm": None,
         "pretrained": {"path": str(pretrained)} if pretrained else None,
         "model": model, "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
+        "predictions_sha256": fold_digest(rows),   # entries carry it: ichbench.evaluate.digest
         "history": list(output.history), "volumes": rows, "summary": summarize(rows),
         "device": str(device), "train_seconds": round(train_seconds, 3),
         "own_finetuning": True, "method_info": dict(output.info),
-        "ichbench_version": __version__, "torch_version": torch.__version__,
+        "ichbench_version": __version__, "torch_version": torch.__version__, **numerics(device),
     }
     write_json_atomic(result, task.work_dir / "result.json")
     return result
@@ -128,6 +131,7 @@ def score_predictions(method: str, arrays, test_ids: list[str], predictions: dic
             pred = pred.astype(bool)
         vol = index[vid]
         z, y, x = vol["spacing"]
-        out.append(per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale),
-                                  vol.get("subtypes"), has_ich=vol.get("has_ich")))
+        row = per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale),
+                             vol.get("subtypes"), has_ich=vol.get("has_ich"))
+        out.append({**row, "pred_sha256": volume_digest(pred)})   # as the shared recipe's rows
     return out

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ichbench.evaluate import per_volume_row
+from ichbench.evaluate.digest import volume_digest
 from ichbench.train.data import SliceArrays, volume_rows
 from ichbench.train.device import autocast_for, images_of
 
@@ -31,7 +32,8 @@ def predict(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor, dev
 
 def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: float, cavity=None,
                      spacing_scale: float = 1.0) -> list[dict]:
-    """Per-volume rows (Dice, precision, recall, TP/FP/FN, mL) for the named volumes."""
+    """Per-volume rows (Dice, precision, recall, TP/FP/FN, mL, and `pred_sha256`, the digest of the
+    predicted mask: `ichbench.evaluate.digest`) for the named volumes."""
     index = {v["id"]: i for i, v in enumerate(arrays.volumes)}
     rows_out = []
     for vid in volume_ids:
@@ -40,6 +42,7 @@ def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: 
         truth = arrays.masks[rows.to(arrays.masks.device)].cpu().numpy().astype(bool)
         vol = arrays.volumes[index[vid]]
         z, y, x = vol["spacing"]
-        rows_out.append(per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale), vol.get("subtypes"),
-                                       has_ich=vol.get("has_ich")))
+        row = per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale),
+                             vol.get("subtypes"), has_ich=vol.get("has_ich"))
+        rows_out.append({**row, "pred_sha256": volume_digest(pred)})
     return rows_out

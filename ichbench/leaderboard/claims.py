@@ -1,0 +1,48 @@
+"""Who an entry says its method comes from, and whether it may say so.
+
+A built-in method's name (the paper's ten) belongs to the ichbench distribution: an entry naming
+one must come from ichbench itself, or anyone could publish forged numbers under the paper's row
+labels. An entry that says it comes from ichbench must name one of ichbench's methods. The page
+shows the distribution beside every other method.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+OWN_DIST = "ichbench"
+
+
+@lru_cache(maxsize=1)
+def builtin_methods() -> frozenset[str]:
+    """The methods ichbench's own distribution registers (not what installed plugins add)."""
+    from ichbench.methods.builtin import MODULES
+    return frozenset(m.name for module in MODULES for m in module.METHODS)
+
+
+def distribution_of(entry: dict) -> tuple[str | None, str | None]:
+    plugin = entry.get("plugin") or {}
+    return plugin.get("distribution"), plugin.get("version")
+
+
+def from_ichbench(entry: dict) -> bool:
+    dist, _ = distribution_of(entry)
+    return (dist or "").lower() == OWN_DIST
+
+
+def is_builtin(entry: dict) -> bool:
+    """A built-in method as ichbench itself ran it (the page shows no distribution beside it)."""
+    return entry["method"] in builtin_methods() and from_ichbench(entry)
+
+
+def claim_problems(entry: dict) -> list[str]:
+    method = entry["method"]
+    dist, version = distribution_of(entry)
+    shown = " ".join(str(x) for x in (dist, version) if x) or "an unnamed distribution"
+    if method in builtin_methods() and not from_ichbench(entry):
+        return [f"method {method!r} is built into ichbench, but the entry says it comes from "
+                f"{shown}: a plugin's method needs a name of its own"]
+    if method not in builtin_methods() and from_ichbench(entry):
+        return [f"method {method!r} is not one of ichbench's built-in methods, but the entry says "
+                f"it comes from {shown}: name the plugin distribution that registers it"]
+    return []

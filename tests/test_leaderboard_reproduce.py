@@ -1,0 +1,134 @@
+"""`ichbench leaderboard reproduce` end to end: a real smoke run on Ray, logged to MLflow,
+submitted as an entry, re-run from the entry and compared volume by volume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from ichbench.cli.leaderboard import app
+from ichbench.leaderboard.canonical import record_from_store
+from ichbench.leaderboard.entries import ratios, rescore
+from ichbench.leaderboard.paths import Folder
+from ichbench.leaderboard.render import render
+from ichbench.leaderboard.reproductions import VOLUME_TOLERANCE, record_path, tolerance_for
+from ichbench.leaderboard.validate import validate
+from ichbench.orchestrate.driver import Driver
+from ichbench.orchestrate.plan import plan_method
+from ichbench.tracking import Tracker, default_tracking_uri
+from tests.test_leaderboard_support import copy_folder
+
+runner = CliRunner()
+# a baseline (no pretraining) with a few steps per fold: what is compared is the whole path
+FAST = ["finetune.epochs=2", "finetune.steps_per_epoch=3"]
+
+
+@pytest.fixture(scope="module")
+def submitted(phantom_stores, ray_session, tmp_path_factory):
+    """A five-fold smoke run of unet_mixed on the session phantom, submitted to a tmp
+    leaderboard."""
+    base = tmp_path_factory.mktemp("reproduce")
+    home = base / "home"
+    shutil.copytree(phantom_stores, home, symlinks=True)
+    folder = copy_folder(base)
+    record_from_store(folder, home, "phantom", [5])
+    tracker = Tracker(default_tracking_uri(home), home)
+    plan = plan_method("unet_mixed", "phantom", "smoke", home, k=5, overrides=FAST)
+    outcome = Driver(tracker).run(plan)
+    out = runner.invoke(app, ["submit", "--run-id", outcome.parent_run_id,
+                              "--tracking-uri", tracker.uri, "--root", str(folder.root)])
+    assert out.exit_code == 0, out.output
+    path = folder.root / "entries" / "phantom" / f"unet_mixed--{outcome.parent_run_id[:8]}.json"
+    return {"home": home, "folder": folder, "entry": path, "plan": plan}
+
+
+def reproduce(submitted, entry, monkeypatch, *args):
+    monkeypatch.setenv("ICHBENCH_HOME", str(submitted["home"]))
+    root = str(submitted["folder"].root)
+    return runner.invoke(app, ["reproduce", str(entry), "--root", root, *args])
+
+
+def test_entry_carries_the_fold_digests_of_the_run(submitted):
+    entry = json.loads(submitted["entry"].read_text())
+    plan = submitted["plan"]
+    assert entry["schema_version"] == 2 and [f["fold"] for f in entry["folds"]] == [0, 1, 2, 3, 4]
+    for f in entry["folds"]:
+        res = json.loads((plan.fold_dir(f["fold"]) / "result.json").read_text())
+        assert f["model_sha256"] == res["model"]["sha256"]   # the model.pt digest the fold wrote
+        assert f["predictions_sha256"] == res["predictions_sha256"]
+        # a Ray fold worker runs one thread
+        assert f["numerics"]["cpu_threads"] == res["cpu_threads"] == 1
+    assert entry["config"] == plan.cfg.to_dict()
+
+
+def test_reproducing_one_fold_passes_and_is_recorded(submitted, monkeypatch):
+    folder: Folder = submitted["folder"]
+    entry = json.loads(submitted["entry"].read_text())
+    out = reproduce(submitted, submitted["entry"], monkeypatch, "--folds", "2")
+    assert out.exit_code == 0, out.output
+    n = sum(r["fold"] == 2 for r in entry["per_volume"])
+    assert f"{n} volumes re-scored: max |ΔDice| 0.00 points" in out.output
+    assert "predictions bit-identical in folds 2" in out.output   # same machine, same numerics
+    records = record_path(submitted["entry"]).name
+    assert f"reproduced: recorded in leaderboard/entries/phantom/{records}" in out.output
+    data = json.loads(record_path(submitted["entry"]).read_text())
+    [rec] = data["records"]
+    assert data["entry"] == submitted["entry"].name and rec["passed"] and rec["failures"] == []
+    assert rec["who"] and rec["date"].endswith("Z") and rec["tolerance"] == tolerance_for(
+        sum(r["has_ich"] for r in entry["per_volume"] if r["fold"] == 2))
+    [fold] = rec["folds"]
+    assert fold["fold"] == 2 and fold["predictions_identical"] is True
+    assert fold["numerics"]["cpu_threads"] == 1 and fold["numerics"]["cpu_capability"]
+    fold2 = sorted(r["volume_id"] for r in entry["per_volume"] if r["fold"] == 2)
+    assert [v["volume_id"] for v in rec["volumes"]] == fold2
+    assert all(v["delta"] == 0 for v in rec["volumes"])
+    # it ran in its own folder: the run's own fold results were not reused
+    assert (submitted["home"] / "reproductions" / "phantom").is_dir()
+    report = validate(folder)
+    assert report.ok, report.lines()
+    render(folder)
+    row = next(x for x in folder.index.read_text().split("<tr") if entry["mlflow_run_id"][:8] in x)
+    assert '<span class="badge reproduced">reproduced</span>' in row and "(fold 2;" in row
+
+
+def test_a_tampered_dice_fails_naming_the_volume(submitted, monkeypatch, tmp_path):
+    entry = json.loads(submitted["entry"].read_text())
+    # a copy of the entry with one volume of fold 2 made to look better (the summary follows, so the
+    # copy is internally consistent: only a re-run can tell)
+    row = next(r for r in entry["per_volume"] if r["fold"] == 2 and r["tp"] + r["fn"] > 0)
+    before = ratios(row["tp"], row["fp"], row["fn"])["dice"]
+    row["tp"], row["fp"], row["fn"] = row["tp"] + row["fn"], 0, 0
+    assert ratios(row["tp"], row["fp"], row["fn"])["dice"] - before > VOLUME_TOLERANCE
+    entry["summary"] = rescore(entry["per_volume"])
+    copy = tmp_path / submitted["entry"].name
+    copy.write_text(json.dumps(entry, indent=2))
+    out = reproduce(submitted, copy, monkeypatch, "--folds", "2")
+    assert out.exit_code == 1, out.output
+    fails = [x for x in out.output.splitlines() if x.startswith("FAIL")]
+    assert fails[0].startswith(f"FAIL volume {row['volume_id']} (fold 2): Dice 100.00 % in the "
+                               f"entry, {100 * before:.2f} % re-run")
+    # the only volume named; the fold's mean moved with it
+    assert [x.split()[2] for x in fails if x.startswith("FAIL volume")] == [row["volume_id"]]
+    assert "NOT reproduced: recorded in" in out.output
+    [rec] = json.loads(record_path(copy).read_text())["records"]
+    assert rec["passed"] is False and row["volume_id"] in rec["failures"][0]
+
+
+def test_refusals_are_one_line_naming_the_entry(submitted, monkeypatch, tmp_path):
+    entry = json.loads(submitted["entry"].read_text())
+    shown = submitted["folder"].rel(submitted["entry"])
+    out = reproduce(submitted, submitted["entry"], monkeypatch, "--folds", "7")
+    assert out.exit_code == 2
+    assert out.output.strip() == (f"ichbench: error: {shown}: not reproduced: --folds 7 out of "
+                                  "range for k = 5 (0..4)")
+    # another store than the one the entry was scored on
+    other = dict(entry, dataset={**entry["dataset"], "fingerprint": "e" * 64})
+    copy = tmp_path / submitted["entry"].name
+    copy.write_text(json.dumps(other))
+    out = reproduce(submitted, copy, monkeypatch, "--folds", "0")
+    assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1
+    want = f"{copy}: not reproduced: it does not validate: dataset fingerprint eeeeeeeeeeee…"
+    assert want in out.output
