@@ -177,7 +177,8 @@ def test_fold_digests(board):
     assert [f["fold"] for f in entry["folds"]] == [0, 1, 2] and entry["schema_version"] == 2
     path = write_entry(folder, {**entry, "folds": entry["folds"][:2]})
     _, lines = rejected(folder, path.name)
-    want = "folds lists digests for folds 0, 1; an entry with k = 3 needs each of 0..2 once"
+    want = ("folds lists digests for folds 0, 1, but the volumes were scored in folds 0, 1, 2: "
+            "each scored fold needs its digests once")
     assert any(want in x for x in lines)
     missing = {k: v for k, v in entry.items() if k != "folds"}
     path.write_text(json.dumps(missing))

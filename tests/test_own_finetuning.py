@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import ichbench.api as api
+from ichbench.evaluate.digest import fold_digest, volume_digest
 from ichbench.resolve import resolve
 from ichbench.errors import IchbenchError
 from ichbench.splits import split_for_store, train_ids
@@ -105,7 +106,9 @@ def test_predictions_are_scored_like_the_shared_recipes(phantom_store, tmp_path)
         vid = r["volume_id"]
         want = api.per_volume_row(vid, np.zeros_like(truth[vid]), truth[vid], spacing[vid],
                                   r["subtypes"], has_ich=r["has_ich"])
-        assert r == want
+        # plus the digest of the predicted mask, as the shared recipe's rows carry it
+        assert r == {**want, "pred_sha256": volume_digest(np.zeros_like(truth[vid]))}
+    assert blank["predictions_sha256"] == fold_digest(blank["volumes"])
     assert blank["summary"] == api.summarize(blank["volumes"])
     saved = json.loads((tmp_path / "blank" / "fold_0" / "result.json").read_text())
     assert saved["summary"] == blank["summary"] and saved["split_hash"] == split["hash"]
