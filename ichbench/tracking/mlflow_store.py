@@ -19,7 +19,8 @@ from ichbench.errors import IchbenchError
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"   # mlflow.utils.mlflow_tags, without importing MLflow
 
 TAG = "ichbench."
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial database tables" on every new store
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # no "Downloading artifacts" bars  # not "Creating initial database tables" on every new store
 logging.getLogger("alembic").setLevel(logging.WARNING)
 # MLflow's own use of SQLAlchemy APIs deprecated upstream: nothing an ichbench user can act on
 warnings.filterwarnings("ignore", message=r".*The ``noload`` loader strategy is deprecated.*")
