@@ -7,30 +7,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from ichbench.cli.leaderboard import app
 from ichbench.leaderboard.entries import rescore
 from ichbench.leaderboard.render import render
 from ichbench.orchestrate.reproduce import compare
-from ichbench.leaderboard.reproductions import append, entry_sha256, record_path, tolerance_for
+from ichbench.leaderboard.reproductions import append, entry_sha256, record_path
 from ichbench.leaderboard.validate import validate
-from tests.test_leaderboard_support import (copy_folder, flags_of, make_entry, phantom_store,
+from tests.test_leaderboard_support import (flags_of, leaderboard_cli, make_entry, recorded_board,
                                             write_entry)
 
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
+cli = leaderboard_cli
 
 
 @pytest.fixture
 def board(tmp_path, home):
-    folder = copy_folder(tmp_path)
-    res = phantom_store(home)
-    out = cli("canonical", "record", "--dataset", "phantom", "--k", 3, "--root", folder.root)
-    assert out.exit_code == 0, out.output
+    folder, res = recorded_board(tmp_path, home)
     return folder, flags_of(res), res.fingerprint
 
 

@@ -97,3 +97,21 @@ def resplit(dataset: str, rows: list, k: int):
     """(hash, volume -> fold) of the canonical split of these rows' volumes and ICH flags."""
     split = make_split(dataset, {r["volume_id"]: r["tp"] + r["fn"] > 0 for r in rows}, k)
     return split["hash"], {v: f["fold"] for f in split["folds"] for v in f["test"]}
+
+
+def leaderboard_cli(*args):
+    """`ichbench leaderboard ARGS` in-process (typer's runner)."""
+    from typer.testing import CliRunner
+
+    from ichbench.cli.leaderboard import app
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def recorded_board(tmp_path: Path, home: Path):
+    """A tmp copy of the leaderboard folder with a real phantom store recorded for k = 3;
+    returns (folder, the store's ingest result)."""
+    folder = copy_folder(tmp_path)
+    res = phantom_store(home)
+    out = leaderboard_cli("canonical", "record", "--dataset", "phantom", "--k", 3, "--root", folder.root)
+    assert out.exit_code == 0, out.output
+    return folder, res

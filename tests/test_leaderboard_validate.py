@@ -7,28 +7,20 @@ import copy
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from ichbench.cli.leaderboard import app
 from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard.entries import relpath, rescore
 from ichbench.leaderboard.validate import validate
-from tests.test_leaderboard_support import copy_folder, flags_of, make_entry, phantom_store, resplit, write_entry
+from tests.test_leaderboard_support import (copy_folder, flags_of, leaderboard_cli, make_entry, phantom_store,
+                                            recorded_board, resplit, write_entry)
 
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
+cli = leaderboard_cli
 
 
 @pytest.fixture
 def board(tmp_path, home):
     """A tmp leaderboard with the phantom recorded from a real store, and one valid entry."""
-    folder = copy_folder(tmp_path)
-    res = phantom_store(home)
-    out = cli("canonical", "record", "--dataset", "phantom", "--k", 3, "--root", folder.root)
-    assert out.exit_code == 0, out.output
+    folder, res = recorded_board(tmp_path, home)
     flags = flags_of(res)
     entry = make_entry(flags, fingerprint=res.fingerprint)
     path = write_entry(folder, entry)

@@ -13,7 +13,6 @@ from ichbench.leaderboard.validate import validate
 from ichbench.methods.base import Method
 from ichbench.names import PathEscapeError, inside, name_problem
 from ichbench.plugins import hookimpl
-from ichbench.plugins.manager import Registry
 from ichbench.store import store_path
 from tests.test_leaderboard_support import copy_folder, make_entry, write_entry
 
