@@ -119,7 +119,6 @@ def run(job_path: Path) -> None:
     t_train = time.time()
     masks = _predict(trainer, job["test"], Path(job["images_ts"]), job)
     np.savez_compressed(out / "predictions.npz", **masks)
-    import nnunetv2  # noqa: F401 - for its version
     from importlib.metadata import version
     outcome = {"history": trainer.history(), "checkpoint": checkpoint,
                "batch_size": int(trainer.batch_size),
