@@ -3,12 +3,15 @@
 A built-in method's name (the paper's ten) belongs to the ichbench distribution: an entry naming
 one must come from ichbench itself, or anyone could publish forged numbers under the paper's row
 labels. An entry that says it comes from ichbench must name one of ichbench's methods. The page
-shows the distribution beside every other method.
+shows the distribution beside every other method. Nor may an entry claim, under a new run id,
+per-volume numbers already on the leaderboard (`duplicate_problem`).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+
+from ichbench.leaderboard.entries import numbers_key
 
 OWN_DIST = "ichbench"
 
@@ -46,3 +49,27 @@ def claim_problems(entry: dict) -> list[str]:
         return [f"method {method!r} is not one of ichbench's built-in methods, but the entry says "
                 f"it comes from {shown}: name the plugin distribution that registers it"]
     return []
+
+
+def _numbers_of(entry) -> str | None:
+    try:
+        return numbers_key(entry)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def duplicate_problem(entry: dict, shown: str, candidates: dict[str, dict]) -> str | None:
+    """The same per-volume numbers under another MLflow run id, in an entry dated earlier (then
+    listed earlier) than this one: one line naming that earlier entry; None when there is none."""
+    key = numbers_key(entry)
+    mine = (str(entry.get("date")), shown)
+    earlier = sorted((str(o.get("date")), where) for where, o in candidates.items()
+                     if where != shown and isinstance(o, dict)
+                     and o.get("mlflow_run_id") != entry["mlflow_run_id"]
+                     and _numbers_of(o) == key and (str(o.get("date")), where) < mine)
+    if not earlier:
+        return None
+    date, where = earlier[0]
+    run = candidates[where].get("mlflow_run_id")
+    return (f"duplicate: the same per-volume counts as {where} (MLflow run {run}, {date}), "
+            "submitted under another run id")

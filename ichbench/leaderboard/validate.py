@@ -23,8 +23,8 @@ from pathlib import Path
 from ichbench import SUBTYPES
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
-from ichbench.leaderboard.claims import claim_problems
-from ichbench.leaderboard.entries import (filename, numbers_key, rescore, row_has_ich,
+from ichbench.leaderboard.claims import claim_problems, duplicate_problem
+from ichbench.leaderboard.entries import (filename, rescore, row_has_ich,
                                           summary_differences)
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
@@ -301,30 +301,6 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
 
 SYMLINK = ("a symbolic link; entries are plain files inside entries/, never links (to files "
            "elsewhere)")
-
-
-def _numbers_of(entry) -> str | None:
-    try:
-        return numbers_key(entry)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-
-
-def duplicate_problem(entry: dict, shown: str, candidates: dict[str, dict]) -> str | None:
-    """The same per-volume numbers under another MLflow run id, in an entry dated earlier (then
-    listed earlier) than this one: one line naming that earlier entry; None when there is none."""
-    key = numbers_key(entry)
-    mine = (str(entry.get("date")), shown)
-    earlier = sorted((str(o.get("date")), where) for where, o in candidates.items()
-                     if where != shown and isinstance(o, dict)
-                     and o.get("mlflow_run_id") != entry["mlflow_run_id"]
-                     and _numbers_of(o) == key and (str(o.get("date")), where) < mine)
-    if not earlier:
-        return None
-    date, where = earlier[0]
-    run = candidates[where].get("mlflow_run_id")
-    return (f"duplicate: the same per-volume counts as {where} (MLflow run {run}, {date}), "
-            "submitted under another run id")
 
 
 def _reject_duplicate_numbers(report: Report, others: dict[str, dict]) -> None:
