@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 3 in one go, for a lent accelerator: training-step throughput (eager /
 # channels_last / compile at batch 16, 64, 256, bf16 autocast), batched augmentation vs per-sample
-# CPU augmentation, k fold-like runs sharing the GPU vs sequential, and any tests marked `gpu`. Each stage has its own time limit so the whole
-# script ends within 8 minutes; a stage that fails or times out is recorded and the next one runs.
+# CPU augmentation, the fine-tuning data path (sampler, gather, window, on-device augmentation)
+# beside the bare step (issue 10: it may cost at most 10 %), k fold-like runs sharing the GPU vs
+# sequential, and any tests marked `gpu`. Each stage has its own time limit so the whole script
+# ends within 9 minutes; a stage that fails or times out is recorded and the next one runs.
 #
 #   OUT=/some/folder bash benchmarks/gpu_check.sh      # run from the repository root
 #
@@ -46,8 +48,10 @@ cat "$OUT/environment.txt"
 stage train_step 240 "$PY" benchmarks/train_step.py --device "$DEVICE" --json "$OUT/train_step.json" $TRAIN_STEP_ARGS
 stage augment 60 "$PY" benchmarks/augment.py --device "$DEVICE" --batch 256 --json "$OUT/augment.json"
 stage augment_cpu 30 "$PY" benchmarks/augment.py --device cpu --batch 64 --json "$OUT/augment_cpu.json"
+# the real data path (arrays placed on the GPU, and kept on the host) vs the bare step, batch 64
+stage data_path 75 "$PY" benchmarks/data_path.py --device "$DEVICE" --json "$OUT/data_path.json"
 # k fold-like runs sharing the one GPU (what --gpus-per-fold 1/k does) vs one after another
-stage gpu_share 75 "$PY" benchmarks/gpu_share.py --device "$DEVICE" --folds 5 --steps 40 --json "$OUT/gpu_share.json"
+stage gpu_share 60 "$PY" benchmarks/gpu_share.py --device "$DEVICE" --folds 5 --steps 40 --json "$OUT/gpu_share.json"
 
 # GPU tests: only the files that carry the marker are collected, so test modules that need the
 # data stack are never imported here.
