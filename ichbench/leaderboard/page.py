@@ -94,24 +94,22 @@ def _row(row: Row, groups: list) -> dict:
             "gpu_text": fmt(row.gpu_hours), "details": _details(row)}
 
 
-def _tip(mat: PMatrix, i: int, j: int) -> str:
+def _p_cell(mat: PMatrix, i: int, j: int) -> dict | None:
+    """Welch below the diagonal, the paired test above; None on the diagonal."""
+    if i == j:
+        return None
     if i > j:
-        return "Welch t-test (unpaired, unadjusted)"
-    if mat.paired[i][j] is None:
-        return "no paired test: a published row has no per-volume values"
-    return f"paired Wilcoxon over {mat.n_shared[i][j]} shared volumes, Holm-adjusted"
+        p, tip = mat.welch[i][j], "Welch t-test (unpaired, unadjusted)"
+    else:
+        p = mat.paired[i][j]
+        tip = (f"paired Wilcoxon over {mat.n_shared[i][j]} shared volumes, Holm-adjusted"
+               if p is not None else "no paired test: a published row has no per-volume values")
+    return {"cls": p_class(p), "tip": tip, "text": fmt_p(p)}
 
 
 def _matrix(mat: PMatrix) -> dict:
-    """Welch below the diagonal, the paired test above; None on the diagonal."""
     n = len(mat.labels)
-    rows = []
-    for i, label in enumerate(mat.labels):
-        cells = []
-        for j in range(n):
-            p = None if i == j else mat.welch[i][j] if i > j else mat.paired[i][j]
-            cells.append(None if i == j else {"cls": p_class(p), "tip": _tip(mat, i, j), "text": fmt_p(p)})
-        rows.append({"label": label, "cells": cells})
+    rows = [{"label": label, "cells": [_p_cell(mat, i, j) for j in range(n)]} for i, label in enumerate(mat.labels)]
     return {"id": f"{mat.group}-{mat.metric}", "labels": mat.labels, "rows": rows,
             "title": f"{METRIC_TITLES[mat.metric]}, {GROUP_TITLES[mat.group]}"}
 
