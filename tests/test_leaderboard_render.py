@@ -4,6 +4,7 @@ shown are the ones computed from the entries."""
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +16,9 @@ from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.model import build
 from ichbench.leaderboard.published import load_published, paper_labels
 from ichbench.leaderboard.render import InvalidFolder, render
+from ichbench.leaderboard.reproductions import append, entry_sha256
 from ichbench.leaderboard.validate import validate
+from ichbench.orchestrate.reproduce import compare
 from tests.test_leaderboard_support import copy_folder, flags_of, make_entry, phantom_store, write_entry
 
 RUNS = {"multilabel_dl": "a" * 32, "unet_mixed": "b" * 32}
@@ -75,6 +78,8 @@ def test_page_tables_plots_and_no_external_resources(board):
     assert 'id="box-hssayeni"' not in html  # published rows have no per-volume values to plot
     assert 'id="p-phantom-all-dice"' in html and 'id="p-hssayeni-ich-recall"' in html
     assert "paired is the right test" in html.lower()
+    # a p-value below 0.001 is text, not the start of a tag
+    assert '"Welch t-test (unpaired, unadjusted)">&lt;0.001</td>' in html and "><0.001<" not in html
     # self-contained: nothing is fetched from anywhere
     assert not re.search(r'(src|href)\s*=\s*"(?!data:|#)', html)
     assert "<link" not in html and "@import" not in html and "url(" not in html
@@ -184,3 +189,53 @@ def test_protocol_k(paper_k, recorded, entry_ks, expected):
     exp = Expectation("someset", True, split_hashes={k: "h" for k in recorded}, paper_k=paper_k)
     rows = [SimpleNamespace(published=False, k=k) for k in entry_ks]
     assert _protocol_k("someset", exp, rows) == expected
+
+
+HOSTILE = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_text_from_an_entry_is_escaped_in_text_and_attributes(board):
+    """A plugin's distribution, its code url and commit and a reproduction's author are free text
+    that reach cells, data-value and title attributes: markup in them stays text."""
+    folder, entries = board
+    flags = {r["volume_id"]: r["tp"] + r["fn"] > 0 for r in entries[0]["per_volume"]}
+    entry = make_entry(flags, method="vicreg", run_id="e" * 32, seed=5, k=2, plugin=(HOSTILE, "1.0"),
+                       fingerprint=entries[0]["dataset"]["fingerprint"])
+    entry["code"] = {"url": HOSTILE, "commit": '"<b>x'}
+    path = write_entry(folder, entry)
+    volumes, tol, mean, _ = compare(entry, entry["per_volume"], [0])
+    append(path, entry, {"entry_sha256": entry_sha256(entry), "who": HOSTILE, "date": "2026-12-01T10:00:00Z",
+                         "ichbench_version": "0.1.0", "hardware": HOSTILE,
+                         "folds": [{"fold": 0, "numerics": {"cpu_threads": 1}, "model_sha256": "1" * 64,
+                                    "predictions_sha256": entry["folds"][0]["predictions_sha256"],
+                                    "predictions_identical": True}],
+                         "tolerance": tol, "volumes": volumes, "mean_delta": mean, "passed": True, "failures": []})
+    render(folder)
+    html = folder.index.read_text()
+    assert "<script>alert" not in html and "<img src=x" not in html and '"<b>' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    page = _Tags()
+    page.feed(html)
+    # the page's own script, the figures' images: nothing the entry brought
+    assert [t for t, _ in page.tags].count("script") == 1
+    assert all("onerror" not in attrs for _, attrs in page.tags)
+    assert all(a.get("src", "data:").startswith("data:") for t, a in page.tags if t == "img")
+    label = f"vicreg [{HOSTILE} 1.0] · run eeeeeeee"
+    # whole values in attributes: the quote did not end them
+    assert any(a.get("data-value") == label for t, a in page.tags if t == "td")
+    assert any(a.get("title") == label for t, a in page.tags if t == "th")
+    details = next(x for x in page.text if x.startswith("profile smoke") and "run" not in x and HOSTILE in x)
+    assert f"reproduced by {HOSTILE} on 2026-12-01 (fold 0; {HOSTILE};" in details
+    assert f'commit "<b>x · code: {HOSTILE}' in details

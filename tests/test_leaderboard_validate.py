@@ -8,7 +8,9 @@ import json
 
 import pytest
 
+from ichbench import SUBTYPES
 from ichbench.leaderboard import canonical as canon
+from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.entries import relpath, rescore
 from ichbench.leaderboard.validate import validate
 from tests.test_leaderboard_support import (copy_folder, flags_of, leaderboard_cli, make_entry, phantom_store,
@@ -133,6 +135,22 @@ def test_duplicated_volume_rejected(board):
     e["per_volume"].append(dict(e["per_volume"][0]))
     _rewrite(path, e)
     assert_rejected(folder, path.relative_to(folder.root), "volumes listed more than once: V000")
+
+
+def test_rows_that_cannot_be_rescored_stop_the_checks_there(board):
+    """A fold out of range (or a volume listed twice, or ICH against the counts): re-scoring and
+    the split checks would only repeat it. An unknown subtype is named but does not stop them."""
+    folder, _, _, entry, _ = board
+    exp = canon.expectation(canon.load(folder), "phantom")
+    e = copy.deepcopy(entry)
+    e["per_volume"][0].update(fold=7, subtypes=["iph", "xyz"])
+    e["summary"]["all"]["dice"]["mean"] = 0.5
+    assert check_entry(e, exp) == ["fold numbers 7 out of range for k = 3",
+                                   f"unknown subtypes xyz (known: {', '.join(SUBTYPES)})"]
+    e["per_volume"][0]["fold"] = entry["per_volume"][0]["fold"]
+    problems = check_entry(e, exp)
+    assert problems[0] == f"unknown subtypes xyz (known: {', '.join(SUBTYPES)})"
+    assert problems[1].startswith("summary all.dice.mean = 0.5 but the per-volume counts give")
 
 
 def test_wrong_split_hash_rejected(board):

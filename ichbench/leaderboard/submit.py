@@ -14,12 +14,12 @@ from pathlib import Path
 
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
+from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.entries import build_entry, relpath, rescore
 from ichbench.leaderboard.jsonio import MAX_BYTES, read_json, write_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.schema import GROUPS, METRICS
 from ichbench.leaderboard.claims import duplicate_problem
-from ichbench.leaderboard.validate import check_entry
 from ichbench.tracking.mlflow_store import TAG, Tracker
 
 REQUIRED_TAGS = ("method", "dataset", "dataset_fingerprint", "split_hash", "k", "profile")

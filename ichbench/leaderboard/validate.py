@@ -1,45 +1,27 @@
 """Validation of the leaderboard folder: every rejection names the file and the reason.
 
-Checks, per entry: size limit and strict JSON; the schema; no patient identifiers; that it sits at
-entries/<dataset>/<method>--<run id prefix>.json; a built-in method's name only from the ichbench
-distribution; per-fold digests for every fold (schema 2); each volume once and folds in range; the
-summary recomputed from the per-volume counts (to 1e-9); the split hash against the folds its
-volumes were scored in (an entry with folds missing is named as a run of some folds); then against
-canonical.json: volume ids (each canonical volume exactly once), ICH flags, fingerprint, and the
-canonical split (hash and each volume's fold). Across entries: one entry per MLflow run, and no
-two runs with the same per-volume counts; reproduction records against their entries
-(reproductions.py). Folder-wide: the published tables byte-identical to the pinned ones,
-canonical.json consistent, the schema copy unchanged. Whatever canonical.json cannot support yet
-is reported as a note, never passed silently.
+Checks, per entry: size limit and strict JSON, that it is a plain file, then the checks of its
+content (checks.py: schema, identifiers, claims, placement, rows, summary, split, canonical.json).
+Across entries: one entry per MLflow run, and no two runs with the same per-volume counts;
+reproduction records against their entries (reproductions.py). Folder-wide: the published tables
+byte-identical to the pinned ones, canonical.json consistent, the schema copy unchanged. Whatever
+canonical.json cannot support yet is reported as a note, never passed silently.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ichbench import SUBTYPES
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
-from ichbench.leaderboard.claims import claim_problems, duplicate_problem
-from ichbench.leaderboard.entries import (filename, rescore, row_has_ich,
-                                          summary_differences)
+from ichbench.leaderboard.checks import check_entry
+from ichbench.leaderboard.claims import duplicate_problem
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.published import check_published
 from ichbench.leaderboard.reproductions import SUFFIX, entry_of, is_record_file, record_problems
-from ichbench.leaderboard.schema import ENTRY_SCHEMA, entry_problems
-from ichbench.splits import SPLIT_SEED, make_split, split_hash
-
-# Keys that name a person or a DICOM object rather than a dataset volume. Generic "name" keys are
-# fine (configs name methods and datasets); person-name keys are not.
-SUSPECT_KEY = re.compile(
-    r"(?i)(patient|birth|\bdob\b|accession|\bmrn\b|medical_?record|\bssn\b|social_?security|physician|"
-    r"institution|(first|last|full|given|family|middle|sur|person|subject)_?name|subject_?id|"
-    r"(sop|study|series)_?instance|instance_?uid)")
-DICOM_UID = re.compile(r"^\d+(\.\d+){5,}$")  # dotted-decimal UIDs identify real studies and images
+from ichbench.leaderboard.schema import ENTRY_SCHEMA
 
 
 @dataclass
@@ -73,135 +55,6 @@ class Report:
         out += [str(r) for r in self.rejections]
         out += [f"note: {n}" for n in self.notes]
         return out
-
-
-def identifier_problems(obj, where: str = "", depth: int = 0) -> list[str]:
-    """Keys or values that look like patient or DICOM identifiers, anywhere in the document."""
-    if depth > 50:
-        return [f"nesting deeper than 50 levels at {where or '(top level)'}"]
-    out = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            path = f"{where}/{k}" if where else str(k)
-            if SUSPECT_KEY.search(str(k)):
-                out.append(f"field {path!r} looks like a patient identifier; entries carry dataset volume ids only")
-            out += identifier_problems(v, path, depth + 1)
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out += identifier_problems(v, f"{where}/{i}", depth + 1)
-    elif isinstance(obj, str) and DICOM_UID.match(obj.strip()):
-        out.append(f"value at {where!r} looks like a DICOM UID; entries carry dataset volume ids only")
-    return out
-
-
-def _few(items, n: int = 5) -> str:
-    items = list(items)
-    return ", ".join(map(str, items[:n])) + (f" and {len(items) - n} more" if len(items) > n else "")
-
-
-def missing_folds_problem(covered, missing, k: int) -> str:
-    """One line for an entry (or run) that has results for only some folds of its split."""
-    def listed(folds):
-        return ", ".join(str(f) for f in folds)
-    return (f"run covers folds {listed(covered)} of k = {k}; missing {listed(missing)}: an entry needs every fold; "
-            f"rerun the same `ichbench run` without --folds (finished folds are reused) and submit again")
-
-
-def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> list[str]:
-    """Reasons to reject one parsed entry (empty: accepted). `location`: its path relative to the
-    leaderboard folder, when it is inside one."""
-    problems = entry_problems(entry)
-    if problems:
-        return problems[:5] + ([f"schema: {len(problems) - 5} more problems"] if len(problems) > 5 else [])
-    out = identifier_problems(entry)
-    out += claim_problems(entry)
-    ds = entry["dataset"]["name"]
-    k = entry["split"]["k"]
-    rows = entry["per_volume"]
-    listed = sorted(f["fold"] for f in entry.get("folds", ()))
-    scored = sorted({r["fold"] for r in rows})
-    # an entry missing whole folds is told that once, below; its digests are moot until then
-    if "folds" in entry and scored == list(range(k)) and listed != scored:
-        out.append(f"folds lists digests for folds {_few(listed)}, but the volumes were scored in "
-                   f"folds {_few(scored)}: each scored fold needs its digests once")
-    if location is not None:
-        want = Path("entries") / ds / filename(entry)
-        if Path(location) != want:
-            out.append(f"misplaced: an entry for {entry['method']} on {ds} from run "
-                       f"{entry['mlflow_run_id']} belongs at {want}")
-    ids = [r["volume_id"] for r in rows]
-    dup = sorted(v for v, c in Counter(ids).items() if c > 1)
-    if dup:
-        out.append(f"volumes listed more than once: {_few(dup)}")
-    bad_folds = sorted({r["fold"] for r in rows if r["fold"] >= k})
-    if bad_folds:
-        out.append(f"fold numbers {_few(bad_folds)} out of range for k = {k}")
-    bad_sub = sorted({s for r in rows for s in (r["subtypes"] or ()) if s not in SUBTYPES})
-    if bad_sub:
-        out.append(f"unknown subtypes {_few(bad_sub)} (known: {', '.join(SUBTYPES)})")
-    flags = {r["volume_id"]: row_has_ich(r) for r in rows}
-    contradicted = sorted(r["volume_id"] for r in rows if r["tp"] + r["fn"] > 0 and not flags[r["volume_id"]])
-    if contradicted:
-        out.append(f"has_ich is false but tp + fn > 0 for {_few(contradicted)}")
-    if dup or bad_folds or contradicted:
-        return out
-    out += summary_differences(entry["summary"], rescore(rows))
-
-    # The split hash is the hash of the fold lists, so it can be recomputed from the folds the
-    # entry's volumes were scored in, whatever canonical.json knows.
-    own = [sorted(r["volume_id"] for r in rows if r["fold"] == i) for i in range(k)]
-    own_hash = split_hash(own, k, SPLIT_SEED)
-    empty = [i for i in range(k) if not own[i]]
-    if own_hash != entry["split"]["hash"] and empty:
-        # a run of some folds (`--folds`): say so, rather than what follows from it (a split hash
-        # that differs, canonical volumes missing)
-        out.append(missing_folds_problem([i for i in range(k) if own[i]], empty, k))
-        if exp.fingerprints and entry["dataset"]["fingerprint"] not in exp.fingerprints:
-            out.append(f"dataset fingerprint {entry['dataset']['fingerprint'][:12]}… is not a recorded {ds} "
-                       f"fingerprint ({_few(f[:12] + '…' for f in exp.fingerprints)})")
-        return out
-    if own_hash != entry["split"]["hash"]:
-        out.append(f"split hash {entry['split']['hash'][:12]}… is not the hash of the folds its volumes were "
-                   f"scored in ({own_hash[:12]}…)")
-
-    if not exp.known:
-        out.append(f"dataset {ds!r} has no record in canonical.json")
-        return out
-    if exp.volume_ids is not None:
-        missing = sorted(set(exp.volume_ids) - set(ids))
-        extra = sorted(set(ids) - set(exp.volume_ids))
-        if missing:
-            out.append(f"missing canonical volumes: {_few(missing)}")
-        if extra:
-            out.append(f"volumes not in the canonical {ds} set: {_few(extra)}")
-    elif exp.n_volumes is not None and len(ids) != exp.n_volumes:
-        out.append(f"{len(ids)} volumes; {ds} has {exp.n_volumes}")
-    if exp.has_ich is not None:
-        wrong = sorted(v for v in ids if v in exp.has_ich and exp.has_ich[v] != flags[v])
-        if wrong:
-            out.append(f"ICH presence (has_ich, or tp + fn > 0 where absent) disagrees with the canonical "
-                       f"flags for {_few(wrong)} (edited rows, or flags taken from a resampled mask)")
-    elif exp.n_ich_volumes is not None and len(ids) == exp.n_volumes:
-        n_ich = sum(flags.values())
-        if n_ich != exp.n_ich_volumes:
-            out.append(f"{n_ich} volumes with ICH (has_ich); {ds} has {exp.n_ich_volumes}")
-    if exp.fingerprints and entry["dataset"]["fingerprint"] not in exp.fingerprints:
-        out.append(f"dataset fingerprint {entry['dataset']['fingerprint'][:12]}… is not a recorded {ds} "
-                   f"fingerprint ({_few(f[:12] + '…' for f in exp.fingerprints)})")
-    canonical_flags = exp.flags_for(ids)
-    if canonical_flags is not None and len(ids) >= k:
-        split = make_split(ds, canonical_flags, k, SPLIT_SEED)
-        if split["hash"] != entry["split"]["hash"]:
-            out.append(f"split hash {entry['split']['hash'][:12]}… is not the canonical {ds} split for k = {k} "
-                       f"({split['hash'][:12]}…)")
-        fold_of = {v: f["fold"] for f in split["folds"] for v in f["test"]}
-        moved = sorted(r["volume_id"] for r in rows if fold_of.get(r["volume_id"]) != r["fold"])
-        if moved:
-            out.append(f"volumes scored in a different fold than the canonical split puts them: {_few(moved)}")
-    elif exp.split_hashes.get(str(k)) not in (None, entry["split"]["hash"]):
-        out.append(f"split hash {entry['split']['hash'][:12]}… is not the canonical {ds} split for k = {k} "
-                   f"({exp.split_hashes[str(k)][:12]}…)")
-    return out
 
 
 def _load_entry(path: Path, shown: str, report: Report):

@@ -26,12 +26,12 @@ from ichbench import __version__
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard import reproductions
+from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.entries import ratios, row_has_ich
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.recorded_config import ConfigNotRebuilt, rebuild
 from ichbench.leaderboard.reproductions import tolerance_for
-from ichbench.leaderboard.validate import check_entry
 
 NUMERICS = ("cpu_threads", "cpu_capability", "gpu")
 console = Console(stderr=True, soft_wrap=True, highlight=False)
