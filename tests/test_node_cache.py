@@ -23,7 +23,6 @@ from ichbench.train.node_cache import ENV, cache_path
 from tests.synthetic import SyntheticDataset
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("images", "labels", "volume", "masks", "brain")
 
 # A child process: load the store through the cache and say, from /proc/self/maps, which file
 # (path and inode, as the kernel maps it) holds the memory of each tensor.
