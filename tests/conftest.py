@@ -1,10 +1,18 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 # Tests never autoload third-party plugins installed in the environment; they register their own.
 os.environ["ICHBENCH_LOAD_PLUGINS"] = ""
 os.environ.pop("ICHBENCH_STRICT_PLUGINS", None)
+# Training maps stores through the node cache (ichbench/train/node_cache.py): one temporary folder
+# for the session (Ray workers and CLI subprocesses inherit it), never the user's ~/.ichbench.
+_NODE_CACHE = tempfile.mkdtemp(prefix="ichbench-node-cache-")
+os.environ["ICHBENCH_NODE_CACHE"] = _NODE_CACHE
+atexit.register(shutil.rmtree, _NODE_CACHE, True)
 
 
 @pytest.fixture(autouse=True)

@@ -39,8 +39,10 @@ def flip(path: Path, offset_from_end: int | None = None, n: int = 16) -> None:
 
 
 @pytest.fixture
-def store(home):
-    """A 150-slice store: three shards of images (64 + 64 + 22 slices)."""
+def store(home, tmp_path, monkeypatch):
+    """A 150-slice store: three shards of images (64 + 64 + 22 slices). Its own node cache, so that
+    training reads the store itself, not a checked copy an earlier test left in the session's."""
+    monkeypatch.setenv("ICHBENCH_NODE_CACHE", str(tmp_path / "node-cache"))
     [res] = ingest(SyntheticDataset(n=30), home, source=home, options=IngestOptions(size=32))
     assert open_store(res.path).verify() == []
     return res.path
@@ -96,7 +98,8 @@ def test_training_refuses_a_damaged_store(store, tmp_path):
 
 def cli(home: Path, *args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ichbench.cli.main", *args], capture_output=True, text=True,
-                          env={**os.environ, "ICHBENCH_HOME": str(home), "RAY_ADDRESS": ""}, timeout=300)
+                          env={**os.environ, "ICHBENCH_HOME": str(home), "RAY_ADDRESS": "",
+                               "ICHBENCH_NODE_CACHE": str(home / "node-cache")}, timeout=300)
 
 
 def test_run_neither_trains_on_nor_reuses_results_of_a_damaged_store(phantom_home):

@@ -92,7 +92,8 @@ class SliceStore:
         return self.group[name]
 
     # -- checked reads ---------------------------------------------------------------------------
-    def _digests_of(self, name: str) -> list[str]:
+    def shard_digests(self, name: str) -> list[str]:
+        """The sha256 of each shard of `name`, recorded when it was written (`layout.shard_digest`)."""
         if name in self.attrs.get("shard_digests", {}):
             return self.attrs["shard_digests"][name]
         if name in self.derived:
@@ -106,7 +107,7 @@ class SliceStore:
 
     def _read_shards(self, name: str, first: int, last: int) -> np.ndarray:
         """Shards first..last-1 of `name`, each checked against its recorded digest."""
-        digests = self._digests_of(name)
+        digests = self.shard_digests(name)
         s0, s1 = first * SHARD_SLICES, min(last * SHARD_SLICES, self.n_slices)
         try:
             block = np.ascontiguousarray(self.group[name][s0:s1])
@@ -185,8 +186,8 @@ class SliceStore:
                 continue
             if self.group[name].shape[0] != n:
                 problems.append(f"{name} has {self.group[name].shape[0]} rows, expected {n}")
-            if len(self._digests_of(name)) != n_shards:
-                problems.append(f"{name}: {len(self._digests_of(name))} shard digests recorded for {n_shards} shards")
+            if len(self.shard_digests(name)) != n_shards:
+                problems.append(f"{name}: {len(self.shard_digests(name))} shard digests recorded for {n_shards} shards")
                 continue
             for k in range(n_shards):
                 try:

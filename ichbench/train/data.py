@@ -69,30 +69,42 @@ def resize_stack(stack: np.ndarray, size: int, is_mask: bool) -> torch.Tensor:
 
 def load_store(path: Path, image_size: int, rows: np.ndarray | None = None,
                names=("images", "labels", "volume", "masks", "brain")) -> SliceArrays:
-    """Read a store (all rows, or `rows`) into memory at `image_size` x `image_size`."""
+    """A store's arrays (all rows, or `rows`) at `image_size` x `image_size`. Through the node cache
+    (`node_cache`) they are maps of files that every process on the machine shares, and `rows`
+    are copied out of them; with ICHBENCH_NODE_CACHE=off they are read into this process."""
     from ichbench.store import open_store  # zarr only where a store is read
+    from ichbench.train import node_cache
 
     store = open_store(path)
     if rows is not None:
         rows = np.sort(np.asarray(rows, dtype=np.int64))
-    data = store.load(names, index=rows)
+    root = node_cache.cache_root()
+    if root is None or store.n_slices == 0:
+        data = store.load(names, index=rows)
+    else:
+        data = node_cache.load(store, names, image_size, lambda name, block: _at_size(name, block, image_size), root)
+        if rows is not None:
+            data = {name: arr[rows] for name, arr in data.items()}
     n = len(data["labels"])
     if rows is None:
         rows = np.arange(n, dtype=np.int64)
 
-    def spatial(name: str, is_mask: bool) -> torch.Tensor | None:
+    def spatial(name: str) -> torch.Tensor | None:
         arr = data.get(name)
-        if arr is None:
-            return None
-        if arr.shape[-1] != image_size or arr.shape[-2] != image_size:
-            return resize_stack(arr, image_size, is_mask)
-        return torch.from_numpy(np.ascontiguousarray(arr))
+        return None if arr is None else torch.from_numpy(_at_size(name, np.asarray(arr), image_size))
 
-    return SliceArrays(images=spatial("images", False), labels=torch.from_numpy(data["labels"]),
+    return SliceArrays(images=spatial("images"), labels=torch.from_numpy(np.asarray(data["labels"])),
                        volume=torch.from_numpy(data["volume"].astype(np.int64)),
-                       masks=spatial("masks", True), brain=spatial("brain", True),
+                       masks=spatial("masks"), brain=spatial("brain"),
                        volumes=store.volumes, fingerprint=store.fingerprint, path=Path(path),
-                       rows=torch.from_numpy(rows), icm=spatial("icm", True))
+                       rows=torch.from_numpy(rows), icm=spatial("icm"))
+
+
+def _at_size(name: str, arr: np.ndarray, size: int) -> np.ndarray:
+    """Rows of a spatial array at `size` (images stay int16 HU, the others are masks)."""
+    if arr.ndim != 3 or arr.shape[-2:] == (size, size):
+        return arr
+    return resize_stack(arr, size, is_mask=name != "images").numpy()
 
 
 def windowed(images: torch.Tensor) -> torch.Tensor:
