@@ -137,7 +137,7 @@ def main(argv=None) -> None:
             # The fork server is started (and imports the reader's modules, torch included)
             # once per process; time it apart, so the rates below are the steady state that
             # a 752k-slice ingest sees.
-            from ichbench.datasets.parallel import OrderedPool
+            from ichbench.parallel import OrderedPool
             t = time.perf_counter()
             with OrderedPool(max(args.workers), preload=("ichbench.datasets.rsna",)) as pool:
                 list(pool.map(abs, range(64)))

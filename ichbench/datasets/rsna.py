@@ -47,7 +47,7 @@ import numpy as np
 from ichbench import LABEL_ORDER, SUBTYPES
 from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, Volume, open_csv
 from ichbench.datasets.dicom_io import hu_at_size
-from ichbench.datasets.parallel import OrderedPool
+from ichbench.parallel import OrderedPool
 from ichbench.datasets.rsna_series import Files, Series, scan_series
 from ichbench.errors import IchbenchError, InputError, LayoutError
 from ichbench.plugins import hookimpl
