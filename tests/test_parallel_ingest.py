@@ -42,6 +42,7 @@ def test_two_workers_write_the_store_one_worker_writes(tmp_path):
     results = {}
     for w in (1, 2):
         home = tmp_path / f"w{w}"
+        home.mkdir()
         [results[w]] = ingest(SyntheticDataset(n=60), home, source=home,
                               options=IngestOptions(size=96, workers=w))
     _same_store(results[1].path, results[2].path)
@@ -76,7 +77,7 @@ def test_a_failed_strict_ingest_with_workers_keeps_the_previous_store(home):
     def nan(v):
         v.hu[0, 0, 0] = np.nan
 
-    with pytest.raises(InputError, match="/fake/V025: CT contains NaN"):
+    with pytest.raises(InputError, match="/fake/V028: CT contains NaN"):
         ingest(SyntheticDataset(n=30, offset=3, bad={25: nan}), home, source=home,
                options=IngestOptions(size=32, workers=2, strict=True), force=True)
     assert open_store(res.path).fingerprint == before and open_store(res.path).verify() == []
