@@ -55,7 +55,7 @@ def check_volume(vol: Volume, role: str) -> str | None:
     """Generic sanity checks every reader gets for free. Returns the problem, or None."""
     if vol.hu.ndim != 3 or vol.hu.shape[0] == 0:
         return f"expected a stack of 2-D axial slices, got an array of shape {vol.hu.shape}"
-    if not np.isfinite(vol.hu).all():
+    if vol.hu.dtype.kind == "f" and not np.isfinite(vol.hu).all():   # integers are finite
         return "CT contains NaN or infinite voxels"
     sp = np.asarray(vol.spacing, dtype=float)
     if sp.shape != (3,) or not np.isfinite(sp).all() or (sp <= 0).any():
