@@ -143,7 +143,8 @@ def main(argv=None) -> None:
             # a 752k-slice ingest sees.
             from ichbench.parallel import OrderedPool
             t = time.perf_counter()
-            with OrderedPool(max(args.workers), preload=("ichbench.datasets.rsna",)) as pool:
+            with OrderedPool(max(args.workers), preload=("ichbench.datasets.rsna", "ichbench.preprocess.resize",
+                                                         "ichbench.store.writer")) as pool:
                 list(pool.map(abs, range(64)))
             print(f"worker pool start-up (once per process): {time.perf_counter() - t:.1f} s")
         rates = {}

@@ -28,6 +28,7 @@ R = TypeVar("R")
 
 # imported once by the fork server, so forked workers start with numpy and zarr loaded
 DEFAULT_PRELOAD = ("numpy", "zarr")
+_PRELOAD: set[str] = set()
 
 
 def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
@@ -41,7 +42,10 @@ def _context(preload: list[str]):
     # numpy, pydicom and torch (seconds per worker otherwise).
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(preload)
+        # the server starts with the first pool's first task: preload what every pool made so far
+        # asked for (an ingest makes its shard writers' pool before the reader's decoding pool)
+        _PRELOAD.update(preload)
+        ctx.set_forkserver_preload(sorted(_PRELOAD))
         return ctx
     return multiprocessing.get_context("spawn")
 

@@ -205,7 +205,9 @@ class RsnaDataset(Dataset):
 
     def read(self, source: Path, role: str, options: IngestOptions,
              report: IngestReport) -> Iterator[Volume]:
-        with OrderedPool(options.workers, preload=(__name__, "ichbench.datasets.rsna_series")) as pool:
+        # the resize module brings torch: imported once by the fork server, not by every worker
+        with OrderedPool(options.workers, preload=(__name__, "ichbench.datasets.rsna_series",
+                                                   "ichbench.preprocess.resize")) as pool:
             yield from self._read(Path(source), options, report, pool)
 
     def _read(self, source: Path, options: IngestOptions, report: IngestReport,
