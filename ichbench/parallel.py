@@ -8,8 +8,8 @@ results in input order, so memory stays bounded by that window and the output is
 whatever the number of workers. One pool serves many maps (a reader's header pass, then its
 decoding, study after study) so workers start once.
 
-`submit` hands one task to the same workers (the store writer's shards), so a reader's decoding
-and the writing share one set of processes instead of oversubscribing the cores.
+`submit` hands one task to the workers and returns its future (the store writer's shards: it
+collects them in submission order and bounds how many are in flight itself).
 
 `fn` must be a picklable top-level function. Per-item failures should be returned as values (an
 exception raised in a worker stops the whole map, as it would in a plain loop).
