@@ -131,7 +131,7 @@ def test_bad_series_are_named(tmp_path):
 
 def test_ordered_pool_keeps_order_bounds_work_and_reports_failures(tmp_path):
     from ichbench.datasets.dicom_io import hu_or_problem
-    from ichbench.datasets.parallel import OrderedPool
+    from ichbench.parallel import OrderedPool
 
     paths = _series(tmp_path, 5)
     (tmp_path / "bad.dcm").write_text("not DICOM")

@@ -19,7 +19,7 @@ ROOT = Path(ichbench.__file__).parent
 # Lowest first. A module may import its own package and any package of a lower layer, nothing else.
 LAYERS: list[tuple[str, ...]] = [
     ("__init__", "errors"),
-    ("files", "names"),
+    ("files", "names", "parallel"),
     ("console", "home", "plugins", "splits", "config"),
     ("preprocess", "models", "evaluate", "losses", "transforms"),
     ("store",),

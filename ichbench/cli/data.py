@@ -126,13 +126,14 @@ def info(name: str, role: Optional[str] = typer.Option(None, help="Only this rol
 
 @app.command()
 def verify(name: str,
-           role: Optional[str] = typer.Option(None, help="Only this role's store (default: every role).")) -> None:
+           role: Optional[str] = typer.Option(None, help="Only this role's store (default: every role)."),
+           workers: int = typer.Option(1, min=1, help="Processes checking shards in parallel.")) -> None:
     """Re-hash each of a dataset's stores and check its structure; exits non-zero if any store fails."""
     present, missing = _existing(name, role)
     failed = False
     for r, path in present:
         try:
-            problems = [f"{path}: {p}" for p in open_store(path).verify()]
+            problems = [f"{path}: {p}" for p in open_store(path).verify(workers)]
         except IchbenchError as exc:  # unreadable: a failure of this store, the others are still checked
             problems = [str(exc)]
         for p in problems:

@@ -42,7 +42,7 @@ import numpy as np
 
 from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, Volume, open_csv
 from ichbench.datasets.dicom_io import DicomSlice, header_or_problem, hu_or_problem, order_series
-from ichbench.datasets.parallel import OrderedPool
+from ichbench.parallel import OrderedPool
 from ichbench.errors import InputError, LayoutError
 from ichbench.plugins import hookimpl
 

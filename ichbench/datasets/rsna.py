@@ -47,7 +47,7 @@ import numpy as np
 from ichbench import LABEL_ORDER, SUBTYPES
 from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, Volume, open_csv
 from ichbench.datasets.dicom_io import hu_at_size
-from ichbench.datasets.parallel import OrderedPool
+from ichbench.parallel import OrderedPool
 from ichbench.datasets.rsna_series import Files, Series, scan_series
 from ichbench.errors import IchbenchError, InputError, LayoutError
 from ichbench.plugins import hookimpl
@@ -205,7 +205,9 @@ class RsnaDataset(Dataset):
 
     def read(self, source: Path, role: str, options: IngestOptions,
              report: IngestReport) -> Iterator[Volume]:
-        with OrderedPool(options.workers, preload=(__name__, "ichbench.datasets.rsna_series")) as pool:
+        # the resize module brings torch: imported once by the fork server, not by every worker
+        with OrderedPool(options.workers, preload=(__name__, "ichbench.datasets.rsna_series",
+                                                   "ichbench.preprocess.resize")) as pool:
             yield from self._read(Path(source), options, report, pool)
 
     def _read(self, source: Path, options: IngestOptions, report: IngestReport,

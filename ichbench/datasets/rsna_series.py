@@ -13,7 +13,7 @@ import numpy as np
 
 from ichbench.datasets.base import IngestReport
 from ichbench.datasets.dicom_io import DUPLICATE_MM, is_axial, read_slice, slice_normal
-from ichbench.datasets.parallel import OrderedPool
+from ichbench.parallel import OrderedPool
 from ichbench.errors import InputError
 
 

@@ -15,6 +15,7 @@ from ichbench import SUBTYPES, UNKNOWN_LABEL, __version__
 from ichbench.console import progress_bar
 from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume
 from ichbench.errors import InputError, LayoutError
+from ichbench.parallel import OrderedPool
 from ichbench.preprocess.brain import ClassicalBrainMasker
 from ichbench.preprocess.resize import resize_mask, resize_slices, resized_spacing
 from ichbench.store import atomic
@@ -33,6 +34,7 @@ class IngestResult:
     fingerprint: str
     skipped_as_unchanged: bool
     report: IngestReport
+    shard_writers: dict[int, int] | None = None   # process id -> shards it wrote (None: store reused)
 
 
 def source_key(dataset: Dataset, source: Path, role: str, options: IngestOptions) -> str:
@@ -53,7 +55,7 @@ def check_volume(vol: Volume, role: str) -> str | None:
     """Generic sanity checks every reader gets for free. Returns the problem, or None."""
     if vol.hu.ndim != 3 or vol.hu.shape[0] == 0:
         return f"expected a stack of 2-D axial slices, got an array of shape {vol.hu.shape}"
-    if not np.isfinite(vol.hu).all():
+    if vol.hu.dtype.kind == "f" and not np.isfinite(vol.hu).all():   # integers are finite
         return "CT contains NaN or infinite voxels"
     sp = np.asarray(vol.spacing, dtype=float)
     if sp.shape != (3,) or not np.isfinite(sp).all() or (sp <= 0).any():
@@ -174,13 +176,15 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
     report = IngestReport(strict=options.strict)
     tmp = atomic.tmp_path(final)
     atomic.discard(tmp)
-    # Intracranial masks serve the _icm methods at fine-tuning; pretraining stores (752k RSNA
-    # slices) skip them: no pretext uses them and they were 60% of the ingest time.
-    writer = StoreWriter(tmp, size=options.size, with_masks=role == SEGMENTATION,
-                         with_brain=role == SEGMENTATION)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # resizing one volume at a time: one thread is faster than two here
+    # `workers` processes compress, hash and write the shards (the reader decodes in its own)
+    pool = OrderedPool(options.workers, preload=("ichbench.store.writer",))
     try:
+        # Intracranial masks serve the _icm methods at fine-tuning; pretraining stores (752k RSNA
+        # slices) skip them: no pretext uses them and they were 60% of the ingest time.
+        writer = StoreWriter(tmp, size=options.size, with_masks=role == SEGMENTATION,
+                             with_brain=role == SEGMENTATION, pool=pool)
         _write_volumes(dataset, source, role, options, report, writer)
         fp = writer.close({"dataset": dataset.name, "role": role, "source_key": key,
                            "source": str(source), "ichbench_version": __version__,
@@ -189,12 +193,14 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
                           {"dataset": dataset.name, "role": role, **options.settings()})
         report.write(tmp / REPORT_NAME)
     except BaseException:
+        pool.close()   # no worker may still be writing into the folder being removed
         atomic.discard(tmp)
         raise
     finally:
+        pool.close()
         torch.set_num_threads(threads)
     atomic.publish(tmp, final)
-    return IngestResult(dataset.name, role, final, fp, False, report)
+    return IngestResult(dataset.name, role, final, fp, False, report, dict(writer.shard_writers))
 
 
 def ingest(dataset: Dataset, home: Path, source: Path | None = None, roles=None,

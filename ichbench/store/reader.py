@@ -10,6 +10,7 @@ flipped bytes.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,12 @@ import zarr
 
 from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.errors import IchbenchError
+from ichbench.parallel import OrderedPool
 from ichbench.store.layout import (ARRAYS, FORMAT_VERSION, SHARD_SLICES, VALIDATION_PREFIX, array_digest,
                                    fingerprint, shard_digest)
 
 SHARDS_PER_READ = 16   # shards decoded by one zarr call (fewer calls, one shard verified at a time)
+SHARDS_PER_CHECK = 16  # shards one `verify` task checks (one store opening per task)
 
 
 class StoreDamagedError(IchbenchError):
@@ -173,10 +176,12 @@ class SliceStore:
         return describe(self.path, self.attrs, counts)
 
     # -- integrity -------------------------------------------------------------------------------
-    def verify(self) -> list[str]:
-        """Decode and check every shard of every array, and the metadata that composes the
-        fingerprint. Returns the problems found, each naming the array and shard (none: [])."""
+    def verify(self, workers: int = 1) -> list[str]:
+        """Decode and check every shard of every array (in `workers` processes), and the metadata
+        that composes the fingerprint. Returns the problems found, each naming the array and
+        shard (none: []), in the same order whatever the number of workers."""
         problems = []
+        tasks = []
         n = self.n_slices
         n_shards = -(-n // SHARD_SLICES)
         recorded = self.attrs.get("shard_digests", {})
@@ -189,11 +194,10 @@ class SliceStore:
             if len(self.shard_digests(name)) != n_shards:
                 problems.append(f"{name}: {len(self.shard_digests(name))} shard digests recorded for {n_shards} shards")
                 continue
-            for k in range(n_shards):
-                try:
-                    self._read_shards(name, k, k + 1)
-                except StoreDamagedError as exc:
-                    problems.append(exc.problem)
+            tasks += [(name, k, min(k + SHARDS_PER_CHECK, n_shards)) for k in range(0, n_shards, SHARDS_PER_CHECK)]
+        with OrderedPool(workers, preload=(__name__,)) as pool:
+            for found in pool.map(functools.partial(_check_shards, str(self.path)), tasks, chunksize=1):
+                problems += found
         if "images" in self.arrays and "labels" in self.arrays and self.group["labels"].shape[1:] != (len(LABEL_ORDER),):
             problems.append(f"labels has shape {self.group['labels'].shape}, expected (N, {len(LABEL_ORDER)})")
         if not problems and "volume" in self.arrays:
@@ -206,3 +210,15 @@ class SliceStore:
                 or fingerprint(self.attrs["settings"], self.volumes, digests) != self.fingerprint):
             problems.append("metadata: the fingerprint does not match the settings, volumes table and shard digests")
         return problems
+
+
+def _check_shards(path: str, task: tuple[str, int, int]) -> list[str]:
+    """The problems of shards first..last-1 of one array (top level: runs in worker processes)."""
+    name, first, last = task
+    store, problems = SliceStore(Path(path)), []
+    for k in range(first, last):
+        try:
+            store._read_shards(name, k, k + 1)
+        except StoreDamagedError as exc:
+            problems.append(exc.problem)
+    return problems

@@ -1,4 +1,5 @@
-"""Ordered, bounded parallel map over worker processes, for decoding many DICOM files.
+"""Ordered, bounded parallel work over worker processes: decoding many DICOM files, writing and
+hashing store shards, checking them.
 
 `ProcessPoolExecutor.map` and `Pool.imap` submit every item at once and keep finished results
 until they are consumed, so a slow consumer (the store writer) would let decoded pixels pile up
@@ -6,6 +7,9 @@ without limit. `OrderedPool.map` keeps at most `workers * prefetch` chunks in fl
 results in input order, so memory stays bounded by that window and the output is deterministic
 whatever the number of workers. One pool serves many maps (a reader's header pass, then its
 decoding, study after study) so workers start once.
+
+`submit` hands one task to the workers and returns its future (the store writer's shards: it
+collects them in submission order and bounds how many are in flight itself).
 
 `fn` must be a picklable top-level function. Per-item failures should be returned as values (an
 exception raised in a worker stops the whole map, as it would in a plain loop).
@@ -15,15 +19,16 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-# imported once by the fork server, so forked workers start with pydicom and numpy loaded
-DEFAULT_PRELOAD = "ichbench.datasets.dicom_io"
+# imported once by the fork server, so forked workers start with numpy and zarr loaded
+DEFAULT_PRELOAD = ("numpy", "zarr")
+_PRELOAD: set[str] = set()
 
 
 def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
@@ -37,7 +42,10 @@ def _context(preload: list[str]):
     # numpy, pydicom and torch (seconds per worker otherwise).
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(preload)
+        # the server starts with the first pool's first task: preload what every pool made so far
+        # asked for (an ingest makes its shard writers' pool before the reader's decoding pool)
+        _PRELOAD.update(preload)
+        ctx.set_forkserver_preload(sorted(_PRELOAD))
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -45,7 +53,7 @@ def _context(preload: list[str]):
 class OrderedPool:
     """`workers` processes (none when workers <= 1: maps then run in this process)."""
 
-    def __init__(self, workers: int = 1, preload: Iterable[str] = (DEFAULT_PRELOAD,)):
+    def __init__(self, workers: int = 1, preload: Iterable[str] = DEFAULT_PRELOAD):
         self.workers = max(1, int(workers))
         self._ex = None
         if self.workers > 1:
@@ -79,6 +87,14 @@ class OrderedPool:
             # reached too when the consumer stops early: queued chunks are dropped
             for f in pending:
                 f.cancel()
+
+    def submit(self, fn: Callable[..., R], *args) -> Future:
+        """fn(*args) in a worker; run here at once, as a finished future, without workers."""
+        if self._ex is not None:
+            return self._ex.submit(fn, *args)
+        done: Future = Future()
+        done.set_result(fn(*args))
+        return done
 
     def close(self) -> None:
         if self._ex is not None:
