@@ -10,13 +10,13 @@ flipped bytes.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import zarr
 
 from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.errors import IchbenchError
+from ichbench.store.atomic import published
+from ichbench.store.location import Location, parse, zarr_store
 from ichbench.store.layout import (ARRAYS, FORMAT_VERSION, SHARD_SLICES, VALIDATION_PREFIX, array_digest,
                                    fingerprint, shard_digest)
 
@@ -38,12 +38,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 class SliceStore:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        if not (self.path / "zarr.json").exists():
+    def __init__(self, path: Location | str):
+        self.path = parse(path)            # the store's name: a folder, or a URL
+        self.root = published(self.path)   # where its group lives (a remote store's current build)
+        if not (self.root / "zarr.json").exists():
             raise IchbenchError(f"{self.path}: no slice store here (run `ichbench data ingest` first)")
         try:
-            self.group = zarr.open_group(str(self.path), mode="r")
+            self.group = zarr.open_group(zarr_store(self.root, "r"), mode="r")
             self.attrs = dict(self.group.attrs)
         except Exception as exc:  # noqa: BLE001 - zarr and json raise many types on a damaged file
             raise StoreDamagedError(f"{self.path}: store metadata (zarr.json) is unreadable ({_first_line(exc)}); "

@@ -8,13 +8,12 @@ read can check the shard it decodes.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
 from ichbench import LABEL_ORDER, UNKNOWN_LABEL
+from ichbench.store.location import Location, parse, zarr_store
 from ichbench.store.layout import FORMAT_VERSION, SHARD_SLICES, array_digest, fingerprint, shard_digest
 
 _DTYPES = {"images": "int16", "masks": "uint8", "labels": "uint8", "volume": "int32", "brain": "uint8"}
@@ -31,12 +30,12 @@ def create_slice_array(group, name: str, dtype: str, size: int, shard_slices: in
 
 
 class StoreWriter:
-    def __init__(self, path: Path, *, size: int, with_masks: bool, with_brain: bool = True,
+    def __init__(self, path: Location | str, *, size: int, with_masks: bool, with_brain: bool = True,
                  shard_slices: int = SHARD_SLICES):
-        self.path = Path(path)
+        self.path = parse(path)   # a worker process re-creates it from the string the driver used
         self.size = size
         self.shard = shard_slices
-        self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+        self.group = zarr.open_group(zarr_store(self.path, "w"), mode="w", zarr_format=3)
         names = ["images", "labels", "volume"] + (["masks"] if with_masks else []) + (["brain"] if with_brain else [])
         self.arrays: dict[str, zarr.Array] = {}
         for name in names:

@@ -91,7 +91,7 @@ def load_store(path: Path, image_size: int, rows: np.ndarray | None = None,
     return SliceArrays(images=spatial("images", False), labels=torch.from_numpy(data["labels"]),
                        volume=torch.from_numpy(data["volume"].astype(np.int64)),
                        masks=spatial("masks", True), brain=spatial("brain", True),
-                       volumes=store.volumes, fingerprint=store.fingerprint, path=Path(path),
+                       volumes=store.volumes, fingerprint=store.fingerprint, path=store.path,
                        rows=torch.from_numpy(rows), icm=spatial("icm", True))
 
 
