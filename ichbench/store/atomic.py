@@ -49,6 +49,13 @@ def published(final: Location) -> Location:
     return final / build
 
 
+def store_of(loc: Location) -> Location:
+    """The store a location belongs to: a remote build's store, else the location itself."""
+    if isinstance(loc, ObjectPath) and loc.name.startswith(BUILD_PREFIX):
+        return loc.parent
+    return loc
+
+
 def _old_path(final: Path) -> Path:
     return final.parent / f".{final.name}.old"
 

@@ -15,7 +15,7 @@ import zarr
 
 from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.errors import IchbenchError
-from ichbench.store.atomic import published
+from ichbench.store.atomic import published, store_of
 from ichbench.store.location import Location, parse, zarr_store
 from ichbench.store.layout import (ARRAYS, FORMAT_VERSION, SHARD_SLICES, VALIDATION_PREFIX, array_digest,
                                    fingerprint, shard_digest)
@@ -57,7 +57,7 @@ class SliceStore:
             raise IchbenchError(f"{self.path}: {why}; {self._remedy()}")
 
     def _remedy(self) -> str:
-        dataset = getattr(self, "attrs", {}).get("dataset") or self.path.parent.name
+        dataset = getattr(self, "attrs", {}).get("dataset") or store_of(self.path).parent.name
         return f"re-ingest it (`ichbench data ingest {dataset} --force`)"
 
     # -- metadata --------------------------------------------------------------------------------
