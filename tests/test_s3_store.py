@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ichbench.errors import IchbenchError
@@ -191,6 +192,38 @@ def test_a_killed_ingest_leaves_the_previous_store_and_its_build_is_refused(s3, 
     res = pipeline.ingest_role(ds, home, source, SEGMENTATION, opts, force=True)
     assert res.fingerprint == before and not res.skipped_as_unchanged
     assert _builds(seg) == [(seg / atomic.POINTER).read_text()] and old_build not in _builds(seg)
+
+
+class Threshold:
+    """A stand-in for the ICM U-Nets (`apply_icm` needs their call, key and provenance): what is
+    tested here is how the derived array reaches object storage, not the model."""
+    key, payload, metrics = "threshold-0hu", {"dataset": "phantom"}, {}
+
+    def __init__(self, fail_after: int | None = None):
+        self.fail_after, self.calls = fail_after, 0
+
+    def __call__(self, hu, threshold):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("killed")
+        return hu > 0
+
+
+def test_icm_apply_publishes_a_new_build_on_object_storage(s3, s3_phantom):
+    from ichbench.icm.apply import apply_icm
+    url = _copy_root(s3_phantom[1], f"s3://{BUCKET}/icm")
+    seg = parse(f"{url}/phantom/segmentation.zarr")
+    before = open_store(seg)
+    [old_build] = _builds(seg)
+    with pytest.raises(RuntimeError, match="killed"):
+        apply_icm(str(seg), Threshold(fail_after=1), 0.5)
+    assert "icm" not in open_store(seg).derived and _builds(seg) == [old_build]   # the copy was discarded
+    record = apply_icm(str(seg), Threshold(), 0.5)
+    after = open_store(seg)
+    assert after.fingerprint == before.fingerprint and after.derived["icm"]["digest"] == record["digest"]
+    assert after.verify() == [] and _builds(seg) != [old_build] and len(_builds(seg)) == 1
+    data = after.load(["icm", "images"])   # (the previous build is gone: a publish deletes it)
+    np.testing.assert_array_equal(data["icm"], data["images"] > 0)
 
 
 TWO_NODE = """
