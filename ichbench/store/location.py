@@ -37,7 +37,19 @@ class ObjectPath:
     def fs(self):
         import fsspec
         # no listing cache: another process (an ingest on another node) may have published since
-        return fsspec.filesystem(self.protocol, use_listings_cache=False, skip_instance_cache=False)
+        return fsspec.filesystem(self.protocol, use_listings_cache=False)
+
+    def _call(self, method: str, *args, **kwargs):
+        """`self.fs.<method>(*args)`; a missing object stays FileNotFoundError (callers expect it),
+        anything else (an unreachable endpoint, refused credentials) is one line naming the URL."""
+        try:
+            return getattr(self.fs, method)(*args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - botocore, aiohttp and fsspec raise many types
+            text = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise IchbenchError(f"{self.url}: the object store failed the request "
+                                f"({type(exc).__name__}: {text})") from None
 
     def __str__(self) -> str:
         return self.url
@@ -58,33 +70,33 @@ class ObjectPath:
 
     def exists(self) -> bool:
         """True for an object, and for a prefix that holds any."""
-        return self.fs.exists(self.url)
+        return self._call("exists", self.url)
 
     def is_file(self) -> bool:
-        return self.fs.isfile(self.url)
+        return self._call("isfile", self.url)
 
     def read_text(self) -> str:
-        return self.fs.cat_file(self.url).decode()
+        return self._call("cat_file", self.url).decode()
 
     def write_text(self, text: str) -> None:
-        self.fs.pipe_file(self.url, text.encode())   # one PUT: readers see all of it or nothing
+        self._call("pipe_file", self.url, text.encode())   # one PUT: readers see all of it or nothing
 
     def children(self) -> list[str]:
         """Names directly under this prefix."""
         try:
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.url, detail=False)]
+            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self._call("ls", self.url, detail=False)]
         except FileNotFoundError:
             return []
 
     def delete(self) -> None:
         try:
-            self.fs.rm(self.url, recursive=True)
+            self._call("rm", self.url, recursive=True)
         except FileNotFoundError:
             pass
 
     def copy_to(self, dst: "ObjectPath") -> None:
         """Every object under this prefix to `dst` (server-side copies where the store has them)."""
-        self.fs.copy(self.url + "/", dst.url + "/", recursive=True)
+        self._call("copy", self.url + "/", dst.url + "/", recursive=True)
 
 
 Location = Path | ObjectPath
