@@ -1,5 +1,7 @@
 """The work that runs on Ray workers. Workers load stores themselves, from the location string
-(a path or a store URL) the driver passes in the task's arguments, and return plain results; they never write to MLflow (the driver does: SQLite does not take many writers).
+(a path or a store URL) the driver passes in the task's arguments, never from their own
+environment, and return plain results; they never write to MLflow (the driver does: SQLite does
+not take many writers).
 
 Fold tasks are retried by Ray when their worker dies; the engine's per-epoch checkpoints make a
 retried fold resume where it stopped, with the same final result.

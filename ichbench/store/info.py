@@ -9,11 +9,12 @@ seconds). Stores written before the counts were recorded are described through t
 from __future__ import annotations
 
 import json
+
 from ichbench import SUBTYPES
 from ichbench.errors import IchbenchError
 from ichbench.store.atomic import published
-from ichbench.store.location import Location, parse
 from ichbench.store.layout import ARRAYS
+from ichbench.store.location import Location, parse
 
 
 def read_attrs(path: Location | str) -> dict:
