@@ -114,6 +114,20 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
                           timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
 
 
+def test_the_store_root_is_a_folder_or_a_url_and_names_stay_plain(tmp_path, monkeypatch):
+    from ichbench.names import PathEscapeError
+    assert store_path(tmp_path, "phantom", "segmentation") == tmp_path / "stores" / "phantom" / "segmentation.zarr"
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "elsewhere"))
+    assert store_path(tmp_path, "phantom", "segmentation") == tmp_path / "elsewhere" / "phantom" / "segmentation.zarr"
+    monkeypatch.setenv(STORE_ENV, f"s3://{BUCKET}/a/b/")
+    remote = store_path(tmp_path, "phantom", "segmentation")
+    assert remote == ObjectPath(f"s3://{BUCKET}/a/b/phantom/segmentation.zarr") == parse(str(remote))
+    with pytest.raises(PathEscapeError):
+        store_path(tmp_path, "..", "segmentation")
+    with pytest.raises(IchbenchError, match=r"^nope://x: store URLs of protocol 'nope' cannot be opened"):
+        parse("nope://x")
+
+
 def test_ingest_publishes_one_build_and_data_info_verify_work_through_the_url(s3, s3_phantom, tmp_path):
     _, url = s3_phantom
     seg = parse(f"{url}/phantom/segmentation.zarr")
