@@ -12,7 +12,7 @@ from ichbench.config import (PAPER_FINETUNE, IcmConfig, RunConfig, apply_overrid
 from ichbench.datasets.base import PRETRAINING, SEGMENTATION, get_dataset
 from ichbench.errors import UnknownNameError
 from ichbench.methods.base import Method, get_method
-from ichbench.store import store_path
+from ichbench.store import store_exists, store_path
 
 
 def resolve(method: str | Method, dataset: str, profile: str = "paper", overrides=(), pretrain_dataset: str | None = None,
@@ -77,7 +77,7 @@ def default_pretrain_dataset(dataset: str, home=None, profile: str | None = None
         return "rsna"
     if PRETRAINING in roles:
         return dataset
-    if home is not None and SEGMENTATION in roles and not (store_path(home, "rsna", PRETRAINING) / "zarr.json").exists():
+    if home is not None and SEGMENTATION in roles and not store_exists(store_path(home, "rsna", PRETRAINING)):
         return dataset
     return "rsna"
 

@@ -17,18 +17,21 @@ atexit.register(shutil.rmtree, _NODE_CACHE, True)
 
 @pytest.fixture(autouse=True)
 def _cli_state_does_not_leak():
-    """The CLI keeps `--home` in a process-wide STATE and exports ICHBENCH_HOME for its workers:
+    """The CLI keeps `--home` in a process-wide STATE and exports ICHBENCH_HOME (and
+    ICHBENCH_STORE_ROOT) for its workers:
     right for one command per process, but a test that invokes it must not hand its home to the
     next test."""
     from ichbench.cli.common import STATE
-    saved_state, saved_env = dict(STATE), os.environ.get("ICHBENCH_HOME")
+    names = ("ICHBENCH_HOME", "ICHBENCH_STORE_ROOT")
+    saved_state, saved_env = dict(STATE), {n: os.environ.get(n) for n in names}
     yield
     STATE.clear()
     STATE.update(saved_state)
-    if saved_env is None:
-        os.environ.pop("ICHBENCH_HOME", None)
-    else:
-        os.environ["ICHBENCH_HOME"] = saved_env
+    for name, value in saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

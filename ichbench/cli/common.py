@@ -8,14 +8,27 @@ from pathlib import Path
 
 import typer
 
+from ichbench.errors import IchbenchError
 from ichbench.home import ENV, home
+from ichbench.store import location
 
-STATE: dict = {"home": None}
+STATE: dict = {"home": None, "store_root": None}
 
 
 def workspace() -> Path:
     root = home(STATE["home"])
     os.environ[ENV] = str(root)  # so worker processes resolve the same home
+    if STATE.get("store_root"):
+        # checked once here (an unknown protocol is one line); `store_path` reads it from there.
+        # Ray tasks get each store's location in their arguments, never from this variable.
+        value = STATE["store_root"]
+        try:
+            stores = location.parse(value)
+        except IchbenchError as exc:
+            where = location.ENV if os.environ.get(location.ENV) == value else "--store-root"
+            raise IchbenchError(f"{where} {exc}") from None
+        stores = stores if location.is_remote(stores) else stores.expanduser().resolve()
+        os.environ[location.ENV] = str(stores)
     return root
 
 

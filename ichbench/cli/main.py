@@ -48,9 +48,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(home: Optional[Path] = typer.Option(None, "--home", envvar="ICHBENCH_HOME",
                                               help="Workspace for stores, caches and tracking (default ~/.ichbench)."),
+         store_root: Optional[str] = typer.Option(
+             None, "--store-root", envvar="ICHBENCH_STORE_ROOT",
+             help="Where the slice stores live: a folder or an object-store URL such as s3://bucket/prefix "
+                  "(default $ICHBENCH_HOME/stores; S3 endpoint and keys from the AWS_* environment)."),
          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     STATE["home"] = home
+    STATE["store_root"] = store_root
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 The new version of the store is built beside it and published atomically (`store.atomic`): the
 ingested arrays' shard files are hard-linked (never rewritten, so sharing them is safe; metadata
-files are copied), the `icm` array is written and hashed, and the group attributes record it under
+files are copied; on object storage the server copies them), the `icm` array is written and hashed, and the group attributes record it under
 `derived.icm` (model key, digest, threshold, where the model learned and how well). Until the new
 version is complete the old one stays in place and readable; a killed apply leaves it untouched.
 
@@ -13,42 +13,26 @@ model's key and checked by its own digest (`SliceStore.verify`).
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import numpy as np
 import zarr
 
 from ichbench.icm.masker import IcmUNets
 from ichbench.store import atomic, open_store
+from ichbench.store.location import Location, zarr_store
 from ichbench.store.layout import SHARD_SLICES, array_digest, shard_digest
 from ichbench.store.writer import create_slice_array
 
 ICM_ARRAY = "icm"
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    if src.endswith(".json"):
-        shutil.copy2(src, dst)      # metadata is rewritten below: never share it with the old store
-    else:
-        os.link(src, dst)
-
-
-def apply_icm(store_path: Path, unets: IcmUNets, threshold: float, progress=None) -> dict:
+def apply_icm(store_path: Location | str, unets: IcmUNets, threshold: float, progress=None) -> dict:
     """Write `unets`' masks as the store's `icm` array; returns its `derived.icm` record."""
     store = open_store(store_path)
     final = store.path
     atomic.recover(final)
-    tmp = atomic.tmp_path(final)
-    atomic.discard(tmp)
+    tmp = atomic.clone(final)
     try:
-        shutil.copytree(final, tmp, copy_function=_link_or_copy)
-    except OSError:                 # no hard links across devices: copy instead
-        atomic.discard(tmp)
-        shutil.copytree(final, tmp)
-    try:
-        group = zarr.open_group(str(tmp), mode="r+")
+        group = zarr.open_group(zarr_store(tmp, "r+"), mode="r+")
         if ICM_ARRAY in group:
             del group[ICM_ARRAY]
         n, size = store.n_slices, int(store.attrs["settings"]["size"])

@@ -20,6 +20,7 @@ from ichbench.preprocess.brain import ClassicalBrainMasker
 from ichbench.preprocess.resize import resize_mask, resize_slices, resized_spacing
 from ichbench.store import atomic
 from ichbench.store import store_path
+from ichbench.store.location import Location
 from ichbench.store.reader import SliceStore
 from ichbench.store.writer import StoreWriter
 
@@ -30,7 +31,7 @@ REPORT_NAME = "ingest_report.json"
 class IngestResult:
     dataset: str
     role: str
-    path: Path
+    path: Location        # a local folder or a store URL (`ICHBENCH_STORE_ROOT`)
     fingerprint: str
     skipped_as_unchanged: bool
     report: IngestReport
@@ -93,14 +94,14 @@ def _advance(progress, task, report: IngestReport, volumes: int, slices: int) ->
         progress.update(task, completed=slices, info="slices")
 
 
-def _unchanged(final: Path, key: str, dataset: Dataset, role: str) -> IngestResult | None:
+def _unchanged(final: Location, key: str, dataset: Dataset, role: str) -> IngestResult | None:
     """The existing store when it was built from the same raw files and settings."""
     try:
         existing = SliceStore(final)
         if existing.attrs.get("source_key") != key:
             return None
         report = IngestReport()
-        rp = final / REPORT_NAME
+        rp = existing.root / REPORT_NAME
         if rp.exists():
             data = json.loads(rp.read_text())
             report.skipped, report.warnings = data.get("skipped", []), data.get("warnings", [])

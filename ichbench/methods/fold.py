@@ -76,7 +76,7 @@ class Fold:
     image_size: int
     split: dict
     store_fingerprint: str
-    store_path: Path
+    store_path: Path   # or an `ObjectPath` when stores live at a URL: open it with `open_store`
     store_size: int
     pretrained: Path | None = None
     _arrays: Any = field(default=None, repr=False)     # the engine's SliceArrays at image_size

@@ -16,7 +16,7 @@ from ichbench.methods.base import Method, get_method
 from ichbench.methods.fold import Fold
 from ichbench.names import inside
 from ichbench.splits import fold_count, save_split, split_for_store
-from ichbench.store import SliceStore, open_store, store_path
+from ichbench.store import SliceStore, open_store, store_exists, store_path
 from ichbench.train.engine import pretrained_dirname
 from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
 
@@ -68,7 +68,7 @@ def open_role(home: Path, dataset: str, role: str, *, auto_ingest: bool | None =
     """The store of `dataset`'s `role`; the phantom (which makes its own sources) is ingested on demand."""
     auto_ingest = dataset == "phantom" if auto_ingest is None else auto_ingest
     path = store_path(home, dataset, role)
-    if not (path / "zarr.json").exists():
+    if not store_exists(path):
         ds = get_dataset(dataset)
         if role not in ds.roles:
             raise IchbenchError(f"dataset {dataset!r} has no {role} store (its roles: {', '.join(ds.roles)})")
@@ -92,7 +92,7 @@ def open_pretraining(home: Path, method: Method, cfg: RunConfig) -> SliceStore:
     store), refused before anything trains if it cannot give the labels the method needs."""
     pstore = open_role(home, cfg.pretrain_dataset, cfg.pretrain_role)
     pretexts = [method] + ([get_method(method.init_from)] if method.init_from else [])
-    if Path(pstore.path).resolve() == store_path(home, cfg.dataset, SEGMENTATION).resolve():
+    if pstore.path.resolve() == store_path(home, cfg.dataset, SEGMENTATION).resolve():
         for m in pretexts:
             if m.label_needs.binary or m.label_needs.multilabel:
                 # images of the test folds are one thing; their labels would leak the answer

@@ -92,6 +92,7 @@ def _trial(config: dict, ctx: dict) -> None:
     from ray import tune
 
     from ichbench.resolve import resolve
+    from ichbench.store.location import parse
     from ichbench.train.engine import finetune
     sample = {k: config[k] for k in ctx["keys"]}
     cfg = resolve(ctx["method"], ctx["dataset"], ctx["profile"], ctx["overrides"] + overrides_for(sample),
@@ -99,7 +100,7 @@ def _trial(config: dict, ctx: dict) -> None:
     out = Path(ctx["out"]) / f"sample-{sha256_json(sample)[:12]}"   # a rerun reuses finished folds
     fold_dice: dict[int, float] = {}
     for fold in ctx["folds"]:
-        res = finetune(ctx["method_obj"], Path(ctx["store"]), ctx["split"], fold, cfg, out / f"fold_{fold}",
+        res = finetune(ctx["method_obj"], parse(ctx["store"]), ctx["split"], fold, cfg, out / f"fold_{fold}",
                        pretrained=Path(ctx["pretrained"]) if ctx["pretrained"] else None,
                        device="cuda" if ray.get_gpu_ids() else "cpu", progress=False)
         fold_dice[fold] = res["summary"]["all"]["dice"]["mean"]

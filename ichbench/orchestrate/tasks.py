@@ -1,5 +1,7 @@
-"""The work that runs on Ray workers. Workers load stores from their paths themselves and return
-plain results; they never write to MLflow (the driver does: SQLite does not take many writers).
+"""The work that runs on Ray workers. Workers load stores themselves, from the location string
+(a path or a store URL) the driver passes in the task's arguments, never from their own
+environment, and return plain results; they never write to MLflow (the driver does: SQLite does
+not take many writers).
 
 Fold tasks are retried by Ray when their worker dies; the engine's per-epoch checkpoints make a
 retried fold resume where it stopped, with the same final result.
@@ -13,6 +15,8 @@ import time
 from pathlib import Path
 
 import ray
+
+from ichbench.store.location import parse
 
 FOLD_RETRIES = 3
 
@@ -35,7 +39,7 @@ def pretrain_task(method, store_path: str, cfg, out_dir: str, board=None) -> dic
     t0 = time.time()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     where = _where()
-    path = pretrain(method, Path(store_path), cfg, Path(out_dir), device=_device(), progress=False,
+    path = pretrain(method, parse(store_path), cfg, Path(out_dir), device=_device(), progress=False,
                     on_epoch=epoch_reporter(board, "pretraining", cfg.pretrain.epochs))
     return {"checkpoint": str(path), "seconds": time.time() - t0, **where}
 
@@ -48,7 +52,7 @@ def icm_task(store_path: str, icm_cfg, out_dir: str, board=None) -> dict:
     where = _where()
     reporters = {w: epoch_reporter(board, f"{w} window", icm_cfg.epochs) for w in ("tissue", "bone")}
     on_epoch = (lambda win, epoch, history: reporters[win](epoch, history)) if board is not None else None
-    path = train_icm(Path(store_path), icm_cfg, Path(out_dir), device=_device(), progress=False, on_epoch=on_epoch)
+    path = train_icm(parse(store_path), icm_cfg, Path(out_dir), device=_device(), progress=False, on_epoch=on_epoch)
     return {"checkpoint": str(path), "seconds": time.time() - t0, **where}
 
 
@@ -69,7 +73,7 @@ def finetune_task(method, store_path: str, split: dict, fold: int, cfg, out_dir:
     if cfg.icm is not None:
         from ichbench.icm.sources import CavitySource
         cavity = CavitySource(cfg.icm, Path(icm_checkpoint) if icm_checkpoint else None, _device())
-    result = finetune(method, Path(store_path), split, fold, cfg, out, pretrained=Path(pretrained) if pretrained else None,
+    result = finetune(method, parse(store_path), split, fold, cfg, out, pretrained=Path(pretrained) if pretrained else None,
                       device=_device(), progress=False, cavity=cavity,
                       on_epoch=epoch_reporter(board, f"fold {fold}", cfg.finetune.epochs))
     result["worker"] = where

@@ -9,15 +9,16 @@ seconds). Stores written before the counts were recorded are described through t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from ichbench import SUBTYPES
 from ichbench.errors import IchbenchError
+from ichbench.store.atomic import published
 from ichbench.store.layout import ARRAYS
+from ichbench.store.location import Location, parse
 
 
-def read_attrs(path: Path) -> dict:
-    meta = Path(path) / "zarr.json"
+def read_attrs(path: Location | str) -> dict:
+    meta = published(parse(path)) / "zarr.json"
     if not meta.is_file():
         raise IchbenchError(f"{path}: no slice store here (run `ichbench data ingest` first)")
     try:
@@ -26,9 +27,10 @@ def read_attrs(path: Path) -> dict:
         raise IchbenchError(f"{meta}: unreadable store metadata ({type(exc).__name__})") from None
 
 
-def describe(path: Path, attrs: dict, label_counts: dict) -> dict:
+def describe(path: Location | str, attrs: dict, label_counts: dict) -> dict:
     volumes = attrs["volumes"]
-    present = [a for a in ARRAYS if (Path(path) / a / "zarr.json").is_file()]
+    root = published(parse(path))
+    present = [a for a in ARRAYS if (root / a / "zarr.json").is_file()]
     return {
         "path": str(path),
         "dataset": attrs.get("dataset"),
@@ -48,7 +50,7 @@ def describe(path: Path, attrs: dict, label_counts: dict) -> dict:
     }
 
 
-def store_info(path: Path) -> dict:
+def store_info(path: Location | str) -> dict:
     attrs = read_attrs(path)
     if "label_counts" in attrs and "fingerprint" in attrs:
         return describe(path, attrs, attrs["label_counts"])

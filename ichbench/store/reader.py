@@ -11,7 +11,6 @@ flipped bytes.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import zarr
@@ -19,6 +18,8 @@ import zarr
 from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.errors import IchbenchError
 from ichbench.parallel import OrderedPool
+from ichbench.store.atomic import published, store_of
+from ichbench.store.location import Location, parse, zarr_store
 from ichbench.store.layout import (ARRAYS, FORMAT_VERSION, SHARD_SLICES, VALIDATION_PREFIX, array_digest,
                                    fingerprint, shard_digest)
 
@@ -41,12 +42,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 class SliceStore:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        if not (self.path / "zarr.json").exists():
+    def __init__(self, path: Location | str):
+        self.path = parse(path)            # the store's name: a folder, or a URL
+        self.root = published(self.path)   # where its group lives (a remote store's current build)
+        if not (self.root / "zarr.json").exists():
             raise IchbenchError(f"{self.path}: no slice store here (run `ichbench data ingest` first)")
         try:
-            self.group = zarr.open_group(str(self.path), mode="r")
+            self.group = zarr.open_group(zarr_store(self.root, "r"), mode="r")
             self.attrs = dict(self.group.attrs)
         except Exception as exc:  # noqa: BLE001 - zarr and json raise many types on a damaged file
             raise StoreDamagedError(f"{self.path}: store metadata (zarr.json) is unreadable ({_first_line(exc)}); "
@@ -59,7 +61,7 @@ class SliceStore:
             raise IchbenchError(f"{self.path}: {why}; {self._remedy()}")
 
     def _remedy(self) -> str:
-        dataset = getattr(self, "attrs", {}).get("dataset") or self.path.parent.name
+        dataset = getattr(self, "attrs", {}).get("dataset") or store_of(self.path).parent.name
         return f"re-ingest it (`ichbench data ingest {dataset} --force`)"
 
     # -- metadata --------------------------------------------------------------------------------
@@ -215,7 +217,7 @@ class SliceStore:
 def _check_shards(path: str, task: tuple[str, int, int]) -> list[str]:
     """The problems of shards first..last-1 of one array (top level: runs in worker processes)."""
     name, first, last = task
-    store, problems = SliceStore(Path(path)), []
+    store, problems = SliceStore(path), []
     for k in range(first, last):
         try:
             store._read_shards(name, k, k + 1)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter, deque
-from pathlib import Path
 
 import numpy as np
 import zarr
@@ -24,6 +23,7 @@ from zarr.codecs import BloscCodec
 
 from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.parallel import OrderedPool
+from ichbench.store.location import Location, parse, zarr_store
 from ichbench.store.layout import FORMAT_VERSION, SHARD_SLICES, array_digest, fingerprint, shard_digest
 
 _DTYPES = {"images": "int16", "masks": "uint8", "labels": "uint8", "volume": "int32", "brain": "uint8"}
@@ -49,15 +49,15 @@ def write_shard(array: zarr.Array, start: int, data: np.ndarray, shard_slices: i
 
 
 class StoreWriter:
-    def __init__(self, path: Path, *, size: int, with_masks: bool, with_brain: bool = True,
+    def __init__(self, path: Location | str, *, size: int, with_masks: bool, with_brain: bool = True,
                  shard_slices: int = SHARD_SLICES, pool: OrderedPool | None = None):
-        self.path = Path(path)
+        self.path = parse(path)   # a local Path, or an object-store location (store.location)
         self.size = size
         self.shard = shard_slices
         self.pool = pool or OrderedPool(1)
         self._pending: deque = deque()      # (array name, future of write_shard), in shard order
         self.shard_writers: Counter = Counter()   # process id -> shards written (all arrays)
-        self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+        self.group = zarr.open_group(zarr_store(self.path, "w"), mode="w", zarr_format=3)
         names = ["images", "labels", "volume"] + (["masks"] if with_masks else []) + (["brain"] if with_brain else [])
         self.arrays: dict[str, zarr.Array] = {}
         for name in names:

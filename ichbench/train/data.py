@@ -96,7 +96,7 @@ def load_store(path: Path, image_size: int, rows: np.ndarray | None = None,
     return SliceArrays(images=spatial("images"), labels=torch.from_numpy(np.asarray(data["labels"])),
                        volume=torch.from_numpy(data["volume"].astype(np.int64)),
                        masks=spatial("masks"), brain=spatial("brain"),
-                       volumes=store.volumes, fingerprint=store.fingerprint, path=Path(path),
+                       volumes=store.volumes, fingerprint=store.fingerprint, path=store.path,
                        rows=torch.from_numpy(rows), icm=spatial("icm"))
 
 

@@ -54,7 +54,7 @@ def build_fold(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path,
     return Fold(index=fold, k=len(split["folds"]), train_ids=train,
                 test_ids=list(split["folds"][fold]["test"]), cfg=cfg, work_dir=out_dir,
                 device=device.type, image_size=fc.image_size, split=split,
-                store_fingerprint=store.fingerprint, store_path=Path(store_path),
+                store_fingerprint=store.fingerprint, store_path=store.path,
                 store_size=int(store.attrs["settings"]["size"]),
                 pretrained=Path(pretrained) if pretrained else None, _arrays=arrays,
                 _on_epoch=on_epoch, _rows_of=lambda ids: volume_rows(arrays, ids))
