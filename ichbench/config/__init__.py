@@ -26,7 +26,18 @@ from ichbench.errors import IchbenchError
 
 def json_schema() -> dict:
     """The JSON Schema of a run config (pydantic's, from the models and their docstrings)."""
-    return RunConfig.model_json_schema()
+    schema = _one_line_descriptions(RunConfig.model_json_schema())
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def _one_line_descriptions(obj):
+    """Field docstrings wrap at 100 columns; in the schema each description is one line."""
+    if isinstance(obj, dict):
+        return {k: " ".join(v.split()) if k == "description" and isinstance(v, str)
+                else _one_line_descriptions(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_one_line_descriptions(v) for v in obj]
+    return obj
 
 
 def resolve_icm(dataset: str, profile: str = "paper", overrides=()) -> IcmConfig:
