@@ -157,3 +157,11 @@ def test_rebuild_refuses_unknown_keys_and_bad_values_and_fills_old_ones(registry
 def test_the_models_refuse_on_construction_too():
     with pytest.raises(ValueError, match="batch_size"):
         IcmConfig(batch_size_bone=1)
+
+
+def test_a_check_across_settings_names_the_setting_in_init_too(registry):
+    rec = _recorded(resolve("local_contrastive", "phantom", "smoke"))
+    rec["init"]["finetune"]["image_size"] = 72
+    with pytest.raises(ConfigNotRebuilt, match=r"does not validate: init\.finetune\.image_size 72 must be a "
+                                               r"multiple of 16 \(the U-Net pools 4 times\)$"):
+        rebuild(rec)

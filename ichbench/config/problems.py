@@ -26,12 +26,15 @@ def _lower(msg: str) -> str:
 
 def problem(error: dict, prefix: str = "") -> str:
     """One of pydantic's errors as a phrase about the setting at `prefix` + its location."""
-    loc = prefix + ".".join(str(p) for p in error["loc"])
+    loc = ".".join(str(p) for p in error["loc"])
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     got = "" if isinstance(value, (dict, list)) else f", got {shown(repr(value), quote=False)}"
-    if kind == "value_error":   # ours: a phrase after the name, or a whole sentence
+    if kind == "value_error":
+        # ours: a phrase after the setting's name, or (a check across settings) a sentence that
+        # starts with the name of the setting it is about
         text = str(ctx.get("error", error["msg"]))
-        return f"{loc} {text}" if loc else text
+        return f"{prefix}{loc} {text}" if loc else f"{prefix}{text}"
+    loc = prefix + loc
     if kind in BOUNDS:
         bound = ctx[KEY_OF_BOUND[kind]]
         bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound   # > 0, not > 0.0
