@@ -58,7 +58,7 @@ def _augment_dict(optional: bool):
     return check
 
 
-def _or_none(schema: dict) -> None:
+def _or_empty(schema: dict) -> None:
     schema["anyOf"] = [{"$ref": schema.pop("$ref")}, {"type": "object", "maxProperties": 0}]
 
 
@@ -114,7 +114,7 @@ class PretrainConfig(BaseModel):
     """torch.compile on CUDA"""
     params: Params = Field(default_factory=dict)
     """the method's own settings (tau, n_swaps, ...)"""
-    augment: OptionalAugmentDict = Field(default_factory=dict, json_schema_extra=_or_none)
+    augment: OptionalAugmentDict = Field(default_factory=dict, json_schema_extra=_or_empty)
     """the §2.3.2 affine augmentation of pretraining batches; {}: none"""
 
 
@@ -184,7 +184,7 @@ class IcmConfig(BaseModel):
     tissue_window: Window = (0.0, 600.0)
     bone_window: Window = (150.0, 650.0)
     augment: OptionalAugmentDict = Field(default_factory=lambda: dict(PAPER_AUGMENT),
-                                         json_schema_extra=_or_none)
+                                         json_schema_extra=_or_empty)
     holdout: float = Field(0.2, gt=0, le=0.5)
     """share of the store's volumes held out to measure the ICM Dice"""
     threshold: float = Field(0.5, gt=0, lt=1)
