@@ -7,8 +7,8 @@ datasets and the workspace (which pretraining store exists).
 
 from __future__ import annotations
 
-from ichbench.config import (PAPER_FINETUNE, IcmConfig, RunConfig, apply_override, merge_settings,
-                             profile_settings, validate)
+from ichbench.config import (PAPER_FINETUNE, IcmConfig, RunConfig, apply_override, as_data,
+                             merge_settings, profile_settings, validated)
 from ichbench.datasets.base import PRETRAINING, SEGMENTATION, get_dataset
 from ichbench.errors import UnknownNameError
 from ichbench.methods.base import Method, get_method
@@ -29,21 +29,22 @@ def resolve(method: str | Method, dataset: str, profile: str = "paper", override
     m = get_method(method) if isinstance(method, str) else method
     settings = profile_settings(profile, dataset)
     icm_settings = settings.pop("icm", {})
-    cfg = RunConfig(method=m.name, dataset=dataset, profile=profile,
-                    pretrain_dataset=pretrain_dataset or default_pretrain_dataset(dataset, home, profile),
-                    icm=IcmConfig() if m.icm else None)
-    merge_settings(cfg, settings, f"profile {profile!r}")
-    if cfg.icm is not None:
-        merge_settings(cfg.icm, icm_settings, f"profile {profile!r}")
+    data = as_data(RunConfig.model_construct(
+        method=m.name, dataset=dataset, profile=profile,
+        pretrain_dataset=pretrain_dataset or default_pretrain_dataset(dataset, home, profile),
+        icm=IcmConfig() if m.icm else None))
+    merge_settings(data, settings, f"profile {profile!r}")
+    if data["icm"] is not None:
+        merge_settings(data["icm"], icm_settings, f"profile {profile!r}")
     if m.has_pretext:
-        merge_settings(cfg.pretrain, m.pretrain_overrides(profile), f"method {m.name!r} pretrain_overrides")
-    merge_settings(cfg.finetune, m.finetune_overrides(profile), f"method {m.name!r} finetune_overrides")
+        merge_settings(data["pretrain"], m.pretrain_overrides(profile), f"method {m.name!r} pretrain_overrides")
+    merge_settings(data["finetune"], m.finetune_overrides(profile), f"method {m.name!r} finetune_overrides")
     for item in overrides or ():
-        apply_override(cfg, item)
-    if cfg.icm is not None and cfg.icm.dataset is None:
-        cfg.icm.dataset = default_icm_dataset(dataset)
-    cfg.pretrain_role = pretrain_role_of(cfg.pretrain_dataset)   # after overrides: --set pretrain_dataset=
-    validate(cfg)
+        apply_override(data, item, m.name)
+    if data["icm"] is not None and data["icm"]["dataset"] is None:
+        data["icm"]["dataset"] = default_icm_dataset(dataset)
+    data["pretrain_role"] = pretrain_role_of(data["pretrain_dataset"])   # after overrides: --set pretrain_dataset=
+    cfg = validated(RunConfig, data)
     if m.init_from:
         inherited = [o for o in overrides or () if not o.strip().startswith("pretrain.params.")]
         cfg.init = resolve(m.init_from, dataset, profile, inherited, cfg.pretrain_dataset)

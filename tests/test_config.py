@@ -104,7 +104,7 @@ def test_set_into_dict_fields_keeps_their_types(reg):
     ("finetune.augment.shear=2", "finetune.augment.rotate"),
     ("pretrain.params.tau=0.2", "unknown config key"),       # a baseline has no params
     ("trainer.epochs=2", "unknown config key"),
-    ("finetune.epochs=abc", "invalid literal"),
+    ("finetune.epochs=abc", "--set finetune.epochs=abc: input should be a valid integer"),
     ("finetune.compile=maybe", "boolean"),
     ("finetune.augment.scale=0.8", "2 comma-separated values"),
     ("finetune.epochs", "key=value"),

@@ -64,14 +64,14 @@ ARGS = [
      "finetune.augment.scale.0 must be a finite number"),
     (DRY + ["--set", "finetune.epochs=nan"], "--set finetune.epochs=nan"),
     (DRY + ["--set", "finetune.epochs=" + "9" * 5000], "--set finetune.epochs="),
-    (DRY + ["--set", "finetune.lr=0"], "finetune: need lr > 0"),
-    (DRY + ["--set", "finetune.threshold=2"], "0 < threshold < 1"),
+    (DRY + ["--set", "finetune.lr=0"], "finetune.lr must be > 0, got 0.0"),
+    (DRY + ["--set", "finetune.threshold=2"], "finetune.threshold must be < 1, got 2.0"),
     (DRY + ["--set", "finetune.lr"], "--set expects key=value"),
     (DRY + ["--set", "=1"], "--set expects key=value, got '=1'"),
     (DRY + ["--set", "no.such.key=1"], "unknown config key 'no.such.key'"),
     (DRY + ["--set", "pretrain_dataset=../../evil"],
      "pretrain_dataset '../../evil': not a valid name"),
-    (DRY + ["--set", "model.depth=1"], "depth >= 2"),
+    (DRY + ["--set", "model.depth=1"], "model.depth must be >= 2, got 1"),
 ]
 
 

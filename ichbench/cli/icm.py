@@ -29,8 +29,6 @@ def train(dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whos
           as_json: bool = typer.Option(False, "--json",
                                        help="Print the held-out Dice as JSON (fractions, 0-1).")) -> None:
     """Train the tissue- and bone-window U-Nets on Ray (or reuse a cached pair); log to MLflow."""
-    import dataclasses
-
     from ichbench import __version__
     from ichbench.cli.run import tracker_for
     from ichbench.config import resolve_icm
@@ -40,7 +38,7 @@ def train(dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whos
 
     cfg = resolve_icm(dataset, profile, set_)
     if dry_run:
-        print(json.dumps(dataclasses.asdict(cfg), indent=2))
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return
     home = workspace()
     tracker = tracker_for(tracking_uri, home)

@@ -90,6 +90,15 @@ def plugins() -> None:
     print(json.dumps([p.as_json() for p in sorted(reg.plugins.values(), key=lambda p: p.name)], indent=2))
 
 
+@app.command("config-schema")
+def config_schema() -> None:
+    """Print the JSON Schema of a run config (docs/config.schema.json).
+
+    The settings `--set` changes, with their types, ranges and defaults."""
+    from ichbench.config import json_schema
+    print(json.dumps(json_schema(), indent=2))
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 

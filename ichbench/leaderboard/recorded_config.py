@@ -1,26 +1,26 @@
 """The run config an entry recorded, rebuilt as a `RunConfig` to run it again.
 
-An entry's `config` is `RunConfig.to_dict()` of its run. Keys this ichbench does not know refuse
-the rebuild (another version wrote them, and running without them would not be that run). Keys the
-entry lacks (written before they existed) take the value that reproduces the older behaviour: the
-dataclass default, except where the default changed since (`LEGACY`). Derived keys
-(`pretrain_hash`) are recomputed, and checked when nothing had to be filled in.
+An entry's `config` is `RunConfig.to_dict()` of its run, and the models validate it as they would
+any config. Keys this ichbench does not know refuse the rebuild (another version wrote them, and
+running without them would not be that run). Keys the entry lacks (written before they existed)
+take the value that reproduces the older behaviour: the model's default, except where the default
+changed since (`LEGACY`). Derived keys (`pretrain_hash`) are recomputed, and checked when nothing
+had to be filled in.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from pydantic import ValidationError
 
-from ichbench.config import (FinetuneConfig, IcmConfig, ModelConfig, PretrainConfig, RunConfig,
-                             validate)
+from ichbench.config import SECTIONS, RunConfig, one_line
 from ichbench.errors import IchbenchError
 
 # keys whose default changed after entries without them were written: the value they ran with
 LEGACY = {"model.encoder_growth": "first"}   # ichbench 0.1's block (see ModelConfig)
 DERIVED = ("pretrain_hash",)
-SECTIONS = {"model": ModelConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig,
-            "icm": IcmConfig}
 NAMES = ("method", "dataset", "profile", "pretrain_dataset")
+# left out of to_dict when empty, by design: an entry without it is not missing it
+OMITTED_WHEN_EMPTY = ("finetune.params",)
 
 
 class ConfigNotRebuilt(IchbenchError):
@@ -32,33 +32,26 @@ def _unknown(key: str) -> ConfigNotRebuilt:
                             "version?)")
 
 
-def _value(value, default):
-    """JSON gives lists where the dataclass holds tuples (windows, augment scale)."""
-    if isinstance(default, tuple) and isinstance(value, list):
-        return tuple(value)
-    if isinstance(default, dict) and isinstance(value, dict):
-        return {k: _value(v, default.get(k)) for k, v in value.items()}
-    return value
-
-
-def _section(cls, data, where: str, filled: list[str]):
-    if not isinstance(data, dict):
-        raise ConfigNotRebuilt(f"config {where} is not an object")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise _unknown(f"{where}.{unknown[0]}")
-    obj = cls()
-    for name in fields:
-        key = f"{where}.{name}"
-        if name in data:
-            setattr(obj, name, _value(data[name], getattr(obj, name)))
-        elif key in LEGACY:
-            setattr(obj, name, LEGACY[key])
-            filled.append(f"{key}={LEGACY[key]}")
-        else:
-            filled.append(f"{key}={getattr(obj, name)!r}")
-    return obj
+def _fill(values: dict, where: str, filled: list[str]) -> None:
+    """Put in the settings an older entry lacks, naming each in `filled`."""
+    if "pretrain_role" not in values:
+        values["pretrain_role"] = RunConfig.model_fields["pretrain_role"].default
+        filled.append(f"{where}pretrain_role={values['pretrain_role']!r}")
+    for name, cls in SECTIONS.items():
+        if name == "icm" and values.get(name) is None:
+            continue   # a method without the ICM
+        section = values.setdefault(name, {})
+        if not isinstance(section, dict):
+            continue   # the model refuses it, by name
+        for key, field in cls.model_fields.items():
+            if key in section or f"{name}.{key}" in OMITTED_WHEN_EMPTY:
+                continue
+            if f"{name}.{key}" in LEGACY:
+                section[key] = LEGACY[f"{name}.{key}"]
+                filled.append(f"{where}{name}.{key}={section[key]}")
+            else:
+                section[key] = field.get_default(call_default_factory=True)
+                filled.append(f"{where}{name}.{key}={section[key]!r}")
 
 
 def rebuild(data, filled: list[str] | None = None, where: str = "") -> RunConfig:
@@ -66,31 +59,20 @@ def rebuild(data, filled: list[str] | None = None, where: str = "") -> RunConfig
     filled = [] if filled is None else filled
     if not isinstance(data, dict):
         raise ConfigNotRebuilt("the entry's config is not an object")
-    top = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(data) - top - set(DERIVED))
-    if unknown:
-        raise _unknown(f"{where}{unknown[0]}")
     missing = [k for k in NAMES if not isinstance(data.get(k), str)]
     if missing:
         raise ConfigNotRebuilt(f"the entry's config lacks {where}{missing[0]}")
-    cfg = RunConfig(method=data["method"], dataset=data["dataset"], profile=data["profile"],
-                    pretrain_dataset=data["pretrain_dataset"])
-    if "pretrain_role" in data:
-        cfg.pretrain_role = data["pretrain_role"]
-    else:
-        filled.append(f"{where}pretrain_role={cfg.pretrain_role!r}")
-    for name, cls in SECTIONS.items():
-        if name == "icm":
-            icm = data.get("icm")
-            cfg.icm = None if icm is None else _section(cls, icm, f"{where}icm", filled)
-        else:
-            setattr(cfg, name, _section(cls, data.get(name, {}), f"{where}{name}", filled))
+    values = {k: v for k, v in data.items() if k not in DERIVED and k != "init"}
+    _fill(values, where, filled)
+    try:
+        cfg = RunConfig.model_validate(values)
+    except ValidationError as exc:
+        extra = [e for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if extra:
+            raise _unknown(where + ".".join(str(p) for p in extra[0]["loc"])) from None
+        raise ConfigNotRebuilt(f"the entry's config does not validate: {one_line(exc, where)}") from None
     if data.get("init") is not None:
         cfg.init = rebuild(data["init"], filled, f"{where}init.")
-    try:
-        validate(cfg)
-    except IchbenchError as exc:
-        raise ConfigNotRebuilt(f"the entry's config does not validate: {exc}") from None
     check_same(data, cfg.to_dict(), where, filled)
     return cfg
 

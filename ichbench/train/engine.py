@@ -13,7 +13,6 @@ thread count and vector ISA they were computed with (`device.numerics`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -119,7 +118,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
                       validate=lambda: _held_out_loss(m, model, batch_of, hold_pos, pc, device))
     payload = {"kind": "pretrained", "method": m.name, "transfers": list(m.transfers),
                "state": {k: v.detach().cpu() for k, v in part_state(model.unet, m.transfers).items()},
-               "model": dataclasses.asdict(cfg.model), "config": cfg.to_dict(), "config_hash": identity,
+               "model": cfg.model.model_dump(), "config": cfg.to_dict(), "config_hash": identity,
                "store": str(store_path), "store_fingerprint": store.fingerprint,
                "n_train_slices": int(len(train_pos)), "n_holdout_slices": int(len(hold_pos)),
                "history": history, "device": str(device), "seconds": round(time.perf_counter() - t0, 3),
@@ -170,7 +169,7 @@ def _held_out_loss(m, model, batch_of, hold_pos: torch.Tensor, pc, device) -> fl
 
 
 def _check_model(pre: dict, cfg, path) -> None:
-    want = dataclasses.asdict(cfg.model)
+    want = cfg.model.model_dump()
     # checkpoints made before `encoder_growth` existed used the block that grows on its first conv
     got = {"encoder_growth": "first", **(pre.get("model") or {})}
     if got != want:

@@ -1,0 +1,303 @@
+"""The run configuration as pydantic models: one per stage, checked by pydantic on construction.
+
+Identity: `RunConfig.to_dict()` and the hashes are computed from the values exactly as they were
+given (a method's int stays an int in a dict setting), so cached pretrainings and recorded
+leaderboard entries keep their keys. The dict settings (`params`, `augment`) are therefore kept as
+dicts; `augment` is checked against `Augment` but not replaced by it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WrapValidator,
+                      field_validator, model_validator)
+
+from ichbench.files import sha256_json
+from ichbench.names import name_problem
+
+# a typo'd key is an error, NaN and infinities are refused (a comparison with NaN is always false,
+# so a range check alone let it through to the optimiser); field docstrings document the schema
+SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
+
+# §2.3.2: translate ±10 %, rotate ±15°, scale 0.9–1.1, horizontal flip 50 %. Fine-tuning always
+# uses it; the non-contrastive pretexts use it too ("upon data loading"; the authors' pretraining
+# configs), the contrastive ones their own view transforms instead.
+PAPER_AUGMENT = {"translate": 0.1, "rotate": 15.0, "scale": (0.9, 1.1), "hflip": 0.5}
+
+ICM_DEPTH = 5   # the ICM U-Nets are §2.5.1's U-Net whatever `model` says
+
+
+class Augment(BaseModel):
+    """The §2.3.2 affine augmentation, applied batched on the training device."""
+    model_config = SETTINGS
+    translate: float = Field(ge=0, lt=1)
+    """largest shift, as a fraction of the image size"""
+    rotate: float = Field(ge=0, le=180)
+    """largest rotation, degrees either way"""
+    scale: tuple[float, float]
+    """zoom range: two numbers 0 < lo <= hi"""
+    hflip: float = Field(ge=0, le=1)
+    """probability of a horizontal flip"""
+
+    @field_validator("scale")
+    @classmethod
+    def _range(cls, scale):
+        if not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"must be two numbers 0 < lo <= hi, got {list(scale)}")
+        return scale
+
+
+def _augment_dict(optional: bool):
+    def check(value, handler):
+        if optional and value == {}:
+            return {}   # no augmentation
+        handler(value)   # checked as Augment: an error names the key, e.g. finetune.augment.scale.0
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(value).items()}
+    return check
+
+
+def _or_empty(schema: dict) -> None:
+    schema["anyOf"] = [{"$ref": schema.pop("$ref")}, {"type": "object", "maxProperties": 0}]
+
+
+AugmentDict = Annotated[Augment, WrapValidator(_augment_dict(False)), PlainSerializer(dict)]
+OptionalAugmentDict = Annotated[Augment, WrapValidator(_augment_dict(True)), PlainSerializer(dict)]
+
+
+def _finite(value, where: str = ""):
+    """A method's own setting, whatever its type, holds no NaN or infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number{f' (at {where})' if where else ''}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _finite(v, f"{where}.{i}" if where else str(i))
+    return value
+
+
+Params = dict[str, Annotated[Any, AfterValidator(_finite)]]
+
+
+class ModelConfig(BaseModel):
+    """The segmentation U-Net (§2.5.1)."""
+    model_config = SETTINGS
+    base_channels: int = Field(32, ge=1)
+    """first encoder block's width (§2.5.1)"""
+    depth: int = Field(5, ge=2)
+    """encoder blocks including the bottleneck"""
+    encoder_growth: Literal["second", "first"] = "second"
+    """where an encoder block's channels grow: on its second conv (§2.5.1, 5.41 M parameters at
+    base 32), or "first", ichbench 0.1's block (7.76 M), for reproducing runs made with it"""
+
+
+class PretrainConfig(BaseModel):
+    """The pretext's training (the baselines have none)."""
+    model_config = SETTINGS
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(64, ge=2, description="at least 2 (BatchNorm)")
+    lr: float = Field(1e-3, gt=0)
+    lr_decay: float = Field(0.96, gt=0, le=1)
+    """ExponentialLR gamma, stepped once per epoch"""
+    weight_decay: float = Field(1e-6, ge=0)
+    image_size: int = Field(256, ge=1)
+    """a multiple of 2^(model.depth - 1)"""
+    steps_per_epoch: int | None = Field(None, ge=1)
+    """None: one pass over the selected slices"""
+    holdout: int = Field(5000, ge=0)
+    """slices kept out for the validation loss (a tenth on small stores)"""
+    seed: int = 0
+    compile: bool = False
+    """torch.compile on CUDA"""
+    params: Params = Field(default_factory=dict)
+    """the method's own settings (tau, n_swaps, ...)"""
+    augment: OptionalAugmentDict = Field(default_factory=dict, json_schema_extra=_or_empty)
+    """the §2.3.2 affine augmentation of pretraining batches; {}: none"""
+
+
+class FinetuneConfig(BaseModel):
+    """The shared fine-tuning recipe (§2.5.3), k-fold on the labeled set."""
+    model_config = SETTINGS
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(32, ge=2, description="at least 2 (BatchNorm)")
+    lr: float = Field(1e-3, gt=0)
+    lr_decay: float = Field(0.96, gt=0, le=1)
+    weight_decay: float = Field(1e-6, ge=0)
+    image_size: int = Field(256, ge=1)
+    """a multiple of 2^(model.depth - 1)"""
+    empty_weight: float = Field(0.2, ge=0)
+    """α of eq. 5 on slices without hemorrhage"""
+    nonich_ratio: float = Field(2.0, ge=0)
+    """Mixed: non-ICH slices drawn per ICH slice each epoch"""
+    augment: AugmentDict = Field(default_factory=lambda: dict(PAPER_AUGMENT))
+    """the §2.3.2 affine augmentation of training batches"""
+    steps_per_epoch: int | None = Field(None, ge=1)
+    seed: int = 0
+    threshold: float = Field(0.5, gt=0, lt=1)
+    """on the sigmoid output (§2.5.2)"""
+    labeled_fraction: float = Field(1.0, gt=0, le=1)
+    """label-efficiency runs: share of each fold's training volumes used"""
+    compile: bool = False
+    head_prior: float | None = Field(None, gt=0, lt=1)
+    """initial foreground probability of the output layer (its bias set to logit(prior)) when the
+    head is not transferred; None keeps PyTorch's default init (the paper profile)"""
+    params: Params = Field(default_factory=dict)
+    """settings of a method that runs its own fine-tuning (API 2, `Method.finetune_fold`), from its
+    `finetune_overrides(profile)`; empty for the shared recipe, and then left out of `to_dict` and
+    the hashes, so the identities of runs made before it existed do not change"""
+
+
+def _low_high(window: tuple[float, float]) -> tuple[float, float]:
+    if not window[0] < window[1]:
+        raise ValueError(f"must be two HU values low < high, got {list(window)}")
+    return window
+
+
+Window = Annotated[tuple[float, float], AfterValidator(_low_high)]
+
+
+class IcmConfig(BaseModel):
+    """The intracranial cavity mask (ICM) of the +ICM methods (§2.3.3).
+
+    `source` picks the mask: "unet" (the paper's: two U-Nets on a tissue and a bone window, their
+    masks united, trained by `ichbench icm train` on the brain masks of `dataset`'s store),
+    "classical" (threshold-and-fill, `ichbench.preprocess.brain`) or "shipped" (the dataset's own
+    brain masks, where it ships them). The rest configures the ICM U-Nets' training."""
+    model_config = SETTINGS
+    source: Literal["unet", "classical", "shipped"] = "unet"
+    dataset: str | None = None
+    """whose shipped masks train the U-Nets (None: the resolver's default)"""
+    epochs: int = Field(50, ge=1)
+    batch_size_tissue: int = Field(20, ge=2)
+    batch_size_bone: int = Field(16, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    lr_decay: float = Field(0.96, gt=0, le=1)
+    weight_decay: float = Field(1e-6, ge=0)
+    image_size: int = Field(256, ge=1)
+    """a multiple of 16 (the ICM U-Nets pool 4 times)"""
+    steps_per_epoch: int | None = Field(None, ge=1)
+    base_channels: int = Field(32, ge=1)
+    """the segmentation U-Net of §2.5.1 ("a 2D U-Net", Akkus et al.)"""
+    tissue_window: Window = (0.0, 600.0)
+    bone_window: Window = (150.0, 650.0)
+    augment: OptionalAugmentDict = Field(default_factory=lambda: dict(PAPER_AUGMENT),
+                                         json_schema_extra=_or_empty)
+    holdout: float = Field(0.2, gt=0, le=0.5)
+    """share of the store's volumes held out to measure the ICM Dice"""
+    threshold: float = Field(0.5, gt=0, lt=1)
+    seed: int = 0
+
+    @field_validator("image_size")
+    @classmethod
+    def _poolable(cls, size: int) -> int:
+        stride = 2 ** (ICM_DEPTH - 1)
+        if size % stride:
+            raise ValueError(f"must be a multiple of {stride}, got {size}")
+        return size
+
+    def identity(self) -> dict:
+        """What determines the trained ICM U-Nets (with the training store's content)."""
+        d = settings_dict(self)
+        for k in ("source", "threshold"):   # how the masks are used, not how they are learned
+            d.pop(k)
+        return d
+
+    def model_key(self, store_fingerprint: str) -> str:
+        """Cache key of the trained ICM: its training settings and the store it learned from."""
+        return sha256_json({"icm": self.identity(), "store": store_fingerprint})
+
+
+class RunConfig(BaseModel):
+    """Everything one run of a method on a dataset depends on."""
+    model_config = SETTINGS
+    method: str
+    dataset: str
+    profile: str
+    pretrain_dataset: str
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain_role: Literal["pretraining", "segmentation"] = "pretraining"
+    """which of pretrain_dataset's stores the pretext trains on: its "pretraining" store, or for a
+    dataset without one its "segmentation" store (derived by `resolve`, never set by hand)"""
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    init: RunConfig | None = None
+    """the resolved config of the method's `init_from`, if any"""
+    icm: IcmConfig | None = None
+    """only for methods that mask predictions with the ICM"""
+
+    @field_validator("pretrain_dataset")
+    @classmethod
+    def _a_name(cls, name: str) -> str:
+        problem = name_problem(name)   # free text from --set; it becomes a folder
+        if problem:
+            raise ValueError(f"{ascii(name)}: {problem}")
+        return name
+
+    @model_validator(mode="after")
+    def _poolable(self) -> RunConfig:
+        stride = 2 ** (self.model.depth - 1)
+        for sec in ("pretrain", "finetune"):
+            size = getattr(self, sec).image_size
+            if size < stride or size % stride:
+                raise ValueError(f"{sec}.image_size {size} must be a multiple of {stride} "
+                                 f"(the U-Net pools {self.model.depth - 1} times)")
+        return self
+
+    def to_dict(self) -> dict:
+        out = {"method": self.method, "dataset": self.dataset, "profile": self.profile,
+               "pretrain_dataset": self.pretrain_dataset, "pretrain_role": self.pretrain_role,
+               "model": settings_dict(self.model), "pretrain": settings_dict(self.pretrain),
+               "finetune": finetune_dict(self.finetune), "pretrain_hash": self.hash()}
+        if self.icm is not None:
+            out["icm"] = settings_dict(self.icm)
+        if self.init is not None:
+            out["init"] = self.init.to_dict()
+        return out
+
+    def pretrain_identity(self) -> dict:
+        """What determines a pretraining's result, apart from the store's content."""
+        ident = {"method": self.method, "pretrain_dataset": self.pretrain_dataset,
+                 "model": settings_dict(self.model), "pretrain": settings_dict(self.pretrain)}
+        if self.pretrain_role != "pretraining":
+            # only where it is not the usual store, so existing pretraining caches keep their keys
+            ident["pretrain_role"] = self.pretrain_role
+        if self.init is not None:
+            ident["init"] = self.init.hash()
+        return ident
+
+    def hash(self) -> str:
+        """Stable sha256 of the pretraining part: the cache key of a pretrained checkpoint."""
+        return sha256_json(self.pretrain_identity())
+
+    def finetune_hash(self, pretrained: str | None = None, icm_model: str | None = None) -> str:
+        """Identity of a fine-tuning run: model, fine-tuning settings, what initialised it and, for
+        +ICM methods, which intracranial mask its predictions are multiplied by."""
+        ident = {"method": self.method, "dataset": self.dataset, "model": settings_dict(self.model),
+                 "finetune": finetune_dict(self.finetune), "pretrained": pretrained}
+        if self.icm is not None:
+            ident["icm"] = {"source": self.icm.source, "threshold": self.icm.threshold, "model": icm_model}
+        return sha256_json(ident)
+
+
+def settings_dict(section: BaseModel) -> dict:
+    """A section's settings as JSON, values as given (tuples become lists)."""
+    return _jsonable(dict(section))
+
+
+def finetune_dict(fc: FinetuneConfig) -> dict:
+    """The fine-tuning settings as JSON; `params` only when a method set some."""
+    out = settings_dict(fc)
+    if not out["params"]:
+        del out["params"]
+    return out
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
