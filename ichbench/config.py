@@ -85,6 +85,15 @@ class FinetuneConfig:
     params: dict = field(default_factory=dict)
 
 
+@dataclass
+class DataConfig:
+    """How training reads its store (`ichbench.train.stream`). It changes the order batches are
+    drawn in, not the run, so it is left out of the hashes, and out of `to_dict` while it holds
+    the defaults (so the run keys of runs made before it existed do not change)."""
+    stream: bool | None = None   # None: the engine streams when the arrays would not fit its memory
+    shuffle_shards: int = 16     # shuffle buffer of a streamed epoch, in shards (64 slices each)
+
+
 ICM_SOURCES = ("unet", "classical", "shipped")
 
 
@@ -140,6 +149,7 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     init: "RunConfig | None" = None   # the resolved config of the method's `init_from`, if any
     icm: IcmConfig | None = None      # only for methods that mask predictions with the ICM
+    data: DataConfig = field(default_factory=DataConfig)
 
     def to_dict(self) -> dict:
         out = {"method": self.method, "dataset": self.dataset, "profile": self.profile,
@@ -152,6 +162,8 @@ class RunConfig:
             out["icm"] = _jsonable(dataclasses.asdict(self.icm))
         if self.init is not None:
             out["init"] = self.init.to_dict()
+        if self.data != DataConfig():
+            out["data"] = _jsonable(dataclasses.asdict(self.data))
         return out
 
     def pretrain_identity(self) -> dict:
@@ -238,7 +250,8 @@ def profile_settings(profile: str, dataset: str) -> dict:
 
 # -- overrides --------------------------------------------------------------------------------------
 
-_SECTIONS = {"model": ModelConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig, "icm": IcmConfig}
+_SECTIONS = {"model": ModelConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig, "icm": IcmConfig,
+             "data": DataConfig}
 _TOP = ("pretrain_dataset",)
 
 
@@ -465,6 +478,8 @@ def validate(cfg: RunConfig) -> None:
         raise IchbenchError(f"finetune.head_prior must be in (0, 1) or none, got {f.head_prior}")
     if not 0 < f.labeled_fraction <= 1:
         raise IchbenchError(f"finetune.labeled_fraction must be in (0, 1], got {f.labeled_fraction}")
+    if cfg.data.shuffle_shards < 1:
+        raise IchbenchError(f"data.shuffle_shards must be >= 1, got {cfg.data.shuffle_shards}")
     _validate_augment("finetune", f.augment, required=True)
     _validate_augment("pretrain", cfg.pretrain.augment, required=False)
     if cfg.icm is not None:

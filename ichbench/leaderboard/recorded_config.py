@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from ichbench.config import (FinetuneConfig, IcmConfig, ModelConfig, PretrainConfig, RunConfig,
-                             validate)
+from ichbench.config import (DataConfig, FinetuneConfig, IcmConfig, ModelConfig, PretrainConfig,
+                             RunConfig, validate)
 from ichbench.errors import IchbenchError
 
 # keys whose default changed after entries without them were written: the value they ran with
 LEGACY = {"model.encoder_growth": "first"}   # ichbench 0.1's block (see ModelConfig)
 DERIVED = ("pretrain_hash",)
 SECTIONS = {"model": ModelConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig,
-            "icm": IcmConfig}
+            "icm": IcmConfig, "data": DataConfig}
 NAMES = ("method", "dataset", "profile", "pretrain_dataset")
 
 
@@ -83,6 +83,8 @@ def rebuild(data, filled: list[str] | None = None, where: str = "") -> RunConfig
         if name == "icm":
             icm = data.get("icm")
             cfg.icm = None if icm is None else _section(cls, icm, f"{where}icm", filled)
+        elif name == "data":   # recorded only when not the defaults: absent is not "filled in"
+            cfg.data = _section(cls, data["data"], f"{where}data", filled) if "data" in data else DataConfig()
         else:
             setattr(cfg, name, _section(cls, data.get(name, {}), f"{where}{name}", filled))
     if data.get("init") is not None:
