@@ -61,12 +61,16 @@ def should_stream(setting: bool | None, need: int, given: tuple[int, str], store
     """The read path and the line that says why: `data.stream` when set, else streaming when
     `need` exceeds MEMORY_FRACTION of the memory `given`."""
     budget, what = given
-    sizes = f"{need / 1e9:.1f} GB of arrays, {budget / 1e9:.1f} GB {what}"
+    sizes = f"{_size(need)} of arrays, {_size(budget)} {what}"
     if setting is not None:
         return setting, f"store {store_path}: {sizes}: {'streaming shards' if setting else 'loaded into memory'} (data.stream={str(setting).lower()})"
     if need > MEMORY_FRACTION * budget:
-        return True, f"store {store_path}: {sizes} (x{MEMORY_FRACTION} = {MEMORY_FRACTION * budget / 1e9:.1f} GB usable): streaming shards"
+        return True, f"store {store_path}: {sizes} (x{MEMORY_FRACTION} = {_size(MEMORY_FRACTION * budget)} usable): streaming shards"
     return False, f"store {store_path}: {sizes}: loaded into memory"
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 @dataclass
@@ -186,17 +190,19 @@ class _Epoch:
 
     def __init__(self, stream: ShardStream, plan: EpochPlan, rng: torch.Tensor, position: int):
         self.stream, self.plan, self.rng, self.position = stream, plan, rng, position
+        self.start = position
         self.last_use = {}
         for i in range(position, len(plan.batches)):
             first, last = plan.needs[i]
             for w in range(first, last + 1):
-                self.last_use[w] = i
+                self.last_use[w] = i   # after its last batch a window is dropped
         self._stop = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, stream.prefetch))
         self._thread: threading.Thread | None = None
 
     def __len__(self) -> int:
-        return len(self.plan.batches) - self.position
+        """Batches this epoch yields (the loop averages its loss over them once they are done)."""
+        return len(self.plan.batches) - self.start
 
     def _load(self) -> None:
         try:
