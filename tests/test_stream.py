@@ -20,7 +20,7 @@ from ichbench.store.layout import SHARD_SLICES
 from ichbench.store.reader import StoreDamagedError
 from ichbench.store.writer import StoreWriter
 from ichbench.train import checkpoint as ckpt
-from ichbench.train.stream import MEMORY_FRACTION, ShardStream, in_memory_bytes, should_stream
+from ichbench.train.stream import MEMORY_FRACTION, ShardStream, in_memory_bytes, memory_given, should_stream
 
 
 def write_store(path: Path, n: int, size: int = 16) -> Path:
@@ -138,6 +138,12 @@ def test_the_engine_streams_when_the_arrays_do_not_fit(store):
     assert not should_stream(None, need, (int(need / MEMORY_FRACTION) + 1, "available"), store.path)[0]
     assert should_stream(True, 1, (10**12, "available"), store.path)[0]
     assert not should_stream(False, 10**12, (1, "available"), store.path)[0]
+
+
+def test_a_ray_task_is_given_the_memory_it_asked_for(ray_session):
+    got = ray_session.get(ray_session.remote(memory=300 * 2**20)(memory_given).remote())
+    assert got == (300 * 2**20, "the Ray task's memory")
+    assert memory_given()[1] == "available"   # the driver itself: the system's available memory
 
 
 def test_data_section_is_set_by_overrides_and_leaves_identities_alone():

@@ -91,8 +91,8 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     if streamed:
         print(why, file=sys.stderr, flush=True)
     # streamed: only the held-out slices (a fixed few thousand) are loaded, for the validation loss
-    arrays = load_store(store_path, pc.image_size, rows=hold_rows if streamed else np.concatenate([train_rows, hold_rows]),
-                        names=("images", "labels", "volume"))
+    loaded = hold_rows if streamed else np.concatenate([train_rows, hold_rows])
+    arrays = load_store(store_path, pc.image_size, rows=loaded, names=("images", "labels", "volume"))
     pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
     train_pos, hold_pos = torch.from_numpy(train_rows) if streamed else pos(train_rows), pos(hold_rows)
     all_labels = torch.from_numpy(labels)

@@ -61,12 +61,14 @@ def should_stream(setting: bool | None, need: int, given: tuple[int, str], store
     """The read path and the line that says why: `data.stream` when set, else streaming when
     `need` exceeds MEMORY_FRACTION of the memory `given`."""
     budget, what = given
-    sizes = f"{_size(need)} of arrays, {_size(budget)} {what}"
+    sizes = f"store {store_path}: {_size(need)} of arrays, {_size(budget)} {what}"
     if setting is not None:
-        return setting, f"store {store_path}: {sizes}: {'streaming shards' if setting else 'loaded into memory'} (data.stream={str(setting).lower()})"
-    if need > MEMORY_FRACTION * budget:
-        return True, f"store {store_path}: {sizes} (x{MEMORY_FRACTION} = {_size(MEMORY_FRACTION * budget)} usable): streaming shards"
-    return False, f"store {store_path}: {sizes}: loaded into memory"
+        return setting, f"{sizes}: {_PATHS[setting]} (data.stream={str(setting).lower()})"
+    streamed = need > MEMORY_FRACTION * budget
+    return streamed, f"{sizes} (x{MEMORY_FRACTION} = {_size(MEMORY_FRACTION * budget)} usable): {_PATHS[streamed]}"
+
+
+_PATHS = {True: "streaming shards", False: "loaded into memory"}
 
 
 def _size(n: float) -> str:
