@@ -158,9 +158,6 @@ def compare_paths(store, args) -> None:
               f"streamed {n / stream:9.0f} slices/s, ratio {mem / stream:.2f} (goal >= 0.8)")
 
 
-if __name__ == "__main__":
-    main()
-
 
 def compare_memory(tmp: Path, args) -> None:
     """Peak traced memory of one epoch of each path as the store grows 8x (window of 2 shards)."""
@@ -198,3 +195,7 @@ def compare_memory(tmp: Path, args) -> None:
         streamed = peak(lambda: sum(1 for _ in s.epoch()))
         print(f"  {shards:2d} shards ({st.n_slices * 64 * 64 * 2 / 1e6:5.1f} MB of images): "
               f"in memory {mem:6.1f} MB, streamed {streamed:5.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
