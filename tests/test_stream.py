@@ -81,6 +81,7 @@ def test_a_resumed_epoch_draws_the_same_batches(store, tmp_path):
     uninterrupted = [rows_of(whole.epoch()) for _ in range(3)]
     cut = stream(store, rows)
     first = rows_of(cut.epoch())
+    between = cut.state()
     second = cut.epoch()
     partial = []
     for b in second:
@@ -93,6 +94,9 @@ def test_a_resumed_epoch_draws_the_same_batches(store, tmp_path):
     resumed.resume(ckpt.load(tmp_path / "state.pt")["stream"])
     rest = rows_of(resumed.epoch())
     assert [first, partial + rest, rows_of(resumed.epoch())] == uninterrupted
+    again = stream(store, rows, seed=99)   # from a state taken between two epochs
+    again.resume(between)
+    assert rows_of(again.epoch()) == uninterrupted[1]
 
 
 def test_an_exception_in_the_training_step_stops_the_prefetch_thread(store):

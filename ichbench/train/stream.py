@@ -151,9 +151,12 @@ class ShardStream:
         return self.store.path
 
     def state(self) -> dict:
-        if self._current is None:
+        """What draws the remaining batches from here: mid-epoch, the epoch's plan and position;
+        between epochs, the generator as it is (the next epoch's plan)."""
+        cur = self._current
+        if cur is None or cur.position == len(cur.plan.batches):
             return {"rng": self.generator.get_state(), "position": 0}
-        return {"rng": self._current.rng, "position": self._current.position}
+        return {"rng": cur.rng, "position": cur.position}
 
     def resume(self, state: dict) -> None:
         self._resume = state
