@@ -94,7 +94,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     loaded = hold_rows if streamed else np.concatenate([train_rows, hold_rows])
     arrays = load_store(store_path, pc.image_size, rows=loaded, names=("images", "labels", "volume"))
     pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
-    train_pos, hold_pos = torch.from_numpy(train_rows) if streamed else pos(train_rows), pos(hold_rows)
+    train_pos, hold_pos = None if streamed else pos(train_rows), pos(hold_rows)
     all_labels = torch.from_numpy(labels)
 
     with device_mode(device):
@@ -141,7 +141,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
                "state": {k: v.detach().cpu() for k, v in part_state(model.unet, m.transfers).items()},
                "model": dataclasses.asdict(cfg.model), "config": cfg.to_dict(), "config_hash": identity,
                "store": str(store_path), "store_fingerprint": store.fingerprint,
-               "n_train_slices": int(len(train_pos)), "n_holdout_slices": int(len(hold_pos)),
+               "n_train_slices": int(len(train_rows)), "n_holdout_slices": int(len(hold_pos)),
                "data_path": "streamed" if streamed else "in-memory", "data_path_reason": why,
                "history": history, "device": str(device), "seconds": round(time.perf_counter() - t0, 3),
                "ichbench_version": __version__, **numerics(device)}

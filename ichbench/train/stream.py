@@ -35,11 +35,12 @@ _POLL_S = 0.1          # how often a blocked prefetch thread checks whether it s
 
 def in_memory_bytes(store, rows: np.ndarray, image_size: int) -> int:
     """Peak bytes of loading `rows` into memory (`load_store`), from metadata alone: every shard
-    they touch is decoded whole at the store's size, then the rows are kept at `image_size`."""
+    they touch is decoded whole at the store's size and concatenated (two copies at the peak, as
+    `benchmarks/read_path.py` measures), then the rows are kept at `image_size`."""
     size = int(store.attrs["settings"]["size"])
     touched = len(np.unique(np.asarray(rows) // SHARD_SLICES)) * SHARD_SLICES
     row = 7 + 4 + 8   # labels (7 x uint8), volume (int32 in the store, int64 in memory)
-    return touched * (2 * size * size + row) + len(rows) * (2 * image_size * image_size + row)
+    return 2 * touched * (2 * size * size + row) + len(rows) * (2 * image_size * image_size + row)
 
 
 def memory_given() -> tuple[int, str]:
