@@ -1,6 +1,6 @@
 """Read path: random training batches of 256x256 slices from a slice store vs from DICOM files.
 
-    .venv/bin/python benchmarks/read_path.py [--n 400] [--batch 32] [--batches 40]
+    .venv/bin/python benchmarks/read_path.py [--n 400] [--batch 32] [--batches 40] [--epochs 3]
 
 Writes N synthetic 512x512 CT slices in the RSNA layout, ingests them into a store
 (256x256, selection "all"), then draws the same random batches (seeded) four ways:
@@ -12,6 +12,13 @@ Writes N synthetic 512x512 CT slices in the RSNA layout, ingests them into a sto
   DICOM                   read_slice(path).hu (decode + HU) and resize_slices to 256 per slice
 Goal: the store path >= 20x the DICOM path. The first batch of each way is checked to give the
 same int16 pixels.
+
+Then the two read paths of training (issue 10), in one run, each delivering every slice of the
+store once per epoch in shuffled batches of --batch:
+  in memory   load_store() (timed, included) then EpochSampler batches indexed in memory
+  streamed    ShardStream: shards in a shuffled order through the checked read, a prefetch thread
+over 1 epoch and over --epochs epochs, with the ratio streamed / in memory (goal >= 0.8); and the
+peak memory (tracemalloc) of one epoch of each path on synthetic 64x64 stores of 4 and 32 shards.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ def timed(fn, batches) -> tuple[float, np.ndarray]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=400, help="slices in the store (default 400)")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of the in-memory vs streamed comparison")
+    ap.add_argument("--shuffle-shards", type=int, default=16, help="streamed path's shuffle buffer, in shards")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
@@ -109,8 +118,83 @@ def main(argv=None) -> None:
             rate = epochs * args.n / (first_load_s + epochs * args.n / numpy_rate)
             print(f"  load() + numpy over {epochs:2d} epoch(s), load included: {rate:9.0f} slices/s "
                   f"({rate / dicom_rate:.1f}x DICOM)   goal >= 20x")
+        compare_paths(store, args)
+        compare_memory(tmp, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compare_paths(store, args) -> None:
+    """Slices delivered per second by the engine's two read paths, load() counted in memory's."""
+    import torch
+    from ichbench.train.data import EpochSampler, load_store
+    from ichbench.train.stream import ShardStream
+
+    def in_memory(epochs: int) -> float:
+        t = time.perf_counter()
+        arrays = load_store(store.path, 256, names=("images", "labels", "volume"))
+        every = torch.arange(len(arrays))
+        sampler = EpochSampler(lambda g: every, args.batch, None, torch.Generator().manual_seed(args.seed))
+        for _ in range(epochs):
+            for idx in sampler.epoch():
+                arrays.images[idx]
+        return time.perf_counter() - t
+
+    def streamed(epochs: int) -> float:
+        t = time.perf_counter()
+        s = ShardStream(store, np.arange(store.n_slices), 256, args.batch, None,
+                        torch.Generator().manual_seed(args.seed), args.shuffle_shards)
+        for _ in range(epochs):
+            for _batch in s.epoch():
+                pass
+        return time.perf_counter() - t
+
+    print(f"training read paths: every slice once per epoch, batches of {args.batch}, "
+          f"shuffle buffer {args.shuffle_shards} shards")
+    for epochs in sorted({1, args.epochs}):
+        mem, stream = in_memory(epochs), streamed(epochs)
+        n = epochs * store.n_slices
+        print(f"  {epochs:2d} epoch(s): in memory (load included) {n / mem:9.0f} slices/s, "
+              f"streamed {n / stream:9.0f} slices/s, ratio {mem / stream:.2f} (goal >= 0.8)")
+
+
+
+def compare_memory(tmp: Path, args) -> None:
+    """Peak traced memory of one epoch of each path as the store grows 8x (window of 2 shards)."""
+    import gc
+    import tracemalloc
+
+    import torch
+    from ichbench.store.layout import SHARD_SLICES
+    from ichbench.store.reader import SliceStore
+    from ichbench.store.writer import StoreWriter
+    from ichbench.train.data import load_store
+    from ichbench.train.stream import ShardStream
+
+    def peak(fn) -> float:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            fn()
+            return tracemalloc.get_traced_memory()[1] / 1e6
+        finally:
+            tracemalloc.stop()
+
+    print("peak traced memory of one epoch (64x64 slices, streamed with a 2-shard buffer):")
+    rng = np.random.default_rng(args.seed)
+    for shards in (4, 32):
+        path = tmp / f"mem{shards}.zarr"
+        w = StoreWriter(path, size=64, with_masks=False, with_brain=False)
+        for k in range(shards):
+            w.add({"id": f"v{k}", "spacing": [5, 1, 1]}, rng.normal(30, 20, (SHARD_SLICES, 64, 64)).astype(np.int16),
+                  np.zeros((SHARD_SLICES, 7), np.uint8))
+        w.close({"dataset": "bench", "role": "pretraining"}, {"size": 64})
+        st = SliceStore(path)
+        s = ShardStream(st, np.arange(st.n_slices), 64, args.batch, None, torch.Generator().manual_seed(0), 2)
+        mem = peak(lambda: load_store(path, 64, names=("images", "labels", "volume")))
+        streamed = peak(lambda: sum(1 for _ in s.epoch()))
+        print(f"  {shards:2d} shards ({st.n_slices * 64 * 64 * 2 / 1e6:5.1f} MB of images): "
+              f"in memory {mem:6.1f} MB, streamed {streamed:5.1f} MB")
 
 
 if __name__ == "__main__":

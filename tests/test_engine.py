@@ -247,6 +247,26 @@ def test_pretrain_resumes_and_is_cached(phantom_store, tmp_path):
     assert calls == []
 
 
+def test_streamed_pretraining_resumes_to_the_same_weights(phantom_store, tmp_path, capsys):
+    m = FakeDenoising()
+    cfg = resolve(m, "phantom", "smoke", PRE_TINY + ["data.stream=true", "data.shuffle_shards=2"])
+    full = pretrain(m, phantom_store, cfg, tmp_path / "full", device="cpu", progress=False)
+    assert f"store {phantom_store}: " in capsys.readouterr().err   # the log says it streams, and why
+    with pytest.raises(Killed):
+        pretrain(m, phantom_store, cfg, tmp_path / "cut", device="cpu", progress=False, on_epoch=kill_after(1))
+    cut = pretrain(m, phantom_store, cfg, tmp_path / "cut", device="cpu", progress=False)
+    a, b = ckpt.load_pretrained(full), ckpt.load_pretrained(cut)
+    assert same_tensors(a["state"], b["state"])
+    assert [(h["loss"], h["val_loss"]) for h in a["history"]] == [(h["loss"], h["val_loss"]) for h in b["history"]]
+    assert a["data_path"] == "streamed" and a["data_path_reason"].endswith("(data.stream=true)")
+    # the same selection as the in-memory path, drawn in another order; the cache key is the same
+    loaded = pretrain(m, phantom_store, resolve(m, "phantom", "smoke", PRE_TINY + ["data.stream=false"]),
+                      tmp_path / "loaded", device="cpu", progress=False)
+    c = ckpt.load_pretrained(loaded)
+    assert c["data_path"] == "in-memory" and c["config_hash"] == a["config_hash"]
+    assert (c["n_train_slices"], c["n_holdout_slices"]) == (a["n_train_slices"], a["n_holdout_slices"])
+
+
 def test_save_atomic_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "state.pt"
     ckpt.save_atomic({"epoch": 1}, path)

@@ -60,6 +60,7 @@ def test_smoke_run_is_tracked_in_mlflow(phantom_home, ray_session):
         assert {"per_volume.json", "checkpoints"} <= {a.path for a in tracker.client.list_artifacts(r.info.run_id)}
     [pre] = runs_of(phantom_home, kind="pretrain")
     assert pre.data.tags["ichbench.cached"] == "false"
+    assert pre.data.tags["ichbench.data_path"] == "in-memory"   # the phantom fits: loaded, not streamed
     assert (out.plan.pretrain_dir / "pretrained.pt").exists()
     # `ichbench runs` lists it
     from typer.testing import CliRunner

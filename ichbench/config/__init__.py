@@ -14,7 +14,7 @@ models check the ranges; every problem is one line naming the setting.
 
 from __future__ import annotations
 
-from ichbench.config.models import (ICM_DEPTH, PAPER_AUGMENT, Augment, FinetuneConfig, IcmConfig,
+from ichbench.config.models import (ICM_DEPTH, PAPER_AUGMENT, Augment, DataConfig, FinetuneConfig, IcmConfig,
                                     ModelConfig, PretrainConfig, RunConfig, finetune_dict,
                                     settings_dict)
 from ichbench.config.overrides import (SECTIONS, apply_override, as_data, merge_settings, parse_value,
@@ -53,7 +53,7 @@ def resolve_icm(dataset: str, profile: str = "paper", overrides=()) -> IcmConfig
     return validated(IcmConfig, data["icm"], "icm.")
 
 
-__all__ = ["ICM_DEPTH", "PAPER_AUGMENT", "PAPER_FINETUNE", "PROFILES", "SECTIONS", "Augment",
+__all__ = ["ICM_DEPTH", "PAPER_AUGMENT", "PAPER_FINETUNE", "PROFILES", "SECTIONS", "Augment", "DataConfig",
            "FinetuneConfig", "IcmConfig", "ModelConfig", "PretrainConfig", "RunConfig",
            "apply_override", "as_data", "finetune_dict", "json_schema", "merge_settings",
            "one_line", "parse_value", "profile_settings", "resolve_icm", "settings_dict",

@@ -210,6 +210,18 @@ class IcmConfig(BaseModel):
         return sha256_json({"icm": self.identity(), "store": store_fingerprint})
 
 
+class DataConfig(BaseModel):
+    """How training reads its store (`ichbench.train.stream`). It changes the order batches are
+    drawn in, not the run, so it is left out of the hashes, and out of `to_dict` while it holds the
+    defaults (so the run keys of runs made before it existed do not change)."""
+    model_config = SETTINGS
+    stream: bool | None = None
+    """stream shards instead of loading the arrays; None: stream when they would not fit the memory
+    the worker was given (pretraining only: fine-tuning stores are always loaded)"""
+    shuffle_shards: int = Field(16, ge=1)
+    """shuffle buffer of a streamed epoch, in shards (64 slices each)"""
+
+
 class RunConfig(BaseModel):
     """Everything one run of a method on a dataset depends on."""
     model_config = SETTINGS
@@ -227,6 +239,7 @@ class RunConfig(BaseModel):
     """the resolved config of the method's `init_from`, if any"""
     icm: IcmConfig | None = None
     """only for methods that mask predictions with the ICM"""
+    data: DataConfig = Field(default_factory=DataConfig)
 
     @field_validator("pretrain_dataset")
     @classmethod
@@ -255,6 +268,8 @@ class RunConfig(BaseModel):
             out["icm"] = settings_dict(self.icm)
         if self.init is not None:
             out["init"] = self.init.to_dict()
+        if self.data != DataConfig():
+            out["data"] = settings_dict(self.data)
         return out
 
     def pretrain_identity(self) -> dict:

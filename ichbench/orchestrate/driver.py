@@ -187,6 +187,8 @@ class Driver:
         records.curves(tr, child, pre.get("history", []))
         tr.metrics(child, {"seconds": info["seconds"]})
         tr.tags(child, {f"{TAG}checkpoint": str(path), f"{TAG}node": info["node_id"],
+                        # streamed or in-memory (`train.stream`); checkpoints from before it: in-memory
+                        f"{TAG}data_path": pre.get("data_path", "in-memory"),
                         f"{TAG}gpu_hours": f"{info['seconds'] * gpus / 3600:.6f}"})
         tr.file_artifact(child, path, "checkpoints")
         tr.end(child, "FINISHED")

@@ -131,6 +131,14 @@ class SliceStore:
                 raise self._damaged(name, k, "differs from the digest recorded when it was written")
         return block
 
+    def read_shard(self, name: str, k: int) -> np.ndarray:
+        """Shard `k` of `name` (SHARD_SLICES rows, fewer for the last), checked against its digest:
+        the unit a streaming reader decodes (`ichbench.train.stream`)."""
+        n_shards = -(-self.n_slices // SHARD_SLICES)
+        if not 0 <= k < n_shards:
+            raise IchbenchError(f"{self.path}: shard {k} requested from {name}; the store has shards 0..{n_shards - 1}")
+        return self._read_shards(name, k, k + 1)
+
     def read(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """The whole array `name` (or the sorted `rows` of it) as numpy, every shard checked."""
         n = self.n_slices
@@ -220,7 +228,7 @@ def _check_shards(path: str, task: tuple[str, int, int]) -> list[str]:
     store, problems = SliceStore(path), []
     for k in range(first, last):
         try:
-            store._read_shards(name, k, k + 1)
+            store.read_shard(name, k)
         except StoreDamagedError as exc:
             problems.append(exc.problem)
     return problems

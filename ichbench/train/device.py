@@ -64,5 +64,10 @@ def gather(t: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Te
 
 
 def images_of(arrays: SliceArrays, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = windowed(gather(arrays.images, idx, device))
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+    return model_input(gather(arrays.images, idx, device))
+
+
+def model_input(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """(B, S, S) int16 HU (moved to `device` if given) -> windowed (B, 1, S, S), channels_last on CUDA."""
+    x = windowed(images if device is None else images.to(device, non_blocking=True))
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cuda" else x

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -31,11 +32,13 @@ from ichbench.train import checkpoint as ckpt
 from ichbench.transforms import augment_batch
 from ichbench.train.data import (EpochSampler, finetune_pool, load_store, place,
                                  pretrain_selection, volume_rows, windowed)
-from ichbench.train.device import autocast_for, device_mode, gather, images_of, numerics, prepare_model, select_device
+from ichbench.train.device import (autocast_for, device_mode, gather, images_of, model_input, numerics, prepare_model,
+                                   select_device)
 from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
 from ichbench.train.loop import fit, generators
 from ichbench.losses import dice_loss
 from ichbench.train.predict import evaluate_volumes
+from ichbench.train.stream import ShardStream, in_memory_bytes, memory_given, should_stream
 
 VALIDATION_SEED_OFFSET = 7919  # validation draws its pretext randomness from its own fixed stream
 
@@ -82,10 +85,16 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     init_state, init_checkpoint = _init_state(m, store_path, cfg, out_dir, init_checkpoint, device, progress)
     labels = np.asarray(store.load(["labels"])["labels"])
     train_rows, hold_rows = pretrain_selection(labels, pc.holdout, pc.seed, validation=store.validation_mask())
-    arrays = load_store(store_path, pc.image_size, rows=np.concatenate([train_rows, hold_rows]),
-                        names=("images", "labels", "volume"))
+    streamed, why = should_stream(cfg.data.stream, in_memory_bytes(store, np.concatenate([train_rows, hold_rows]),
+                                                                   pc.image_size), memory_given(), store_path)
+    if streamed:
+        print(why, file=sys.stderr, flush=True)
+    # streamed: only the held-out slices (a fixed few thousand) are loaded, for the validation loss
+    loaded = hold_rows if streamed else np.concatenate([train_rows, hold_rows])
+    arrays = load_store(store_path, pc.image_size, rows=loaded, names=("images", "labels", "volume"))
     pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
-    train_pos, hold_pos = pos(train_rows), pos(hold_rows)
+    train_pos, hold_pos = None if streamed else pos(train_rows), pos(hold_rows)
+    all_labels = torch.from_numpy(labels)
 
     with device_mode(device):
         torch.manual_seed(pc.seed)
@@ -96,13 +105,24 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
         model = prepare_model(m.build_pretext(unet, pc), device, pc.compile and device.type == "cuda")
         arrays = place(arrays, device)
         gens = generators(pc.seed, device)
-        sampler = EpochSampler(lambda g: train_pos, pc.batch_size, pc.steps_per_epoch, gens["sampler"], drop_last=True)
+        if streamed:
+            sampler = ShardStream(store, train_rows, pc.image_size, pc.batch_size, pc.steps_per_epoch,
+                                  gens["sampler"], cfg.data.shuffle_shards, drop_last=True)
+        else:
+            sampler = EpochSampler(lambda g: train_pos, pc.batch_size, pc.steps_per_epoch, gens["sampler"],
+                                   drop_last=True)
 
         def batch_of(idx: torch.Tensor) -> dict:
             return {"images": images_of(arrays, idx, device), "labels": gather(arrays.labels, idx, device)}
 
-        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
-            batch = batch_of(idx)
+        def train_batch(item) -> dict:
+            """An index batch into `arrays`, or a `StreamBatch` that carries its images."""
+            if not streamed:
+                return batch_of(item)
+            return {"images": model_input(item.images, device), "labels": all_labels[item.rows].to(device)}
+
+        def loss_fn(item) -> torch.Tensor:
+            batch = train_batch(item)
             if pc.augment:   # training batches only: the validation loss stays comparable
                 images, _ = augment_batch(batch["images"], None, pc.augment, gens["device"])
                 batch["images"] = (images.contiguous(memory_format=torch.channels_last)
@@ -120,7 +140,8 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
                "state": {k: v.detach().cpu() for k, v in part_state(model.unet, m.transfers).items()},
                "model": cfg.model.model_dump(), "config": cfg.to_dict(), "config_hash": identity,
                "store": str(store_path), "store_fingerprint": store.fingerprint,
-               "n_train_slices": int(len(train_pos)), "n_holdout_slices": int(len(hold_pos)),
+               "n_train_slices": int(len(train_rows)), "n_holdout_slices": int(len(hold_pos)),
+               "data_path": "streamed" if streamed else "in-memory", "data_path_reason": why,
                "history": history, "device": str(device), "seconds": round(time.perf_counter() - t0, 3),
                "ichbench_version": __version__, **numerics(device)}
     return ckpt.save_atomic(payload, final)

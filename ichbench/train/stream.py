@@ -1,0 +1,271 @@
+"""Training batches streamed from a store larger than memory, shard by shard.
+
+Each epoch visits the shards holding selected rows in a seeded, shuffled order. Consecutive
+shards of that order form windows of `shuffle_shards` shards (the shuffle buffer); the selected
+rows of a window are permuted together and the epoch's row sequence is cut into batches. The whole
+plan (which rows make each batch, which windows each batch needs) depends only on the row
+selection and the sampler's generator, never on pixel data, so it is drawn up front: a resumed
+epoch draws the same plan from the same generator state and skips the batches already trained.
+
+A prefetch thread decodes the windows the plan needs, in order, each shard through the store's
+checked read (`SliceStore.read_shard`), keeping only selected rows, into a bounded queue. Memory is
+the windows in use plus the queue: it depends on `shuffle_shards` and the image size, not on the
+size of the store. Labels stay in memory (a few bytes per slice); images never do.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ichbench.errors import IchbenchError
+from ichbench.store.layout import SHARD_SLICES
+from ichbench.train.data import resize_stack
+
+MEMORY_FRACTION = 0.5  # of the worker's memory the arrays may take: the load's peak, model and batches need the rest
+PREFETCH_WINDOWS = 2   # windows decoded ahead of the one in use: hides one window's read behind steps
+_POLL_S = 0.1          # how often a blocked prefetch thread checks whether it should stop
+
+
+def in_memory_bytes(store, rows: np.ndarray, image_size: int) -> int:
+    """Peak bytes of loading `rows` into memory (`load_store`), from metadata alone: every shard
+    they touch is decoded whole at the store's size and concatenated (two copies at the peak, as
+    `benchmarks/read_path.py` measures), then the rows are kept at `image_size`."""
+    size = int(store.attrs["settings"]["size"])
+    touched = len(np.unique(np.asarray(rows) // SHARD_SLICES)) * SHARD_SLICES
+    row = 7 + 4 + 8   # labels (7 x uint8), volume (int32 in the store, int64 in memory)
+    return 2 * touched * (2 * size * size + row) + len(rows) * (2 * image_size * image_size + row)
+
+
+def memory_given() -> tuple[int, str]:
+    """Bytes this worker may use: its Ray task's `memory` resource when it asked for one, else the
+    memory the system has available now."""
+    ray = sys.modules.get("ray")   # only a process that runs Ray has it imported
+    if ray is not None and ray.is_initialized():
+        try:
+            given = ray.get_runtime_context().get_assigned_resources().get("memory")
+        except AssertionError:   # Ray's answer on the driver, which has no assigned resources
+            given = None
+        if given:
+            return int(given), "the Ray task's memory"
+    import psutil
+    return int(psutil.virtual_memory().available), "available"
+
+
+def should_stream(setting: bool | None, need: int, given: tuple[int, str], store_path) -> tuple[bool, str]:
+    """The read path and the line that says why: `data.stream` when set, else streaming when
+    `need` exceeds MEMORY_FRACTION of the memory `given`."""
+    budget, what = given
+    sizes = f"store {store_path}: {_size(need)} of arrays, {_size(budget)} {what}"
+    if setting is not None:
+        return setting, f"{sizes}: {_PATHS[setting]} (data.stream={str(setting).lower()})"
+    streamed = need > MEMORY_FRACTION * budget
+    return streamed, f"{sizes} (x{MEMORY_FRACTION} = {_size(MEMORY_FRACTION * budget)} usable): {_PATHS[streamed]}"
+
+
+_PATHS = {True: "streaming shards", False: "loaded into memory"}
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+@dataclass
+class StreamBatch:
+    rows: torch.Tensor     # (B,) int64 store rows
+    images: torch.Tensor   # (B, S, S) int16 HU, on the host
+
+
+@dataclass
+class EpochPlan:
+    batches: list[np.ndarray]    # store rows of each batch
+    needs: list[tuple[int, int]]  # windows (first, last) each batch reads from
+    windows: list[np.ndarray]    # shard indices of each window, in load order
+
+
+def plan_epoch(shard_rows: list[np.ndarray], batch_size: int, steps: int | None, g: torch.Generator,
+               shuffle_shards: int, drop_last: bool) -> EpochPlan:
+    """One epoch of batches over the rows grouped by shard (`shard_rows[i]`: selected rows of the
+    i-th shard), as `EpochSampler` does in memory: one pass, or `steps` batches over as many
+    passes as needed; a short last batch of a pass is dropped with `drop_last`, one of a single
+    slice always (BatchNorm needs two)."""
+    plan = EpochPlan([], [], [])
+    while shard_rows and (steps is None or len(plan.batches) < steps):
+        order = torch.randperm(len(shard_rows), generator=g).numpy()
+        seq, win = [], []
+        for start in range(0, len(order), shuffle_shards):
+            shards = order[start:start + shuffle_shards]
+            rows = np.concatenate([shard_rows[k] for k in shards])
+            seq.append(rows[torch.randperm(len(rows), generator=g).numpy()])
+            win.append(np.full(len(rows), len(plan.windows)))
+            plan.windows.append(shards)
+        seq, win = np.concatenate(seq), np.concatenate(win)
+        cuts = list(range(0, len(seq), batch_size))
+        if cuts and (len(seq) - cuts[-1] < 2 or (drop_last and len(seq) - cuts[-1] < batch_size and len(cuts) > 1)):
+            cuts.pop()
+        if not cuts:
+            break
+        for c in cuts:
+            plan.batches.append(seq[c:c + batch_size])
+            plan.needs.append((int(win[c]), int(win[c:c + batch_size][-1])))
+        if steps is None:
+            break
+    if steps is not None:
+        plan.batches, plan.needs = plan.batches[:steps], plan.needs[:steps]
+    if not plan.batches:
+        raise IchbenchError("no training batch could be drawn (fewer than 2 training slices)")
+    return plan
+
+
+class ShardStream:
+    """A sampler for `train.loop.fit` whose epochs yield `StreamBatch`es read from the store.
+
+    `state()` is what reproduces the rest of the current epoch (the generator's state before the
+    epoch was planned and the batches delivered); `resume(state)` makes the next `epoch()` continue
+    from there. At an epoch's end the sampler generator's own state says the same, which is why the
+    engine's per-epoch checkpoint (which holds that generator) resumes streamed runs unchanged.
+    """
+
+    def __init__(self, store, rows: np.ndarray, image_size: int, batch_size: int, steps_per_epoch: int | None,
+                 generator: torch.Generator, shuffle_shards: int, drop_last: bool = False,
+                 prefetch: int = PREFETCH_WINDOWS):
+        if shuffle_shards < 1:
+            raise IchbenchError(f"data.shuffle_shards must be >= 1, got {shuffle_shards}")
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        shard = rows // SHARD_SLICES
+        self.shards, starts = np.unique(shard, return_index=True)
+        self.shard_rows = np.split(rows, starts[1:]) if len(rows) else []
+        self.store, self.image_size, self.batch_size = store, image_size, batch_size
+        self.steps, self.generator, self.drop_last = steps_per_epoch, generator, drop_last
+        self.shuffle_shards, self.prefetch = shuffle_shards, prefetch
+        self._resume: dict | None = None
+        self._current: _Epoch | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    def state(self) -> dict:
+        """What draws the remaining batches from here: mid-epoch, the epoch's plan and position;
+        between epochs, the generator as it is (the next epoch's plan)."""
+        cur = self._current
+        if cur is None or cur.position == len(cur.plan.batches):
+            return {"rng": self.generator.get_state(), "position": 0}
+        return {"rng": cur.rng, "position": cur.position}
+
+    def resume(self, state: dict) -> None:
+        self._resume = state
+
+    def epoch(self) -> "_Epoch":
+        position = 0
+        if self._resume is not None:
+            self.generator.set_state(self._resume["rng"])
+            position = int(self._resume["position"])
+            self._resume = None
+        rng = self.generator.get_state()
+        plan = plan_epoch(self.shard_rows, self.batch_size, self.steps, self.generator, self.shuffle_shards,
+                          self.drop_last)
+        self._current = _Epoch(self, plan, rng, position)
+        return self._current
+
+    def read_window(self, shards: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """Selected rows (sorted) of the window's shards and their images at `image_size`."""
+        rows, images = [], []
+        for i in shards:
+            k = int(self.shards[i])
+            keep = self.shard_rows[i] - k * SHARD_SLICES
+            rows.append(self.shard_rows[i])
+            images.append(self.store.read_shard("images", k)[keep])
+        rows, images = np.concatenate(rows), np.concatenate(images)
+        order = np.argsort(rows)
+        rows, images = rows[order], images[order]
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            return rows, resize_stack(images, self.image_size, is_mask=False)
+        return rows, torch.from_numpy(np.ascontiguousarray(images))
+
+
+class _Epoch:
+    """The batches of one planned epoch from `position` on; iterating starts the prefetch thread,
+    `close()` (also on exhaustion, an exception in the loop, or garbage collection) stops it."""
+
+    def __init__(self, stream: ShardStream, plan: EpochPlan, rng: torch.Tensor, position: int):
+        self.stream, self.plan, self.rng, self.position = stream, plan, rng, position
+        self.start = position
+        self.last_use = {}
+        for i in range(position, len(plan.batches)):
+            first, last = plan.needs[i]
+            for w in range(first, last + 1):
+                self.last_use[w] = i   # after its last batch a window is dropped
+        self._stop = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, stream.prefetch))
+        self._thread: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        """Batches this epoch yields (the loop averages its loss over them once they are done)."""
+        return len(self.plan.batches) - self.start
+
+    def _load(self) -> None:
+        try:
+            for w in sorted(self.last_use):
+                item = (w, *self.stream.read_window(self.plan.windows[w]))
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the training loop, which raises it
+            self._put(exc)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self):
+        while True:
+            try:
+                item = self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise IchbenchError(f"{self.stream.path}: the shard prefetch thread stopped") from None
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def __iter__(self):
+        self._thread = threading.Thread(target=self._load, name="ichbench-shard-prefetch", daemon=True)
+        self._thread.start()
+        live: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
+        try:
+            for i in range(self.position, len(self.plan.batches)):
+                rows = self.plan.batches[i]
+                first, last = self.plan.needs[i]
+                while last not in live:
+                    w, wrows, wimages = self._get()
+                    live[w] = (wrows, wimages)
+                out = torch.empty((len(rows), *live[last][1].shape[1:]), dtype=torch.int16)
+                for w in range(first, last + 1):
+                    wrows, wimages = live[w]
+                    pos = np.minimum(np.searchsorted(wrows, rows), len(wrows) - 1)
+                    hit = np.flatnonzero(wrows[pos] == rows)
+                    out[torch.from_numpy(hit)] = wimages[torch.from_numpy(pos[hit])]
+                for w in range(first, last + 1):
+                    if self.last_use[w] == i:
+                        del live[w]
+                self.position = i + 1
+                yield StreamBatch(torch.from_numpy(rows), out)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
