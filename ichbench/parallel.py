@@ -18,6 +18,9 @@ exception raised in a worker stops the whole map, as it would in a plain loop).
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
@@ -29,6 +32,30 @@ R = TypeVar("R")
 # imported once by the fork server, so forked workers start with numpy and zarr loaded
 DEFAULT_PRELOAD = ("numpy", "zarr")
 _PRELOAD: set[str] = set()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:   # killed but not yet reaped: a zombie still answers kill(pid, 0)
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _end_with(parent: int) -> None:
+    """Worker initializer: the worker ends when the process that made the pool is gone. Workers
+    wait on a queue whose write end they hold themselves, so a driver killed with -9 (no chance to
+    shut its pool down) would otherwise leave them, and the fork server, waiting for ever."""
+    def watch() -> None:
+        while not _gone(parent):
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, name="ichbench-parent-watch", daemon=True).start()
 
 
 def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
@@ -57,7 +84,8 @@ class OrderedPool:
         self.workers = max(1, int(workers))
         self._ex = None
         if self.workers > 1:
-            self._ex = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(list(preload)))
+            self._ex = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(list(preload)),
+                                           initializer=_end_with, initargs=(os.getpid(),))
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, chunksize: int = 8,
             prefetch: int = 2) -> Iterator[R]:

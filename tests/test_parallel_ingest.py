@@ -118,8 +118,9 @@ from pathlib import Path
 from ichbench.datasets.base import IngestOptions
 from ichbench.ingest import ingest
 from tests.synthetic import SyntheticDataset
-ingest(SyntheticDataset(n=400, delay=0.03, offset=7), Path(sys.argv[1]), source=Path(sys.argv[1]),
-       options=IngestOptions(size=32, workers=2), force=True)
+if __name__ == "__main__":   # the pools' fork server imports this file as __main__ too
+    ingest(SyntheticDataset(n=400, delay=0.03, offset=7), Path(sys.argv[1]), source=Path(sys.argv[1]),
+           options=IngestOptions(size=32, workers=2), force=True)
 """
 
 
@@ -157,10 +158,12 @@ def test_kill_9_mid_ingest_with_workers_leaves_no_worker_and_the_previous_store(
     deadline = time.time() + 120
     workers: set[int] = set()
     # wait until shards are being written by the workers (the driver's pool and its fork server)
-    while time.time() < deadline and not (list(final.parent.glob(".segmentation.zarr.tmp-*/images/c"))
-                                          and len(workers) >= 2):
+    while time.time() < deadline and proc.poll() is None and not (
+            list(final.parent.glob(".segmentation.zarr.tmp-*/images/c")) and len(workers) >= 2):
         workers |= _descendants(proc.pid)
         time.sleep(0.1)
+    assert proc.poll() is None, f"the ingest ended (exit {proc.returncode}) before it could be killed"
+    assert list(final.parent.glob(".segmentation.zarr.tmp-*/images/c")), "no shard was written"
     assert len(workers) >= 2, "the ingest never started its worker processes"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
