@@ -13,6 +13,7 @@ thread count and vector ISA they were computed with (`device.numerics`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -30,7 +31,7 @@ from ichbench.evaluate.digest import fold_digest
 from ichbench.models.unet import UNet, expand_parts, part_state, transfer_parts, unet_for
 from ichbench.train import checkpoint as ckpt
 from ichbench.transforms import augment_batch
-from ichbench.train.data import (EpochSampler, finetune_pool, load_store, place,
+from ichbench.train.data import (EpochSampler, SliceArrays, finetune_pool, load_store, place,
                                  pretrain_selection, volume_rows, windowed)
 from ichbench.train.device import (autocast_for, device_mode, gather, images_of, model_input, numerics, prepare_model,
                                    select_device)
@@ -83,18 +84,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     device = select_device(device)
 
     init_state, init_checkpoint = _init_state(m, store_path, cfg, out_dir, init_checkpoint, device, progress)
-    labels = np.asarray(store.load(["labels"])["labels"])
-    train_rows, hold_rows = pretrain_selection(labels, pc.holdout, pc.seed, validation=store.validation_mask())
-    streamed, why = should_stream(cfg.data.stream, in_memory_bytes(store, np.concatenate([train_rows, hold_rows]),
-                                                                   pc.image_size), memory_given(), store_path)
-    if streamed:
-        print(why, file=sys.stderr, flush=True)
-    # streamed: only the held-out slices (a fixed few thousand) are loaded, for the validation loss
-    loaded = hold_rows if streamed else np.concatenate([train_rows, hold_rows])
-    arrays = load_store(store_path, pc.image_size, rows=loaded, names=("images", "labels", "volume"))
-    pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
-    train_pos, hold_pos = None if streamed else pos(train_rows), pos(hold_rows)
-    all_labels = torch.from_numpy(labels)
+    data = _pretrain_data(store, store_path, cfg)
 
     with device_mode(device):
         torch.manual_seed(pc.seed)
@@ -103,23 +93,19 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
             _check_model(init_state[0], cfg, init_checkpoint)
             transfer_parts(init_state[0]["state"], unet, init_state[1])
         model = prepare_model(m.build_pretext(unet, pc), device, pc.compile and device.type == "cuda")
-        arrays = place(arrays, device)
+        arrays = place(data.arrays, device)
         gens = generators(pc.seed, device)
-        if streamed:
-            sampler = ShardStream(store, train_rows, pc.image_size, pc.batch_size, pc.steps_per_epoch,
-                                  gens["sampler"], cfg.data.shuffle_shards, drop_last=True)
-        else:
-            sampler = EpochSampler(lambda g: train_pos, pc.batch_size, pc.steps_per_epoch, gens["sampler"],
-                                   drop_last=True)
+        sampler = data.sampler(store, cfg, gens["sampler"])
+        hold_pos = data.hold_pos
 
         def batch_of(idx: torch.Tensor) -> dict:
             return {"images": images_of(arrays, idx, device), "labels": gather(arrays.labels, idx, device)}
 
         def train_batch(item) -> dict:
             """An index batch into `arrays`, or a `StreamBatch` that carries its images."""
-            if not streamed:
+            if not data.streamed:
                 return batch_of(item)
-            return {"images": model_input(item.images, device), "labels": all_labels[item.rows].to(device)}
+            return {"images": model_input(item.images, device), "labels": data.labels[item.rows].to(device)}
 
         def loss_fn(item) -> torch.Tensor:
             batch = train_batch(item)
@@ -140,11 +126,47 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
                "state": {k: v.detach().cpu() for k, v in part_state(model.unet, m.transfers).items()},
                "model": cfg.model.model_dump(), "config": cfg.to_dict(), "config_hash": identity,
                "store": str(store_path), "store_fingerprint": store.fingerprint,
-               "n_train_slices": int(len(train_rows)), "n_holdout_slices": int(len(hold_pos)),
-               "data_path": "streamed" if streamed else "in-memory", "data_path_reason": why,
+               "n_train_slices": int(len(data.train_rows)), "n_holdout_slices": int(len(hold_pos)),
+               "data_path": "streamed" if data.streamed else "in-memory", "data_path_reason": data.why,
                "history": history, "device": str(device), "seconds": round(time.perf_counter() - t0, 3),
                "ichbench_version": __version__, **numerics(device)}
     return ckpt.save_atomic(payload, final)
+
+
+@dataclasses.dataclass
+class _PretrainData:
+    """The pretraining slices (§2.6's selection): loaded into memory, or — when they would not fit
+    the memory the worker was given, or `data.stream` says so — streamed shard by shard, with only
+    the held-out slices (a fixed few thousand, for the validation loss) loaded."""
+    arrays: SliceArrays            # the loaded rows: all selected ones, or the held-out ones
+    train_rows: np.ndarray         # store rows trained on
+    train_pos: torch.Tensor | None  # their positions in `arrays` (None when streamed)
+    hold_pos: torch.Tensor         # the held-out rows' positions in `arrays`
+    labels: torch.Tensor           # every slice's labels: streamed batches index them by store row
+    streamed: bool
+    why: str                       # the one line saying why it streams (or why not)
+
+    def sampler(self, store, cfg, generator: torch.Generator):
+        pc = cfg.pretrain
+        if self.streamed:
+            return ShardStream(store, self.train_rows, pc.image_size, pc.batch_size, pc.steps_per_epoch,
+                               generator, cfg.data.shuffle_shards, drop_last=True)
+        return EpochSampler(lambda g: self.train_pos, pc.batch_size, pc.steps_per_epoch, generator, drop_last=True)
+
+
+def _pretrain_data(store, store_path: Path, cfg) -> _PretrainData:
+    pc = cfg.pretrain
+    labels = np.asarray(store.load(["labels"])["labels"])
+    train_rows, hold_rows = pretrain_selection(labels, pc.holdout, pc.seed, validation=store.validation_mask())
+    need = in_memory_bytes(store, np.concatenate([train_rows, hold_rows]), pc.image_size)
+    streamed, why = should_stream(cfg.data.stream, need, memory_given(), store_path)
+    if streamed:
+        print(why, file=sys.stderr, flush=True)
+    loaded = hold_rows if streamed else np.concatenate([train_rows, hold_rows])
+    arrays = load_store(store_path, pc.image_size, rows=loaded, names=("images", "labels", "volume"))
+    pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
+    return _PretrainData(arrays, train_rows, None if streamed else pos(train_rows), pos(hold_rows),
+                         torch.from_numpy(labels), streamed, why)
 
 
 def _finished(final: Path, identity: str, fingerprint: str) -> bool:
