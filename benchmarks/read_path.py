@@ -19,11 +19,15 @@ store once per epoch in shuffled batches of --batch:
   streamed    ShardStream: shards in a shuffled order through the checked read, a prefetch thread
 over 1 epoch and over --epochs epochs, with the ratio streamed / in memory (goal >= 0.8); and the
 peak memory (tracemalloc) of one epoch of each path on synthetic 64x64 stores of 4 and 32 shards.
+"In memory" is each worker reading the store into its own memory (ICHBENCH_NODE_CACHE=off, set
+here unless given): with the node cache a second load maps the first one's files, which measures
+the cache (benchmarks/shared_store.py), not the read.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("ICHBENCH_NODE_CACHE", "off")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import make_source  # noqa: E402 - the same synthetic files as the ingest benchmark
 
