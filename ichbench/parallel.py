@@ -34,17 +34,19 @@ DEFAULT_PRELOAD = ("numpy", "zarr")
 _PRELOAD: set[str] = set()
 
 
-def _gone(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return False
     except PermissionError:
-        return False
-    try:   # killed but not yet reaped: a zombie still answers kill(pid, 0)
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
-        return False
+        return True   # no /proc: kill(pid, 0) is all we know
 
 
 def _end_with(parent: int) -> None:
@@ -52,7 +54,7 @@ def _end_with(parent: int) -> None:
     wait on a queue whose write end they hold themselves, so a driver killed with -9 (no chance to
     shut its pool down) would otherwise leave them, and the fork server, waiting for ever."""
     def watch() -> None:
-        while not _gone(parent):
+        while alive(parent):
             time.sleep(0.5)
         os._exit(1)
     threading.Thread(target=watch, name="ichbench-parent-watch", daemon=True).start()

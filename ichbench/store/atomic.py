@@ -25,6 +25,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from ichbench.parallel import alive
 from ichbench.store.location import Location, ObjectPath
 
 POINTER = "PUBLISHED"
@@ -60,16 +61,6 @@ def _old_path(final: Path) -> Path:
     return final.parent / f".{final.name}.old"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover(final: Location) -> None:
     """Undo what a killed writer left: restore an interrupted swap, remove dead writers' temps.
     (A remote store needs neither: its pointer never names an incomplete build, and `publish`
@@ -85,7 +76,7 @@ def recover(final: Location) -> None:
             old.rename(final)
     for tmp in final.parent.glob(f".{final.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
