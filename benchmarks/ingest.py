@@ -8,10 +8,11 @@ the label CSV, 40 slices per series) to a temporary folder, then measures on the
   ingest   ichbench.ingest.ingest(RsnaDataset(), ..., selection="all", workers=W)
            (headers, decode, HU, resize, compress, hash, write, fingerprint)
 workers=1 runs in this process, so its rate is the per-core rate; the goal is >= 0.8x bare, and
-2 workers >= 1.7x 1 worker on a quiet 2-core machine. With W > 1 the driver's CPU time per slice
-(passing decoded slices from the decoding workers to the shard writers) is what is left
-unparallelised, and the CPU of all processes shows what parallelism costs on top; unlike the
-rates, CPU times hardly depend on what else the machine runs.
+2 workers >= 1.7x 1 worker on a quiet 2-core machine. With W > 1 the workers read the headers,
+then decode, resample and write whole image shards (`ichbench.ingest.planned`); the driver's CPU
+time per slice (labels, volumes table, metadata; no pixels) is what is left unparallelised, and
+the CPU of all processes shows what parallelism costs on top; unlike the rates, CPU times hardly
+depend on what else the machine runs.
 The worker pool's one-off start-up is timed apart from the ingest rates.
 A per-stage breakdown (single process, per slice) shows where ingest time goes.
 Files are read once beforehand so every measurement sees a warm page cache.
@@ -174,7 +175,7 @@ def main(argv=None) -> None:
             from ichbench.parallel import OrderedPool
             t = time.perf_counter()
             with OrderedPool(max(args.workers), preload=("ichbench.datasets.rsna", "ichbench.preprocess.resize",
-                                                         "ichbench.store.writer")) as pool:
+                                                         "ichbench.store.writer", "ichbench.ingest.planned")) as pool:
                 list(pool.map(abs, range(64)))
             print(f"worker pool start-up (once per process): {time.perf_counter() - t:.1f} s")
         rates = {}

@@ -4,6 +4,10 @@ A dataset reads its raw layout and yields `Volume`s: groups of axial slices in H
 resolution, with whatever labels the source has. The shared ingest pipeline
 (`ichbench.ingest`) does the rest — resizing, brain masks, fingerprinting and the atomic
 write — so a reader stays a small module that only knows its file layout.
+
+A slice-level source too large to pass every slice through one process (RSNA: 752k files) may
+instead return a `SlicePlan` from `plan`: every store row known before any pixel is decoded, so
+decoding workers write whole shards of the store themselves (`ichbench.ingest.planned`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -67,6 +71,27 @@ class Volume:
                 if self.subtypes is not None and name not in self.subtypes:
                     out[:, j] = 0
         return out
+
+
+@dataclass
+class SlicePlan:
+    """A slice-level source's store rows in store order, known before decoding.
+
+    paths[r]: the file of row r. decode(path): (int16 slice at the store size, native (H, W), None),
+    or (None, None, problem) when its pixels cannot be decoded; a top-level function (it is sent to
+    worker processes). labels: (N, 7) uint8 in LABEL_ORDER. group: (N,) the rows of one store
+    volume are consecutive and share a value. volume(r): the Volume fields (id, native spacing,
+    subtypes) of row r's volume, as a Volume without pixels; a row that fails to decode is skipped,
+    and the volume's stored geometry comes from its first row that decodes, as in `read`.
+    """
+    paths: Sequence[str]
+    decode: Callable[[str], tuple]
+    labels: np.ndarray
+    group: np.ndarray
+    volume: Callable[[int], "Volume"]
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
 SIZE_RANGE = (4, 4096)   # store slice sizes: tests use a few pixels; 4096 is 8x a CT slice
@@ -173,6 +198,13 @@ class Dataset:
     def read(self, source: Path, role: str, options: IngestOptions,
              report: IngestReport) -> Iterator[Volume]:
         raise NotImplementedError
+
+    def plan(self, source: Path, role: str, options: IngestOptions, report: IngestReport,
+             pool) -> SlicePlan | None:
+        """The store rows of a slice-level `role`, for decoding workers that write shards
+        themselves (None: the role is read through `read`). `pool` (an OrderedPool) may serve a
+        header pass; the ingest decodes with it afterwards."""
+        return None
 
     def where_to_get(self, source: Path) -> str:
         """Two lines for a missing-data error: where the data comes from, under which licence,

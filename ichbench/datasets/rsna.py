@@ -20,10 +20,11 @@ How it is read:
   4. Selection. "paper" (§2.6): every ICH slice plus an equal number of non-ICH slices drawn
      with `options.seed`; "all": every slice. Then `options.holdout` of the selected slices
      (at most half of them) are drawn, with the same generator, for validation.
-  5. The selected slices are decoded in order (process pool, bounded in-flight window) and
-     yielded in chunks of up to CHUNK slices of one series, so memory stays bounded whatever N.
-     A file whose pixels cannot be decoded (e.g. the truncated ID_6431af929.dcm) is reported and
-     skipped, so a selection can end a few slices short of its target.
+  5. Steps 1-4 make a `SlicePlan`: the ingest's workers decode and resample the planned slices
+     and write them, a whole store shard each (`ichbench.ingest.planned`), so no pixel passes
+     through one process. A file whose pixels cannot be decoded (e.g. the truncated
+     ID_6431af929.dcm) is reported and skipped, so a selection can end a few slices short of
+     its target.
 
 Store convention (how to recover the validation slices): volumes are series. A training slice
 belongs to the volume whose id is its SeriesInstanceUID; a validation slice to the volume
@@ -38,14 +39,12 @@ from __future__ import annotations
 import csv
 import functools
 import os
-from contextlib import closing
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from ichbench import LABEL_ORDER, SUBTYPES
-from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, Volume, open_csv
+from ichbench.datasets.base import PRETRAINING, Dataset, IngestOptions, IngestReport, SlicePlan, open_csv
 from ichbench.datasets.dicom_io import hu_at_size
 from ichbench.parallel import OrderedPool
 from ichbench.datasets.rsna_series import Files, Series, scan_series
@@ -60,7 +59,6 @@ RSNA_COLUMNS = ("epidural", "intraparenchymal", "intraventricular", "subarachnoi
 _TO_LABEL = {"any": 1, "intraparenchymal": 2, "intraventricular": 3, "subarachnoid": 4,
              "subdural": 5, "epidural": 6}
 _COLUMN = {name: i for i, name in enumerate(RSNA_COLUMNS)}
-CHUNK = 16          # slices per yielded Volume: batches the resize without holding a whole series
 _UNSET = 255
 
 
@@ -203,15 +201,10 @@ class RsnaDataset(Dataset):
         for n in names:
             yield source / IMAGE_DIR / n
 
-    def read(self, source: Path, role: str, options: IngestOptions,
-             report: IngestReport) -> Iterator[Volume]:
-        # the resize module brings torch: imported once by the fork server, not by every worker
-        with OrderedPool(options.workers, preload=(__name__, "ichbench.datasets.rsna_series",
-                                                   "ichbench.preprocess.resize")) as pool:
-            yield from self._read(Path(source), options, report, pool)
-
-    def _read(self, source: Path, options: IngestOptions, report: IngestReport,
-              pool: OrderedPool) -> Iterator[Volume]:
+    def plan(self, source: Path, role: str, options: IngestOptions, report: IngestReport,
+             pool: OrderedPool) -> SlicePlan:
+        """Steps 1-4; the ingest decodes the planned rows in its workers, a shard at a time (step 5)."""
+        source = Path(source)
         self.check_layout(source)
         image_dir = source / IMAGE_DIR
         ids, labels, rejected = read_labels(source / LABELS_CSV, report)             # step 1
@@ -229,8 +222,7 @@ class RsnaDataset(Dataset):
         report.expect(slices=len(chosen))
         del usable, selected
         chosen, group = series.store_order(chosen, is_val)
-        yield from _decode_volumes(files, series, labels, row, chosen, group, options.size, pool,
-                                   report)                                           # step 5
+        return _plan(files, series, labels[row[chosen]], chosen, group, options.size)
 
 
 def _image_names(image_dir: Path, report: IngestReport) -> list[str]:
@@ -263,40 +255,34 @@ def _label_rows(names: list[str], ids: list[str], rejected: set[str], image_dir:
     return row
 
 
-def _decode_volumes(files: Files, series: Series, labels: np.ndarray, row: np.ndarray, chosen: np.ndarray,
-                    group: np.ndarray, size: int, pool: OrderedPool, report: IngestReport) -> Iterator[Volume]:
-    """Decode the chosen slices in order (workers decode and resample) and yield chunks of up to
-    CHUNK slices of one store volume; a volume's subtypes are those present on its stored slices."""
+class _Paths:
+    """The file of each planned row, derived on demand (not a list of 752k strings)."""
+
+    def __init__(self, files: Files, chosen: np.ndarray):
+        self.files, self.chosen = files, chosen
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, r: int) -> str:
+        return self.files.path(int(self.chosen[r]))
+
+
+def _plan(files: Files, series: Series, labels: np.ndarray, chosen: np.ndarray, group: np.ndarray,
+          size: int) -> SlicePlan:
+    """The chosen slices in store order; a volume's subtypes are those present on its chosen slices."""
     present = np.zeros((2 * len(series.uids), len(SUBTYPES)), bool)
-    np.logical_or.at(present, group, labels[row[chosen], 2:] == 1)
+    np.logical_or.at(present, group, labels[:, 2:] == 1)
 
-    def volume_of(chunk: list[int], g: int, hus: list[np.ndarray], native) -> Volume:
-        i0 = chunk[0]
-        c = int(series.code[i0])
-        sy, sx = series.spacing_yx[i0]
-        return Volume(id=(VALIDATION_PREFIX if g % 2 else "") + series.uids[c], hu=np.stack(hus),
-                      spacing=(float(series.dz[c]), float(sy), float(sx)), labels=labels[row[chunk]],
-                      subtypes=[n for n, p in zip(SUBTYPES, present[g]) if p], source=files.path(i0),
-                      native_shape=native)
+    def volume(r: int) -> dict:
+        i, g = int(chosen[r]), int(group[r])
+        c = int(series.code[i])
+        sy, sx = series.spacing_yx[i]
+        return {"id": (VALIDATION_PREFIX if g % 2 else "") + series.uids[c],
+                "spacing": (float(series.dz[c]), float(sy), float(sx)),
+                "subtypes": [n for n, p in zip(SUBTYPES, present[g]) if p]}
 
-    chunk: list[int] = []
-    hus: list[np.ndarray] = []
-    g, shape = -1, None  # the group and native shape of the slices in `chunk`
-    decode = functools.partial(hu_at_size, size=size)
-    with closing(pool.map(decode, map(files.path, chosen), chunksize=8)) as decoded:
-        for k, (hu, native, problem) in enumerate(decoded):
-            i = int(chosen[k])
-            if hu is None:
-                report.skip(files.path(i), problem)
-                continue
-            if chunk and (group[k] != g or native != shape or len(chunk) >= CHUNK):
-                yield volume_of(chunk, g, hus, shape)
-                chunk, hus = [], []
-            chunk.append(i)
-            hus.append(hu)
-            g, shape = int(group[k]), native
-    if chunk:
-        yield volume_of(chunk, g, hus, shape)
+    return SlicePlan(_Paths(files, chosen), functools.partial(hu_at_size, size=size), labels, group, volume)
 
 
 @hookimpl

@@ -13,8 +13,9 @@ import torch
 
 from ichbench import SUBTYPES, UNKNOWN_LABEL, __version__
 from ichbench.console import progress_bar
-from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume
+from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, SlicePlan, Volume
 from ichbench.errors import InputError, LayoutError
+from ichbench.ingest import planned
 from ichbench.parallel import OrderedPool
 from ichbench.preprocess.brain import ClassicalBrainMasker
 from ichbench.preprocess.resize import resize_mask, resize_slices, resized_spacing
@@ -80,8 +81,13 @@ def volume_has_ich(vol: Volume, labels: np.ndarray) -> bool | None:
     reader's volume-level flag (CQ500's reads)."""
     if vol.mask is not None:
         return bool(np.asarray(vol.mask).any())
+    return labels_have_ich(labels, vol.has_ich)
+
+
+def labels_have_ich(labels: np.ndarray, otherwise: bool | None = None) -> bool | None:
+    """Any slice labelled ICH, where any label is known; else `otherwise`."""
     known = labels[:, 1] != UNKNOWN_LABEL
-    return bool((labels[known, 1] == 1).any()) if known.any() else vol.has_ich
+    return bool((labels[known, 1] == 1).any()) if known.any() else otherwise
 
 
 def _advance(progress, task, report: IngestReport, volumes: int, slices: int) -> None:
@@ -110,6 +116,15 @@ def _unchanged(final: Location, key: str, dataset: Dataset, role: str) -> Ingest
         return None
 
 
+def volume_meta(vol_id: str, spacing, native, subtypes, has_ich: bool | None, size: int) -> dict:
+    """A volumes-table entry: the spacing at the store size, subtypes in SUBTYPES order."""
+    return {"id": vol_id,
+            "spacing": list(resized_spacing(spacing, native, size)),
+            "native_shape": list(native),
+            "subtypes": [t for t in SUBTYPES if t in subtypes] if subtypes is not None else None,
+            "has_ich": has_ich}
+
+
 def _store_arrays(vol: Volume, writer: StoreWriter, masker: ClassicalBrainMasker, size: int):
     """A checked volume resampled to the store size: (meta, images, labels, masks, brain)."""
     images = resize_slices(vol.hu, size)
@@ -125,11 +140,7 @@ def _store_arrays(vol: Volume, writer: StoreWriter, masker: ClassicalBrainMasker
         labels[:, 0], labels[:, 1] = ~anyich, anyich
         labels[~anyich, 2:] = 0  # and no subtype on a slice without hemorrhage
     native = tuple(vol.native_shape or vol.hu.shape[1:])
-    meta = {"id": vol.id,
-            "spacing": list(resized_spacing(vol.spacing, native, size)),
-            "native_shape": list(native),
-            "subtypes": [t for t in SUBTYPES if t in vol.subtypes] if vol.subtypes is not None else None,
-            "has_ich": volume_has_ich(vol, labels)}
+    meta = volume_meta(vol.id, vol.spacing, native, vol.subtypes, volume_has_ich(vol, labels), size)
     if brain is not None:   # which cavity mask the store holds: only shipped ones train the ICM
         meta["brain"] = "shipped" if vol.brain is not None else "classical"
     return meta, images, labels, masks, brain
@@ -157,6 +168,24 @@ def _write_volumes(dataset: Dataset, source: Path, role: str, options: IngestOpt
                 writer.volumes[idx]["has_ich"] = True
             writer.add(meta, images, labels, masks=masks, brain=brain)
             _advance(progress, task, report, n_read, writer.n_slices)
+    _require_slices(writer, source, role, report)
+
+
+def _write_planned(plan: SlicePlan, dataset: Dataset, source: Path, role: str, options: IngestOptions,
+                   report: IngestReport, writer: StoreWriter, pool: OrderedPool) -> None:
+    """A slice plan's rows: decoding workers write the image shards (`planned`), with progress."""
+    def meta(fields: dict, native, labels: np.ndarray) -> dict:
+        return volume_meta(fields["id"], fields["spacing"], native, fields["subtypes"], labels_have_ich(labels),
+                           options.size)
+
+    with progress_bar() as progress:
+        task = progress.add_task(f"ingest {dataset.name}/{role}", total=len(plan), info="slices")
+        planned.write_plan(plan, writer, pool, report, meta,
+                           lambda done: progress.update(task, completed=done, info=f"slices ({writer.n_slices} stored)"))
+    _require_slices(writer, source, role, report)
+
+
+def _require_slices(writer: StoreWriter, source: Path, role: str, report: IngestReport) -> None:
     if writer.n_slices == 0:
         first = report.skipped[0]["file"] + ": " + report.skipped[0]["problem"] if report.skipped else "none"
         raise InputError(source, f"no usable {role} slices were found "
@@ -179,14 +208,21 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
     atomic.discard(tmp)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # resizing one volume at a time: one thread is faster than two here
-    # `workers` processes compress, hash and write the shards (the reader decodes in its own)
-    pool = OrderedPool(options.workers, preload=("ichbench.store.writer",))
+    # `workers` processes compress, hash and write the shards; for a slice plan they also read the
+    # headers and decode (the fork server imports the reader and torch's resize once for them all)
+    pool = OrderedPool(options.workers, preload=("ichbench.store.writer", "ichbench.ingest.planned",
+                                                 type(dataset).__module__, "ichbench.preprocess.resize"))
     try:
+        plan = dataset.plan(source, role, options, report, pool)
         # Intracranial masks serve the _icm methods at fine-tuning; pretraining stores (752k RSNA
         # slices) skip them: no pretext uses them and they were 60% of the ingest time.
         writer = StoreWriter(tmp, size=options.size, with_masks=role == SEGMENTATION,
-                             with_brain=role == SEGMENTATION, pool=pool)
-        _write_volumes(dataset, source, role, options, report, writer)
+                             with_brain=role == SEGMENTATION, pool=pool,
+                             external=("images",) if plan is not None else ())
+        if plan is None:
+            _write_volumes(dataset, source, role, options, report, writer)
+        else:
+            _write_planned(plan, dataset, source, role, options, report, writer, pool)
         fp = writer.close({"dataset": dataset.name, "role": role, "source_key": key,
                            "source": str(source), "ichbench_version": __version__,
                            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

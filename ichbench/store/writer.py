@@ -50,11 +50,14 @@ def write_shard(array: zarr.Array, start: int, data: np.ndarray, shard_slices: i
 
 class StoreWriter:
     def __init__(self, path: Location | str, *, size: int, with_masks: bool, with_brain: bool = True,
-                 shard_slices: int = SHARD_SLICES, pool: OrderedPool | None = None):
+                 shard_slices: int = SHARD_SLICES, pool: OrderedPool | None = None, external: tuple[str, ...] = ()):
         self.path = parse(path)   # a local Path, or an object-store location (store.location)
         self.size = size
         self.shard = shard_slices
         self.pool = pool or OrderedPool(1)
+        # arrays whose shards, shape and digests someone else writes (`ingest.planned`): add()
+        # takes None for them
+        self.external = set(external)
         self._pending: deque = deque()      # (array name, future of write_shard), in shard order
         self.shard_writers: Counter = Counter()   # process id -> shards written (all arrays)
         self.group = zarr.open_group(zarr_store(self.path, "w"), mode="w", zarr_format=3)
@@ -88,7 +91,7 @@ class StoreWriter:
             masks: np.ndarray | None = None, brain: np.ndarray | None = None) -> None:
         """Append slices of the volume described by vol_meta (id, spacing, subtypes, ...).
         Slices of a volume that was seen before are appended to it (slice-level sources)."""
-        n = images.shape[0]
+        n = len(labels)
         if n == 0:
             return
         idx = self._index.get(vol_meta["id"])
@@ -108,7 +111,7 @@ class StoreWriter:
         self.label_counts["n_unlabeled_slices"] += int((anyich == UNKNOWN_LABEL).sum())
         parts = {"images": images, "labels": labels, "volume": np.full(n, idx, np.int32),
                  "masks": masks, "brain": brain}
-        for name in self.arrays:
+        for name in [a for a in self.arrays if a not in self.external]:
             data = parts[name]
             if data is None:
                 raise ValueError(f"store at {self.path} needs {name!r} for every slice")
@@ -123,6 +126,8 @@ class StoreWriter:
         take = self.buffered if final else (self.buffered // self.shard) * self.shard
         start, stop = self.written, self.written + take
         for name, arr in self.arrays.items():
+            if name in self.external:
+                continue
             data = np.concatenate(self.buffers[name])
             head, rest = data[:take], data[take:]
             arr.resize((stop, *arr.shape[1:]))

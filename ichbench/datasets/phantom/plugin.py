@@ -143,9 +143,6 @@ class PhantomDataset(Dataset):
     def read(self, source: Path, role: str, options: IngestOptions,
              report: IngestReport) -> Iterator[Volume]:
         source = Path(source)
-        if role == PRETRAINING:
-            yield from self._read_pretraining(source / files.PRE_DIR, options, report)
-            return
         if role != SEGMENTATION:
             raise IchbenchError(f"dataset 'phantom' has no {role!r} store")
         root = source / files.SEG_DIR
@@ -160,13 +157,17 @@ class PhantomDataset(Dataset):
                 continue
             yield vol
 
-    def _read_pretraining(self, root: Path, options: IngestOptions, report: IngestReport) -> Iterator[Volume]:
-        """Through the rsna reader itself, so the phantom exercises the real RSNA path.
+    def plan(self, source: Path, role: str, options: IngestOptions, report: IngestReport, pool):
+        """The pretraining store through the rsna reader itself, so the phantom exercises the real
+        RSNA path (the segmentation store is read volume by volume, `read`).
 
         The validation hold-out is capped at 10% of the selected slices: the default (5,000, the
         paper's RSNA figure, about 2% there) would take half of a phantom's few hundred slices."""
         from ichbench.datasets import rsna
 
+        if role != PRETRAINING:
+            return None
+        root = Path(source) / files.PRE_DIR
         n, n_ich = _count_any(root / "stage_2_train.csv")
         n_selected = n if options.selection == "all" else n_ich + min(n_ich, n - n_ich)
         cap = n_selected // 10
@@ -176,7 +177,7 @@ class PhantomDataset(Dataset):
                 report.warn(f"phantom: validation hold-out capped at {cap} slices (10% of the "
                             f"{n_selected} selected), not {options.holdout}")
             options = dataclasses.replace(options, holdout=cap)
-        yield from rsna.RsnaDataset().read(root, PRETRAINING, options, report)
+        return rsna.RsnaDataset().plan(root, PRETRAINING, options, report, pool)
 
     def _read_volume(self, vdir: Path, labels: dict) -> Volume:
         from ichbench.datasets.dicom_io import read_slice, stack_series
