@@ -28,7 +28,7 @@ from ichbench import LABEL_ORDER, SUBTYPES, __version__
 from ichbench.config import FinetuneConfig, PretrainConfig, RunConfig
 from ichbench.resolve import resolve
 from ichbench.datasets.base import (PRETRAINING, SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions,
-                                    IngestReport, Volume, get_dataset)
+                                    IngestReport, SlicePlan, Volume, get_dataset)
 from ichbench.errors import IchbenchError, InputError, LayoutError, UnknownNameError
 from ichbench.methods.base import LabelNeeds, Method, PretextMethod, get_method
 from ichbench.methods.fold import Fold, FoldOutput, FoldVolume
@@ -148,7 +148,7 @@ __all__ = [
     "random_brightness", "random_contrast", "random_gaussian_blur", "gaussian_blur",
     "WINDOW", "window",
     # datasets
-    "Dataset", "Volume", "IngestOptions", "IngestReport", "SEGMENTATION", "PRETRAINING", "UNKNOWN_LABEL",
+    "Dataset", "SlicePlan", "Volume", "IngestOptions", "IngestReport", "SEGMENTATION", "PRETRAINING", "UNKNOWN_LABEL",
     "LABEL_ORDER", "SUBTYPES", "get_dataset", "load_ct", "load_mask", "NiftiVolume", "read_slice", "stack_series",
     "DicomSlice",
     "ingest", "IngestResult", "open_store", "store_path", "SliceStore",
