@@ -5,8 +5,10 @@ A streamed pretraining (`train.stream`) reads a store that does not fit memory, 
 node cache (`node_cache`, one file per array, built before training) does not suit it: it would
 be built in one pass before the first step and hold every row. Here the first reader of shard k
 (epoch 1, or another worker on the node) reads it through the store's checked read, resizes it,
-writes `<root>/<fingerprint[:32]>/<array>-<digest[:16]>-<size>.shards/<k>.npy` and uses what it
-wrote from memory; later reads map the file and take the selected rows.
+writes `<root>/<fingerprint[:32]>/<array>-<digest[:16]>-<size>.shards/<k>.npy`; every read (that
+first one too) hands out a read-only map of the file, from which the stream copies the selected
+rows. Files are replaced by rename, never rewritten in place; never truncate one a run may map
+(reading past the end of a map kills the process with SIGBUS).
 
 Integrity, as for the whole-array cache: a file is checked (sha256 of its rows) against a recorded
 digest before a process first uses it — the store's own shard digest at the store's size, else the
@@ -138,7 +140,10 @@ class ShardCache:
                   f"from the store", file=sys.stderr, flush=True)
             return block
         _CHECKED[str(path)] = identity[0]
-        return block
+        try:   # the file just written (in the page cache), so that the block's memory goes now
+            return self._mapped(k, path)
+        except (OSError, CacheDamaged):   # replaced or removed meanwhile: the block is as good
+            return block
 
     def missing_bytes(self, shards) -> int:
         """Bytes the files of `shards` not yet in the cache will take."""

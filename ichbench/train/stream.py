@@ -12,9 +12,11 @@ bounded queue. Without a cache each shard goes through the store's checked read
 (`SliceStore.read_shard`: zstd decode and sha256) every epoch. With one (`cache`, a
 `shard_cache.ShardCache`: the engine passes the node cache's unless ICHBENCH_NODE_CACHE is off or
 its disk lacks the room) the first read of a shard also writes it, resized, as an uncompressed
-file, and later epochs map that file, checked once per process; the batches are the same either
-way. Memory is the windows in use plus the queue: it depends on `shuffle_shards` and the image
-size, not on the size of the store. Labels stay in memory (a few bytes per slice); images never do.
+file, and every read maps that file (checked once per process): a window is then its shards' maps
+and each batch copies its rows straight out of them. The batches are the same either way. Memory is
+the windows in use plus the queue (through the cache, pages of the mapped files instead): it
+depends on `shuffle_shards` and the image size, not on the size of the store. Labels stay in
+memory (a few bytes per slice); images never do.
 """
 
 from __future__ import annotations
@@ -178,18 +180,58 @@ class ShardStream:
         self._current = _Epoch(self, plan, rng, position)
         return self._current
 
-    def read_window(self, shards: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        """Selected rows (sorted) of the window's shards and their images at `image_size`."""
-        return read_rows(self.store, [(int(self.shards[i]), self.shard_rows[i]) for i in shards],
-                         self.image_size, self.cache)
+    def read_window(self, shards: np.ndarray) -> tuple[np.ndarray, torch.Tensor | MappedRows]:
+        """Selected rows (sorted) of the window's shards and their images at `image_size`: read
+        into memory, or, through the cache, left in its mapped files."""
+        parts = [(int(self.shards[i]), self.shard_rows[i]) for i in shards]
+        if self.cache is not None:
+            return mapped_rows(parts, self.cache)
+        return read_rows(self.store, parts, self.image_size)
+
+
+class MappedRows:
+    """A window's selected rows left in their shards' mapped cache files: a batch copies its rows
+    straight out of the maps (one copy, and the window holds no memory of its own)."""
+
+    def __init__(self, maps: list[np.ndarray], which: np.ndarray, local: np.ndarray):
+        self.maps, self.which, self.local = maps, which, local
+        self.shape, self.dtype = (len(which), *maps[0].shape[1:]), maps[0].dtype
+
+    def take(self, pos: np.ndarray) -> np.ndarray:
+        out = np.empty((len(pos), *self.shape[1:]), dtype=self.dtype)
+        for i, p in enumerate(pos):
+            out[i] = self.maps[self.which[p]][self.local[p]]
+        return out
+
+
+def mapped_rows(parts: list[tuple[int, np.ndarray]], cache) -> tuple[np.ndarray, MappedRows]:
+    """`parts` ((shard k, its sorted rows) pairs) through `cache`: the rows, sorted, and where each
+    lies in the shards' maps."""
+    parts = sorted(parts, key=lambda part: part[0])
+    maps = [cache.read(k) for k, _ in parts]
+    local = [wanted - k * SHARD_SLICES for k, wanted in parts]
+    for (k, wanted), keep, m in zip(parts, local, maps):
+        if len(keep) and (keep[0] < 0 or keep[-1] >= len(m)):
+            raise IchbenchError(f"{cache.store.path}: rows {wanted[0]}-{wanted[-1]} are not all in shard {k}")
+    which = np.concatenate([np.full(len(keep), j) for j, keep in enumerate(local)])
+    return np.concatenate([wanted for _, wanted in parts]), MappedRows(maps, which, np.concatenate(local))
+
+
+def _gather(images: torch.Tensor | MappedRows, pos: np.ndarray) -> np.ndarray:
+    """Rows `pos` of a window's images, with numpy's take: one thread, a plain copy (torch's
+    tensor[index] was ~6x slower for int16 rows, its threaded index_select ~100x slower on a busy
+    2-core machine)."""
+    if isinstance(images, MappedRows):
+        return images.take(pos)
+    return np.take(images.numpy(), pos, axis=0)
 
 
 def read_rows(store, parts: list[tuple[int, np.ndarray]], image_size: int,
               cache=None) -> tuple[np.ndarray, torch.Tensor]:
     """The `images` of the rows `parts` names ((shard k, its sorted rows) pairs), sorted by row, at
-    `image_size`: each shard through the checked read and resized, or through `cache` (a
-    `shard_cache.ShardCache`, which resizes whole shards: the same pixels, an image's resize not
-    depending on the others)."""
+    `image_size`, in memory: each shard through the checked read and resized, or through `cache`
+    (a `shard_cache.ShardCache`, which resizes whole shards: the same pixels, an image's resize
+    not depending on the others)."""
     if not parts:
         return np.zeros(0, np.int64), torch.zeros((0, image_size, image_size), dtype=torch.int16)
     parts = sorted(parts, key=lambda part: part[0])   # shards hold disjoint row ranges: rows come out sorted
@@ -292,19 +334,16 @@ class _Epoch:
                 while last not in live:
                     w, wrows, wimages = self._get()
                     live[w] = (wrows, wimages)
-                # rows gathered with numpy's take: one thread, a plain copy. torch's tensor[index]
-                # was ~6x slower for int16 rows, and its threaded index_select 100x slower on a
-                # busy 2-core machine
                 if first == last:   # the batch lies in one window: one gather
                     wrows, wimages = live[first]
-                    out = np.take(wimages.numpy(), np.searchsorted(wrows, rows), axis=0)
+                    out = _gather(wimages, np.searchsorted(wrows, rows))
                 else:
                     out = np.empty((len(rows), *live[last][1].shape[1:]), dtype=np.int16)
                     for w in range(first, last + 1):
                         wrows, wimages = live[w]
                         pos = np.minimum(np.searchsorted(wrows, rows), len(wrows) - 1)
                         hit = np.flatnonzero(wrows[pos] == rows)
-                        out[hit] = np.take(wimages.numpy(), pos[hit], axis=0)
+                        out[hit] = _gather(wimages, pos[hit])
                 for w in range(first, last + 1):
                     if self.last_use[w] == i:
                         del live[w]
