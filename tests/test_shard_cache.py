@@ -206,3 +206,12 @@ def test_off_or_a_full_disk_streams_without_writing(store, tmp_path, monkeypatch
     cache, why = for_stream(store, "images", shards, 16)
     assert cache is not None and why == f"cached in {cache.folder}"
     assert not [p for p in (tmp_path / "nc").rglob("*") if p.is_file()]   # nothing written before streaming
+
+
+def test_a_cache_that_cannot_be_written_streams_from_the_store_said_once(store, tmp_path, capsys):
+    cache = ShardCache(store, "images", 16, tmp_path)
+    cache.folder.parent.mkdir(parents=True)
+    cache.folder.write_text("a file where the shards' folder would be")   # every write fails
+    assert same(epochs(store, 16, cache), epochs(store, 16, None))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the node cache" in err[0] and "streamed from the store" in err[0]

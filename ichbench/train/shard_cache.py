@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ichbench.files import write_atomic, write_text_atomic
+from ichbench.files import write_atomic
 from ichbench.store.layout import SHARD_SLICES, array_digest, shard_digest
 from ichbench.train.data import resize_stack
 from ichbench.train.node_cache import ENV, OFF, CacheDamaged, cache_root
@@ -57,6 +57,7 @@ class ShardCache:
         arr = store[name]
         self.dtype = np.dtype(str(arr.dtype))
         self.resized = tuple(arr.shape[1:]) != (size, size)
+        self.writable = True
         if self.resized:
             self.dtype = np.dtype(np.int16 if name == "images" else np.uint8)   # what resize_stack gives
 
@@ -75,7 +76,7 @@ class ShardCache:
         path = self.path(k)
         try:
             return self._mapped(k, path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):   # none yet (or no folder for it)
             pass
         except CacheDamaged as exc:
             print(f"{path}: {exc}; rebuilding it from {self.store.path}", file=sys.stderr, flush=True)
@@ -93,7 +94,13 @@ class ShardCache:
         """The file mapped read-only, checked unless this process checked this very file already;
         FileNotFoundError when there is none, CacheDamaged when it cannot be used."""
         shape = (self.rows_in(k), self.size, self.size)
-        with open(path, "rb") as fh:   # header, size and map from one open file: one inode throughout
+        try:
+            fh = open(path, "rb")   # header, size and map from one open file: one inode throughout
+        except (FileNotFoundError, NotADirectoryError):
+            raise
+        except OSError as exc:
+            raise CacheDamaged(f"unreadable ({exc.strerror or exc})") from None
+        with fh:
             st = os.fstat(fh.fileno())
             try:
                 version = np.lib.format.read_magic(fh)
@@ -129,15 +136,19 @@ class ShardCache:
             st = os.fstat(fh.fileno())   # rename keeps inode, size and mtime
             identity.append((st.st_ino, st.st_size, st.st_mtime_ns))
 
+        if not self.writable:
+            return block
         try:
-            if self.resized:   # the record first: a reader that finds the shard finds its record
-                write_text_atomic(path.with_suffix(".sha256"), shard_digest(block) + "\n")
             # no fsync: every file is checked before a process first uses it, so one left
             # incomplete by a crash is found and rebuilt; syncing 8 MB a shard would only cost time
+            if self.resized:   # the record first: a reader that finds the shard finds its record
+                digest = (shard_digest(block) + "\n").encode()
+                write_atomic(path.with_suffix(".sha256"), lambda fh: fh.write(digest), fsync=False)
             write_atomic(path, write, fsync=False)
-        except OSError as exc:
-            print(f"{path}: cannot write the node cache ({exc.strerror or exc}); this shard is streamed "
-                  f"from the store", file=sys.stderr, flush=True)
+        except OSError as exc:   # a disk filled since the engine's check, say: said once, then no more writes
+            self.writable = False
+            print(f"{path}: cannot write the node cache ({exc.strerror or exc}); the shards not cached yet "
+                  f"are streamed from the store", file=sys.stderr, flush=True)
             return block
         _CHECKED[str(path)] = identity[0]
         try:   # the file just written (in the page cache), so that the block's memory goes now
