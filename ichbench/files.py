@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+def write_atomic(path: Path, write: Callable[[BinaryIO], None], fsync: bool = True) -> Path:
     """Call `write(fh)` on a temporary file beside `path`, fsync it, then rename it over `path`.
-    A crash or an exception leaves the previous file (or none) and no temporary behind."""
+    A crash or an exception leaves the previous file (or none) and no temporary behind. Without the
+    fsync (`fsync=False`, for files checked before they are used) a crash of the machine may leave
+    `path` incomplete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -21,7 +23,8 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> Path:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         # mkstemp makes 0600 files; results and entries are shared data files
         umask = os.umask(0)
         os.umask(umask)

@@ -28,6 +28,7 @@ from ichbench.errors import IchbenchError
 from ichbench.files import write_text_atomic
 from ichbench.evaluate import summarize
 from ichbench.evaluate.digest import fold_digest
+from ichbench.store.layout import SHARD_SLICES
 from ichbench.models.unet import UNet, expand_parts, part_state, transfer_parts, unet_for
 from ichbench.train import checkpoint as ckpt
 from ichbench.transforms import augment_batch
@@ -39,7 +40,8 @@ from ichbench.train.label_needs import check_finetuning_store, check_pretraining
 from ichbench.train.loop import fit, generators
 from ichbench.losses import dice_loss
 from ichbench.train.predict import evaluate_volumes
-from ichbench.train.stream import ShardStream, in_memory_bytes, memory_given, should_stream
+from ichbench.train.shard_cache import ShardCache, for_stream
+from ichbench.train.stream import ShardStream, in_memory_bytes, memory_given, read_held_out, should_stream
 
 VALIDATION_SEED_OFFSET = 7919  # validation draws its pretext randomness from its own fixed stream
 
@@ -136,21 +138,23 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
 @dataclasses.dataclass
 class _PretrainData:
     """The pretraining slices (§2.6's selection): loaded into memory, or — when they would not fit
-    the memory the worker was given, or `data.stream` says so — streamed shard by shard, with only
-    the held-out slices (a fixed few thousand, for the validation loss) loaded."""
+    the memory the worker was given, or `data.stream` says so — streamed shard by shard (through
+    the node cache's shard files unless it is off or its disk is too full), with only the held-out
+    slices (a fixed few thousand, for the validation loss) in memory."""
     arrays: SliceArrays            # the loaded rows: all selected ones, or the held-out ones
     train_rows: np.ndarray         # store rows trained on
     train_pos: torch.Tensor | None  # their positions in `arrays` (None when streamed)
     hold_pos: torch.Tensor         # the held-out rows' positions in `arrays`
     labels: torch.Tensor           # every slice's labels: streamed batches index them by store row
     streamed: bool
-    why: str                       # the one line saying why it streams (or why not)
+    why: str                       # the one line saying why it streams (or why not), and through what
+    cache: ShardCache | None = None  # the streamed shards' node cache
 
     def sampler(self, store, cfg, generator: torch.Generator):
         pc = cfg.pretrain
         if self.streamed:
             return ShardStream(store, self.train_rows, pc.image_size, pc.batch_size, pc.steps_per_epoch,
-                               generator, cfg.data.shuffle_shards, drop_last=True)
+                               generator, cfg.data.shuffle_shards, drop_last=True, cache=self.cache)
         return EpochSampler(lambda g: self.train_pos, pc.batch_size, pc.steps_per_epoch, generator, drop_last=True)
 
 
@@ -160,13 +164,21 @@ def _pretrain_data(store, store_path: Path, cfg) -> _PretrainData:
     train_rows, hold_rows = pretrain_selection(labels, pc.holdout, pc.seed, validation=store.validation_mask())
     need = in_memory_bytes(store, np.concatenate([train_rows, hold_rows]), pc.image_size)
     streamed, why = should_stream(cfg.data.stream, need, memory_given(), store_path)
+    cache = None
     if streamed:
+        # the held-out rows are read as the stream reads (not through the whole-array node cache,
+        # which would write every row of the store to disk for these few)
+        shards = np.unique(np.concatenate([train_rows, hold_rows]) // SHARD_SLICES)
+        cache, how = for_stream(store, "images", shards, pc.image_size)
+        why = f"{why}, {how}"
         print(why, file=sys.stderr, flush=True)
-    loaded = hold_rows if streamed else np.concatenate([train_rows, hold_rows])
-    arrays = load_store(store_path, pc.image_size, rows=loaded, names=("images", "labels", "volume"))
+        arrays = read_held_out(store, hold_rows, pc.image_size, cache)
+    else:
+        arrays = load_store(store_path, pc.image_size, rows=np.concatenate([train_rows, hold_rows]),
+                            names=("images", "labels", "volume"))
     pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
     return _PretrainData(arrays, train_rows, None if streamed else pos(train_rows), pos(hold_rows),
-                         torch.from_numpy(labels), streamed, why)
+                         torch.from_numpy(labels), streamed, why, cache)
 
 
 def _finished(final: Path, identity: str, fingerprint: str) -> bool:

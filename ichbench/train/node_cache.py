@@ -18,6 +18,10 @@ before), default $ICHBENCH_HOME/node-cache. A file's name holds the store's fing
 array's content digest and the size, so a re-ingested store or a re-applied ICM gets new files.
 Files are replaced by rename, never rewritten in place: a worker still mapping an old one keeps
 valid pages.
+
+A streamed pretraining (`stream`, a store larger than memory) does not use these whole-array files:
+it caches shard by shard while it streams, in the same folder (`shard_cache`: one file per shard
+under `<array>-<digest[:16]>-<size>.shards/`, checked the first time a process uses it).
 """
 
 from __future__ import annotations

@@ -7,10 +7,16 @@ plan (which rows make each batch, which windows each batch needs) depends only o
 selection and the sampler's generator, never on pixel data, so it is drawn up front: a resumed
 epoch draws the same plan from the same generator state and skips the batches already trained.
 
-A prefetch thread decodes the windows the plan needs, in order, each shard through the store's
-checked read (`SliceStore.read_shard`), keeping only selected rows, into a bounded queue. Memory is
-the windows in use plus the queue: it depends on `shuffle_shards` and the image size, not on the
-size of the store. Labels stay in memory (a few bytes per slice); images never do.
+A prefetch thread reads the windows the plan needs, in order, keeping only selected rows, into a
+bounded queue. Without a cache each shard goes through the store's checked read
+(`SliceStore.read_shard`: zstd decode and sha256) every epoch. With one (`cache`, a
+`shard_cache.ShardCache`: the engine passes the node cache's unless ICHBENCH_NODE_CACHE is off or
+its disk lacks the room) the first read of a shard also writes it, resized, as an uncompressed
+file, and every read maps that file (checked once per process): a window is then its shards' maps
+and each batch copies its rows straight out of them. The batches are the same either way. Memory is
+the windows in use plus the queue (through the cache, pages of the mapped files instead): it
+depends on `shuffle_shards` and the image size, not on the size of the store. Labels stay in
+memory (a few bytes per slice); images never do.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import torch
 
 from ichbench.errors import IchbenchError
 from ichbench.store.layout import SHARD_SLICES
-from ichbench.train.data import resize_stack
+from ichbench.train.data import SliceArrays, resize_stack
 
 MEMORY_FRACTION = 0.5  # of the worker's memory the arrays may take: the load's peak, model and batches need the rest
 PREFETCH_WINDOWS = 2   # windows decoded ahead of the one in use: hides one window's read behind steps
@@ -134,7 +140,7 @@ class ShardStream:
 
     def __init__(self, store, rows: np.ndarray, image_size: int, batch_size: int, steps_per_epoch: int | None,
                  generator: torch.Generator, shuffle_shards: int, drop_last: bool = False,
-                 prefetch: int = PREFETCH_WINDOWS):
+                 prefetch: int = PREFETCH_WINDOWS, cache=None):
         if shuffle_shards < 1:
             raise IchbenchError(f"data.shuffle_shards must be >= 1, got {shuffle_shards}")
         rows = np.unique(np.asarray(rows, dtype=np.int64))
@@ -143,7 +149,7 @@ class ShardStream:
         self.shard_rows = np.split(rows, starts[1:]) if len(rows) else []
         self.store, self.image_size, self.batch_size = store, image_size, batch_size
         self.steps, self.generator, self.drop_last = steps_per_epoch, generator, drop_last
-        self.shuffle_shards, self.prefetch = shuffle_shards, prefetch
+        self.shuffle_shards, self.prefetch, self.cache = shuffle_shards, prefetch, cache
         self._resume: dict | None = None
         self._current: _Epoch | None = None
 
@@ -174,20 +180,97 @@ class ShardStream:
         self._current = _Epoch(self, plan, rng, position)
         return self._current
 
-    def read_window(self, shards: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        """Selected rows (sorted) of the window's shards and their images at `image_size`."""
-        rows, images = [], []
-        for i in shards:
-            k = int(self.shards[i])
-            keep = self.shard_rows[i] - k * SHARD_SLICES
-            rows.append(self.shard_rows[i])
-            images.append(self.store.read_shard("images", k)[keep])
-        rows, images = np.concatenate(rows), np.concatenate(images)
-        order = np.argsort(rows)
-        rows, images = rows[order], images[order]
-        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            return rows, resize_stack(images, self.image_size, is_mask=False)
-        return rows, torch.from_numpy(np.ascontiguousarray(images))
+    def read_window(self, shards: np.ndarray) -> tuple[np.ndarray, torch.Tensor | MappedRows]:
+        """Selected rows (sorted) of the window's shards and their images at `image_size`: read
+        into memory, or, through the cache, left in its mapped files."""
+        parts = [(int(self.shards[i]), self.shard_rows[i]) for i in shards]
+        if self.cache is not None:
+            return mapped_rows(parts, self.cache)
+        return read_rows(self.store, parts, self.image_size)
+
+
+class MappedRows:
+    """A window's selected rows left in their shards' mapped cache files: a batch copies its rows
+    straight out of the maps (one copy, and the window holds no memory of its own)."""
+
+    def __init__(self, maps: list[np.ndarray], which: np.ndarray, local: np.ndarray):
+        self.maps, self.which, self.local = maps, which, local
+        self.shape, self.dtype = (len(which), *maps[0].shape[1:]), maps[0].dtype
+
+    def take(self, pos: np.ndarray) -> np.ndarray:
+        out = np.empty((len(pos), *self.shape[1:]), dtype=self.dtype)
+        for i, p in enumerate(pos):
+            out[i] = self.maps[self.which[p]][self.local[p]]
+        return out
+
+
+def mapped_rows(parts: list[tuple[int, np.ndarray]], cache) -> tuple[np.ndarray, MappedRows]:
+    """`parts` ((shard k, its sorted rows) pairs) through `cache`: the rows, sorted, and where each
+    lies in the shards' maps."""
+    parts = sorted(parts, key=lambda part: part[0])
+    maps = [cache.read(k) for k, _ in parts]
+    local = [wanted - k * SHARD_SLICES for k, wanted in parts]
+    for (k, wanted), keep, m in zip(parts, local, maps):
+        if len(keep) and (keep[0] < 0 or keep[-1] >= len(m)):
+            raise IchbenchError(f"{cache.store.path}: rows {wanted[0]}-{wanted[-1]} are not all in shard {k}")
+    which = np.concatenate([np.full(len(keep), j) for j, keep in enumerate(local)])
+    return np.concatenate([wanted for _, wanted in parts]), MappedRows(maps, which, np.concatenate(local))
+
+
+def _gather(images: torch.Tensor | MappedRows, pos: np.ndarray) -> np.ndarray:
+    """Rows `pos` of a window's images, with numpy's take: one thread, a plain copy (torch's
+    tensor[index] was ~6x slower for int16 rows, its threaded index_select ~100x slower on a busy
+    2-core machine)."""
+    if isinstance(images, MappedRows):
+        return images.take(pos)
+    return np.take(images.numpy(), pos, axis=0)
+
+
+def read_rows(store, parts: list[tuple[int, np.ndarray]], image_size: int,
+              cache=None) -> tuple[np.ndarray, torch.Tensor]:
+    """The `images` of the rows `parts` names ((shard k, its sorted rows) pairs), sorted by row, at
+    `image_size`, in memory: each shard through the checked read and resized, or through `cache`
+    (a `shard_cache.ShardCache`, which resizes whole shards: the same pixels, an image's resize
+    not depending on the others)."""
+    if not parts:
+        return np.zeros(0, np.int64), torch.zeros((0, image_size, image_size), dtype=torch.int16)
+    parts = sorted(parts, key=lambda part: part[0])   # shards hold disjoint row ranges: rows come out sorted
+    rows = np.concatenate([wanted for _, wanted in parts])
+    images, at = None, 0
+    for k, wanted in parts:   # each shard's selected rows copied once, straight to their place
+        shard = cache.read(k) if cache is not None else store.read_shard("images", k)
+        keep = wanted - k * SHARD_SLICES
+        if len(keep) and (keep[0] < 0 or keep[-1] >= len(shard)):
+            raise IchbenchError(f"{store.path}: rows {wanted[0]}-{wanted[-1]} are not all in shard {k}")
+        if images is None:
+            images = np.empty((len(rows), *shard.shape[1:]), dtype=shard.dtype)
+        np.take(shard, keep, axis=0, out=images[at:at + len(keep)], mode="clip")   # in bounds: checked above
+        at += len(keep)
+    if images.shape[-1] != image_size or images.shape[-2] != image_size:
+        return rows, resize_stack(images, image_size, is_mask=False)
+    return rows, torch.from_numpy(np.ascontiguousarray(images))
+
+
+def by_shard(rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Sorted unique `rows` grouped as (shard k, rows of shard k)."""
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    shards, starts = np.unique(rows // SHARD_SLICES, return_index=True)
+    return list(zip(shards.tolist(), np.split(rows, starts[1:]))) if len(rows) else []
+
+
+def read_held_out(store, rows: np.ndarray, image_size: int, cache=None, shards_at_once: int = 16) -> SliceArrays:
+    """The held-out rows of a streamed pretraining (its validation slices) read as the stream
+    reads, a few shards at a time: memory holds these rows, never the shards they are spread over."""
+    parts = by_shard(rows)
+    got = [read_rows(store, parts[i:i + shards_at_once], image_size, cache)
+           for i in range(0, len(parts), shards_at_once)]
+    rows = np.concatenate([r for r, _ in got]) if got else np.zeros(0, np.int64)
+    images = torch.cat([t for _, t in got]) if got else torch.zeros((0, image_size, image_size), dtype=torch.int16)
+    small = store.load(["labels", "volume"])   # a few bytes a slice
+    return SliceArrays(images=images, labels=torch.from_numpy(np.asarray(small["labels"])[rows]),
+                       volume=torch.from_numpy(np.asarray(small["volume"])[rows].astype(np.int64)),
+                       masks=None, brain=None, volumes=store.volumes, fingerprint=store.fingerprint,
+                       path=store.path, rows=torch.from_numpy(rows))
 
 
 class _Epoch:
@@ -251,17 +334,21 @@ class _Epoch:
                 while last not in live:
                     w, wrows, wimages = self._get()
                     live[w] = (wrows, wimages)
-                out = torch.empty((len(rows), *live[last][1].shape[1:]), dtype=torch.int16)
-                for w in range(first, last + 1):
-                    wrows, wimages = live[w]
-                    pos = np.minimum(np.searchsorted(wrows, rows), len(wrows) - 1)
-                    hit = np.flatnonzero(wrows[pos] == rows)
-                    out[torch.from_numpy(hit)] = wimages[torch.from_numpy(pos[hit])]
+                if first == last:   # the batch lies in one window: one gather
+                    wrows, wimages = live[first]
+                    out = _gather(wimages, np.searchsorted(wrows, rows))
+                else:
+                    out = np.empty((len(rows), *live[last][1].shape[1:]), dtype=np.int16)
+                    for w in range(first, last + 1):
+                        wrows, wimages = live[w]
+                        pos = np.minimum(np.searchsorted(wrows, rows), len(wrows) - 1)
+                        hit = np.flatnonzero(wrows[pos] == rows)
+                        out[hit] = _gather(wimages, pos[hit])
                 for w in range(first, last + 1):
                     if self.last_use[w] == i:
                         del live[w]
                 self.position = i + 1
-                yield StreamBatch(torch.from_numpy(rows), out)
+                yield StreamBatch(torch.from_numpy(rows), torch.from_numpy(out))
         finally:
             self.close()
 
