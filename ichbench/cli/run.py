@@ -67,9 +67,10 @@ def _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per
 
     home = workspace()
     names = expand_methods(method)
-    tracker = None if dry_run else tracker_for(tracking_uri, home)   # unreachable store: fail before training
+    # every refusal of the plan (a missing store, a bad setting) comes before MLflow is even imported
     plans = [plan_method(n, dataset, profile, home, folds=_folds(folds), k=k,
                          pretrain_dataset=pretrain_dataset, overrides=set_) for n in names]
+    tracker = None if dry_run else tracker_for(tracking_uri, home)   # unreachable store: fail before training
     print_notes(plans)
     if dry_run:
         print(json.dumps([{"method": p.method.name, "run_key": p.run_key, "run_dir": str(p.run_dir),

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -46,12 +45,10 @@ def empty_leaderboard(root: Path) -> Path:
 
 
 def test_smoke_fold_runs_on_cpu_logs_dice_and_matches_the_split(home, tmp_path):
-    t0 = time.time()
+    # about 1-2 min on two cores; how long is not asserted (speed lives in benchmarks/), cli()'s
+    # timeout only stops a hung run
     done = cli(home, *RUN, "--folds", "0")
-    seconds = time.time() - t0
     assert done.returncode == 0, done.stderr[-3000:]
-    # about 2 min on two cores shared with other work (load 8); a guard, not a benchmark
-    assert seconds < 240, f"the smoke fold took {seconds:.0f} s"
 
     parents, folds = parent_and_folds(home)
     [parent], [fold] = parents, folds
