@@ -209,9 +209,13 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # resizing one volume at a time: one thread is faster than two here
     # `workers` processes compress, hash and write the shards; for a slice plan they also read the
-    # headers and decode (the fork server imports the reader and torch's resize once for them all)
-    pool = OrderedPool(options.workers, preload=("ichbench.store.writer", "ichbench.ingest.planned",
-                                                 type(dataset).__module__, "ichbench.preprocess.resize"))
+    # headers and decode: the fork server then imports the reader and torch's resize once for them
+    # all (never a script's __main__, which the fork server would run again)
+    preload = ["ichbench.store.writer"]
+    if type(dataset).plan is not Dataset.plan:
+        reader = type(dataset).__module__
+        preload += ["ichbench.ingest.planned", "ichbench.preprocess.resize"] + ([reader] if reader != "__main__" else [])
+    pool = OrderedPool(options.workers, preload=preload)
     try:
         plan = dataset.plan(source, role, options, report, pool)
         # Intracranial masks serve the _icm methods at fine-tuning; pretraining stores (752k RSNA
