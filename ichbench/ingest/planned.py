@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import zarr
 
 from ichbench.datasets.base import SlicePlan
 from ichbench.errors import IchbenchError
@@ -110,7 +111,8 @@ def _compact(images, pool: OrderedPool, digests: list[str], failed_rows: list[in
     kept = np.zeros((0, *images.shape[1:]), np.int16)
     written = first * S
     for k in range(first, -(-n // S)):
-        block = np.asarray(images[k * S:min(n, (k + 1) * S)])
+        with zarr.config.set({"codec_pipeline.batch_size": S}):   # one batch per shard, as reads and writes do
+            block = np.asarray(images[k * S:min(n, (k + 1) * S)])
         if shard_digest(block) != digests[k]:
             raise IchbenchError(f"{images.store_path}: shard {k} changed while the ingest was writing it")
         kept = np.concatenate([kept, block[~failed[k * S:(k + 1) * S]]])
