@@ -47,3 +47,8 @@ def canonical_json(obj) -> bytes:
 
 def sha256_json(obj) -> str:
     return hashlib.sha256(canonical_json(obj)).hexdigest()
+
+
+def write_json_atomic(obj, path: Path) -> Path:
+    """`obj` as indented JSON, written as `write_atomic` writes."""
+    return write_text_atomic(path, json.dumps(obj, indent=2))

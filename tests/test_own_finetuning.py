@@ -76,7 +76,10 @@ def test_fold_hands_over_training_masks_and_hides_test_masks(phantom_store, tmp_
     m = OwnLoop(empty)
     result, split = run(m, phantom_store, tmp_path, fold=1)
     fold = m.seen
-    assert fold.index == 1 and fold.k == 5 and fold.split is split
+    assert fold.index == 1 and fold.k == 5
+    assert fold.split == {"dataset": "phantom", "k": 5, "seed": split["seed"], "hash": split["hash"],
+                          "store_fingerprint": split["store_fingerprint"],
+                          "folds": [{"fold": f["fold"], "test": f["test"]} for f in split["folds"]]}
     assert fold.test_ids == split["folds"][1]["test"] and fold.train_ids == train_ids(split, 1)
     assert fold.work_dir == tmp_path / "fold_1" and fold.device == "cpu" and fold.image_size == 64
     truth = truth_of(phantom_store)
@@ -85,9 +88,11 @@ def test_fold_hands_over_training_masks_and_hides_test_masks(phantom_store, tmp_
         assert vol.hu.dtype == np.int16 and vol.hu.shape == truth[vol.id].shape
         assert vol.spacing == pytest.approx(tuple(store_vols[vol.id]["spacing"]))
         if vol.id in fold.test_ids:
-            assert vol.mask is None and vol.has_ich is None
+            assert vol.mask is None and vol.has_ich is None and vol.subtypes is None
         else:
             np.testing.assert_array_equal(vol.mask, truth[vol.id])
+            assert vol.has_ich == bool(store_vols[vol.id]["has_ich"])
+            assert vol.subtypes == store_vols[vol.id]["subtypes"]
     with pytest.raises(IchbenchError, match="not in fold 1"):
         list(fold.volumes(["no_such_volume"]))
     assert result["own_finetuning"] and result["method_info"] == {"knob": 7}

@@ -279,6 +279,9 @@ class RunConfig(BaseModel):
         if self.pretrain_role != "pretraining":
             # only where it is not the usual store, so existing pretraining caches keep their keys
             ident["pretrain_role"] = self.pretrain_role
+            # a segmentation store's slice labels are withheld from pretexts that need none
+            # (train.engine._labels_withheld); pretrainings cached before that are not reused
+            ident["slice_labels"] = "withheld-unless-needed"
         if self.init is not None:
             ident["init"] = self.init.hash()
         return ident

@@ -1,14 +1,16 @@
 """What a method that runs its own fine-tuning (plugin API 2, `Method.finetune_fold`) is handed
 for one fold, and what it hands back.
 
-`Fold` gives the fold's volumes as arrays on the grid ichbench scores on (`image_size`, the
-`finetune.image_size` of the config), with the spacing of that grid: the training volumes with
-their hemorrhage masks, the test volumes without (a method never sees what it is scored
-against). `FoldOutput` carries one binary mask per test volume back to the engine, which scores
-it exactly as it scores the shared recipe's predictions (`ichbench.train.own_loop`).
+`Fold` is a test-blind view of the fold: its volumes as arrays on the grid ichbench scores on
+(`image_size`, the `finetune.image_size` of the config), with the spacing of that grid. Training
+volumes carry their hemorrhage masks, subtypes and ICH flag; test volumes carry their images and
+spacing only. Nothing a `Fold` holds, public or private, leads to what the test volumes are
+scored against: no masks, labels, subtypes, flags or counts of them, no store object and no path
+to a store (docs/plugins.md, "What a method can see"). `FoldOutput` carries one binary mask per
+test volume back to the engine, which scores it against the truth it kept to itself
+(`ichbench.train.own_loop`).
 
-This module imports neither torch nor zarr; the engine reads the arrays before it calls the
-method.
+This module imports neither torch nor zarr.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ class FoldVolume:
     hu: Any                        # (S, H, W) int16 numpy array, Hounsfield units
     spacing: tuple[float, float, float]   # (z, y, x) mm of these voxels
     mask: Any | None               # (S, H, W) bool hemorrhage mask; None for a test volume
-    subtypes: list[str] | None     # the volume's subtypes, None when unknown
-    has_ich: bool | None           # hemorrhage in the native mask (None for a test volume)
+    subtypes: list[str] | None     # the volume's subtypes; None when unknown and for a test volume
+    has_ich: bool | None           # hemorrhage in the native mask; None for a test volume
 
 
 @dataclass
@@ -49,6 +51,14 @@ class FoldOutput:
     info: dict = field(default_factory=dict)
 
 
+def blind_split(split: dict) -> dict:
+    """The split as a method may see it: which volumes each fold tests, and the split's identity;
+    not the per-fold ICH counts the canonical split file records."""
+    return {"dataset": split.get("dataset"), "k": split["k"], "seed": split.get("seed"),
+            "folds": [{"fold": f["fold"], "test": list(f["test"])} for f in split["folds"]],
+            "hash": split.get("hash"), "store_fingerprint": split.get("store_fingerprint")}
+
+
 @dataclass
 class Fold:
     """One fold of a run, as a method that fine-tunes by itself sees it.
@@ -61,9 +71,10 @@ class Fold:
     work_dir        the fold's folder under the run's directory; write anything there
     device          "cpu" or "cuda": what the fold's worker was given
     image_size      the grid side length volumes come on and predictions are scored on
-    store_path, store_size   the segmentation store and the side length of its slices
+    store_size      the side length of the segmentation store's slices
     pretrained      the pretraining checkpoint of a method with a pretext, else None
-    split           the run's canonical split: {"k", "seed", "folds": [{"fold", "test"}], "hash"}
+    split           the run's canonical split as `blind_split` gives it:
+                    {"dataset", "k", "seed", "folds": [{"fold", "test"}], "hash", "store_fingerprint"}
     store_fingerprint   the identity of the store's content
     """
     index: int
@@ -76,12 +87,10 @@ class Fold:
     image_size: int
     split: dict
     store_fingerprint: str
-    store_path: Path   # or an `ObjectPath` when stores live at a URL: open it with `open_store`
     store_size: int
     pretrained: Path | None = None
-    _arrays: Any = field(default=None, repr=False)     # the engine's SliceArrays at image_size
+    _volumes: dict[str, FoldVolume] = field(default_factory=dict, repr=False)   # train + test, blind
     _on_epoch: Callable | None = field(default=None, repr=False)
-    _rows_of: Callable | None = field(default=None, repr=False)   # volume ids -> rows of _arrays
 
     @property
     def split_hash(self) -> str | None:
@@ -90,28 +99,15 @@ class Fold:
     def volumes(self, ids=None) -> Iterator[FoldVolume]:
         """The named volumes of this fold (default: the training volumes, then the test ones),
         in the order given. Training volumes come with their masks, test volumes without."""
-        arrays = self._arrays
         ids = list(self.train_ids) + list(self.test_ids) if ids is None else list(ids)
-        train, test = set(self.train_ids), set(self.test_ids)
-        outside = [v for v in ids if v not in train and v not in test]
+        outside = [v for v in ids if v not in self._volumes]
         if outside:
-            raise IchbenchError(f"{self.store_path}: volumes {outside[:3]} are not in fold "
-                                f"{self.index} (neither its training nor its test volumes)")
-        index = {v["id"]: v for v in arrays.volumes}
-        scale = self.store_size / self.image_size   # the store's spacing is for its own grid
+            raise IchbenchError(f"volumes {outside[:3]} are not in fold {self.index} "
+                                "(neither its training nor its test volumes)")
         for vid in ids:
-            rows = self._rows_of([vid])
-            meta = index[vid]
-            z, y, x = (float(s) for s in meta["spacing"])
-            is_train = vid in train
-            yield FoldVolume(
-                id=vid, hu=arrays.images[rows].numpy(), spacing=(z, y * scale, x * scale),
-                mask=arrays.masks[rows].numpy().astype(bool) if is_train else None,
-                subtypes=meta.get("subtypes"),
-                has_ich=bool(meta.get("has_ich")) if is_train else None)
+            yield self._volumes[vid]
 
     def report_epoch(self, epoch: int, history: list[dict]) -> None:
         """Tell the run's progress display that `epoch` (1-based) finished; optional."""
         if self._on_epoch is not None:
             self._on_epoch(epoch, history)
-

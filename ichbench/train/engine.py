@@ -14,7 +14,6 @@ thread count and vector ISA they were computed with (`device.numerics`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -23,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ichbench import UNKNOWN_LABEL as UNKNOWN
 from ichbench import __version__
+from ichbench.datasets.base import SEGMENTATION
 from ichbench.errors import IchbenchError
-from ichbench.files import write_text_atomic
-from ichbench.evaluate import summarize
-from ichbench.evaluate.digest import fold_digest
+from ichbench.files import write_json_atomic
 from ichbench.store.layout import SHARD_SLICES
 from ichbench.models.unet import UNet, expand_parts, part_state, transfer_parts, unet_for
 from ichbench.train import checkpoint as ckpt
@@ -36,7 +35,8 @@ from ichbench.train.data import (EpochSampler, SliceArrays, finetune_pool, load_
                                  pretrain_selection, volume_rows, windowed)
 from ichbench.train.device import (autocast_for, device_mode, gather, images_of, model_input, numerics, prepare_model,
                                    select_device)
-from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
+from ichbench.train.fold_setup import fold_result, setup_fold
+from ichbench.train.label_needs import check_pretraining_store
 from ichbench.train.loop import fit, generators
 from ichbench.losses import dice_loss
 from ichbench.train.predict import evaluate_volumes
@@ -86,7 +86,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     device = select_device(device)
 
     init_state, init_checkpoint = _init_state(m, store_path, cfg, out_dir, init_checkpoint, device, progress)
-    data = _pretrain_data(store, store_path, cfg)
+    data = _pretrain_data(store, store_path, cfg, _labels_withheld(m, cfg))
 
     with device_mode(device):
         torch.manual_seed(pc.seed)
@@ -158,9 +158,20 @@ class _PretrainData:
         return EpochSampler(lambda g: self.train_pos, pc.batch_size, pc.steps_per_epoch, generator, drop_last=True)
 
 
-def _pretrain_data(store, store_path: Path, cfg) -> _PretrainData:
+def _labels_withheld(m, cfg) -> bool:
+    """A segmentation store's slice labels are derived from its masks, which include those of the
+    volumes a run is tested on: a pretext that needs no labels pretrains on such a store without
+    them (every slice, no ICH-based selection, batches whose labels are all unknown). A pretext
+    that needs them is refused on the run's own slices (`orchestrate.plan.open_pretraining`)."""
+    needs = m.label_needs
+    return cfg.pretrain_role == SEGMENTATION and not (needs.binary or needs.multilabel)
+
+
+def _pretrain_data(store, store_path: Path, cfg, withhold_labels: bool) -> _PretrainData:
     pc = cfg.pretrain
     labels = np.asarray(store.load(["labels"])["labels"])
+    if withhold_labels:
+        labels = np.full_like(labels, UNKNOWN)
     train_rows, hold_rows = pretrain_selection(labels, pc.holdout, pc.seed, validation=store.validation_mask())
     need = in_memory_bytes(store, np.concatenate([train_rows, hold_rows]), pc.image_size)
     streamed, why = should_stream(cfg.data.stream, need, memory_given(), store_path)
@@ -176,6 +187,8 @@ def _pretrain_data(store, store_path: Path, cfg) -> _PretrainData:
     else:
         arrays = load_store(store_path, pc.image_size, rows=np.concatenate([train_rows, hold_rows]),
                             names=("images", "labels", "volume"))
+    if withhold_labels:
+        arrays.labels = torch.full_like(arrays.labels, UNKNOWN)
     pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
     return _PretrainData(arrays, train_rows, None if streamed else pos(train_rows), pos(hold_rows),
                          torch.from_numpy(labels), streamed, why, cache)
@@ -258,9 +271,6 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     calling again with the same arguments resumes (or, when finished, only re-evaluates).
     A +ICM method needs `cavity`, an `ichbench.icm.CavitySource` for its `icm.source`.
     """
-    from ichbench.splits import labeled_subset, train_ids
-    from ichbench.store import open_store
-
     m = _method(method)
     if m.owns_finetuning:   # plugin API 2: the method trains, ichbench scores (train.own_loop)
         from ichbench.train.own_loop import finetune_own
@@ -268,30 +278,19 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
                             select_device(device), on_epoch)
     out_dir = Path(out_dir)
     fc = cfg.finetune
-    store = open_store(store_path)
-    check_finetuning_store(m, store)
-    if m.has_pretext and pretrained is None:
-        raise IchbenchError(f"{m.name} fine-tunes from its pretraining: pass a pretrained checkpoint "
-                            "(`ichbench pretrain` makes one)")
+    setup = setup_fold(m, store_path, split, fold, cfg, pretrained)
     if m.icm and cavity is None:
         raise IchbenchError(f"{m.name} multiplies its predictions by the intracranial cavity mask: pass its "
                             "source (`ichbench.icm.CavitySource(cfg.icm, ...)`)")
-    if not 0 <= fold < len(split["folds"]):
-        raise IchbenchError(f"fold {fold} out of range: the split has {len(split['folds'])} folds (0..{len(split['folds']) - 1})")
-    if split.get("store_fingerprint") not in (None, store.fingerprint):
-        raise IchbenchError(f"{store_path}: the split was made for another version of this store "
-                            "(fingerprints differ); make the split again")
     device = select_device(device)
-    test_ids = list(split["folds"][fold]["test"])
-    train = labeled_subset(train_ids(split, fold), {v["id"]: bool(v.get("has_ich")) for v in store.volumes},
-                           fc.labeled_fraction, seed=fold)
+    store, test_ids, train = setup.store, setup.test_ids, setup.train_ids
     extra = ()
     if m.icm and cfg.icm.source == "shipped":
         extra = ("brain",)
     elif m.icm and cavity.stored_in(store):
         extra = ("icm",)
     arrays = load_store(store_path, fc.image_size, names=("images", "labels", "volume", "masks", *extra))
-    store_size = int(store.attrs["settings"]["size"])
+    store_size = setup.store_size
     train_rows = volume_rows(arrays, train)
 
     with device_mode(device):
@@ -332,19 +331,10 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         rows = evaluate_volumes(model, arrays, test_ids, device, fc.threshold, cavity if m.icm else None,
                                 spacing_scale=store_size / fc.image_size)
     model_path = save_model(out_dir / ckpt.MODEL_NAME, unet, m, cfg, fold, store_size, cavity if m.icm else None)
-    result = {
-        "method": m.name, "dataset": cfg.dataset, "profile": cfg.profile, "fold": fold, "k": len(split["folds"]),
-        "split_hash": split.get("hash"), "store": str(store_path), "store_fingerprint": store.fingerprint,
-        "train_volumes": train, "n_labeled_volumes": len(train), "test_volumes": test_ids,
-        "n_train_slices": int(len(train_rows)),
-        "pretrained": transfer, "icm": cavity.info if m.icm else None,
-        "model": {"path": str(model_path), "sha256": ckpt.sha256_file(model_path)},
-        "predictions_sha256": fold_digest(rows),   # of the scored masks: ichbench.evaluate.digest
-        "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
-        "history": history, "volumes": rows, "summary": summarize(rows), "device": str(device),
-        "train_seconds": round(train_seconds, 3), "ichbench_version": __version__, "torch_version": torch.__version__,
-        **numerics(device),
-    }
+    result = fold_result(m, cfg, split, fold, setup, store_path, rows=rows, n_train_slices=len(train_rows),
+                         history=history, identity=identity, train_seconds=train_seconds, device=device,
+                         pretrained=transfer, icm=cavity.info if m.icm else None,
+                         model={"path": str(model_path), "sha256": ckpt.sha256_file(model_path)})
     write_json_atomic(result, out_dir / "result.json")
     return result
 
@@ -363,6 +353,3 @@ def save_model(path: Path, unet, method, cfg, fold: int, store_size: int, cavity
                           "unets": cavity.unets.payload if cavity.unets is not None else None}
     return ckpt.save_atomic(payload, path)
 
-
-def write_json_atomic(obj, path: Path) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2))

@@ -30,19 +30,22 @@ def predict(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor, dev
     return pred.numpy()
 
 
+def scored_row(arrays: SliceArrays, vid: str, pred: np.ndarray, spacing_scale: float = 1.0) -> dict:
+    """The per-volume row of `pred` (bool, the volume's slices on the arrays' grid) against the
+    volume's mask in `arrays`: Dice, precision, recall, TP/FP/FN, mL with the volume's spacing
+    scaled to this grid, and `pred_sha256`, the digest of the predicted mask
+    (`ichbench.evaluate.digest`). Both trainers score with it (`train.own_loop` too)."""
+    rows = volume_rows(arrays, [vid])
+    truth = arrays.masks[rows.to(arrays.masks.device)].cpu().numpy().astype(bool)
+    vol = next(v for v in arrays.volumes if v["id"] == vid)
+    z, y, x = vol["spacing"]
+    row = per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale),
+                         vol.get("subtypes"), has_ich=vol.get("has_ich"))
+    return {**row, "pred_sha256": volume_digest(pred)}
+
+
 def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: float, cavity=None,
                      spacing_scale: float = 1.0) -> list[dict]:
-    """Per-volume rows (Dice, precision, recall, TP/FP/FN, mL, and `pred_sha256`, the digest of the
-    predicted mask: `ichbench.evaluate.digest`) for the named volumes."""
-    index = {v["id"]: i for i, v in enumerate(arrays.volumes)}
-    rows_out = []
-    for vid in volume_ids:
-        rows = volume_rows(arrays, [vid])
-        pred = predict(model, arrays, rows, device, threshold, cavity)
-        truth = arrays.masks[rows.to(arrays.masks.device)].cpu().numpy().astype(bool)
-        vol = arrays.volumes[index[vid]]
-        z, y, x = vol["spacing"]
-        row = per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale),
-                             vol.get("subtypes"), has_ich=vol.get("has_ich"))
-        rows_out.append({**row, "pred_sha256": volume_digest(pred)})
-    return rows_out
+    """Per-volume rows (`scored_row`) of the model's predictions for the named volumes."""
+    return [scored_row(arrays, vid, predict(model, arrays, volume_rows(arrays, [vid]), device, threshold, cavity),
+                       spacing_scale) for vid in volume_ids]
