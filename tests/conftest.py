@@ -115,6 +115,7 @@ def ray_session():
     """One local Ray cluster (2 CPUs) shared by every test that needs Ray."""
     import ray
     if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="WARNING")
+        # address="local": a cluster of its own, whatever a stale /tmp/ray/ray_current_cluster names
+        ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()

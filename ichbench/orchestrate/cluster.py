@@ -1,7 +1,10 @@
 """Starting or joining a Ray cluster.
 
-With no address, a local cluster sized to this machine (all CPUs, all visible GPUs) is started;
-with `--address` or RAY_ADDRESS an existing cluster is joined. The same driver code runs on both.
+With no address, a local cluster sized to this machine (all CPUs, all visible GPUs) is started,
+always a new one of its own: a plain `ray.init()` would join whatever cluster Ray's address file
+(`/tmp/ray/ray_current_cluster`) names, a stale one left by a killed `ray start` or test cluster
+included, and then refuse the CPU count it is given. With `--address` or RAY_ADDRESS an existing
+cluster is joined, and the run says which (one line on stderr). The same driver code runs on both.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def _init(ray, address: str | None, num_cpus: int | None, num_gpus: int | None) 
             if address:
                 ray.init(address=address, **kwargs)
             else:
-                ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, **kwargs)
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, **kwargs)
         except ConnectionError as exc:
             raise IchbenchError(f"cannot join the Ray cluster at {address}: {exc}") from None
         except BaseException:
@@ -55,6 +58,15 @@ def _init(ray, address: str | None, num_cpus: int | None, num_gpus: int | None) 
         if pending.hit:
             interrupt.shut_down_started_cluster(ray, before)
             raise KeyboardInterrupt
+    if address:
+        print(f"ichbench: {joined(address, ray.nodes(), ray.cluster_resources())}", file=sys.stderr, flush=True)
+
+
+def joined(address: str, nodes: list[dict], resources: dict) -> str:
+    """The line that says which cluster a run joined."""
+    alive = sum(1 for n in nodes if n.get("Alive"))
+    return (f"joined the Ray cluster at {address}: {alive} node{'s' if alive != 1 else ''}, "
+            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
 
 
 def default_gpus_per_fold(total_gpus: float, n_folds: int) -> float:
