@@ -27,6 +27,31 @@ SHARDS_PER_READ = 16   # shards decoded by one zarr call (fewer calls, one shard
 SHARDS_PER_CHECK = 16  # shards one `verify` task checks (one store opening per task)
 
 
+def settle_pending_reads(timeout: float = 60.0) -> None:
+    """Let the chunk reads a failed zarr read left behind finish. zarr gathers a read's chunks on
+    its own event loop, and `asyncio.gather` does not cancel the others when one raises: they go
+    on running, and when the process exits right after (the one-line error of a damaged store)
+    zarr closes the loop under them, and Python prints "Task was destroyed but it is pending!"
+    and "coroutine ... was never awaited" after that line. Waiting for them (cancelling any that
+    outlast `timeout`) leaves stderr holding the error alone."""
+    import asyncio
+    from zarr.core.sync import _get_loop
+
+    async def settle() -> None:
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if not others:
+            return
+        _, late = await asyncio.wait(others, timeout=timeout)
+        for t in late:
+            t.cancel()
+        await asyncio.wait(others)
+        for t in others:
+            if not t.cancelled():
+                t.exception()   # retrieved: no "Task exception was never retrieved"
+
+    asyncio.run_coroutine_threadsafe(settle(), _get_loop()).result()
+
+
 class StoreDamagedError(IchbenchError):
     """A store's bytes differ from what was recorded when it was written, or cannot be decoded.
     `problem` names the array and shard, without the store's path."""
@@ -119,10 +144,12 @@ class SliceStore:
             with zarr.config.set({"codec_pipeline.batch_size": SHARD_SLICES}):
                 block = np.ascontiguousarray(self.group[name][s0:s1])
         except Exception as exc:  # noqa: BLE001 - a damaged shard index or chunk raises many types
+            settle_pending_reads()
             for k in range(first, last):   # name the shard that fails alone, if one does
                 try:
                     self.group[name][k * SHARD_SLICES:min((k + 1) * SHARD_SLICES, self.n_slices)]
                 except Exception as inner:  # noqa: BLE001
+                    settle_pending_reads()
                     raise self._damaged(name, k, f"cannot be decoded ({_first_line(inner)})") from None
             raise self._damaged(name, first, f"cannot be decoded ({_first_line(exc)})") from None
         if len(block) != s1 - s0:
