@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -67,6 +68,9 @@ def test_entry_carries_the_fold_digests_of_the_run(submitted):
 def test_reproducing_one_fold_passes_and_is_recorded(submitted, monkeypatch):
     folder: Folder = submitted["folder"]
     entry = json.loads(submitted["entry"].read_text())
+    own = submitted["plan"].fold_dir(2) / "result.json"
+    own_mtime = own.stat().st_mtime_ns
+    started = time.time_ns()
     out = reproduce(submitted, submitted["entry"], monkeypatch, "--folds", "2")
     assert out.exit_code == 0, out.output
     n = sum(r["fold"] == 2 for r in entry["per_volume"])
@@ -85,8 +89,12 @@ def test_reproducing_one_fold_passes_and_is_recorded(submitted, monkeypatch):
     fold2 = sorted(r["volume_id"] for r in entry["per_volume"] if r["fold"] == 2)
     assert [v["volume_id"] for v in rec["volumes"]] == fold2
     assert all(v["delta"] == 0 for v in rec["volumes"])
-    # it ran in its own folder: the run's own fold results were not reused
-    assert (submitted["home"] / "reproductions" / "phantom").is_dir()
+    # it trained fold 2 anew in its own folder: the run's own fold results were not reused
+    [again] = list((submitted["home"] / "reproductions" / "phantom").rglob("fold_2/result.json"))
+    assert own.stat().st_mtime_ns == own_mtime and again.stat().st_mtime_ns > started
+    redone = json.loads(again.read_text())
+    assert len(redone["history"]) == 2 and redone["model"]["path"] != str(own.parent / "model.pt")
+    assert not list((submitted["home"] / "reproductions").rglob("fold_[0134]/result.json"))
     report = validate(folder)
     assert report.ok, report.lines()
     render(folder)

@@ -96,7 +96,8 @@ def test_rerun_redoes_nothing_and_second_dataset_reuses_pretraining(phantom_home
     assert other.pretrain_cached and other.pretrain_run_id == first.pretrain_run_id
     assert ckpt.stat().st_mtime_ns == mtime
     # and says so on the console, naming the run it came from
-    assert f"binary_classification: pretraining reused from MLflow run {first.pretrain_run_id}" in capsys.readouterr().err
+    said = f"binary_classification: pretraining reused from MLflow run {first.pretrain_run_id}"
+    assert said in capsys.readouterr().err
     mlflow.set_tracking_uri(default_tracking_uri(phantom_home))
     cached = mlflow.search_runs(experiment_names=["ichbench/segcq500"], output_format="list",
                                 filter_string="tags.`ichbench.kind` = 'pretrain'")
@@ -151,6 +152,12 @@ def test_killed_fold_worker_is_retried_and_resumes_to_the_same_result(phantom_ho
     assert int((fold_dir / "attempts").read_text()) == 2
     res = json.loads((fold_dir / "result.json").read_text())
     assert len(res["history"]) == 4
+    # the epochs the killed worker finished were kept, not trained again: each epoch names the
+    # process that trained it
+    pids = [h["pid"] for h in res["history"]]
+    done = pids.count(killed["pid"])
+    assert done >= 1 and pids[:done] == [killed["pid"]] * done
+    assert killed["pid"] not in pids[done:] and len(set(pids[done:])) <= 1
     # an uninterrupted run of the same fold on a Ray worker (same threads as the killed one: float
     # reductions depend on the thread count) gives the same metrics
     ref = ray_session.get(finetune_task.remote(plan.method, str(plan.store.path), plan.split, 0, plan.cfg,
@@ -190,7 +197,7 @@ def test_folds_are_placed_on_both_nodes_of_a_two_node_cluster(phantom_home, tmp_
     out = subprocess.run([sys.executable, str(script), str(phantom_home)], capture_output=True, text=True,
                          timeout=400, env={**os.environ, "RAY_ADDRESS": ""})
     assert out.returncode == 0, out.stderr[-3000:]
-    line = [l for l in out.stdout.splitlines() if l.startswith("NODES ")][0]
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("NODES ")][0]
     info = json.loads(line[6:])
     assert len(info["cluster"]) == 2
     assert set(info["folds"].values()) == set(info["cluster"])
@@ -214,7 +221,8 @@ def test_tune_scores_every_sample_on_every_fold(phantom_home, ray_session):
     assert len(runs_of(phantom_home, kind="tune_sample")) == 2
     # seeded: a rerun draws the same samples (and reuses their finished folds)
     again = run_search(plan, tracker, Driver(tracker), num_samples=2, space=space, seed=1)
-    assert sorted(map(str, (s["params"] for s in again["samples"]))) == sorted(map(str, (s["params"] for s in out["samples"])))
+    drawn = lambda res: sorted(map(str, (s["params"] for s in res["samples"])))  # noqa: E731
+    assert drawn(again) == drawn(out)
 
 
 def test_tune_with_optuna_and_asha(phantom_home, ray_session):
@@ -310,6 +318,7 @@ def test_driver_killed_then_rerun_finishes_without_redoing_work(phantom_home):
     assert not (fold_dir / "result.json").exists(), "the fold finished before the driver was killed"
     import torch
     done_before = torch.load(fold_dir / "state.pt", weights_only=False)["epoch"]
+    worker_pid = worker
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     # what the user sees: the fold's result as it lands, and no noise they cannot act on
@@ -318,7 +327,11 @@ def test_driver_killed_then_rerun_finishes_without_redoing_work(phantom_home):
         assert noise not in out.stderr + out.stdout, (noise, out.stderr[-3000:])
     res = json.loads((fold_dir / "result.json").read_text())
     assert len(res["history"]) == 20 and (fold_dir / "attempts").read_text() == "2"
-    assert done_before >= 1  # the rerun resumed after the epochs the killed driver's fold finished
+    # the rerun resumed after the epochs the killed driver's fold finished: those keep the killed
+    # worker's pid (trained once, not again), the rest were trained by the rerun's worker
+    pids = [h["pid"] for h in res["history"]]
+    assert done_before >= 1 and pids[:done_before] == [worker_pid] * done_before
+    assert worker_pid not in pids[done_before:] and len(set(pids[done_before:])) == 1
     parents = runs_of(phantom_home, kind="parent")
     assert [p.info.status for p in parents] == ["FINISHED"]  # the interrupted parent, reopened
     assert [r.info.status for r in runs_of(phantom_home, kind="fold")] == ["FINISHED"]

@@ -2,12 +2,15 @@
 
 Adam with L2 as weight decay, the learning rate decayed by ExponentialLR once per epoch, a
 checkpoint of the whole training state after every epoch (so a killed run resumes where it
-stopped and ends with the same weights), and a rich progress bar.
+stopped and ends with the same weights), and a rich progress bar. Each epoch's record names the
+process that trained it (`pid`), so a resumed run shows which epochs it took over and which it
+did not redo.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -60,6 +63,7 @@ def fit(*, model: torch.nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tenso
             if validate is not None:
                 record["val_loss"] = validate()
             record["seconds"] = round(time.perf_counter() - t0, 3)
+            record["pid"] = os.getpid()
             history.append(record)
             bar.update(task, info=f"epoch {epoch + 1}/{epochs} loss {record['loss']:.4f}")
             ckpt.save_atomic(ckpt.training_state(model, optimizer, scheduler, generators, epoch + 1,
