@@ -16,17 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ichbench.testing.reference_augment import random_affine_per_sample_cpu
 from ichbench.transforms import random_affine
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the tests' scipy reference
-from tests.reference_augment import random_affine_per_sample_cpu  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -68,7 +68,8 @@ def bench(mode: str, arrays: SliceArrays, args, device: torch.device) -> dict:
     model = prepare_model(UNet(base=args.base), device, compile_=False)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6)
     rows = torch.arange(len(arrays))
-    sampler = EpochSampler(finetune_pool(arrays, rows, "mixed", 2.0), args.batch, None, torch.Generator().manual_seed(0))
+    sampler = EpochSampler(finetune_pool(arrays, rows, "mixed", 2.0), args.batch, None,
+                           torch.Generator().manual_seed(0))
     aug_gen = torch.Generator(device=device).manual_seed(1)
     data = place(arrays, device, fraction=1.0) if mode == "device" else arrays
     fixed = next(iter(sampler.epoch()))

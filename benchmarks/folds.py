@@ -36,8 +36,8 @@ def main() -> None:
     from ichbench.orchestrate.tasks import finetune_task
     from ichbench.ingest import ingest
 
-    ingest(get_dataset("phantom"), home, options=IngestOptions(size=64, extra={"volumes": 10, "slices": 12,
-                                                                              "native_size": 64, "pretrain_volumes": 2}))
+    settings = {"volumes": 10, "slices": 12, "native_size": 64, "pretrain_volumes": 2}
+    ingest(get_dataset("phantom"), home, options=IngestOptions(size=64, extra=settings))
     res = connect()
     gpf = args.gpus_per_fold if args.gpus_per_fold is not None else default_gpus_per_fold(res.get("GPU", 0), args.folds)
     folds = list(range(args.folds))

@@ -47,8 +47,7 @@ def head_slice(rng, k: int, size: int = 512) -> np.ndarray:
 
 
 def make_source(root: Path, n: int, seed: int = 0) -> list[Path]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the tests' DICOM writer
-    from tests.dicom_fixtures import write_slice
+    from ichbench.testing.dicom import write_slice
     from ichbench.datasets.rsna import RSNA_COLUMNS
 
     rng = np.random.default_rng(seed)
@@ -57,7 +56,8 @@ def make_source(root: Path, n: int, seed: int = 0) -> list[Path]:
     for i in range(n):
         series, k = divmod(i, 40)
         image = f"ID_{i:09x}"
-        p = write_slice(img_dir / f"{image}.dcm", head_slice(rng, k), series_uid=f"1.2.826.0.1.3680043.8.498.{series + 1}",
+        p = write_slice(img_dir / f"{image}.dcm", head_slice(rng, k),
+                        series_uid=f"1.2.826.0.1.3680043.8.498.{series + 1}",
                         position=(-128.0, -128.0, 5.0 * k), spacing=(0.5, 0.5), thickness=None)
         paths.append(p)
         ich = (k % 7) == 3

@@ -49,8 +49,7 @@ if __name__ == "__main__":
 
 def write_all(root: Path, n: int, pixels: int) -> list[list]:
     """n slices in root/stage_2_train; returns the CSV rows of each slice."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the tests' DICOM writer
-    from tests.dicom_fixtures import write_slice
+    from ichbench.testing.dicom import write_slice
     from ichbench.datasets.rsna import RSNA_COLUMNS
 
     rng = np.random.default_rng(0)

@@ -15,7 +15,8 @@ from ichbench.methods.base import Method, get_method
 from ichbench.store import store_exists, store_path
 
 
-def resolve(method: str | Method, dataset: str, profile: str = "paper", overrides=(), pretrain_dataset: str | None = None,
+def resolve(method: str | Method, dataset: str, profile: str = "paper", overrides=(),
+            pretrain_dataset: str | None = None,
             home=None) -> RunConfig:
     """Defaults → profile (per dataset) → the method's pretext settings → `--set` overrides.
 

@@ -93,11 +93,3 @@ def save_split(split: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(split, indent=2))
     return path
-
-
-def load_split(path: Path) -> dict:
-    split = json.loads(Path(path).read_text())
-    folds = [f["test"] for f in split["folds"]]
-    if split_hash(folds, split["k"], split["seed"]) != split["hash"]:
-        raise IchbenchError(f"{path}: split hash does not match its folds (file edited?)")
-    return split

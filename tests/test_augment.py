@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ichbench import transforms as A
-from tests import reference_augment as R
+from ichbench.testing import reference_augment as R
 
 NO_AUG = dict(translate=0.0, rotate_deg=0.0, scale=(1.0, 1.0), hflip_p=0.0)
 

@@ -39,7 +39,7 @@ def test_a_stale_cluster_file_cannot_hijack_the_local_cluster():
         env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_ADDRESS": ""}
         out = _connect("", env)
         assert out.returncode == 0, out.stderr[-3000:]
-        [line] = [l for l in out.stdout.splitlines() if l.startswith("CPUS ")]
+        [line] = [ln for ln in out.stdout.splitlines() if ln.startswith("CPUS ")]
         cpus, address = line.split()[1:]
         assert float(cpus) == 1.0 and address != "127.0.0.1:9"
         assert "joined" not in out.stderr          # it started a cluster, it did not join one

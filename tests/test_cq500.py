@@ -8,7 +8,7 @@ import pytest
 import ichbench.datasets.cq500 as cq500
 from ichbench.datasets.base import IngestOptions, IngestReport
 from ichbench.datasets.cq500 import CQ500Dataset, exclusion, read_reads
-from tests.dicom_fixtures import write_slice
+from ichbench.testing.dicom import write_slice
 from ichbench.errors import InputError, LayoutError
 from ichbench.ingest import ingest
 from ichbench.store.reader import SliceStore
@@ -131,7 +131,8 @@ def test_reads_majority_and_bad_csv(tmp_path):
 
 def test_cq500_layout_errors(home, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(LayoutError, match=r"expected CQ500CT<N> CQ500CT<N>/.* and reads.csv here; found: an empty folder"):
+    with pytest.raises(LayoutError,
+                       match=r"expected CQ500CT<N> CQ500CT<N>/.* and reads.csv here; found: an empty folder"):
         ingest(CQ500Dataset(), home, tmp_path / "empty")
     series(tmp_path / "noreads" / "CQ500CT4 CQ500CT4", "CT PLAIN", 2, step=5.0, tag=1)
     with pytest.raises(LayoutError, match=r"expected reads.csv here; found: CQ500CT4 CQ500CT4/"):

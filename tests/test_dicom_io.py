@@ -8,7 +8,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from ichbench.datasets.dicom_io import is_axial, order_series, read_slice, stack_series
-from tests.dicom_fixtures import write_slice
+from ichbench.testing.dicom import write_slice
 from ichbench.errors import InputError
 
 TILT = (1.0, 0.0, 0.0, 0.0, 0.9272, -0.3746)   # the gantry tilt of J2K_pixelrep_mismatch.dcm

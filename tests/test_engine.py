@@ -25,7 +25,7 @@ from ichbench.train import checkpoint as ckpt
 from ichbench.train.data import EpochSampler, finetune_pool, load_store, pretrain_selection, volume_rows
 from ichbench.train.engine import finetune, pretrain
 from ichbench.train.predict import predict
-from ichbench.train.label_needs import check_label_needs
+from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
 
 TINY = ["model.base_channels=4", "finetune.image_size=32", "finetune.epochs=2", "finetune.steps_per_epoch=3",
         "finetune.batch_size=8"]
@@ -66,7 +66,8 @@ def test_finetune_is_deterministic_on_cpu(phantom_store, split, tmp_path):
     s1, s2 = ckpt.load(tmp_path / "a" / "state.pt"), ckpt.load(tmp_path / "b" / "state.pt")
     assert same_tensors(s1["model"], s2["model"])
     # a different seed is a different run
-    r3 = finetune("unet_mixed", phantom_store, split, 0, resolve("unet_mixed", "phantom", "smoke", TINY + ["finetune.seed=1"]),
+    seed1 = resolve("unet_mixed", "phantom", "smoke", TINY + ["finetune.seed=1"])
+    r3 = finetune("unet_mixed", phantom_store, split, 0, seed1,
                   tmp_path / "c", device="cpu", progress=False)
     assert [h["loss"] for h in r3["history"]] != [h["loss"] for h in r1["history"]]
 
@@ -318,28 +319,28 @@ def test_label_needs_refuse_before_training(tmp_path):
     with_subtypes[0, 2] = with_subtypes[1, 5] = 1
     full = open_store(write_store(tmp_path / "full.zarr", with_subtypes))
     for m in (binary, multi, unlabeled):
-        check_label_needs(m, full)
+        check_pretraining_store(m, full)
 
     unknown_sub = labels_of(anyich)
     unknown_sub[:2, 2:] = 255            # ICH slices whose subtype is unknown (Seg-CQ500-like)
     store = open_store(write_store(tmp_path / "unknown_sub.zarr", unknown_sub))
     with pytest.raises(IchbenchError, match="2 of 6 labeled slices have unknown subtypes"):
-        check_label_needs(multi, store)
-    check_label_needs(binary, store)
+        check_pretraining_store(multi, store)
+    check_pretraining_store(binary, store)
 
     no_sub = open_store(write_store(tmp_path / "no_sub.zarr", labels_of(anyich)))
     with pytest.raises(IchbenchError, match="no slice is labeled with any ICH subtype"):
-        check_label_needs(multi, no_sub)
+        check_pretraining_store(multi, no_sub)
 
     unlabeled_store = open_store(write_store(tmp_path / "unlabeled.zarr", np.full((6, 7), 255, np.uint8)))
     for m in (binary, multi):
         with pytest.raises(IchbenchError, match="no slice has a known ICH label"):
-            check_label_needs(m, unlabeled_store)
-    check_label_needs(unlabeled, unlabeled_store)
+            check_pretraining_store(m, unlabeled_store)
+    check_pretraining_store(unlabeled, unlabeled_store)
 
     one_class = open_store(write_store(tmp_path / "one_class.zarr", labels_of([0] * 6)))
     with pytest.raises(IchbenchError, match="all non-ICH"):
-        check_label_needs(binary, one_class)
+        check_pretraining_store(binary, one_class)
 
     # pretrain() refuses before it writes anything
     with pytest.raises(IchbenchError, match="unknown subtypes"):
@@ -352,11 +353,11 @@ def test_finetuning_store_needs(tmp_path):
     from ichbench.methods.base import get_method
     no_masks = open_store(write_store(tmp_path / "pre.zarr", labels_of([1, 0, 0])))
     with pytest.raises(IchbenchError, match="no hemorrhage masks"):
-        check_label_needs(get_method("unet_mixed"), no_masks, "finetuning")
+        check_finetuning_store(get_method("unet_mixed"), no_masks)
     no_brain = open_store(write_store(tmp_path / "seg.zarr", labels_of([1, 0, 0]), masks=True, brain=False))
-    check_label_needs(get_method("unet_mixed"), no_brain, "finetuning")
+    check_finetuning_store(get_method("unet_mixed"), no_brain)
     # a +ICM method needs the store's cavity masks only for icm.source=shipped (the others compute them)
-    check_label_needs(get_method("unet_mixed_icm"), no_brain, "finetuning")
+    check_finetuning_store(get_method("unet_mixed_icm"), no_brain)
     with pytest.raises(IchbenchError, match="icm.source=shipped"):
         check_shipped(no_brain)
 

@@ -131,8 +131,9 @@ def _profile_adds(mp, extra: dict) -> None:
      r"2\.5\.3 / .100 epochs.*finetune\.epochs for unet_ich_only on hssayeni is 90"),
     (lambda mp: _profile_adds(mp, {"icm": {"bone_window": (100.0, 650.0)}}),
      r"2\.3\.3 / .One U-Net trained on slices rescaled with a bone window.*icm\.bone_window"),
-    (lambda mp: mp.setitem(__import__("ichbench.methods.multilabel", fromlist=["x"]).MultilabelCE.profiles["paper"]["params"],
-                           "pos_weight", "auto"),
+    (lambda mp: mp.setitem(
+        __import__("ichbench.methods.multilabel", fromlist=["x"]).MultilabelCE.profiles["paper"]["params"],
+        "pos_weight", "auto"),
      r"pretrain\.params\.pos_weight for multilabel_ce on hssayeni is 'auto'"),
 ])
 def test_a_changed_paper_value_fails_the_ledger(rows, registry, monkeypatch, change, row_pattern):

@@ -35,7 +35,8 @@ def test_smoke_finetune_unet_mixed_learns_the_phantom(learning_store, split, see
     assert not set(test) & set(result["train_volumes"])
     dice = result["summary"]["all"]["dice"]["mean"]
     detail = [(v["volume_id"], round(v["dice"], 3), v["tp"] + v["fn"]) for v in result["volumes"]]
-    assert dice > 0.5, f"seed {seed}: mean held-out volume Dice {dice:.3f}; per volume (id, dice, true voxels): {detail}"
+    assert dice > 0.5, f"seed {seed}: mean held-out volume Dice {dice:.3f}; per volume (id, dice, true voxels): " \
+                       f"{detail}"
     # the loss fell: the first epoch's mean is well above the last's
     losses = [h["loss"] for h in result["history"]]
     assert losses[-1] < 0.7 * losses[0], losses

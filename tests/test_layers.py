@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("predict",),
     ("api",),
     ("cli",),
+    ("testing",),   # helpers for tests and benchmarks: nothing in ichbench imports them
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -56,7 +56,8 @@ def test_readme_rows_and_numbers(board):
     # re-scored rows: numbers recomputed from the counts (the fixture's summary came from them too)
     e = entries[0]
     d = e["summary"]["all"]["dice"]
-    lo, hi = stats.bootstrap_ci([100 * (2 * r["tp"] + 1) / (2 * r["tp"] + r["fp"] + r["fn"] + 1) for r in e["per_volume"]])
+    lo, hi = stats.bootstrap_ci([100 * (2 * r["tp"] + 1) / (2 * r["tp"] + r["fp"] + r["fn"] + 1)
+                                 for r in e["per_volume"]])
     row = next(line for line in md.splitlines() if line.startswith("| Multi-label classification (DL) · run aaaaaaaa"))
     assert f"| re-scored, self-reported | {pct(d['mean'])} ± {pct(d['std'])} [{lo:.2f}, {hi:.2f}] |" in row
     assert row.endswith("| 0.50 |")

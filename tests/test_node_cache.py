@@ -153,7 +153,8 @@ def test_a_damaged_store_stops_the_build_and_leaves_no_cache_file(store):
     with pytest.raises(StoreDamagedError, match="array images, shard 1"):
         load_store(store, 16)
     folder = cache_file(store, "images", 16).parent
-    assert not [p for p in folder.iterdir() if p.name.startswith(("images", ".images")) and not p.name.endswith(".lock")]
+    assert not [p for p in folder.iterdir()
+                if p.name.startswith(("images", ".images")) and not p.name.endswith(".lock")]
 
 
 def test_a_store_damaged_after_its_cache_was_built_trains_on_the_checked_copy(store, monkeypatch):

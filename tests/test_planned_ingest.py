@@ -15,7 +15,7 @@ from ichbench.datasets.rsna import RsnaDataset
 from ichbench.errors import InputError
 from ichbench.ingest import ingest
 from ichbench.store import open_store
-from tests.dicom_fixtures import write_slice
+from ichbench.testing.dicom import write_slice
 from tests.test_rsna import label_rows, synthetic_series, write_csv
 
 SERIES = ("1.2.3.1", "1.2.3.2", "1.2.3.3")   # stored in this order: 80, 70 and 60 slices (4 shards)

@@ -100,10 +100,12 @@ def test_broken_plugins_are_reported_and_skipped(fresh, monkeypatch, tmp_path, c
 def test_load_plugins_env_selects(fresh, monkeypatch, tmp_path):
     make_dist(tmp_path, monkeypatch, "ichbench-extra", {"good": "ib_good2"}, {"ib_good2": GOOD})
     monkeypatch.setenv("ICHBENCH_LOAD_PLUGINS", "")
-    reg = Registry(); reg.load_entry_points()
+    reg = Registry()
+    reg.load_entry_points()
     assert "extra" not in reg.datasets()
     monkeypatch.setenv("ICHBENCH_LOAD_PLUGINS", "ichbench-extra")
-    reg = Registry(); reg.load_entry_points()
+    reg = Registry()
+    reg.load_entry_points()
     assert "extra" in reg.datasets()
 
 

@@ -3,7 +3,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 
 from ichbench.preprocess.brain import ClassicalBrainMasker
-from ichbench.preprocess.hu import dicom_to_hu, first_value, raw_to_hu
+from ichbench.preprocess.hu import dicom_to_hu, raw_to_hu
 from ichbench.preprocess.resize import resize_mask, resize_slices, resized_spacing
 from ichbench.preprocess.window import window
 
@@ -25,11 +25,6 @@ def test_rsna_12bit_fix_by_hand():
     assert hu.tolist() == [[-1000.0, 40.0], [1000.0, -596.0]]
     # a sound series is left alone
     assert raw_to_hu(raw, 1.0, -1024.0, bits_stored=12, pixel_representation=0)[0, 1] == -984.0
-
-
-def test_first_value_handles_multivalue():
-    assert first_value(pydicom.multival.MultiValue(float, [40, 80])) == 40.0
-    assert first_value("35") == 35.0 and first_value(None, 7) == 7
 
 
 def test_window_maps_range():

@@ -12,7 +12,8 @@ from ichbench import LABEL_ORDER
 from ichbench.config import PretrainConfig
 from ichbench.datasets.phantom.generator import generate_volume
 from ichbench.errors import UnknownNameError
-from ichbench.methods import binary_classification, context_restoration, global_contrastive, local_contrastive, multilabel
+from ichbench.methods import (binary_classification, context_restoration, global_contrastive, local_contrastive,
+                              multilabel)
 from ichbench.methods.nets.restoration import swap_patches
 from ichbench.methods.nets.local import region_info_nce, region_pairs
 from ichbench.models.unet import UNet, expand_parts, part_names
@@ -171,7 +172,7 @@ def test_pooled_heads_follow_the_paper_and_scale_with_width(base, dims):
         model = m.build_pretext(UNet(base=base), PretrainConfig(**m.pretrain_overrides("paper")))
         assert model.dims == expected
         linear = [layer for layer in model.mlp if isinstance(layer, torch.nn.Linear)]
-        assert [(l.in_features, l.out_features) for l in linear] == list(zip(expected[:-1], expected[1:]))
+        assert [(lin.in_features, lin.out_features) for lin in linear] == list(zip(expected[:-1], expected[1:]))
         assert model(x).shape == (2, expected[-1])
 
 

@@ -11,7 +11,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from ichbench.datasets.base import IngestOptions, IngestReport
-from tests.dicom_fixtures import write_slice
+from ichbench.testing.dicom import write_slice
 from ichbench.datasets.rsna import RSNA_COLUMNS, RsnaDataset, select_slices, validation_mask
 from ichbench.errors import InputError, LayoutError
 from ichbench.preprocess.resize import resize_slices
@@ -228,7 +228,8 @@ def test_rsna_paper_selection_and_holdout(home, tmp_path):
     # validation volumes come after the training volumes, each contiguous
     assert val.tolist() == [False] * 4 + [True] * 2 and all(v["start"] is not None for v in store.volumes)
     # the same seed selects the same slices; the choice does depend on the seed
-    [again] = ingest(RsnaDataset(), home, root, options=IngestOptions(size=8, selection="paper", holdout=2, seed=3), force=True)
+    [again] = ingest(RsnaDataset(), home, root, force=True,
+                     options=IngestOptions(size=8, selection="paper", holdout=2, seed=3))
     assert again.fingerprint == res.fingerprint
     any_ich = np.isin(np.arange(10), [2, 5, 8])
     picks = {tuple(select_slices(any_ich, "paper", 2, s)[0]) for s in range(8)}

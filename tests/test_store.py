@@ -149,7 +149,8 @@ ingest(SyntheticDataset(n=int(sys.argv[2]), delay=float(sys.argv[3]), offset=int
 def test_kill_during_ingest_keeps_previous_store_and_rerun_completes(home, tmp_path):
     script = tmp_path / "ingest_slow.py"
     script.write_text(KILL_SCRIPT.format(root=str(ROOT)))
-    run = lambda n, delay, offset: subprocess.Popen([sys.executable, str(script), str(home), str(n), str(delay), str(offset)])
+    def run(n, delay, offset):
+        return subprocess.Popen([sys.executable, str(script), str(home), str(n), str(delay), str(offset)])
     assert run(2, 0, 0).wait() == 0
     final = store_path(home, "synthetic", "segmentation")
     before = open_store(final).fingerprint

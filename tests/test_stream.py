@@ -20,7 +20,6 @@ from ichbench.store import open_store
 from ichbench.store.layout import SHARD_SLICES
 from ichbench.store.reader import StoreDamagedError
 from ichbench.store.writer import StoreWriter
-from ichbench.train import checkpoint as ckpt
 from ichbench.train.stream import MEMORY_FRACTION, ShardStream, in_memory_bytes, memory_given, should_stream
 
 
@@ -74,30 +73,6 @@ def test_steps_per_epoch_and_resized_images(store):
     assert len(batches) == 30 and all(len(b.rows) == 8 for b in batches)   # several passes over 100 rows
     assert batches[0].images.shape[1:] == (8, 8) and batches[0].images.dtype == torch.int16
     assert torch.equal(batches[0].images[:, 4, 4].long(), batches[0].rows)
-
-
-def test_a_resumed_epoch_draws_the_same_batches(store, tmp_path):
-    rows = np.arange(0, store.n_slices, 2)
-    whole = stream(store, rows)
-    uninterrupted = [rows_of(whole.epoch()) for _ in range(3)]
-    cut = stream(store, rows)
-    first = rows_of(cut.epoch())
-    between = cut.state()
-    second = cut.epoch()
-    partial = []
-    for b in second:
-        partial.append(b.rows.tolist())
-        if len(partial) == 7:
-            break
-    assert not second._thread.is_alive()   # leaving the loop stopped the prefetch thread
-    ckpt.save_atomic({"stream": cut.state()}, tmp_path / "state.pt")   # through a real checkpoint
-    resumed = stream(store, rows, seed=99)   # a fresh process: its own generator, restored below
-    resumed.resume(ckpt.load(tmp_path / "state.pt")["stream"])
-    rest = rows_of(resumed.epoch())
-    assert [first, partial + rest, rows_of(resumed.epoch())] == uninterrupted
-    again = stream(store, rows, seed=99)   # from a state taken between two epochs
-    again.resume(between)
-    assert rows_of(again.epoch()) == uninterrupted[1]
 
 
 def test_an_exception_in_the_training_step_stops_the_prefetch_thread(store):

@@ -52,8 +52,10 @@ def test_dry_run_prints_the_resolved_config(cli):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["finetune", "-m", "nope", "-d", "phantom", "--fold", "0"], "unknown method 'nope'; known: binary_classification, "),
-    (["finetune", "-m", "unet_mixed", "-d", "nowhere", "--fold", "0", "--dry-run"], "unknown dataset 'nowhere'; known:"),
+    (["finetune", "-m", "nope", "-d", "phantom", "--fold", "0"],
+     "unknown method 'nope'; known: binary_classification, "),
+    (["finetune", "-m", "unet_mixed", "-d", "nowhere", "--fold", "0", "--dry-run"],
+     "unknown dataset 'nowhere'; known:"),
     (["pretrain", "-m", "nope", "-d", "phantom", "--dry-run"], "unknown method 'nope'"),
     (["finetune", "-m", "unet_mixed", "-d", "phantom", "--fold", "0", "--set", "finetune.epoch=2"],
      "unknown config key 'finetune.epoch'"),

@@ -76,7 +76,8 @@ def test_transfer_copies_exactly_the_declared_parts(parts, cfg, tmp_path):
 def test_pretrain_saves_only_the_declared_parts(phantom_store, tmp_path):
     m = FakeDenoising()
     m.transfers = ("encoder", "decoder.0")
-    path = pretrain(m, phantom_store, resolve(m, "phantom", "smoke", PRE_TINY), tmp_path / "pre", device="cpu", progress=False)
+    path = pretrain(m, phantom_store, resolve(m, "phantom", "smoke", PRE_TINY), tmp_path / "pre", device="cpu",
+                    progress=False)
     saved = ckpt.load_pretrained(path)
     expected = set(part_state(UNet(base=4), ("encoder", "decoder.0")))
     assert set(saved["state"]) == expected

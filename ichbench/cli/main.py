@@ -73,7 +73,8 @@ def datasets(as_json: bool = typer.Option(False, "--json")) -> None:
     for r in rows:
         console.rule(f"[bold]{r['name']}[/bold]", align="left")
         console.print(r["description"], highlight=False)
-        console.print(f"[bold]roles[/bold]    {', '.join(r['roles'])}   [bold]plugin[/bold] {r['plugin']}", highlight=False)
+        console.print(f"[bold]roles[/bold]    {', '.join(r['roles'])}   [bold]plugin[/bold] {r['plugin']}",
+                      highlight=False)
         console.print(f"[bold]source[/bold]   {r['source_url']}", highlight=False)
         console.print(f"[bold]licence[/bold]  {r['licence']}", highlight=False)
         console.print("[bold]layout[/bold]")

@@ -43,9 +43,13 @@ def run(
     profile: str = typer.Option("paper", help="Hyperparameter profile: paper or smoke."),
     folds: Optional[str] = typer.Option(None, help="Comma list of folds to run (default: all)."),
     k: Optional[int] = typer.Option(None, help="Number of folds (default: the paper's for the dataset, else 5)."),
-    pretrain_dataset: Optional[str] = typer.Option(None, help="Dataset to pretrain on (default: the dataset's own pretraining store if it has one, else rsna; without an rsna store, the dataset's own slices)."),
-    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Join this Ray cluster instead of starting a local one."),
-    gpus_per_fold: Optional[float] = typer.Option(None, help="GPUs per fold worker (default: share the GPUs so all folds fit)."),
+    pretrain_dataset: Optional[str] = typer.Option(
+        None, help="Dataset to pretrain on (default: the dataset's own pretraining store if it has one, else "
+                   "rsna; without an rsna store, the dataset's own slices)."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS",
+                                          help="Join this Ray cluster instead of starting a local one."),
+    gpus_per_fold: Optional[float] = typer.Option(
+        None, help="GPUs per fold worker (default: share the GPUs so all folds fit)."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default sqlite:///$ICHBENCH_HOME/mlflow.db)."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved plan and exit."),

@@ -59,7 +59,8 @@ def _resolve(method: str, dataset: str, profile: str, overrides: list[str], pret
     if pretrain_dataset is not None:
         get_dataset(pretrain_dataset)
     cfg = resolve(m, dataset, profile, overrides, pretrain_dataset, home=workspace())
-    if m.has_pretext and pretrain_dataset is None and cfg.pretrain_dataset == dataset and cfg.pretrain_role == SEGMENTATION:
+    own = cfg.pretrain_dataset == dataset and cfg.pretrain_role == SEGMENTATION
+    if m.has_pretext and pretrain_dataset is None and own:
         print(f"ichbench: {own_slices_note(dataset)}", file=sys.stderr)
     return m, cfg
 
@@ -127,7 +128,8 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
              profile: str = PROFILE_OPT,
              k: Optional[int] = typer.Option(None, "--k", help="Number of folds (paper: hssayeni 10, segcq500 5)."),
              pretrained: Optional[Path] = typer.Option(None, "--pretrained",
-                                                       help="Pretrained checkpoint (default: pretrain or reuse the cached one)."),
+                                                       help="Pretrained checkpoint (default: pretrain or reuse "
+                                                            "the cached one)."),
              set_: list[str] = SET_OPT, pretrain_dataset: Optional[str] = PRE_DS_OPT,
              dry_run: bool = DRY_OPT, device: Optional[str] = DEVICE_OPT,
              as_json: bool = typer.Option(False, "--json",

@@ -3,7 +3,7 @@
 Every failure becomes an InputError naming the file (or the series folder), so readers can
 skip-and-report. `read_slice(path, pixels=False)` reads only the header, which is how readers
 choose and order series before paying for pixel decoding. (The tests write their synthetic CT
-slices with `tests/dicom_fixtures.py`.)
+slices with `ichbench/testing/dicom.py`.)
 """
 
 from __future__ import annotations
@@ -227,7 +227,8 @@ def order_series(slices: list[DicomSlice], where: Path) -> tuple[list[DicomSlice
     return ordered, (abs(dz_mm), sy, sx)
 
 
-def stack_series(slices: list[DicomSlice], where: Path) -> tuple[np.ndarray, tuple[float, float, float], list[DicomSlice]]:
+def stack_series(slices: list[DicomSlice], where: Path
+                 ) -> tuple[np.ndarray, tuple[float, float, float], list[DicomSlice]]:
     """Sort one series' decoded slices along the patient axis and stack them.
 
     Returns (hu (S,H,W), spacing (z,y,x), sorted slices), slices in increasing distance along the

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ichbench import SUBTYPES
-from ichbench.datasets.base import SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume, folder_listing, locate_root
+from ichbench.datasets.base import (SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume, folder_listing,
+                                   locate_root)
 from ichbench.datasets.cq500 import read_reads
 from ichbench.datasets.nifti_io import load_ct, load_mask
 from ichbench.errors import InputError, LayoutError

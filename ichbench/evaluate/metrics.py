@@ -36,14 +36,15 @@ def volume_metrics(pred, truth, eps: float = 1.0) -> dict:
     tp = int(np.count_nonzero(p & t))
     fp = int(np.count_nonzero(p & ~t))
     fn = int(np.count_nonzero(~p & t))
-    return {
-        "dice": (2 * tp + eps) / (2 * tp + fp + fn + eps),
-        "precision": (tp + eps) / (tp + fp + eps),
-        "recall": (tp + eps) / (tp + fn + eps),
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-    }
+    return {**ratios(tp, fp, fn, eps), "tp": tp, "fp": fp, "fn": fn}
+
+
+def ratios(tp: int, fp: int, fn: int, eps: float = 1.0) -> dict:
+    """Dice, precision and recall from a volume's counts (eqs. 1-3, smoothed by `eps`): the one
+    formula every score of ichbench comes from, runs and leaderboard entries alike."""
+    return {"dice": (2 * tp + eps) / (2 * tp + fp + fn + eps),
+            "precision": (tp + eps) / (tp + fp + eps),
+            "recall": (tp + eps) / (tp + fn + eps)}
 
 
 def volume_ml(mask, spacing_zyx) -> float:

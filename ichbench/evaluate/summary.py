@@ -35,7 +35,8 @@ def per_volume_row(volume_id: str, pred, truth, spacing, subtypes, eps: float = 
     m = volume_metrics(pred, truth, eps)
     scored = m["tp"] + m["fn"] > 0
     if has_ich is not None and scored and not has_ich:
-        raise ValueError(f"volume {volume_id!r}: flagged without hemorrhage but its mask has {m['tp'] + m['fn']} voxels")
+        raise ValueError(f"volume {volume_id!r}: flagged without hemorrhage but its mask has "
+                         f"{m['tp'] + m['fn']} voxels")
     return {
         "volume_id": str(volume_id),
         **m,

@@ -2,9 +2,10 @@
 
 The new version of the store is built beside it and published atomically (`store.atomic`): the
 ingested arrays' shard files are hard-linked (never rewritten, so sharing them is safe; metadata
-files are copied; on object storage the server copies them), the `icm` array is written and hashed, and the group attributes record it under
-`derived.icm` (model key, digest, threshold, where the model learned and how well). Until the new
-version is complete the old one stays in place and readable; a killed apply leaves it untouched.
+files are copied; on object storage the server copies them), the `icm` array is written and
+hashed, and the group attributes record it under `derived.icm` (model key, digest, threshold,
+where the model learned and how well). Until the new version is complete the old one stays in
+place and readable; a killed apply leaves it untouched.
 
 The store's `fingerprint` names its ingested content (what splits, canonical leaderboard records
 and caches key on) and does not change: a derived array is a model's output, identified by the

@@ -27,7 +27,8 @@ def check_shipped(store, volume_ids=None) -> None:
     bad = [v["id"] for v in store.volumes if (wanted is None or v["id"] in wanted) and v.get("brain") != "shipped"]
     if "brain" not in store.arrays or bad:
         raise IchbenchError(f"{store.path}: icm.source=shipped, but {len(bad) or 'all'} volume(s) have no shipped "
-                            f"cavity mask (e.g. {bad[0] if bad else 'no brain array'}); use icm.source=classical or unet")
+                            f"cavity mask (e.g. {bad[0] if bad else 'no brain array'}); "
+                            "use icm.source=classical or unet")
 
 
 class CavitySource:

@@ -44,7 +44,8 @@ def shipped_volumes(store) -> list[str]:
 def holdout_split(ids: list[str], share: float, seed: int) -> tuple[list[str], list[str]]:
     """(train, held out): a seeded `share` of the volumes (at least one) held out, at least one kept."""
     if len(ids) < 2:
-        raise IchbenchError(f"the ICM needs at least 2 volumes with shipped cavity masks (one to hold out), got {len(ids)}")
+        raise IchbenchError("the ICM needs at least 2 volumes with shipped cavity masks (one to hold out), "
+                            f"got {len(ids)}")
     ids = sorted(ids)
     order = np.random.default_rng(seed).permutation(len(ids))
     n_hold = min(len(ids) - 1, max(1, int(round(share * len(ids)))))

@@ -181,7 +181,8 @@ def _write_planned(plan: SlicePlan, dataset: Dataset, source: Path, role: str, o
     with progress_bar() as progress:
         task = progress.add_task(f"ingest {dataset.name}/{role}", total=len(plan), info="slices")
         planned.write_plan(plan, writer, pool, report, meta,
-                           lambda done: progress.update(task, completed=done, info=f"slices ({writer.n_slices} stored)"))
+                           lambda done: progress.update(task, completed=done,
+                                                        info=f"slices ({writer.n_slices} stored)"))
     _require_slices(writer, source, role, report)
 
 
@@ -214,7 +215,8 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
     preload = ["ichbench.store.writer"]
     if type(dataset).plan is not Dataset.plan:
         reader = type(dataset).__module__
-        preload += ["ichbench.ingest.planned", "ichbench.preprocess.resize"] + ([reader] if reader != "__main__" else [])
+        preload += ["ichbench.ingest.planned", "ichbench.preprocess.resize"]
+        preload += [reader] if reader != "__main__" else []
     pool = OrderedPool(options.workers, preload=preload)
     try:
         plan = dataset.plan(source, role, options, report, pool)

@@ -10,18 +10,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ichbench.evaluate.metrics import ratios
 from ichbench.evaluate.summary import summarize
 from ichbench.leaderboard.schema import GROUPS, METRICS, SCHEMA_VERSION
 from ichbench.names import inside
 
 EPS = 1.0
 ROW_KEYS = ("volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes", "has_ich")
-
-
-def ratios(tp: int, fp: int, fn: int, eps: float = EPS) -> dict:
-    return {"dice": (2 * tp + eps) / (2 * tp + fp + fn + eps),
-            "precision": (tp + eps) / (tp + fp + eps),
-            "recall": (tp + eps) / (tp + fn + eps)}
 
 
 def row_has_ich(r: dict) -> bool:
@@ -36,7 +31,7 @@ def scored_rows(per_volume: list[dict]) -> list[dict]:
     out = []
     for r in per_volume:
         tp, fp, fn = int(r["tp"]), int(r["fp"]), int(r["fn"])
-        out.append({**r, **ratios(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn, "has_ich": row_has_ich(r)})
+        out.append({**r, **ratios(tp, fp, fn, EPS), "tp": tp, "fp": fp, "fn": fn, "has_ich": row_has_ich(r)})
     return out
 
 

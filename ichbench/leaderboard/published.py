@@ -68,7 +68,8 @@ def rows_of(path: Path, shown: str) -> list[PublishedRow]:
 def packaged_rows() -> list[PublishedRow]:
     """Every published table shipped inside the package (what `ichbench run` prints beside its own
     numbers, installed from a wheel or not)."""
-    return [row for path in sorted(PACKAGED.glob("*.json")) for row in rows_of(path, f"ichbench/leaderboard/tables/{path.name}")]
+    return [row for path in sorted(PACKAGED.glob("*.json"))
+            for row in rows_of(path, f"ichbench/leaderboard/tables/{path.name}")]
 
 
 def load_published(folder: Folder) -> list[PublishedRow]:

@@ -16,7 +16,8 @@ ANY = LABEL_ORDER.index("any")
 
 class BinaryClassification(PretextMethod):
     name = "binary_classification"
-    description = "ICH yes/no slice classifier (encoder + avg pool + MLP 512-1024-256-2, cross-entropy); encoder transferred"
+    description = ("ICH yes/no slice classifier (encoder + avg pool + MLP 512-1024-256-2, cross-entropy); "
+                   "encoder transferred")
     paper_section = "§2.6.2.1"
     label_needs = LabelNeeds(segmentation=True, binary=True)
     transfers = ("encoder",)

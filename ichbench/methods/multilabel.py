@@ -34,7 +34,8 @@ class _Multilabel(PretextMethod):
         from ichbench.methods.nets.classifier import MultilabelClassifier
         dims = self.params(cfg)["mlp_dims"]
         if int(dims[-1]) != N_CLASSES:
-            raise ValueError(f"{self.name}: the MLP must end in {N_CLASSES} outputs ({', '.join(LABEL_ORDER)}), got {dims}")
+            raise ValueError(f"{self.name}: the MLP must end in {N_CLASSES} outputs ({', '.join(LABEL_ORDER)}), "
+                             f"got {dims}")
         return MultilabelClassifier(unet, dims)
 
     def _check_labels(self, labels) -> None:
@@ -47,8 +48,10 @@ class MultilabelCE(_Multilabel):
     description = "7-label slice classifier (no-ICH, ICH, 5 subtypes), weighted BCE; encoder transferred"
     profiles = {
         # the authors' config: plain BCEWithLogitsLoss (see the module docstring for the options)
-        "paper": {"batch_size": 64, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "none"}},
-        "smoke": {"batch_size": 8, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "none"}},
+        "paper": {"batch_size": 64, "augment": dict(PAPER_AUGMENT),
+                  "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "none"}},
+        "smoke": {"batch_size": 8, "augment": dict(PAPER_AUGMENT),
+                  "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "none"}},
     }
 
     def pretext_loss(self, model, batch, cfg, generator):

@@ -223,7 +223,8 @@ class Driver:
         self._live.append(child)
         tr.params(child, {"icm": plan.cfg.identity()})
         gpus = 1 if self.resources.get("GPU", 0) >= 1 else 0
-        console.print(f"ICM U-Nets (tissue and bone windows): training on {plan.cfg.dataset} ({'1 GPU' if gpus else 'CPU'})")
+        console.print(f"ICM U-Nets (tissue and bone windows): training on {plan.cfg.dataset} "
+                      f"({'1 GPU' if gpus else 'CPU'})")
         board = self._board()
         ref = icm_task.options(num_gpus=gpus, num_cpus=1).remote(str(plan.store.path), plan.cfg, str(plan.dir), board)
         info = self._wait_one(ref, "ICM", board, {"tissue window": plan.cfg.epochs, "bone window": plan.cfg.epochs})

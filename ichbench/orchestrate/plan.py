@@ -158,7 +158,8 @@ def _refuse_reuse_on_damage(store: SliceStore, reused: list[int]) -> None:
     from ichbench.store.reader import StoreDamagedError
     problems = store.verify()
     if problems:
-        raise StoreDamagedError(f"{store.path}: {problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise StoreDamagedError(f"{store.path}: {problems[0]}{more}; "
                                 f"the finished folds {reused} are not reused on a damaged store: re-ingest it "
                                 f"(`ichbench data ingest {store.attrs.get('dataset')} --force`)")
 

@@ -61,7 +61,8 @@ class Dist:
 def parse_dist(key: str, text: str) -> Dist:
     m = _DIST.match(text)
     if not m:
-        raise IchbenchError(f"--space {key}={text}: expected uniform(a,b), loguniform(a,b), randint(a,b) or choice(x,y,...)")
+        raise IchbenchError(f"--space {key}={text}: expected uniform(a,b), loguniform(a,b), randint(a,b) "
+                            "or choice(x,y,...)")
     kind, body = m.group(1), [s.strip() for s in m.group(2).split(",") if s.strip()]
     try:
         vals = [int(s) if re.fullmatch(r"-?\d+", s) else float(s) for s in body]

@@ -73,7 +73,8 @@ def finetune_task(method, store_path: str, split: dict, fold: int, cfg, out_dir:
     if cfg.icm is not None:
         from ichbench.icm.sources import CavitySource
         cavity = CavitySource(cfg.icm, Path(icm_checkpoint) if icm_checkpoint else None, _device())
-    result = finetune(method, parse(store_path), split, fold, cfg, out, pretrained=Path(pretrained) if pretrained else None,
+    result = finetune(method, parse(store_path), split, fold, cfg, out,
+                      pretrained=Path(pretrained) if pretrained else None,
                       device=_device(), progress=False, cavity=cavity,
                       on_epoch=epoch_reporter(board, f"fold {fold}", cfg.finetune.epochs))
     result["worker"] = where

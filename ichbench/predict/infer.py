@@ -18,9 +18,8 @@ from ichbench.errors import IchbenchError
 from ichbench.models.unet import UNet
 from ichbench.predict.models import Ensemble
 from ichbench.predict.scan import Scan
-from ichbench.preprocess.resize import resize_slices
+from ichbench.preprocess.resize import resize_slices, resize_stack
 from ichbench.preprocess.window import window
-from ichbench.train.data import resize_stack
 
 BATCH = 32
 
@@ -46,7 +45,7 @@ def network_input(ens: Ensemble, scan: Scan) -> np.ndarray:
     stored = resize_slices(scan.hu, ens.store_size)
     if ens.store_size == ens.image_size:
         return stored
-    return resize_stack(stored, ens.image_size, is_mask=False).numpy()
+    return resize_stack(stored, ens.image_size, is_mask=False)
 
 
 @torch.no_grad()

@@ -133,7 +133,8 @@ def from_run(run_id: str, tracking_uri: str, folds: list[int] | None = None, cac
     return Ensemble(models, run_id=parent_id, provenance={"source": "mlflow", "tracking_uri": tracking_uri})
 
 
-def from_entry(entry_path: Path, tracking_uri: str, folds: list[int] | None = None, cache: Path | None = None) -> Ensemble:
+def from_entry(entry_path: Path, tracking_uri: str, folds: list[int] | None = None,
+               cache: Path | None = None) -> Ensemble:
     """A leaderboard entry's run: its models are in the tracking store it was submitted from."""
     from ichbench.leaderboard.jsonio import read_json
     entry = read_json(Path(entry_path))
@@ -146,7 +147,8 @@ def from_entry(entry_path: Path, tracking_uri: str, folds: list[int] | None = No
 
 
 def load_ensemble(*, run_id: str | None = None, entry: Path | None = None, checkpoints: list[Path] | None = None,
-                  tracking_uri: str | None = None, folds: list[int] | None = None, cache: Path | None = None) -> Ensemble:
+                  tracking_uri: str | None = None, folds: list[int] | None = None,
+                  cache: Path | None = None) -> Ensemble:
     given = sum(x is not None and x != [] for x in (run_id, entry, checkpoints))
     if given != 1:
         raise IchbenchError("give exactly one of --run, --entry and --checkpoint")

@@ -107,7 +107,8 @@ def _sources(scan: Scan, notes: list[str]):
         if not str(ds.get("SliceThickness", "") or "").strip():
             ds.SliceThickness = f"{scan.spacing[0]:.4g}"
             if not notes or "SliceThickness" not in notes[-1]:
-                notes.append(f"SliceThickness missing: {scan.spacing[0]:.4g} mm (the slice distance) written into the SEG")
+                notes.append(f"SliceThickness missing: {scan.spacing[0]:.4g} mm (the slice distance) "
+                             "written into the SEG")
         out.append(ds)
     return out
 

@@ -92,7 +92,8 @@ def _read_dicom(folder: Path, series: str | None) -> Scan:
             raise InputError(folder, f"no series {series} here; series: {_series_list(by_series)}")
         chosen = by_series[series]
     elif len(by_series) > 1:
-        raise InputError(folder, f"holds {len(by_series)} series, pick one with --series UID: {_series_list(by_series)}")
+        raise InputError(folder, f"holds {len(by_series)} series, pick one with --series UID: "
+                                 f"{_series_list(by_series)}")
     else:
         chosen = next(iter(by_series.values()))
     modality = _modality(chosen[0].path)
@@ -104,7 +105,8 @@ def _read_dicom(folder: Path, series: str | None) -> Scan:
     hu, spacing, ordered = stack_series(slices, folder)
     _check_spacing(folder, spacing)
     orient = ordered[0].orientation
-    flips = (bool(orient and abs(orient[4]) > 0.5 and orient[4] < 0), bool(orient and abs(orient[0]) > 0.5 and orient[0] < 0))
+    flips = (bool(orient and abs(orient[4]) > 0.5 and orient[4] < 0),
+             bool(orient and abs(orient[0]) > 0.5 and orient[0] < 0))
     return Scan(path=folder, kind="dicom", hu=hu.astype(np.float32), spacing=tuple(spacing),
                 series_uid=ordered[0].series_uid, slices=ordered, flips=flips)
 

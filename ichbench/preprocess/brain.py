@@ -1,26 +1,13 @@
-"""Intracranial cavity masks.
-
-`BrainMasker` is the small interface every source of intracranial masks implements: the
-classical extraction below now, the paper's ICM U-Net (tissue + bone windows, union; §2.3.3)
-later, trained from any store that has `brain` masks.
-"""
+"""The classical intracranial cavity mask (threshold the skull, fill inside it): the `classical`
+source of `ichbench.icm.sources`, beside the shipped masks and the paper's ICM U-Nets (§2.3.3)."""
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import numpy as np
 from scipy import ndimage
 
 BONE_HU = 300.0
 TISSUE_HU = (-20.0, 120.0)
-
-
-class BrainMasker(Protocol):
-    name: str
-
-    def __call__(self, hu: np.ndarray) -> np.ndarray:
-        """(S,H,W) HU -> (S,H,W) bool intracranial mask."""
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:

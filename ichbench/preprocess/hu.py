@@ -5,18 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def first_value(value, default=None):
-    """DICOM window/center tags are sometimes MultiValue ([40, 40]); take the first."""
-    if value is None:
-        return default
-    try:
-        if not isinstance(value, (str, bytes)) and len(value) > 0:  # MultiValue, list
-            value = value[0]
-    except TypeError:
-        pass
-    return float(value)
-
-
 def needs_rsna_12bit_fix(bits_stored: int, pixel_representation: int, intercept: float) -> bool:
     """RSNA 2019's known bad series: 12-bit unsigned data whose stored values wrapped.
 

@@ -237,13 +237,16 @@ class SliceStore:
         with OrderedPool(workers, preload=(__name__,)) as pool:
             for found in pool.map(functools.partial(_check_shards, str(self.path)), tasks, chunksize=1):
                 problems += found
-        if "images" in self.arrays and "labels" in self.arrays and self.group["labels"].shape[1:] != (len(LABEL_ORDER),):
+        if ("images" in self.arrays and "labels" in self.arrays
+                and self.group["labels"].shape[1:] != (len(LABEL_ORDER),)):
             problems.append(f"labels has shape {self.group['labels'].shape}, expected (N, {len(LABEL_ORDER)})")
         if not problems and "volume" in self.arrays:
-            counts = np.bincount(self.read("volume"), minlength=len(self.volumes)) if n else np.zeros(len(self.volumes), int)
+            counts = (np.bincount(self.read("volume"), minlength=len(self.volumes)) if n
+                      else np.zeros(len(self.volumes), int))
             for i, v in enumerate(self.volumes):
                 if counts[i] != v["n_slices"]:
-                    problems.append(f"volume {v['id']}: table says {v['n_slices']} slices, `volume` array has {counts[i]}")
+                    problems.append(f"volume {v['id']}: table says {v['n_slices']} slices, "
+                                    f"`volume` array has {counts[i]}")
         digests = {name: array_digest(d) for name, d in recorded.items()}
         if (digests != self.attrs.get("digests")
                 or fingerprint(self.attrs["settings"], self.volumes, digests) != self.fingerprint):

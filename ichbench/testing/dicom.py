@@ -1,5 +1,5 @@
-"""Real DICOM CT slices written for the tests: real files with real tags, parsed by the same
-readers as a scanner's."""
+"""Real DICOM CT slices written from raw pixels, for tests and benchmarks: real files with real
+tags, parsed by the same readers as a scanner's."""
 
 from __future__ import annotations
 

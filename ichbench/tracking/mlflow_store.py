@@ -20,8 +20,8 @@ MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"   # mlflow.utils.mlflow_tags, withou
 
 TAG = "ichbench."
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # no "Downloading artifacts" bars  # not "Creating initial database tables" on every new store
-logging.getLogger("alembic").setLevel(logging.WARNING)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # no "Downloading artifacts" bars
+logging.getLogger("alembic").setLevel(logging.WARNING)   # not "Creating initial database tables" on every new store
 # MLflow's own use of SQLAlchemy APIs deprecated upstream: nothing an ichbench user can act on
 warnings.filterwarnings("ignore", message=r".*The ``noload`` loader strategy is deprecated.*")
 

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ichbench import UNKNOWN_LABEL as UNKNOWN
 from ichbench.errors import IchbenchError
+from ichbench.preprocess.resize import resize_stack
 from ichbench.preprocess.window import window
 
-RESIZE_CHUNK = 256  # slices per interpolate call when resizing on load (bounds peak memory)
 
 
 @dataclass
@@ -54,17 +53,6 @@ class SliceArrays:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in
                    (self.images, self.labels, self.volume, self.masks, self.brain, self.icm) if t is not None)
-
-
-def resize_stack(stack: np.ndarray, size: int, is_mask: bool) -> torch.Tensor:
-    """(N, H, W) -> (N, size, size), in chunks; HU stays int16, masks are area fractions >= 0.5."""
-    out = []
-    for start in range(0, len(stack), RESIZE_CHUNK):
-        t = torch.from_numpy(np.asarray(stack[start:start + RESIZE_CHUNK], dtype=np.float32))[:, None]
-        shrink = t.shape[-1] > size
-        r = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)[:, 0]
-        out.append((r >= 0.5).to(torch.uint8) if is_mask else r.round().clamp(-32768, 32767).to(torch.int16))
-    return torch.cat(out) if out else torch.zeros((0, size, size), dtype=torch.uint8 if is_mask else torch.int16)
 
 
 def load_store(path: Path, image_size: int, rows: np.ndarray | None = None,
@@ -104,7 +92,7 @@ def _at_size(name: str, arr: np.ndarray, size: int) -> np.ndarray:
     """Rows of a spatial array at `size` (images stay int16 HU, the others are masks)."""
     if arr.ndim != 3 or arr.shape[-2:] == (size, size):
         return arr
-    return resize_stack(arr, size, is_mask=name != "images").numpy()
+    return resize_stack(arr, size, is_mask=name != "images")
 
 
 def windowed(images: torch.Tensor) -> torch.Tensor:

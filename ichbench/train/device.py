@@ -19,7 +19,8 @@ def select_device(device=None) -> torch.device:
 def device_mode(device: torch.device):
     """CPU: deterministic algorithms (restored afterwards). CUDA: cuDNN autotuning for speed."""
     if device.type == "cpu":
-        prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        prev = torch.are_deterministic_algorithms_enabled()
+        prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
         torch.use_deterministic_algorithms(True, warn_only=True)
         try:
             yield

@@ -252,7 +252,8 @@ def _load_pretrained_into(unet: UNet, method, path: Path, cfg) -> dict:
     pre = ckpt.load_pretrained(path)
     _check_model(pre, cfg, path)
     # Another method's checkpoint is accepted (to study transfer) for the parts this method declares.
-    parts = list(pre.get("transfers") or method.transfers) if pre.get("method") == method.name else list(method.transfers)
+    own = pre.get("method") == method.name
+    parts = list(pre.get("transfers") or method.transfers) if own else list(method.transfers)
     try:
         copied = transfer_parts(pre["state"], unet, parts)
     except ValueError as exc:

@@ -57,13 +57,3 @@ def check_finetuning_store(method, store) -> None:
     if "masks" not in store.arrays:
         raise IchbenchError(f"{method.name} cannot fine-tune on {store.path}: the store has no hemorrhage "
                             "masks (is it a pretraining store?)")
-
-
-def check_label_needs(method, store, purpose: str = "pretraining") -> None:
-    """`purpose`: "pretraining" (the store the pretext trains on) or "finetuning"."""
-    if purpose == "pretraining":
-        check_pretraining_store(method, store)
-    elif purpose == "finetuning":
-        check_finetuning_store(method, store)
-    else:
-        raise ValueError(f"purpose must be 'pretraining' or 'finetuning', got {purpose!r}")

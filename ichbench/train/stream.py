@@ -32,7 +32,8 @@ import torch
 
 from ichbench.errors import IchbenchError
 from ichbench.store.layout import SHARD_SLICES
-from ichbench.train.data import SliceArrays, resize_stack
+from ichbench.preprocess.resize import resize_stack
+from ichbench.train.data import SliceArrays
 
 MEMORY_FRACTION = 0.5  # of the worker's memory the arrays may take: the load's peak, model and batches need the rest
 PREFETCH_WINDOWS = 2   # windows decoded ahead of the one in use: hides one window's read behind steps
@@ -132,10 +133,8 @@ def plan_epoch(shard_rows: list[np.ndarray], batch_size: int, steps: int | None,
 class ShardStream:
     """A sampler for `train.loop.fit` whose epochs yield `StreamBatch`es read from the store.
 
-    `state()` is what reproduces the rest of the current epoch (the generator's state before the
-    epoch was planned and the batches delivered); `resume(state)` makes the next `epoch()` continue
-    from there. At an epoch's end the sampler generator's own state says the same, which is why the
-    engine's per-epoch checkpoint (which holds that generator) resumes streamed runs unchanged.
+    An epoch's batches follow from the sampler generator's state, which the engine's per-epoch
+    checkpoint holds: a killed streamed run resumes at its next epoch with the same batches.
     """
 
     def __init__(self, store, rows: np.ndarray, image_size: int, batch_size: int, steps_per_epoch: int | None,
@@ -150,35 +149,14 @@ class ShardStream:
         self.store, self.image_size, self.batch_size = store, image_size, batch_size
         self.steps, self.generator, self.drop_last = steps_per_epoch, generator, drop_last
         self.shuffle_shards, self.prefetch, self.cache = shuffle_shards, prefetch, cache
-        self._resume: dict | None = None
-        self._current: _Epoch | None = None
 
     @property
     def path(self) -> Path:
         return self.store.path
 
-    def state(self) -> dict:
-        """What draws the remaining batches from here: mid-epoch, the epoch's plan and position;
-        between epochs, the generator as it is (the next epoch's plan)."""
-        cur = self._current
-        if cur is None or cur.position == len(cur.plan.batches):
-            return {"rng": self.generator.get_state(), "position": 0}
-        return {"rng": cur.rng, "position": cur.position}
-
-    def resume(self, state: dict) -> None:
-        self._resume = state
-
     def epoch(self) -> "_Epoch":
-        position = 0
-        if self._resume is not None:
-            self.generator.set_state(self._resume["rng"])
-            position = int(self._resume["position"])
-            self._resume = None
-        rng = self.generator.get_state()
-        plan = plan_epoch(self.shard_rows, self.batch_size, self.steps, self.generator, self.shuffle_shards,
-                          self.drop_last)
-        self._current = _Epoch(self, plan, rng, position)
-        return self._current
+        return _Epoch(self, plan_epoch(self.shard_rows, self.batch_size, self.steps, self.generator,
+                                       self.shuffle_shards, self.drop_last))
 
     def read_window(self, shards: np.ndarray) -> tuple[np.ndarray, torch.Tensor | MappedRows]:
         """Selected rows (sorted) of the window's shards and their images at `image_size`: read
@@ -247,7 +225,7 @@ def read_rows(store, parts: list[tuple[int, np.ndarray]], image_size: int,
         np.take(shard, keep, axis=0, out=images[at:at + len(keep)], mode="clip")   # in bounds: checked above
         at += len(keep)
     if images.shape[-1] != image_size or images.shape[-2] != image_size:
-        return rows, resize_stack(images, image_size, is_mask=False)
+        return rows, torch.from_numpy(resize_stack(images, image_size, is_mask=False))
     return rows, torch.from_numpy(np.ascontiguousarray(images))
 
 
@@ -274,14 +252,13 @@ def read_held_out(store, rows: np.ndarray, image_size: int, cache=None, shards_a
 
 
 class _Epoch:
-    """The batches of one planned epoch from `position` on; iterating starts the prefetch thread,
-    `close()` (also on exhaustion, an exception in the loop, or garbage collection) stops it."""
+    """The batches of one planned epoch; iterating starts the prefetch thread, `close()` (also on
+    exhaustion, an exception in the loop, or garbage collection) stops it."""
 
-    def __init__(self, stream: ShardStream, plan: EpochPlan, rng: torch.Tensor, position: int):
-        self.stream, self.plan, self.rng, self.position = stream, plan, rng, position
-        self.start = position
+    def __init__(self, stream: ShardStream, plan: EpochPlan):
+        self.stream, self.plan = stream, plan
         self.last_use = {}
-        for i in range(position, len(plan.batches)):
+        for i in range(len(plan.batches)):
             first, last = plan.needs[i]
             for w in range(first, last + 1):
                 self.last_use[w] = i   # after its last batch a window is dropped
@@ -291,7 +268,7 @@ class _Epoch:
 
     def __len__(self) -> int:
         """Batches this epoch yields (the loop averages its loss over them once they are done)."""
-        return len(self.plan.batches) - self.start
+        return len(self.plan.batches)
 
     def _load(self) -> None:
         try:
@@ -328,7 +305,7 @@ class _Epoch:
         self._thread.start()
         live: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
         try:
-            for i in range(self.position, len(self.plan.batches)):
+            for i in range(len(self.plan.batches)):
                 rows = self.plan.batches[i]
                 first, last = self.plan.needs[i]
                 while last not in live:
@@ -347,7 +324,6 @@ class _Epoch:
                 for w in range(first, last + 1):
                     if self.last_use[w] == i:
                         del live[w]
-                self.position = i + 1
                 yield StreamBatch(torch.from_numpy(rows), torch.from_numpy(out))
         finally:
             self.close()

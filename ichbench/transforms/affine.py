@@ -4,7 +4,7 @@ The fine-tuning augmentation of §2.3.2 — translate ±10 %, rotate ±15°, sca
 flip 50 % — is one affine map per sample. We build the B maps as one (B, 2, 3) tensor and resample
 the whole batch with one sampling grid (images bilinear, masks nearest) on whatever device the
 batch lives on, instead of transforming image by image in DataLoader workers.
-The naive per-image version (scipy, one image at a time) lives in `tests/reference_augment.py`:
+The naive per-image version (scipy, one image at a time) lives in `ichbench/testing/reference_augment.py`:
 it is only the benchmark's baseline and a cross-check in the tests.
 
 Conventions (shared by both implementations, so they agree to float precision):

@@ -201,7 +201,8 @@ class PhantomDataset(Dataset):
         for s in ordered:
             entry = labels.get(s.sop_uid)
             if entry is None:
-                raise InputError(label_path, f"no row for slice {s.path.name} of {vdir.name} (SOPInstanceUID {s.sop_uid})")
+                raise InputError(label_path, f"no row for slice {s.path.name} of {vdir.name} "
+                                             f"(SOPInstanceUID {s.sop_uid})")
             if entry[0] != vdir.name:
                 raise InputError(label_path, f"slice {s.path.name} of {vdir.name} is listed under volume {entry[0]}")
             rows.append(entry[1])

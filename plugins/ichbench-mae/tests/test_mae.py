@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ichbench.api import PretrainConfig, UNet, example_batch, get_registry, part_names, part_state, reset_registry, resolve
+from ichbench.api import (PretrainConfig, UNet, example_batch, get_registry, part_names, part_state, reset_registry,
+                          resolve)
 from ichbench_mae import MaskedImageModelling, masked_l1, patch_pixels, random_patch_mask
 
 

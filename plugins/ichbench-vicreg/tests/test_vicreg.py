@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ichbench.api import PretrainConfig, UNet, example_batch, expand_parts, get_registry, part_state, reset_registry, resolve
+from ichbench.api import (PretrainConfig, UNet, example_batch, expand_parts, get_registry, part_state, reset_registry,
+                          resolve)
 from ichbench_vicreg import VICReg, vicreg_loss, vicreg_terms
 
 ENCODER = ["encoder.0", "encoder.1", "encoder.2", "encoder.3", "bottleneck"]
@@ -66,7 +67,8 @@ def test_declares_unlabeled_pretraining_of_the_encoder():
 def test_profiles_follow_the_paper_and_scale_with_the_unet():
     m = VICReg()
     paper = m.pretrain_overrides("paper")
-    assert paper["params"]["sim_coeff"] == 25 and paper["params"]["std_coeff"] == 25 and paper["params"]["cov_coeff"] == 1
+    params = paper["params"]
+    assert params["sim_coeff"] == 25 and params["std_coeff"] == 25 and params["cov_coeff"] == 1
     assert paper["params"]["expander_dims"] == [512, 8192, 8192, 8192] and paper["params"]["eps"] == 1e-4
     paper["params"]["sim_coeff"] = 0           # a copy: the method's table is untouched
     assert m.pretrain_overrides("paper")["params"]["sim_coeff"] == 25
@@ -102,7 +104,8 @@ def test_installed_plugin_is_found_through_its_entry_point(monkeypatch):
         dist = md.distribution("ichbench-vicreg")
     except md.PackageNotFoundError:
         pytest.skip("ichbench-vicreg is not installed (pip install ./plugins/ichbench-vicreg)")
-    assert [(e.name, e.value) for e in dist.entry_points if e.group == "ichbench"] == [("vicreg", "ichbench_vicreg.plugin")]
+    ours = [(e.name, e.value) for e in dist.entry_points if e.group == "ichbench"]
+    assert ours == [("vicreg", "ichbench_vicreg.plugin")]
     monkeypatch.delenv("ICHBENCH_LOAD_PLUGINS", raising=False)
     reset_registry()
     try:

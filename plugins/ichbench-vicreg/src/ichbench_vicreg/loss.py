@@ -40,7 +40,8 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
 def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> dict[str, torch.Tensor]:
     """The three unweighted terms: invariance, variance (mean of both views), covariance (sum)."""
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"vicreg: expected two (N, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(f"vicreg: expected two (N, D) tensors of equal shape, got {tuple(z1.shape)} "
+                         f"and {tuple(z2.shape)}")
     if z1.shape[0] < 2:
         raise ValueError("vicreg: the variance and covariance terms need a batch of at least 2")
     # Always in float32: under bf16 autocast the covariance matmul would lose the small
