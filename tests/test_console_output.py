@@ -145,9 +145,39 @@ def test_finetune_summary_is_in_percent():
     assert "0.675" not in text and "percent" in text
 
 
-def test_runs_json_says_it_keeps_fractions():
+def test_runs_json_keeps_fractions_where_the_table_shows_percent(home):
+    """A finished parent run logged as the driver logs it (Tracker, summary_metrics), listed by
+    `ichbench runs`: the JSON keeps MLflow's fractions, the table shows the same numbers in percent."""
+    import json
+
     from typer.testing import CliRunner
 
     from ichbench.cli.main import app
-    res = CliRunner().invoke(app, ["runs", "--help"])
-    assert res.exit_code == 0 and "fractions" in res.output
+    from ichbench.tracking import Tracker, default_tracking_uri
+    from ichbench.tracking.mlflow_store import TAG
+    from ichbench.tracking.records import summary_metrics
+
+    tr = Tracker(default_tracking_uri(home), home)
+    exp = tr.experiment("phantom")
+    tags = {f"{TAG}method": "unet_mixed", f"{TAG}dataset": "phantom", f"{TAG}profile": "smoke"}
+    parent = tr.start_run(exp, "unet_mixed/phantom/smoke", {**tags, f"{TAG}kind": "parent"}).info.run_id
+    summary = {"all": group(15, (0.6745, 0.2012), (0.7, 0.25), (0.8, 0.1)),
+               "ich": group(9, (0.5123, 0.3034), (0.6, 0.2), (0.7, 0.15)), "subtypes": {}}
+    tr.metrics(parent, summary_metrics(summary))
+    tr.tags(parent, {f"{TAG}gpu_hours": "12.345678", f"{TAG}folds": "0,1,2"})
+    tr.end(parent, "FINISHED")
+    # a fold child with other numbers is not a benchmark run: not listed
+    fold = tr.start_run(exp, "unet_mixed fold 0", {**tags, f"{TAG}kind": "fold"}, parent).info.run_id
+    tr.metrics(fold, {"dice_all_mean": 0.1111, "dice_ich_mean": 0.2222})
+    tr.end(fold, "FINISHED")
+
+    res = CliRunner().invoke(app, ["runs", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == [{"run_id": parent, "method": "unet_mixed", "dataset": "phantom",
+                                       "profile": "smoke", "folds": "0,1,2", "dice_all": 0.6745,
+                                       "dice_ich": 0.5123, "gpu_hours": "12.345678"}]
+    res = CliRunner().invoke(app, ["runs"])
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.stdout.splitlines() if parent in line)   # piped: one row per run
+    assert "unet_mixed" in row and "67.45" in row and "51.23" in row and "12.35" in row
+    assert "0.6745" not in res.stdout and "0.5123" not in res.stdout and "11.11" not in res.stdout

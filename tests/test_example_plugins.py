@@ -3,8 +3,9 @@ they are written against, and every way a method plugin can be broken.
 
 Plugins are registered through a real dist-info with an `ichbench` entry point placed on sys.path
 (importlib.metadata finds it exactly as it finds a pip-installed package), with the example
-packages' `src/` folders on sys.path, so these tests need no install. Where the examples are
-installed (CI installs them), the installed distributions are exercised too.
+packages' `src/` folders on sys.path, so most tests need no install. The installed examples (the
+README's set-up; CI installs them) are exercised too: the listing test needs them, the others skip
+without them.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def test_example_plugins_load_through_entry_points(fresh, monkeypatch, tmp_path,
     assert methods["vicreg"].transfers == ("encoder",) and methods["mae"].transfers == ("all",)
     for ep, method in (("vicreg-src", "vicreg"), ("mae-src", "mae")):
         owner = reg.owner("methods", method)
-        assert (owner.name, owner.distribution, owner.version, owner.builtin) == (ep, "example-checkout", "0.3.0", False)
+        assert (owner.name, owner.distribution, owner.version, owner.builtin) == \
+            (ep, "example-checkout", "0.3.0", False)
         assert owner.hooks == ["register_methods"]
     assert not reg.problems and "warning" not in capsys.readouterr().err
 
@@ -142,7 +144,8 @@ def test_example_method_pretrains_and_finetunes_end_to_end(name, fresh, phantom_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # tiny convolutions: one thread beats two on a shared 2-core box
     try:
-        path = pretrain(plan.method, plan.pretrain_store.path, plan.cfg, plan.pretrain_dir, device="cpu", progress=False)
+        path = pretrain(plan.method, plan.pretrain_store.path, plan.cfg, plan.pretrain_dir, device="cpu",
+                        progress=False)
         pre = ckpt.load_pretrained(path)
         expected = part_state(UNet(base=8), plan.method.transfers)
         assert pre["method"] == name and set(pre["state"]) == set(expected)
@@ -157,6 +160,40 @@ def test_example_method_pretrains_and_finetunes_end_to_end(name, fresh, phantom_
         assert not any(k.startswith(("decoder", "head")) for k in pre["state"])
     else:
         assert any(k.startswith("head.") for k in pre["state"]) and any(k.startswith("decoder.") for k in pre["state"])
+
+
+LISTING_PROBE = """
+import contextlib, io, json, sys
+from ichbench.cli.main import main
+sys.argv = ["ichbench", "methods", "--json"]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        main()
+    except SystemExit:
+        pass
+heavy = sorted(m for m in ("torch", "ray", "mlflow", "zarr") if m in sys.modules)
+print(json.dumps({"methods": json.loads(out.getvalue()), "heavy": heavy}))
+"""
+
+
+def test_listing_with_the_example_plugins_loads_them_and_imports_no_heavy_module():
+    """`ichbench methods` as a user runs it with the installed examples selected by entry-point
+    name (as tests/test_listing.py does): both register and are described, and registering them
+    imports none of torch, Ray, MLflow, zarr (docs/plugins.md). Fails, not skips, without them:
+    the README's set-up installs them."""
+    import os
+    import subprocess
+    env = {**os.environ, "ICHBENCH_LOAD_PLUGINS": "vicreg,mae"}
+    res = subprocess.run([sys.executable, "-c", LISTING_PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    rows = {r["name"]: r for r in got["methods"]}
+    for name in EXAMPLES:
+        assert name in rows, f"example plugin {name} did not load: {sorted(rows)}"
+        assert (rows[name]["plugin"], rows[name]["distribution"]) == (name, f"ichbench-{name}")
+    assert rows["vicreg"]["transfers"] == ["encoder"] and rows["mae"]["transfers"] == ["all"]
+    assert got["heavy"] == []
 
 
 # -- every way a method plugin can be broken --------------------------------------------------------
@@ -203,9 +240,12 @@ WARNINGS = {
     "shadow": ("plugin 'shadow' registers method 'unet_mixed', the name of a built-in method; a plugin "
                "cannot take a built-in name, kept the built-in"),
     "twin": "plugin 'twin' registers method 'vicreg', already registered by 'a-vicreg'; kept 'a-vicreg''s",
-    "unknown": "plugin 'unknown' implements unknown hook 'register_method' (did you mean 'register_methods'?); plugin skipped",
-    "wrongargs": "plugin 'wrongargs' implements register_methods(registry), but the hook is register_methods(register); plugin skipped",
-    "broken": "plugin 'broken' (ichbench-bad) failed to import: ModuleNotFoundError: No module named 'ichbench_no_such_dependency'; skipped",
+    "unknown": ("plugin 'unknown' implements unknown hook 'register_method' (did you mean 'register_methods'?); "
+                "plugin skipped"),
+    "wrongargs": ("plugin 'wrongargs' implements register_methods(registry), but the hook is "
+                  "register_methods(register); plugin skipped"),
+    "broken": ("plugin 'broken' (ichbench-bad) failed to import: ModuleNotFoundError: No module named "
+               "'ichbench_no_such_dependency'; skipped"),
     "oldapi": ("plugin 'oldapi' (ichbench-bad) failed to import: IchbenchError: "
                "this plugin needs ichbench plugin API 3"),
     "raising": "plugin 'raising' raised in register_methods: KeyError: 'no weights'; skipped",
@@ -273,8 +313,26 @@ def test_installed_example_plugin_is_listed_with_its_distribution(name, fresh, m
     reg = Registry()
     reg.load_entry_points()
     owner = reg.owner("methods", name)
-    assert (owner.name, owner.distribution, owner.version, owner.builtin) == (name, f"ichbench-{name}", dist.version, False)
+    assert (owner.name, owner.distribution, owner.version, owner.builtin) == \
+        (name, f"ichbench-{name}", dist.version, False)
     assert not reg.problems
+
+
+def _checkout_commit(module_file: str) -> str:
+    """The oracle for `ichbench.plugin_commit`, straight from git: HEAD of the checkout holding the
+    package, with `-dirty` when `git status` lists a change in the package's folder other than
+    bytecode (docs: a commit with uncommitted changes does not describe the code)."""
+    import subprocess
+    pkg = Path(module_file).resolve().parent
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(pkg), *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout
+    head = git("rev-parse", "HEAD").strip()
+    assert len(head) == 40 and int(head, 16) >= 0, head
+    changed = [line for line in git("status", "--porcelain", "--", ".").splitlines()
+               if "__pycache__" not in line and not line.endswith(".pyc")]
+    return head + ("-dirty" if changed else "")
 
 
 def test_installed_vicreg_runs_through_ray_and_is_tracked_as_a_plugin(fresh, phantom_home, ray_session, monkeypatch):
@@ -292,6 +350,10 @@ def test_installed_vicreg_runs_through_ray_and_is_tracked_as_a_plugin(fresh, pha
 
     monkeypatch.setenv("ICHBENCH_LOAD_PLUGINS", "ichbench-vicreg")
     reset_registry()
+    import ichbench_vicreg
+    # the editable install (README): the code is the checkout's plugins/ichbench-vicreg
+    assert Path(ichbench_vicreg.__file__).resolve().is_relative_to(EXAMPLES["vicreg"])
+    commit_before = _checkout_commit(ichbench_vicreg.__file__)   # a commit elsewhere may move HEAD during the run
     plan = plan_method("vicreg", "phantom", "smoke", phantom_home, folds=[0], overrides=FAST)
     out = Driver(Tracker(default_tracking_uri(phantom_home), phantom_home)).run(plan)
     assert out.rows and (plan.pretrain_dir / "pretrained.pt").exists()
@@ -301,8 +363,7 @@ def test_installed_vicreg_runs_through_ray_and_is_tracked_as_a_plugin(fresh, pha
     tags = parent.data.tags
     assert (tags["ichbench.method"], tags["ichbench.plugin_dist"], tags["ichbench.plugin_version"]) == \
         ("vicreg", "ichbench-vicreg", dist.version)
-    # the method's code is the installed plugin's checkout (ichbench's own commit is git_commit)
-    from ichbench.plugins.provenance import source_commit
-    import ichbench_vicreg
-    assert tags["ichbench.plugin_commit"] == (source_commit(ichbench_vicreg.__file__) or "")
+    # the method's code is the installed plugin's checkout (ichbench's own commit is git_commit):
+    # its HEAD, plus -dirty if its package folder has changes, asked of git here
+    assert tags["ichbench.plugin_commit"] in (commit_before, _checkout_commit(ichbench_vicreg.__file__))
     assert tags["ichbench.pretrain_role"] == "pretraining"

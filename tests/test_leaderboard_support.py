@@ -4,7 +4,9 @@ folder, a real slice store for the `phantom` dataset, and entries with known cou
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +117,42 @@ def recorded_board(tmp_path: Path, home: Path):
     out = leaderboard_cli("canonical", "record", "--dataset", "phantom", "--k", 3, "--root", folder.root)
     assert out.exit_code == 0, out.output
     return folder, res
+
+
+# -- an oracle for entry summaries, independent of ichbench's scoring code ------------------------
+
+def hand_ratios(tp: int, fp: int, fn: int) -> dict:
+    """The paper's eqs. 1-3 with eps = 1, written out."""
+    return {"dice": (2 * tp + 1) / (2 * tp + fp + fn + 1), "precision": (tp + 1) / (tp + fp + 1),
+            "recall": (tp + 1) / (tp + fn + 1)}
+
+
+def hand_summary(rows: list[dict]) -> dict:
+    """What an entry's summary must be, computed without ichbench: per-row ratios by hand, then
+    the mean and the sample std (`statistics.stdev`; ichbench's summaries use ddof = 1, see
+    test_metrics.test_summary_all_vs_ich_by_hand) over all rows and over the ICH rows (a row's
+    recorded `has_ich`, else TP + FN > 0). std is None below two rows, mean None for none."""
+    def ich(r):
+        return bool(r["has_ich"]) if r.get("has_ich") is not None else int(r["tp"]) + int(r["fn"]) > 0
+    out = {}
+    for group, members in (("all", rows), ("ich", [r for r in rows if ich(r)])):
+        scores = [hand_ratios(int(r["tp"]), int(r["fp"]), int(r["fn"])) for r in members]
+        out[group] = {"n": len(members)}
+        for m in ("dice", "precision", "recall"):
+            vals = [s[m] for s in scores]
+            out[group][m] = {"mean": statistics.fmean(vals) if vals else None,
+                             "std": statistics.stdev(vals) if len(vals) >= 2 else None}
+    return out
+
+
+def assert_same_summary(got: dict, want: dict, rel: float = 1e-12) -> None:
+    """`got` has exactly `want`'s groups, n and metrics; numbers equal to rounding (numpy and
+    `statistics` sum in different orders), None exactly where `want` has None."""
+    assert set(got) == set(want), (set(got), set(want))
+    for g in want:
+        assert set(got[g]) == set(want[g]) and got[g]["n"] == want[g]["n"], (g, got[g], want[g])
+        for m in ("dice", "precision", "recall"):
+            for s in ("mean", "std"):
+                a, b = got[g][m][s], want[g][m][s]
+                assert (a is None) == (b is None), (g, m, s, a, b)
+                assert b is None or math.isclose(a, b, rel_tol=rel, abs_tol=1e-15), (g, m, s, a, b)

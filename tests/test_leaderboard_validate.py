@@ -13,8 +13,8 @@ from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.entries import relpath, rescore
 from ichbench.leaderboard.validate import validate
-from tests.test_leaderboard_support import (copy_folder, flags_of, leaderboard_cli, make_entry, phantom_store,
-                                            recorded_board, resplit, write_entry)
+from tests.test_leaderboard_support import (copy_folder, flags_of, hand_summary, leaderboard_cli, make_entry,
+                                            phantom_store, recorded_board, resplit, write_entry)
 
 cli = leaderboard_cli
 
@@ -98,10 +98,15 @@ def test_ich_flag_without_scored_voxels_counts_as_ich(board):
     e = copy.deepcopy(entry)
     row = next(r for r in e["per_volume"] if r["has_ich"])
     row["tp"], row["fn"] = 0, 0
-    e["summary"] = rescore(e["per_volume"])
-    assert e["summary"]["ich"]["n"] == sum(flags.values())
+    # the summary by hand (not ichbench's scorer): the flagged row is in the ICH group
+    e["summary"] = hand_summary(e["per_volume"])
+    assert e["summary"]["ich"]["n"] == sum(flags.values()) == 3
     _rewrite(path, e)
-    assert validate(folder).ok
+    assert validate(folder).ok, validate(folder).lines()
+    # and the summary that leaves it out of the ICH group (as TP + FN > 0 alone would) is refused
+    e["summary"]["ich"] = hand_summary([r for r in e["per_volume"] if r is not row])["ich"]
+    _rewrite(path, e)
+    assert_rejected(folder, path.relative_to(folder.root), "summary ich.n = 2 but the per-volume rows give 3")
 
 
 def _forged(entry, rows, k=3):
@@ -119,7 +124,8 @@ def test_missing_volume_rejected(board):
     folder, _, _, entry, path = board
     rows = [r for r in copy.deepcopy(entry["per_volume"]) if r["volume_id"] != "V003"]
     _rewrite(path, _forged(entry, rows))
-    assert_rejected(folder, path.relative_to(folder.root), "missing canonical volumes: V003", "not the canonical phantom split")
+    assert_rejected(folder, path.relative_to(folder.root), "missing canonical volumes: V003",
+                    "not the canonical phantom split")
 
 
 def test_extra_volume_rejected(board):
@@ -158,8 +164,9 @@ def test_wrong_split_hash_rejected(board):
     e = copy.deepcopy(entry)
     e["split"]["hash"] = "f" * 64
     _rewrite(path, e)
-    assert_rejected(folder, path.relative_to(folder.root), "split hash ffffffffffff… is not the canonical phantom split for k = 3",
-            "is not the hash of the folds its volumes were scored in")
+    assert_rejected(folder, path.relative_to(folder.root),
+                    "split hash ffffffffffff… is not the canonical phantom split for k = 3",
+                    "is not the hash of the folds its volumes were scored in")
 
 
 def test_entry_of_some_folds_names_the_missing_folds(board):
@@ -189,7 +196,8 @@ def test_wrong_fingerprint_rejected(board):
     e = copy.deepcopy(entry)
     e["dataset"]["fingerprint"] = "1" * 64
     _rewrite(path, e)
-    assert_rejected(folder, path.relative_to(folder.root), "dataset fingerprint 111111111111… is not a recorded phantom fingerprint")
+    assert_rejected(folder, path.relative_to(folder.root),
+                    "dataset fingerprint 111111111111… is not a recorded phantom fingerprint")
 
 
 def test_duplicate_run_rejected(board):
@@ -280,7 +288,8 @@ def test_validate_single_path_and_unrecorded_dataset(tmp_path, home):
     assert "dataset 'phantom' has no record in canonical.json" in out.output
     # what the real folder cannot check yet is said plainly
     assert "segcq500: not yet recorded from a real ingest, so these checks are left out: volume ids" in out.output
-    assert "hssayeni: not yet recorded from a real ingest, so these checks are left out: per-volume ICH flags" in out.output
+    assert ("hssayeni: not yet recorded from a real ingest, so these checks are left out: per-volume ICH flags"
+            in out.output)
 
 
 def test_hssayeni_count_checked_without_record(tmp_path):

@@ -22,14 +22,22 @@ try:
 except SystemExit:
     pass
 print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)
+print(json.dumps(sorted(m for m in {examples!r} if m in sys.modules)), file=sys.stderr)
 """
+EXAMPLES = ("ichbench_vicreg.plugin", "ichbench_mae.plugin")
+
+
+def imported(args: list[str], env_extra: dict) -> tuple[list[str], list[str]]:
+    """(heavy modules, example plugin modules) a command imported."""
+    env = {**os.environ, **env_extra}
+    out = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY, examples=EXAMPLES), json.dumps(args)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    heavy, examples = out.stderr.strip().splitlines()[-2:]
+    return json.loads(heavy), json.loads(examples)
 
 
 def imported_by(args: list[str], env_extra: dict) -> list[str]:
-    env = {**os.environ, **env_extra}
-    out = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), json.dumps(args)],
-                         capture_output=True, text=True, env=env, timeout=120)
-    return json.loads(out.stderr.strip().splitlines()[-1])
+    return imported(args, env_extra)[0]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["methods"], ["methods", "--json"], ["datasets"], ["plugins"]])
@@ -38,7 +46,11 @@ def test_listing_imports_no_heavy_module(args, plugins):
     # the example plugins (ichbench-vicreg, ichbench-mae) are installed by the README's set-up and
     # keep their torch code out of what registration imports, as docs/plugins.md recommends
     env = {"ICHBENCH_LOAD_PLUGINS": ""} if plugins == "built-ins only" else {"ICHBENCH_LOAD_PLUGINS": "vicreg,mae"}
-    assert imported_by(args, env) == []
+    heavy, examples = imported(args, env)
+    assert heavy == []
+    # --help lists commands and loads no plugin; the others load the registry, examples included
+    loads = plugins != "built-ins only" and args != ["--help"]
+    assert examples == (sorted(EXAMPLES) if loads else [])
 
 
 def test_data_info_reads_metadata_only(phantom_home):

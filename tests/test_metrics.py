@@ -151,19 +151,26 @@ def test_per_volume_row_builds_a_consistent_row():
     pred = np.zeros_like(truth)
     pred[0, :2, :1] = True         # 2 TP
     pred[1, 2, 2] = True           # 1 FP
-    r = per_volume_row("v1", pred, truth, (2.0, 1.0, 0.5), ["sdh"])
+    # voxels of 2 x 1.5 x 0.5 mm = 1.5 mm^3 = 0.0015 mL
+    r = per_volume_row(7, pred, truth, (2.0, 1.5, 0.5), ["sdh", "iph"])
+    assert set(r) == {"volume_id", "tp", "fp", "fn", "dice", "precision", "recall", "has_ich", "subtypes",
+                      "pred_ml", "true_ml"}
+    assert r["volume_id"] == "7"
     assert (r["tp"], r["fp"], r["fn"]) == (2, 1, 2)
     assert r["dice"] == pytest.approx(5 / 8)      # (4+1)/(4+1+2+1)
     assert r["precision"] == pytest.approx(3 / 4)  # (2+1)/(2+1+1)
     assert r["recall"] == pytest.approx(3 / 5)     # (2+1)/(2+2+1)
-    assert r["has_ich"] is True and r["subtypes"] == ["sdh"]
-    assert r["pred_ml"] == pytest.approx(3 * 1.0 / 1000) and r["true_ml"] == pytest.approx(4 / 1000)
-    healthy = per_volume_row("v2", np.zeros_like(truth), np.zeros_like(truth), (2.0, 1.0, 0.5), None)
-    s = summarize([r, healthy])
-    assert s["ich"]["n"] == 1 and s["all"]["dice"]["mean"] == pytest.approx((5 / 8 + 1) / 2)
+    assert r["has_ich"] is True and r["subtypes"] == ["iph", "sdh"]   # sorted
+    assert r["pred_ml"] == pytest.approx(3 * 0.0015) and r["true_ml"] == pytest.approx(4 * 0.0015)
+    # a healthy volume, nothing predicted: every ratio is eps/eps = 1, no ICH, subtypes unknown
+    healthy = per_volume_row("v2", np.zeros_like(truth), np.zeros_like(truth), (2.0, 1.5, 0.5), None)
+    assert (healthy["tp"], healthy["fp"], healthy["fn"]) == (0, 0, 0)
+    assert (healthy["dice"], healthy["precision"], healthy["recall"]) == (1.0, 1.0, 1.0)
+    assert healthy["has_ich"] is False and healthy["subtypes"] is None
+    assert healthy["pred_ml"] == 0.0 and healthy["true_ml"] == 0.0
     # the store's native-resolution flag wins over the scored truth ...
-    tiny = per_volume_row("v3", np.zeros_like(truth), np.zeros_like(truth), (2.0, 1.0, 0.5), ["iph"], has_ich=True)
-    assert tiny["has_ich"] is True and summarize([r, healthy, tiny])["ich"]["n"] == 2
+    tiny = per_volume_row("v3", np.zeros_like(truth), np.zeros_like(truth), (2.0, 1.5, 0.5), ["iph"], has_ich=True)
+    assert tiny["has_ich"] is True and (tiny["tp"], tiny["fn"]) == (0, 0)
     # ... but cannot deny hemorrhage the scored mask shows
-    with pytest.raises(ValueError, match="flagged without hemorrhage"):
-        per_volume_row("v4", pred, truth, (2.0, 1.0, 0.5), ["sdh"], has_ich=False)
+    with pytest.raises(ValueError, match="flagged without hemorrhage but its mask has 4 voxels"):
+        per_volume_row("v4", pred, truth, (2.0, 1.5, 0.5), ["sdh"], has_ich=False)

@@ -62,7 +62,8 @@ def test_dicom_prediction_reproduces_the_fold_evaluation(trained, tmp_path):
     truth_voxels = int(truth.sum())
     assert row["true_ml"] == pytest.approx(truth_voxels * scan.voxel_ml)
     assert rep["hemorrhage"]["voxels"] == row["tp"] + row["fp"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mask.dcm", "mask.nii.gz", "overlay.png", "report.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        ["mask.dcm", "mask.nii.gz", "overlay.png", "report.json"]
     assert rep["model"]["checkpoints"] == [{"fold": 0, "sha256": results[0]["model"]["sha256"]}]
     assert "not a medical device" in rep["disclaimer"]
 
@@ -92,10 +93,53 @@ def test_dicom_seg_reads_back_and_references_the_series(trained, tmp_path):
     assert back.shape == pred.mask.shape and np.array_equal(back.astype(bool), pred.mask)
 
 
+def _ras_mask(path: Path):
+    """A written mask.nii.gz read back with plain nibabel: (voxels in RAS order, mL from its header)."""
+    import nibabel as nib
+    img = nib.as_closest_canonical(nib.load(str(path)))
+    voxels = np.asarray(img.dataobj) > 0
+    return voxels, float(voxels.sum() * np.prod(img.header.get_zooms()[:3]) / 1000)
+
+
+def test_nifti_prediction_matches_the_dicom_prediction_of_the_same_scan(trained, tmp_path):
+    """The phantom's DICOM series and the same HU saved as a NIfTI file on the same grid, with its
+    axes permuted and flipped (file axes P, I, R): the network sees the same image, so the two
+    written masks, read back with nibabel and put in RAS order, are the same voxels, and both
+    reports give the mL those files hold."""
+    import nibabel as nib
+
+    from tests.nifti_fixtures import write_nifti
+    home, results = trained
+    row = ich_test_volume(results[0])
+    ens = load_ensemble(checkpoints=[Path(results[0]["model"]["path"])])
+    dicom = read_scan(dicom_folder(home, row["volume_id"]))
+    drep = write_outputs(tmp_path / "dicom", dicom, predict_scan(ens, dicom), ens)
+    path = write_nifti(tmp_path / "ct.nii.gz", dicom.hu, dicom.spacing, axcodes=("P", "I", "R"))
+    assert nib.aff2axcodes(nib.load(str(path)).affine) == ("P", "I", "R")
+    nrep = write_outputs(tmp_path / "nifti", read_scan(path), predict_scan(ens, read_scan(path)), ens)
+    d_mask, d_ml = _ras_mask(tmp_path / "dicom" / "mask.nii.gz")
+    n_mask, n_ml = _ras_mask(tmp_path / "nifti" / "mask.nii.gz")
+    assert nib.load(str(tmp_path / "nifti" / "mask.nii.gz")).shape == nib.load(str(path)).shape
+    assert d_mask.shape == n_mask.shape == (64, 64, 16)
+    assert d_mask.sum() > 0, "the fold model should find the bleed of the largest-ICH test volume"
+    assert np.array_equal(d_mask, n_mask)
+    # the volume each report states is the one its file holds (header spacing: float32 in NIfTI)
+    assert drep["hemorrhage"]["volume_ml"] == pytest.approx(d_ml, rel=1e-6)
+    assert nrep["hemorrhage"]["volume_ml"] == pytest.approx(n_ml, rel=1e-6)
+    assert nrep["hemorrhage"]["volume_ml"] == pytest.approx(drep["hemorrhage"]["volume_ml"], rel=1e-6)
+    assert nrep["hemorrhage"]["voxels"] == drep["hemorrhage"]["voxels"] == int(d_mask.sum())
+    # slices are numbered as each input counts them: DICOM inferior first, this file superior first
+    n = dicom.hu.shape[0]
+    assert nrep["hemorrhage"]["slices"] == sorted(n - 1 - k for k in drep["hemorrhage"]["slices"])
+    assert drep["hemorrhage"]["slices"] == sorted(int(k) for k in np.flatnonzero(d_mask.any(axis=(0, 1))))
+
+
 def test_nifti_output_keeps_the_input_grid_and_affine(trained, tmp_path):
     """A NIfTI input in an unusual voxel layout at twice the phantom's resolution: the mask is
-    written in the file's own voxel order with its affine, and its volume matches the DICOM
-    prediction of the same head within what two resamplings (128 -> 64 -> 128) allow."""
+    written in the file's own voxel order with its affine, its mL counted on that grid, and
+    resampling the prediction back from the network's grid (128 -> 64 -> 128) moves its volume
+    by no more than a boundary would. (The same-grid comparison with the DICOM prediction is
+    test_nifti_prediction_matches_the_dicom_prediction_of_the_same_scan.)"""
     import nibabel as nib
     from scipy import ndimage
 
@@ -198,7 +242,8 @@ def test_every_bad_input_is_one_line_and_writes_nothing(trained, tmp_path):
         if i % 2:
             ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.99"
         ds.save_as(str(mixed / p.name))
-    refused("--checkpoint", model, "--input", mixed, "--output", out, expect="holds 2 series, pick one with --series UID")
+    refused("--checkpoint", model, "--input", mixed, "--output", out,
+            expect="holds 2 series, pick one with --series UID")
     import nibabel as nib
     bad_nifti = tmp_path / "nan.nii.gz"
     img = nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), np.eye(4))
