@@ -4,6 +4,7 @@ and a +ICM run that uses it, tracked in MLflow."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -17,20 +18,45 @@ from ichbench.evaluate.metrics import volume_metrics
 from ichbench.icm import CavitySource, check_shipped, load_icm, train_icm
 from ichbench.icm.apply import apply_icm
 from ichbench.icm.train import holdout_split, icm_dirname, shipped_volumes
-from ichbench.store import open_store
+from ichbench.store import open_store, store_path
 from ichbench.ingest import ingest
 from ichbench.train.data import load_store, volume_rows
 from tests.synthetic import SyntheticDataset
 
 
 @pytest.fixture(scope="session")
-def trained_icm(phantom_stores, phantom_store):
-    """The smoke ICM U-Nets trained once on the session phantom, in its home's cache slot (so
-    every `phantom_home` copied afterwards has them)."""
+def icm_stores(phantom_stores, tmp_path_factory):
+    """A home of this module's own: a copy of the session phantom's stores and sources, where
+    `trained_icm` trains the ICM (never in the shared `phantom_stores`: no `phantom_home` holds an
+    ICM, whatever ran before)."""
+    root = tmp_path_factory.mktemp("icm_home") / "home"
+    shutil.copytree(phantom_stores, root, symlinks=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_icm(icm_stores):
+    """The smoke ICM U-Nets, trained once per session on the phantom in `icm_stores`."""
     cfg = resolve_icm("phantom", "smoke")
-    fp = open_store(phantom_store).fingerprint
-    return train_icm(phantom_store, cfg, phantom_stores / "icm" / "phantom" / icm_dirname(cfg, fp),
-                     device="cpu", progress=False)
+    store = store_path(icm_stores, "phantom", "segmentation")
+    fp = open_store(store).fingerprint
+    return train_icm(store, cfg, icm_stores / "icm" / "phantom" / icm_dirname(cfg, fp), device="cpu", progress=False)
+
+
+@pytest.fixture
+def icm_home(trained_icm, icm_stores, tmp_path, monkeypatch):
+    """A fresh ICHBENCH_HOME holding a copy of the phantom stores and the trained ICM."""
+    root = tmp_path / "icm-home"
+    shutil.copytree(icm_stores, root, symlinks=True)
+    monkeypatch.setenv("ICHBENCH_HOME", str(root))
+    return root
+
+
+def test_the_icm_is_trained_in_a_home_of_its_own(trained_icm, icm_stores, icm_home, phantom_stores, phantom_home):
+    """`icm_home` holds the trained ICM; the shared phantom home does not, so what another test finds
+    in its `phantom_home` does not depend on whether this module ran first."""
+    assert (icm_home / trained_icm.relative_to(icm_stores)).is_file()
+    assert not (phantom_stores / "icm").exists() and not (phantom_home / "icm").exists()
 
 
 def test_union_mask_reaches_dice_0_9_on_held_out_phantom_volumes(trained_icm, phantom_store):
@@ -51,9 +77,10 @@ def test_union_mask_reaches_dice_0_9_on_held_out_phantom_volumes(trained_icm, ph
     assert icm.windows == {"tissue": (0.0, 600.0), "bone": (150.0, 650.0)}
 
 
-def test_trained_icm_is_reused_not_retrained(trained_icm, phantom_store):
+def test_trained_icm_is_reused_not_retrained(trained_icm, icm_stores):
     mtime = trained_icm.stat().st_mtime_ns
-    again = train_icm(phantom_store, resolve_icm("phantom", "smoke"), trained_icm.parent, device="cpu", progress=False)
+    again = train_icm(store_path(icm_stores, "phantom", "segmentation"), resolve_icm("phantom", "smoke"),
+                      trained_icm.parent, device="cpu", progress=False)
     assert again == trained_icm and trained_icm.stat().st_mtime_ns == mtime
 
 
@@ -117,9 +144,8 @@ def test_cavity_sources_give_their_masks(trained_icm, phantom_store):
         CavitySource(cfg, None)
 
 
-def test_icm_apply_writes_a_verified_array_atomically(trained_icm, phantom_home):
-    from ichbench.store import store_path
-    path = store_path(phantom_home, "phantom", "segmentation")
+def test_icm_apply_writes_a_verified_array_atomically(trained_icm, icm_home):
+    path = store_path(icm_home, "phantom", "segmentation")
     before = open_store(path)
     fp, n = before.fingerprint, before.n_slices
     icm = load_icm(trained_icm)
@@ -151,10 +177,11 @@ def test_icm_apply_writes_a_verified_array_atomically(trained_icm, phantom_home)
     import zarr
     arr = zarr.open_array(str(path / "icm"), mode="r+")
     arr[0, 0, 0] = 1 - arr[0, 0, 0]
-    assert open_store(path).verify() == ["array icm, shard 0 (slices 0-63) differs from the digest recorded when it was written"]
+    assert open_store(path).verify() == [
+        "array icm, shard 0 (slices 0-63) differs from the digest recorded when it was written"]
 
 
-def test_icm_train_then_run_uses_the_learned_mask(trained_icm, phantom_home, ray_session):
+def test_icm_train_then_run_uses_the_learned_mask(trained_icm, icm_home, ray_session):
     """Issue 9's acceptance: `icm train` then a +ICM run with icm.source=unet; MLflow shows both."""
     from typer.testing import CliRunner
 
@@ -171,7 +198,7 @@ def test_icm_train_then_run_uses_the_learned_mask(trained_icm, phantom_home, ray
                               "--folds", "0", "--set", "icm.source=unet", "--set", "finetune.epochs=2",
                               "--set", "finetune.steps_per_epoch=3"])
     assert out.exit_code == 0, out.output
-    mlflow.set_tracking_uri(default_tracking_uri(phantom_home))
+    mlflow.set_tracking_uri(default_tracking_uri(icm_home))
     [parent] = mlflow.search_runs(experiment_names=["ichbench/phantom"], output_format="list",
                                   filter_string="tags.`ichbench.kind` = 'parent'")
     assert parent.data.tags["ichbench.icm_source"] == "unet"
@@ -179,6 +206,6 @@ def test_icm_train_then_run_uses_the_learned_mask(trained_icm, phantom_home, ray
     assert parent.data.metrics["icm_dice_union"] == pytest.approx(trained["icm_dice_union"])
     [fold] = mlflow.search_runs(experiment_names=["ichbench/phantom"], output_format="list",
                                 filter_string="tags.`ichbench.kind` = 'fold'")
-    result = json.loads(next((phantom_home / "runs").rglob("result.json")).read_text())
+    result = json.loads(next((icm_home / "runs").rglob("result.json")).read_text())
     assert result["icm"]["source"] == "unet" and result["icm"]["model"] == trained["model"]
     assert result["config"]["icm"]["source"] == "unet"

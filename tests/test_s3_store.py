@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -48,39 +49,57 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """moto_server on a free port, a bucket, and the AWS_* environment pointing at it."""
-    port = _free_port()
+    """moto_server on a free port, a bucket, and the AWS_* environment pointing at it for this
+    module's tests (restored after them: no other test file sees it)."""
     log = tmp_path_factory.mktemp("moto") / "requests.log"
     exe = Path(sys.executable).parent / "moto_server"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    saved = {k: os.environ.get(k) for k in
+             ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    proc = None
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        # A free port is free only until someone binds it (another worker's Ray, say): when the
+        # server dies on a taken port, take another.
+        for _ in range(3):
+            port = _free_port()
+            with open(log, "w") as out:
+                proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out,
+                                        stderr=subprocess.STDOUT)
+            if _serving(proc, port):
                 break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"moto_server did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.2)
+            proc.wait(timeout=10)
+        else:
+            raise RuntimeError(f"moto_server did not start: {log.read_text()[-2000:]}")
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        os.environ.update(env)
         server = S3(env["AWS_ENDPOINT_URL"], log)
         server.client().create_bucket(Bucket=BUCKET)
         yield server
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _serving(proc: subprocess.Popen, port: int, wait: float = 30) -> bool:
+    """True once `proc` (still running) accepts connections on `port`; False when it exits."""
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc.poll() is None
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -167,45 +186,80 @@ def test_a_flipped_byte_in_an_object_is_caught_naming_the_shard(s3, s3_phantom):
     assert out.returncode == 1 and f"{seg}: array images, shard 1 (slices 64-127)" in out.stdout
 
 
-def test_a_killed_ingest_leaves_the_previous_store_and_its_build_is_refused(s3, s3_phantom, monkeypatch):
+# The phantom's segmentation ingest into the store root that ICHBENCH_STORE_ROOT names, run as a
+# script so that the test can kill it: its reader stops for good after `stop` volumes (their shards
+# are on the server by then, the rest never come) and says so in a flag file.
+KILLED_INGEST = """
+import json, os, sys, time
+from pathlib import Path
+from ichbench.datasets.base import SEGMENTATION, IngestOptions
+from ichbench.datasets.phantom.plugin import PhantomDataset
+from ichbench.ingest.pipeline import ingest_role
+
+home, flag, stop, extra = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+
+
+class StopsMidway(PhantomDataset):
+    def read(self, source, role, options, report):
+        for i, vol in enumerate(super().read(source, role, options, report)):
+            if i == stop:   # mid-ingest: wait here for the kill
+                flag.write_text(str(os.getpid()))
+                while True:
+                    time.sleep(60)
+            yield vol
+
+
+ds = StopsMidway()
+ingest_role(ds, home, ds.default_source(home), SEGMENTATION, IngestOptions(size=64, extra=extra), force=True)
+"""
+
+
+def test_a_killed_ingest_leaves_the_previous_store_and_its_build_is_refused(s3, s3_phantom, tmp_path, monkeypatch):
     from ichbench.datasets.base import SEGMENTATION, IngestOptions, get_dataset
     from ichbench.ingest import pipeline
+    from ichbench.store.layout import SHARD_SLICES
     home, shared = s3_phantom
     url = _copy_root(shared, f"s3://{BUCKET}/killed")
     monkeypatch.setenv(STORE_ENV, url)
     seg = store_path(home, "phantom", SEGMENTATION)
     before = open_store(seg).fingerprint
     [old_build] = _builds(seg)
-    # A kill: the writer stops after two volumes and nothing cleans up after it.
-    calls = []
-    real = pipeline._store_arrays
-
-    def dies_on_the_third_volume(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("killed")
-        return real(*args)
-
-    monkeypatch.setattr(pipeline, "_store_arrays", dies_on_the_third_volume)
-    monkeypatch.setattr(pipeline.atomic, "discard", lambda tmp: None)
-    ds, opts = get_dataset("phantom"), IngestOptions(size=64, extra=dict(PHANTOM_SMALL))
-    source = ds.default_source(home)
-    with pytest.raises(RuntimeError, match="killed"):
-        pipeline.ingest_role(ds, home, source, SEGMENTATION, opts, force=True)
+    # a real kill -9 of an ingest that has written the first shard of every array of its build
+    script, flag = tmp_path / "killed_ingest.py", tmp_path / "stopped"
+    script.write_text(KILLED_INGEST)
+    stop = SHARD_SLICES // PHANTOM_SMALL["slices"] + 2     # volumes past the first shard
+    with open(tmp_path / "ingest.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, str(script), str(home), str(flag), str(stop),
+                                 json.dumps(PHANTOM_SMALL)], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), STORE_ENV: url})
+    try:
+        deadline = time.monotonic() + 300   # against a hang only: the flag comes within seconds
+        while proc.poll() is None and not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, f"the ingest ended (exit {proc.returncode}) before it could be killed: " + \
+            (tmp_path / "ingest.log").read_text()[-2000:]
+        assert flag.exists(), "the ingest never reached the volume it stops at"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     # readers still get the previous store, whole
+    assert (seg / atomic.POINTER).read_text() == old_build
     assert open_store(seg).fingerprint == before and open_store(seg).verify() == []
+    # the half-built one is left as the kill left it: its first shards, no metadata saying it is complete
     [partial] = [b for b in _builds(seg) if b != old_build]
+    assert (seg / partial / "images" / "c" / "0" / "0" / "0").exists()
     # the unpublished build, opened directly, is refused in one line
     with pytest.raises(IchbenchError) as err:
         open_store(seg / partial)
     assert str(err.value) == (f"{seg / partial}: not a complete ichbench store (format or fingerprint missing); "
                               "re-ingest it (`ichbench data ingest phantom --force`)")
     # the next complete ingest is published and the builds the pointer does not name are gone
-    monkeypatch.undo()
-    monkeypatch.setenv(STORE_ENV, url)
-    res = pipeline.ingest_role(ds, home, source, SEGMENTATION, opts, force=True)
+    ds, opts = get_dataset("phantom"), IngestOptions(size=64, extra=dict(PHANTOM_SMALL))
+    res = pipeline.ingest_role(ds, home, ds.default_source(home), SEGMENTATION, opts, force=True)
     assert res.fingerprint == before and not res.skipped_as_unchanged
-    assert _builds(seg) == [(seg / atomic.POINTER).read_text()] and old_build not in _builds(seg)
+    assert _builds(seg) == [(seg / atomic.POINTER).read_text()]
+    assert old_build not in _builds(seg) and partial not in _builds(seg)
 
 
 class Threshold:

@@ -4,8 +4,8 @@ damaged files rebuilt with one line, nothing written when the cache is off or it
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ from ichbench.train.engine import _pretrain_data
 from ichbench.train.node_cache import ENV
 from ichbench.train.shard_cache import ShardCache, for_stream
 from ichbench.train.stream import ShardStream, read_held_out
+from tests import shard_cache_builder
 
 N = 4 * SHARD_SLICES - 10   # four shards, the last one short
 
@@ -154,21 +155,33 @@ def test_a_truncated_file_or_a_lost_digest_record_is_rebuilt(store, tmp_path, ca
     assert same(epochs(store, 16, cache, n=1), reference) and capsys.readouterr().err == ""
 
 
-def test_concurrent_builders_of_the_same_shards_leave_good_files(store, tmp_path, capsys):
+def test_concurrent_builders_of_the_same_shards_leave_good_files(store, tmp_path, capsys, monkeypatch):
+    """Two processes (as two workers of one node) build every shard's files at the same time: each
+    finds a shard missing, reads it and waits for the other before writing it (a barrier), so both
+    write the same files at once. Each gets the batches it would get alone, says nothing, and the
+    files left are whole and check in a fresh process."""
     reference = epochs(store, 16, None, n=1)
-    out = [None, None]
-
-    def run(i):
-        out[i] = epochs(store, 16, ShardCache(store, "images", 16, tmp_path), n=1)
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert same(out[0], reference) and same(out[1], reference)
+    ctx = multiprocessing.get_context("spawn")
+    lockstep = ctx.Barrier(2, timeout=300)   # against a hang only
+    outs = [tmp_path / f"builder{i}.pt" for i in range(2)]
+    procs = [ctx.Process(target=shard_cache_builder.one_epoch,
+                         args=(str(store.path), str(tmp_path), 16, ROWS, lockstep, str(out))) for out in outs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert [p.exitcode for p in procs] == [0, 0]
+    for out in outs:
+        got = torch.load(out, weights_only=False)
+        assert got["error"] is None, got["error"]
+        assert sorted(got["built"]) == list(range(4))   # it built every shard, as the other did
+        assert same([got["batches"]], reference) and got["stderr"] == ""
     shard_cache._CHECKED.clear()
     cache = ShardCache(store, "images", 16, tmp_path)
+    assert set(files(cache)) == {f"{k}.npy" for k in range(4)} | {f"{k}.sha256" for k in range(4)}
+    reads = count_calls(monkeypatch, store, "read_shard")
     assert same(epochs(store, 16, cache, n=1), reference) and capsys.readouterr().err == ""
+    assert reads == []   # every file checked and mapped: none rebuilt from the store
     assert not [p for p in cache.folder.iterdir() if p.name.startswith(".")]   # no temporary left
 
 
@@ -180,11 +193,11 @@ def pretrain_config(stream=True):
 def test_the_engine_says_where_streamed_shards_go(store, tmp_path, monkeypatch):
     cfg = pretrain_config()
     monkeypatch.setenv(ENV, str(tmp_path / "nc"))
-    cached = _pretrain_data(store, store.path, cfg)
+    cached = _pretrain_data(store, store.path, cfg, withhold_labels=False)
     assert cached.cache is not None and cached.why.endswith(f", cached in {cached.cache.folder}")
     assert "\n" not in cached.why and not list((tmp_path / "nc").glob("*/*.npy"))   # no whole-array file
     monkeypatch.setenv(ENV, "off")
-    plain = _pretrain_data(store, store.path, cfg)
+    plain = _pretrain_data(store, store.path, cfg, withhold_labels=False)
     assert plain.cache is None and plain.why.endswith(", not cached (ICHBENCH_NODE_CACHE=off)")
     held = load_store(store.path, 16, rows=plain.arrays.rows.numpy(), names=("images", "labels", "volume"))
     for arrays in (cached.arrays, plain.arrays):
