@@ -59,7 +59,7 @@ PHANTOM_SMALL = {"volumes": 15, "slices": 16, "native_size": 64, "pretrain_volum
 
 
 @pytest.fixture(scope="session")
-def phantom_stores(tmp_path_factory):
+def phantom_stores(tmp_path_factory, mlflow_template):
     """A small phantom (segmentation + pretraining stores at 64x64), ingested once per session."""
     from ichbench.datasets.base import IngestOptions, get_dataset
     from ichbench.plugins import reset_registry
@@ -68,7 +68,19 @@ def phantom_stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantom_home")
     reset_registry()
     ingest(get_dataset("phantom"), root, options=IngestOptions(size=64, extra=dict(PHANTOM_SMALL)))
+    shutil.copy(mlflow_template, root / "mlflow.db")
     return root
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory):
+    """An empty MLflow SQLite store, its schema migrated. Creating one runs MLflow's alembic
+    migrations (~5 s on two cores): made once a session, a test's home copies it (every
+    `phantom_home` has it) instead of migrating its own."""
+    from ichbench.tracking import Tracker, default_tracking_uri
+    root = tmp_path_factory.mktemp("mlflow_template")
+    Tracker(default_tracking_uri(root), root)
+    return root / "mlflow.db"
 
 
 # The learning test's phantom: enough volumes that a 384-step smoke fine-tune generalises. With the

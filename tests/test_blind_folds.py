@@ -98,6 +98,7 @@ json.dump(split["folds"][0]["test"], open(out + "/test.json", "w"))
 """
 
 
+@pytest.mark.slow
 def test_while_a_method_runs_its_process_holds_no_test_mask(phantom_store, tmp_path):
     """In a fresh process (so no other test's arrays are about): every array any object refers
     to, and every frame's locals, while `finetune_fold` runs."""

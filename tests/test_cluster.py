@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from ichbench.orchestrate.cluster import joined
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,7 @@ def _connect(address: str, env: dict) -> subprocess.CompletedProcess:
                           timeout=180, env=env)
 
 
+@pytest.mark.slow   # starts a Ray cluster in a process
 def test_a_stale_cluster_file_cannot_hijack_the_local_cluster():
     """`ray.cluster_utils.Cluster` and `ray start` write Ray's address file; a test or a cluster
     killed before shutdown leaves it naming a cluster that is gone. A plain `ray.init()` would
@@ -46,6 +49,7 @@ def test_a_stale_cluster_file_cannot_hijack_the_local_cluster():
         assert stale.read_text() == "127.0.0.1:9"  # and left the user's file alone
 
 
+@pytest.mark.slow
 def test_joining_a_cluster_says_which(ray_session):
     address = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_ADDRESS": ""}

@@ -145,7 +145,7 @@ def test_finetune_summary_is_in_percent():
     assert "0.675" not in text and "percent" in text
 
 
-def test_runs_json_keeps_fractions_where_the_table_shows_percent(home):
+def test_runs_json_keeps_fractions_where_the_table_shows_percent(home, mlflow_template):
     """A finished parent run logged as the driver logs it (Tracker, summary_metrics), listed by
     `ichbench runs`: the JSON keeps MLflow's fractions, the table shows the same numbers in percent."""
     import json
@@ -157,6 +157,8 @@ def test_runs_json_keeps_fractions_where_the_table_shows_percent(home):
     from ichbench.tracking.mlflow_store import TAG
     from ichbench.tracking.records import summary_metrics
 
+    import shutil
+    shutil.copy(mlflow_template, home / "mlflow.db")   # migrated once a session
     tr = Tracker(default_tracking_uri(home), home)
     exp = tr.experiment("phantom")
     tags = {f"{TAG}method": "unet_mixed", f"{TAG}dataset": "phantom", f"{TAG}profile": "smoke"}

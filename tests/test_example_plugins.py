@@ -335,6 +335,7 @@ def _checkout_commit(module_file: str) -> str:
     return head + ("-dirty" if changed else "")
 
 
+@pytest.mark.slow
 def test_installed_vicreg_runs_through_ray_and_is_tracked_as_a_plugin(fresh, phantom_home, ray_session, monkeypatch):
     """`ichbench run --method vicreg` as the CLI does it: Ray workers import the installed package,
     and MLflow records which distribution and version the method came from (the leaderboard's

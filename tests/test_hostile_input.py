@@ -212,6 +212,7 @@ def test_the_real_command_prints_no_traceback(args, tmp_path):
     assert len(out.stderr.splitlines()) == 1 and out.stderr.startswith("ichbench: error: ")
 
 
+@pytest.mark.slow
 def test_a_damaged_store_is_one_line_and_nothing_after_it(phantom_home, tmp_path):
     """A broken shard index fails zarr's read while sibling chunk reads are still running on its
     event loop; the process must not exit under them ("Task was destroyed but it is pending!",

@@ -52,6 +52,7 @@ def icm_home(trained_icm, icm_stores, tmp_path, monkeypatch):
     return root
 
 
+@pytest.mark.slow
 def test_the_icm_is_trained_in_a_home_of_its_own(trained_icm, icm_stores, icm_home, phantom_stores, phantom_home):
     """`icm_home` holds the trained ICM; the shared phantom home does not, so what another test finds
     in its `phantom_home` does not depend on whether this module ran first."""
@@ -59,6 +60,7 @@ def test_the_icm_is_trained_in_a_home_of_its_own(trained_icm, icm_stores, icm_ho
     assert not (phantom_stores / "icm").exists() and not (phantom_home / "icm").exists()
 
 
+@pytest.mark.slow
 def test_union_mask_reaches_dice_0_9_on_held_out_phantom_volumes(trained_icm, phantom_store):
     icm = load_icm(trained_icm)
     hold = icm.payload["holdout_volumes"]
@@ -77,6 +79,7 @@ def test_union_mask_reaches_dice_0_9_on_held_out_phantom_volumes(trained_icm, ph
     assert icm.windows == {"tissue": (0.0, 600.0), "bone": (150.0, 650.0)}
 
 
+@pytest.mark.slow
 def test_trained_icm_is_reused_not_retrained(trained_icm, icm_stores):
     mtime = trained_icm.stat().st_mtime_ns
     again = train_icm(store_path(icm_stores, "phantom", "segmentation"), resolve_icm("phantom", "smoke"),
@@ -126,6 +129,7 @@ def test_config_the_paper_uses_the_unet_union_and_smoke_the_classical_mask(regis
     assert a.model_key("f") == b.model_key("f") != c.model_key("f") and a.model_key("f") != a.model_key("g")
 
 
+@pytest.mark.slow
 def test_cavity_sources_give_their_masks(trained_icm, phantom_store):
     arrays = load_store(phantom_store, 64, names=("images", "labels", "volume", "masks", "brain"))
     rows = volume_rows(arrays, [arrays.volumes[0]["id"]])
@@ -144,6 +148,7 @@ def test_cavity_sources_give_their_masks(trained_icm, phantom_store):
         CavitySource(cfg, None)
 
 
+@pytest.mark.slow
 def test_icm_apply_writes_a_verified_array_atomically(trained_icm, icm_home):
     path = store_path(icm_home, "phantom", "segmentation")
     before = open_store(path)
@@ -181,6 +186,7 @@ def test_icm_apply_writes_a_verified_array_atomically(trained_icm, icm_home):
         "array icm, shard 0 (slices 0-63) differs from the digest recorded when it was written"]
 
 
+@pytest.mark.slow
 def test_icm_train_then_run_uses_the_learned_mask(trained_icm, icm_home, ray_session):
     """Issue 9's acceptance: `icm train` then a +ICM run with icm.source=unet; MLflow shows both."""
     from typer.testing import CliRunner

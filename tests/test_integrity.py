@@ -102,6 +102,7 @@ def cli(home: Path, *args) -> subprocess.CompletedProcess:
                                "ICHBENCH_NODE_CACHE": str(home / "node-cache")}, timeout=300)
 
 
+@pytest.mark.slow
 def test_run_neither_trains_on_nor_reuses_results_of_a_damaged_store(phantom_home):
     """The issue's two failures: a damaged store trained to exit 0, and a rerun handed out the
     finished folds' cached results. Both now stop with one line and leave no FINISHED parent."""

@@ -14,6 +14,8 @@ import pytest
 ray = pytest.importorskip("ray")
 import psutil  # noqa: E402  (Ray's vendored copy, on sys.path once ray is imported)
 
+pytestmark = pytest.mark.slow   # Ctrl-C through real Ray start-ups
+
 # Moments of Ray's start-up, seen from outside: its first process (the GCS) is up; the raylet is
 # up; the raylet has started its agents (the processes that were orphaned).
 

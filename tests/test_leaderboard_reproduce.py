@@ -22,6 +22,8 @@ from ichbench.orchestrate.plan import plan_method
 from ichbench.tracking import Tracker, default_tracking_uri
 from tests.test_leaderboard_support import copy_folder
 
+pytestmark = pytest.mark.slow   # a five-fold Ray run, then re-runs
+
 runner = CliRunner()
 # a baseline (no pretraining) with a few steps per fold: what is compared is the whole path
 FAST = ["finetune.epochs=2", "finetune.steps_per_epoch=3"]

@@ -161,6 +161,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_kill_9_mid_ingest_with_workers_leaves_no_worker_and_the_previous_store(home, tmp_path):
     [res] = ingest(SyntheticDataset(n=3), home, source=home, options=IngestOptions(size=32))
     before = res.fingerprint

@@ -22,7 +22,8 @@ from ichbench.splits import split_for_store
 from ichbench.store import open_store
 from ichbench.train.engine import finetune
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.slow]   # its module fixture trains a run on Ray
 
 
 @pytest.fixture(scope="module")

@@ -147,6 +147,7 @@ def test_the_store_root_is_a_folder_or_a_url_and_names_stay_plain(tmp_path, monk
         parse("nope://x")
 
 
+@pytest.mark.slow
 def test_ingest_publishes_one_build_and_data_info_verify_work_through_the_url(s3, s3_phantom, tmp_path):
     _, url = s3_phantom
     seg = parse(f"{url}/phantom/segmentation.zarr")
@@ -169,6 +170,7 @@ def test_ingest_publishes_one_build_and_data_info_verify_work_through_the_url(s3
         "ichbench: error: --store-root s3://: no bucket in the store URL (expected s3://BUCKET/PREFIX)"]
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_in_an_object_is_caught_naming_the_shard(s3, s3_phantom):
     url = _copy_root(s3_phantom[1], f"s3://{BUCKET}/damaged")
     seg = parse(f"{url}/phantom/segmentation.zarr")
@@ -214,6 +216,7 @@ ingest_role(ds, home, ds.default_source(home), SEGMENTATION, IngestOptions(size=
 """
 
 
+@pytest.mark.slow
 def test_a_killed_ingest_leaves_the_previous_store_and_its_build_is_refused(s3, s3_phantom, tmp_path, monkeypatch):
     from ichbench.datasets.base import SEGMENTATION, IngestOptions, get_dataset
     from ichbench.ingest import pipeline
@@ -277,6 +280,7 @@ class Threshold:
         return hu > 0
 
 
+@pytest.mark.slow
 def test_icm_apply_publishes_a_new_build_on_object_storage(s3, s3_phantom):
     from ichbench.icm.apply import apply_icm
     url = _copy_root(s3_phantom[1], f"s3://{BUCKET}/icm")
@@ -320,6 +324,7 @@ print("RESULT", json.dumps({"rc": out.returncode, "cluster": nodes,
 """
 
 
+@pytest.mark.slow
 def test_two_node_run_reads_the_store_only_through_the_url(s3, s3_phantom, tmp_path):
     _, url = s3_phantom
     home = tmp_path / "home"

@@ -20,6 +20,8 @@ from ichbench.cli.main import app
 from ichbench.errors import IchbenchError
 from ichbench.plugins.scaffold import names_for, scaffold
 
+pytestmark = pytest.mark.slow   # pip-installs the scaffolded packages
+
 
 def test_names():
     assert names_for("my-method") == {"slug": "my-method", "dist": "ichbench-my-method", "module": "ichbench_my_method",

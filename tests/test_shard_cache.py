@@ -155,6 +155,7 @@ def test_a_truncated_file_or_a_lost_digest_record_is_rebuilt(store, tmp_path, ca
     assert same(epochs(store, 16, cache, n=1), reference) and capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_concurrent_builders_of_the_same_shards_leave_good_files(store, tmp_path, capsys, monkeypatch):
     """Two processes (as two workers of one node) build every shard's files at the same time: each
     finds a shard missing, reads it and waits for the other before writing it (a barrier), so both

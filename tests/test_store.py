@@ -146,6 +146,7 @@ ingest(SyntheticDataset(n=int(sys.argv[2]), delay=float(sys.argv[3]), offset=int
 """
 
 
+@pytest.mark.slow
 def test_kill_during_ingest_keeps_previous_store_and_rerun_completes(home, tmp_path):
     script = tmp_path / "ingest_slow.py"
     script.write_text(KILL_SCRIPT.format(root=str(ROOT)))

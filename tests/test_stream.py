@@ -91,6 +91,7 @@ def test_a_damaged_shard_stops_the_stream_naming_it(tmp_path):
             pass
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_as_the_store_grows(tmp_path):
     def peak(n_shards: int) -> tuple[int, int]:
         st = open_store(write_store(tmp_path / f"s{n_shards}.zarr", n_shards * SHARD_SLICES, size=64))
@@ -120,6 +121,7 @@ def test_the_engine_streams_when_the_arrays_do_not_fit(store):
     assert not should_stream(False, 10**12, (1, "available"), store.path)[0]
 
 
+@pytest.mark.slow
 def test_a_ray_task_is_given_the_memory_it_asked_for(ray_session):
     got = ray_session.get(ray_session.remote(memory=300 * 2**20)(memory_given).remote())
     assert got == (300 * 2**20, "the Ray task's memory")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from ichbench.errors import IchbenchError
@@ -14,7 +16,8 @@ def test_the_parent_tag_is_mlflows_own_constant():
     assert MLFLOW_PARENT_RUN_ID == mlflows
 
 
-def test_runs_tags_text_and_the_store_as_a_dataset_input(tmp_path, phantom_store):
+def test_runs_tags_text_and_the_store_as_a_dataset_input(tmp_path, phantom_store, mlflow_template):
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")   # migrated once a session
     tr = Tracker(default_tracking_uri(tmp_path), tmp_path)
     exp = tr.experiment("phantom")
     parent = tr.start_run(exp, "parent", {"ichbench.kind": "parent"}).info.run_id

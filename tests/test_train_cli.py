@@ -77,6 +77,7 @@ def test_finetune_without_data_says_where_to_get_it(cli):
     assert len(lines) <= 3 and "physionet" in err.lower()
 
 
+@pytest.mark.slow
 def test_finetune_writes_per_volume_results_with_config(cli, home, phantom_store):  # noqa: F811
     dst = home / "stores" / "phantom" / "segmentation.zarr"
     shutil.copytree(phantom_store, dst)

@@ -1,7 +1,7 @@
 """`ichbench run --method nnunet_2d --dataset phantom --profile smoke --folds 0` as a user types
 it: a real local Ray cluster, nnU-Net in a subprocess of the fold's worker, MLflow in SQLite;
 then what `ichbench leaderboard submit` says of the run. The full five-fold run whose entry is
-accepted takes several minutes on two CPU cores: it runs with ICHBENCH_SLOW=1."""
+accepted takes several minutes on two CPU cores: it is in the long tier (`scripts/test.sh --long`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.slow   # nnU-Net trains a fold
 
 ICHBENCH = str(Path(sys.executable).with_name("ichbench"))
 RUN = ["run", "--method", "nnunet_2d", "--dataset", "phantom", "--profile", "smoke"]
@@ -127,9 +129,7 @@ def test_smoke_fold_runs_on_cpu_logs_dice_and_matches_the_split(home, tmp_path):
     assert not (board / "entries").exists() or not list((board / "entries").rglob("*.json"))
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("ICHBENCH_SLOW") != "1",
-                    reason="five nnU-Net folds take minutes on CPU: set ICHBENCH_SLOW=1")
+@pytest.mark.long   # five nnU-Net folds take minutes on CPU: `bash scripts/test.sh --long`
 def test_all_folds_give_an_entry_that_validates(home, tmp_path):
     done = cli(home, *RUN, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -81,6 +81,7 @@ def test_profiles_follow_the_paper_and_scale_with_the_unet():
     assert sum(isinstance(mod, torch.nn.BatchNorm1d) for mod in model.expander) == 2
 
 
+@pytest.mark.slow
 def test_loss_falls_on_phantom_slices():
     torch.manual_seed(0)
     m, cfg = VICReg(), smoke_cfg()
