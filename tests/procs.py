@@ -1,8 +1,10 @@
-"""Which processes are alive, from /proc (Linux): for tests that a stopped command left nothing."""
+"""Which processes are alive, from /proc (Linux): for tests that a stopped command left nothing;
+and how such a command is started so that it can be stopped."""
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 
@@ -27,3 +29,11 @@ def alive_in_session(sid: int) -> list[int]:
 def children(pid: int) -> list[tuple[int, int]]:
     """(pid, session) of the live children of `pid`."""
     return [(p, session) for p, state, ppid, _, session in _stats() if ppid == pid and state != "Z"]
+
+
+def sigint_at_default() -> None:
+    """A `preexec_fn` for a command a test stops with Ctrl-C: SIGINT at its default, as a command
+    typed at a terminal gets it. A suite started in the background of a non-interactive shell
+    (`cmd &`, nohup, some CI runners) inherits SIGINT ignored, every process it starts inherits
+    that, and Python then leaves it ignored: the command would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from ichbench import UNKNOWN_LABEL
+from ichbench.errors import IchbenchError
 from ichbench.resolve import resolve
 from ichbench.splits import split_for_store
 from ichbench.store import open_store
@@ -78,7 +79,9 @@ def test_a_folds_test_volumes_and_split_carry_no_labels_flags_or_counts(phantom_
     store = {v["id"]: v for v in open_store(phantom_store).volumes}
     for vol in fold.volumes(fold.train_ids):
         assert vol.has_ich == bool(store[vol.id]["has_ich"]) and vol.subtypes == store[vol.id]["subtypes"]
-    assert not hasattr(fold, "store_path") and "_arrays" not in vars(fold)
+    assert "_arrays" not in vars(fold) and "store_path" not in vars(fold)
+    with pytest.raises(IchbenchError, match=r"Fold.store_path was withdrawn .* fold.volumes\(ids\)"):
+        fold.store_path
 
 
 SCRIPT = """

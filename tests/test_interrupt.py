@@ -12,7 +12,9 @@ import time
 import pytest
 
 ray = pytest.importorskip("ray")
-import psutil  # noqa: E402  (Ray's vendored copy, on sys.path once ray is imported)
+import psutil  # noqa: E402
+
+from tests.procs import sigint_at_default  # noqa: E402
 
 pytestmark = pytest.mark.slow   # Ctrl-C through real Ray start-ups
 
@@ -80,7 +82,7 @@ def test_ctrl_c_during_ray_start_up_stops_the_cluster(phantom_stores, tmp_path):
         cmd = [sys.executable, "-m", "ichbench.cli.main", "run", "-m", "unet_mixed",
                "-d", "phantom", "--profile", "smoke", "--folds", "0"]
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=sigint_at_default)
         runs[name] = (proc, home, log)
     sent: dict[str, float] = {}
     deadline = time.time() + 150

@@ -16,6 +16,7 @@ import pytest
 from ichbench.orchestrate.driver import Driver
 from ichbench.orchestrate.plan import plan_method
 from ichbench.tracking import Tracker, default_tracking_uri
+from tests.procs import sigint_at_default
 from tests.test_run import runs_of
 
 pytestmark = pytest.mark.slow   # end to end: Ray runs killed and interrupted, a two-node cluster
@@ -103,7 +104,8 @@ def test_ctrl_c_stops_workers_and_marks_runs_killed(phantom_home):
     env = {**os.environ, "ICHBENCH_HOME": str(phantom_home), "RAY_ADDRESS": ""}
     proc = subprocess.Popen([sys.executable, "-m", "ichbench.cli.main", "run", "-m", "unet_mixed", "-d", "phantom",
                              "--profile", "smoke", "--folds", "0", "--set", "finetune.epochs=50"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_at_default)
     deadline = time.time() + 180
     runs_dir = phantom_home / "runs" / "phantom" / "unet_mixed"
     while time.time() < deadline and not list(runs_dir.glob("*/fold_0/state.pt")):

@@ -96,6 +96,12 @@ class Fold:
     def split_hash(self) -> str | None:
         return self.split.get("hash")
 
+    @property
+    def store_path(self):
+        """Withdrawn: the segmentation store holds the masks of the test volumes."""
+        raise IchbenchError("Fold.store_path was withdrawn (the segmentation store holds the test volumes' "
+                            "masks): read the fold's volumes with fold.volumes(ids)")
+
     def volumes(self, ids=None) -> Iterator[FoldVolume]:
         """The named volumes of this fold (default: the training volumes, then the test ones),
         in the order given. Training volumes come with their masks, test volumes without."""
