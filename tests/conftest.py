@@ -5,6 +5,10 @@ import tempfile
 
 import pytest
 
+# One intra-op thread per test process (and the commands it starts): scripts/test.sh runs two
+# workers on two cores, and torch's OpenMP threads spin while they wait for a core, so two threads
+# each made the suite slower, not faster. Ray's fold workers run one thread anyway.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Tests never autoload third-party plugins installed in the environment; they register their own.
 os.environ["ICHBENCH_LOAD_PLUGINS"] = ""
 os.environ.pop("ICHBENCH_STRICT_PLUGINS", None)
