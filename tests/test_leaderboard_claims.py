@@ -88,7 +88,7 @@ def test_page_shows_the_distribution_of_plugin_methods_and_the_marks(board):
     html, md = folder.index.read_text(), folder.readme.read_text()
     # beside the plugin's method, its distribution; the built-in keeps the paper's label, alone
     assert "vicreg [ichbench-vicreg 0.3.0] · run bbbbbbbb" in html
-    assert "vicreg [ichbench-vicreg 0.3.0]" in md
+    assert "vicreg \\[ichbench-vicreg 0.3.0\\]" in md   # Markdown-escaped: text, not a link
     assert "Multi-label classification (DL) · run aaaaaaaa" in html
     assert "[ichbench 0.1.0]" not in html
     row = next(x for x in html.split("<tr") if "run bbbbbbbb" in x)
@@ -97,7 +97,7 @@ def test_page_shows_the_distribution_of_plugin_methods_and_the_marks(board):
         in row
     row = next(x for x in html.split("<tr") if "run aaaaaaaa" in x)
     assert '<span class="badge self-reported">self-reported</span>' in row
-    assert "| re-scored, reproduced by Ada <ada@example.org>, 2026-12-01 |" in md
+    assert "| re-scored, reproduced by Ada &lt;ada@example.org&gt;, 2026-12-01 |" in md
     assert "| re-scored, self-reported |" in md
 
 

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ichbench.cli.common import fail, workspace
+from ichbench.cli.common import fail, interrupted, workspace
 from ichbench.errors import IchbenchError
 
 app = typer.Typer(help="The leaderboard folder: submit runs, validate entries, render the page.",
@@ -26,13 +26,15 @@ def _folder(root: Optional[Path]):
 
 
 def _errors_as_lines(fn):
-    """IchbenchError -> one line on stderr and exit 2, also when the sub-app is run on its own."""
+    """IchbenchError -> one line on stderr and exit 2, also when the sub-app is run on its own
+    (control characters a file name or value brought in written as escapes)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from ichbench.leaderboard.schema import printable
         try:
             return fn(*args, **kwargs)
         except IchbenchError as exc:
-            fail(str(exc))
+            fail(printable(str(exc)))
     return wrapper
 
 
@@ -139,8 +141,7 @@ def reproduce(entry: Path = typer.Argument(..., help="The entry file to re-run."
     try:
         out = run(entry, folder, workspace(), chosen, address)
     except KeyboardInterrupt:
-        typer.echo("interrupted: workers stopped, nothing recorded (rerun to resume)", err=True)
-        raise typer.Exit(130)
+        interrupted("interrupted: workers stopped, nothing recorded (rerun to resume)")
     rec = out.record
     worst = max(abs(v["delta"]) for v in rec["volumes"])
     same = [f["fold"] for f in rec["folds"] if f["predictions_identical"]]

@@ -4,7 +4,8 @@ A built-in method's name (the paper's ten) belongs to the ichbench distribution:
 one must come from ichbench itself, or anyone could publish forged numbers under the paper's row
 labels. An entry that says it comes from ichbench must name one of ichbench's methods. The page
 shows the distribution beside every other method. Nor may an entry claim, under a new run id,
-per-volume numbers already on the leaderboard (`duplicate_problem`).
+per-volume numbers already on the leaderboard (`duplicate_problem`; which entry was there first
+is history.py's to say).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from ichbench.leaderboard.entries import numbers_key
+from ichbench.leaderboard.history import FALLBACK
 
 OWN_DIST = "ichbench"
 
@@ -58,18 +60,20 @@ def _numbers_of(entry) -> str | None:
         return None
 
 
-def duplicate_problem(entry: dict, shown: str, candidates: dict[str, dict]) -> str | None:
-    """The same per-volume numbers under another MLflow run id, in an entry dated earlier (then
-    listed earlier) than this one: one line naming that earlier entry; None when there is none."""
+def duplicate_problem(entry: dict, shown: str, candidates: dict[str, dict], order=None) -> str | None:
+    """The same per-volume numbers under another MLflow run id, in an entry that was on the
+    leaderboard before this one (`order`: a history.Order; by default the recorded dates, then
+    the paths): one line naming the first such entry; None when there is none."""
+    order = order or FALLBACK
     key = numbers_key(entry)
-    mine = (str(entry.get("date")), shown)
-    earlier = sorted((str(o.get("date")), where) for where, o in candidates.items()
+    mine = order.key(shown, entry)
+    earlier = sorted((order.key(where, o), where) for where, o in candidates.items()
                      if where != shown and isinstance(o, dict)
                      and o.get("mlflow_run_id") != entry["mlflow_run_id"]
-                     and _numbers_of(o) == key and (str(o.get("date")), where) < mine)
+                     and _numbers_of(o) == key and order.key(where, o) < mine)
     if not earlier:
         return None
-    date, where = earlier[0]
-    run = candidates[where].get("mlflow_run_id")
+    where = earlier[0][1]
+    run, date = candidates[where].get("mlflow_run_id"), candidates[where].get("date")
     return (f"duplicate: the same per-volume counts as {where} (MLflow run {run}, {date}), "
             "submitted under another run id")

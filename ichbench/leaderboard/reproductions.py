@@ -19,7 +19,7 @@ from pathlib import Path
 from ichbench.leaderboard.entries import ratios, row_has_ich
 from ichbench.leaderboard.jsonio import read_json, write_json
 from ichbench.leaderboard.paths import RECORDS_SUFFIX
-from ichbench.leaderboard.schema import _problems
+from ichbench.leaderboard.schema import _ONE_LINE, _problems
 
 SUFFIX = RECORDS_SUFFIX
 # Tolerances of a reproduction, from the run-to-run spread measured in docs/leaderboard.md
@@ -44,9 +44,10 @@ def tolerance_for(n_ich: int) -> dict:
 RECORD_VERSION = 1
 
 _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-_STR = {"type": "string", "maxLength": 500}
-_OPT_STR = {"type": ["string", "null"], "maxLength": 500}
-_STRS = {"type": "array", "maxItems": 20000, "items": {"type": "string", "maxLength": 1000}}
+# text is one line without control characters, as in an entry (schema.CONTROL): records are shown too
+_STR = {"type": "string", "maxLength": 500, **_ONE_LINE}
+_OPT_STR = {"type": ["string", "null"], "maxLength": 500, **_ONE_LINE}
+_STRS = {"type": "array", "maxItems": 20000, "items": {"type": "string", "maxLength": 1000, **_ONE_LINE}}
 _DICE = {"type": "number", "minimum": 0, "maximum": 1}
 _DELTA = {"type": "number", "minimum": -1, "maximum": 1}
 _FOLD = {"type": "integer", "minimum": 0, "maximum": 99}
@@ -61,7 +62,7 @@ _VOLUME = {
     "type": "object", "additionalProperties": False,
     "required": ["volume_id", "fold", "dice_entry", "dice_reproduced", "delta", "has_ich",
                  "fp_entry", "fp_reproduced"],
-    "properties": {"volume_id": {"type": "string", "maxLength": 64}, "fold": _FOLD,
+    "properties": {"volume_id": {"type": "string", "maxLength": 64, **_ONE_LINE}, "fold": _FOLD,
                    "dice_entry": _DICE, "dice_reproduced": _DICE, "delta": _DELTA,
                    "has_ich": {"type": "boolean"},
                    "fp_entry": {"type": "integer", "minimum": 0},

@@ -7,6 +7,8 @@ in a pull request is itself a rejection rather than a way around the checks.
 
 from __future__ import annotations
 
+import re
+
 from jsonschema import Draft202012Validator
 
 # 2: entries carry `folds` (each fold's model and prediction digests and numerics). Entries of
@@ -16,9 +18,19 @@ SCHEMA_VERSIONS = (1, 2)
 METRICS = ("dice", "precision", "recall")
 GROUPS = ("all", "ich")
 
-_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}
-_OPT_STR = {"type": ["string", "null"], "maxLength": 500}
+# Control characters: C0 (newlines, tabs, escapes), DEL, C1, the Unicode line and paragraph
+# separators and the bidirectional overrides. No string of an entry holds one: each is shown on one
+# line of the README, the page and every message, as written. A negated search, because a pattern
+# anchored with `$` still matches before a final newline ("name\n" passes ^[a-z]+$ in Python).
+CONTROL = r"[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+_CONTROL_RE = re.compile(CONTROL)
+_ONE_LINE = {"not": {"type": "string", "pattern": CONTROL}}
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$", **_ONE_LINE}
+_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$", **_ONE_LINE}
+_OPT_STR = {"type": ["string", "null"], "maxLength": 500, **_ONE_LINE}
+# any JSON, with no control character in a string or a key (an entry's free-form config)
+_DATA = {**_ONE_LINE, "propertyNames": _ONE_LINE, "items": {"$ref": "#/$defs/data"},
+         "additionalProperties": {"$ref": "#/$defs/data"}}
 # Every number has a physical bound, so no entry can carry a value that overflows a float when
 # re-scored (tp = 10**400) or a 309-digit cell on the page (gpu_hours = 1e308).
 MAX_VOXELS = 10**10     # voxels in one volume: 2048 x 2048 x 2000 slices is 8.4e9
@@ -63,6 +75,7 @@ ENTRY_SCHEMA = {
     # from version 2 on, every entry says what each fold's model and predictions were
     "if": {"properties": {"schema_version": {"const": 1}}},
     "else": {"required": ["folds"]},
+    "$defs": {"data": _DATA},
     "properties": {
         "schema_version": {"enum": list(SCHEMA_VERSIONS)},
         "method": _NAME,
@@ -74,7 +87,8 @@ ENTRY_SCHEMA = {
                   "properties": {"hash": _HEX64,
                                  "k": {"type": "integer", "minimum": 2, "maximum": MAX_K}}},
         "profile": _NAME,
-        "config": {"type": "object", "description": "the run's resolved configuration (data only)"},
+        "config": {"type": "object", "$ref": "#/$defs/data",
+                   "description": "the run's resolved configuration (data only)"},
         "per_volume": {
             "type": "array", "minItems": 1, "maxItems": MAX_VOLUMES,
             "items": {
@@ -82,12 +96,13 @@ ENTRY_SCHEMA = {
                 "required": ["volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes"],
                 "properties": {
                     # dataset volume ids only (file or folder names of the public release)
-                    "volume_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                    "volume_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                                  **_ONE_LINE},
                     "fold": {"type": "integer", "minimum": 0, "maximum": MAX_K - 1},
                     "tp": _COUNT, "fp": _COUNT, "fn": _COUNT,
                     "pred_ml": _ML, "true_ml": _ML,
                     "subtypes": {"type": ["array", "null"], "maxItems": 16,
-                                 "items": {"type": "string", "pattern": "^[a-z]{1,16}$"}},
+                                 "items": {"type": "string", "pattern": "^[a-z]{1,16}$", **_ONE_LINE}},
                     # hemorrhage in the native-resolution mask (absent in older entries: tp + fn > 0)
                     "has_ich": {"type": "boolean"},
                 },
@@ -95,14 +110,15 @@ ENTRY_SCHEMA = {
         },
         "summary": {"type": "object", "additionalProperties": False, "required": list(GROUPS),
                     "properties": {g: _GROUP for g in GROUPS}},
-        "ichbench_version": {"type": "string", "maxLength": 100},
+        "ichbench_version": {"type": "string", "maxLength": 100, **_ONE_LINE},
         # the ichbench checkout that ran it; code.commit is the method's own code (a plugin's)
         # (optional: entries written before it existed stay valid)
         "ichbench_commit": _OPT_STR,
         "hardware": _OPT_STR,
         "gpu_hours": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_GPU_HOURS},
-        "mlflow_run_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"},
-        "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"},
+        "mlflow_run_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$", **_ONE_LINE},
+        "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$",
+                 **_ONE_LINE},
         "folds": {"type": "array", "minItems": 1, "maxItems": 100, "items": _FOLD,
                   "description": "per fold, what its results can be checked against "
                                  "(schema version 2)"},
@@ -143,14 +159,22 @@ def _problems(schema: dict, data) -> list[str]:
     validator = Draft202012Validator(schema)
     out = []
     for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        where = "/".join(printable(str(p)) for p in err.absolute_path) or "(top level)"
         msg = err.message
         if err.validator in ("maximum", "minimum"):   # a 400-digit number would fill the line
             side = {"maximum": "greater than the maximum", "minimum": "less than the minimum"}
             msg = f"{_short(err.instance)} is {side[err.validator]} of {err.validator_value:,}"
-        msg = msg if len(msg) < 200 else msg[:200] + "…"
+        elif err.validator == "not" and err.validator_value == _ONE_LINE["not"]:
+            what = "the key" if "propertyNames" in err.schema_path else "the text"
+            msg = f"{what} {err.instance!r} holds a control character (newlines included); text is one plain line"
+        msg = printable(msg if len(msg) < 200 else msg[:200] + "…")
         out.append(f"schema: at {where}: {msg}")
     return out
+
+
+def printable(text: str) -> str:
+    """`text` with each control character written as its escape (\\n, \\x1b, \\u2028): one line."""
+    return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _short(x) -> str:

@@ -2,7 +2,8 @@
 
 Checks, per entry: size limit and strict JSON, that it is a plain file, then the checks of its
 content (checks.py: schema, identifiers, claims, placement, rows, summary, split, canonical.json).
-Across entries: one entry per MLflow run, and no two runs with the same per-volume counts;
+Across entries: one entry per MLflow run, and no two runs with the same per-volume counts, the
+entry that came later being the duplicate (history.py: by git history, else recorded dates);
 reproduction records against their entries (reproductions.py). Folder-wide: the published tables
 byte-identical to the pinned ones, canonical.json consistent, the schema copy unchanged. Whatever
 canonical.json cannot support yet is reported as a note, never passed silently.
@@ -17,11 +18,12 @@ from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.claims import duplicate_problem
+from ichbench.leaderboard.history import Order
 from ichbench.leaderboard.jsonio import read_json
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.published import check_published
 from ichbench.leaderboard.reproductions import SUFFIX, entry_of, is_record_file, record_problems
-from ichbench.leaderboard.schema import ENTRY_SCHEMA
+from ichbench.leaderboard.schema import ENTRY_SCHEMA, printable
 
 
 @dataclass
@@ -29,8 +31,8 @@ class Rejection:
     path: str
     reason: str
 
-    def __str__(self) -> str:
-        return f"REJECT {self.path}: {self.reason}"
+    def __str__(self) -> str:   # one line, whatever a file name or a quoted value holds
+        return printable(f"REJECT {self.path}: {self.reason}")
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Report:
         out = [f"ok     {p}" for p in self.accepted]
         out += [str(r) for r in self.rejections]
         out += [f"note: {n}" for n in self.notes]
-        return out
+        return [printable(line) for line in out]
 
 
 def _load_entry(path: Path, shown: str, report: Report):
@@ -104,7 +106,6 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
 
     # Other entries in the folder, for the one-entry-per-run and duplicate checks when validating
     # only some.
-    run_owner: dict[str, str] = {}
     others: dict[str, dict] = {}
     if not whole:
         chosen = {p.resolve() for p in targets}
@@ -112,10 +113,8 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
             if path.resolve() in chosen or path.suffix != ".json" or _linked(folder, path):
                 continue
             try:
-                other = read_json(path, shown=folder.rel(path))
-                run_owner.setdefault(str(other.get("mlflow_run_id")), folder.rel(path))
-                others[folder.rel(path)] = other
-            except (IchbenchError, AttributeError):
+                others[folder.rel(path)] = read_json(path, shown=folder.rel(path))
+            except IchbenchError:
                 continue
 
     for path in targets:
@@ -131,16 +130,19 @@ def validate(folder: Folder, only: list[Path] | None = None) -> Report:
             continue
         name = entry.get("dataset", {}).get("name") if isinstance(entry.get("dataset"), dict) else None
         problems = check_entry(entry, canon.expectation(data, str(name)), _entry_location(folder, path))
-        run = str(entry.get("mlflow_run_id"))
-        if not problems and run in run_owner:
-            problems.append(f"duplicate: MLflow run {run} is already on the leaderboard as {run_owner[run]}")
         if problems:
             report.reject(shown, problems)
             continue
-        run_owner[run] = shown
         report.accepted.append(shown)
         report.entries[shown] = entry
-    _reject_duplicate_numbers(report, others)
+    if report.entries:
+        order = Order.of(folder)
+        _reject_duplicate_runs(report, others, order)
+        _reject_duplicate_numbers(report, others, order)
+        if order.shallow:
+            report.notes.append("the leaderboard's git checkout is shallow: entries older than its history "
+                                "look added in its first commit, and their dates decide which duplicates "
+                                "which; fetch the full history (`git fetch --unshallow`)")
     _check_records(folder, report, records, whole)
 
     for name in sorted(data["datasets"]):
@@ -156,14 +158,30 @@ SYMLINK = ("a symbolic link; entries are plain files inside entries/, never link
            "elsewhere)")
 
 
-def _reject_duplicate_numbers(report: Report, others: dict[str, dict]) -> None:
+def _drop(report: Report, shown: str, problem: str) -> None:
+    report.accepted.remove(shown)
+    del report.entries[shown]
+    report.reject(shown, problem)
+
+
+def _reject_duplicate_runs(report: Report, others: dict[str, dict], order: Order) -> None:
+    """One entry per MLflow run: the one on the leaderboard first keeps it."""
+    candidates = {**others, **report.entries}
+    for shown, entry in list(report.entries.items()):
+        run, mine = entry["mlflow_run_id"], order.key(shown, entry)
+        first = min(((order.key(where, o), where) for where, o in candidates.items()
+                     if where != shown and isinstance(o, dict) and o.get("mlflow_run_id") == run),
+                    default=None)
+        if first is not None and first[0] < mine:
+            _drop(report, shown, f"duplicate: MLflow run {run} is already on the leaderboard as {first[1]}")
+
+
+def _reject_duplicate_numbers(report: Report, others: dict[str, dict], order: Order) -> None:
     candidates = {**others, **report.entries}
     for shown in list(report.entries):
-        problem = duplicate_problem(report.entries[shown], shown, candidates)
+        problem = duplicate_problem(report.entries[shown], shown, candidates, order)
         if problem:
-            report.accepted.remove(shown)
-            del report.entries[shown]
-            report.reject(shown, problem)
+            _drop(report, shown, problem)
 
 
 def _check_records(folder: Folder, report: Report, records: list[Path], whole: bool) -> None:
