@@ -63,6 +63,17 @@ def run(
         interrupted("interrupted before any training started; nothing was left running")
 
 
+def _lock_runs(plans, held) -> None:
+    """One `ichbench run` per run folder at a time (`orchestrate.lock`); a second one of the same
+    config waits, then reuses what the first finished. Folders in sorted order, so two commands
+    naming the same methods in another order cannot each hold what the other waits for."""
+    from ichbench.orchestrate.lock import run_lock
+    from ichbench.orchestrate.plan import check_reuse
+    for plan in sorted(plans, key=lambda p: str(p.run_dir)):
+        if held.enter_context(run_lock(plan.run_dir)):
+            check_reuse(plan)   # the folds the other run finished are reused: not on a damaged store
+
+
 def _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold, tracking_uri,
          set_, dry_run) -> None:
     import json
@@ -81,16 +92,20 @@ def _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per
                            "folds": p.folds, "split_hash": p.split["hash"], "config": p.cfg.to_dict()}
                           for p in plans], indent=2))
         return
+    from contextlib import ExitStack
+
     from ichbench.orchestrate.driver import Driver
     from ichbench.orchestrate.report import result_table
 
-    driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)
-    outcomes = []
-    try:
-        for plan in plans:
-            outcomes.append(driver.run(plan))
-    except KeyboardInterrupt:
-        interrupted("interrupted: workers stopped, unfinished runs marked KILLED in MLflow")
+    with ExitStack() as held:
+        _lock_runs(plans, held)   # before Ray starts: a run that has to wait holds no cluster meanwhile
+        driver = Driver(tracker, address=address, gpus_per_fold=gpus_per_fold)
+        outcomes = []
+        try:
+            for plan in plans:
+                outcomes.append(driver.run(plan))
+        except KeyboardInterrupt:
+            interrupted("interrupted: workers stopped, unfinished runs marked KILLED in MLflow")
     print_fit(console, result_table(outcomes))
     for o in outcomes:
         console.print(f"[dim]{o.plan.method.name}: MLflow parent run {o.parent_run_id} "

@@ -28,6 +28,26 @@ PAPER_AUGMENT = {"translate": 0.1, "rotate": 15.0, "scale": (0.9, 1.1), "hflip":
 
 ICM_DEPTH = 5   # the ICM U-Nets are §2.5.1's U-Net whatever `model` says
 
+# Upper bounds of every size, count, duration and rate. No real experiment comes near them; each
+# stops a typo (an extra zero, 1e24) before it allocates memory or runs for hours:
+# `finetune.batch_size=100000000` was accepted and ran a one-epoch fine-tune for 326 s.
+MAX_EPOCHS = 10_000         # the paper trains 40-100 epochs
+MAX_BATCH = 4096            # the paper's largest batch is 64; 4096 slices of 256² do not fit a GPU
+MAX_IMAGE = 2048            # CT slices are 512²; the paper trains at 256²
+MAX_STEPS = 1_000_000       # steps per epoch: one pass over RSNA's 752,803 slices at batch 2 is 376,402
+MAX_SLICES = 1_000_000      # slices held out: more than RSNA holds (752,803)
+MAX_CHANNELS = 256          # the first block's width: the paper's 32 (5.4 M parameters); 256 has 350 M
+MAX_DEPTH = 10              # pools 9 times: a 512² image down to 1², a 2048² one to 4²
+MAX_LR = 1.0                # Adam moves each weight by about lr a step: the paper's 1e-3
+MAX_WEIGHT_DECAY = 1.0      # the paper's L2 is 1e-6
+MAX_SEED = 2 ** 32 - 1      # numpy's seed range (torch takes more); seeds are not negative
+MAX_SCALE = 4.0             # zoom: the paper's 0.9-1.1; 4 shows a quarter of the image
+HU = (-32768, 32767)        # stores hold int16 HU: a window outside it shows nothing the store has
+
+
+def seed_field() -> Any:
+    return Field(0, ge=0, le=MAX_SEED)
+
 
 class Augment(BaseModel):
     """The §2.3.2 affine augmentation, applied batched on the training device."""
@@ -36,8 +56,8 @@ class Augment(BaseModel):
     """largest shift, as a fraction of the image size"""
     rotate: float = Field(ge=0, le=180)
     """largest rotation, degrees either way"""
-    scale: tuple[float, float]
-    """zoom range: two numbers 0 < lo <= hi"""
+    scale: tuple[Annotated[float, Field(le=MAX_SCALE)], Annotated[float, Field(le=MAX_SCALE)]]
+    """zoom range: two numbers 0 < lo <= hi <= 4"""
     hflip: float = Field(ge=0, le=1)
     """probability of a horizontal flip"""
 
@@ -85,9 +105,9 @@ Params = dict[str, Annotated[Any, AfterValidator(_finite)]]
 class ModelConfig(BaseModel):
     """The segmentation U-Net (§2.5.1)."""
     model_config = SETTINGS
-    base_channels: int = Field(32, ge=1)
+    base_channels: int = Field(32, ge=1, le=MAX_CHANNELS)
     """first encoder block's width (§2.5.1)"""
-    depth: int = Field(5, ge=2)
+    depth: int = Field(5, ge=2, le=MAX_DEPTH)
     """encoder blocks including the bottleneck"""
     encoder_growth: Literal["second", "first"] = "second"
     """where an encoder block's channels grow: on its second conv (§2.5.1, 5.41 M parameters at
@@ -97,19 +117,19 @@ class ModelConfig(BaseModel):
 class PretrainConfig(BaseModel):
     """The pretext's training (the baselines have none)."""
     model_config = SETTINGS
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(64, ge=2, description="at least 2 (BatchNorm)")
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(50, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=2, le=MAX_BATCH, description="at least 2 (BatchNorm)")
+    lr: float = Field(1e-3, gt=0, le=MAX_LR)
     lr_decay: float = Field(0.96, gt=0, le=1)
     """ExponentialLR gamma, stepped once per epoch"""
-    weight_decay: float = Field(1e-6, ge=0)
-    image_size: int = Field(256, ge=1)
+    weight_decay: float = Field(1e-6, ge=0, le=MAX_WEIGHT_DECAY)
+    image_size: int = Field(256, ge=1, le=MAX_IMAGE)
     """a multiple of 2^(model.depth - 1)"""
-    steps_per_epoch: int | None = Field(None, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS)
     """None: one pass over the selected slices"""
-    holdout: int = Field(5000, ge=0)
+    holdout: int = Field(5000, ge=0, le=MAX_SLICES)
     """slices kept out for the validation loss (a tenth on small stores)"""
-    seed: int = 0
+    seed: int = seed_field()
     compile: bool = False
     """torch.compile on CUDA"""
     params: Params = Field(default_factory=dict)
@@ -121,21 +141,21 @@ class PretrainConfig(BaseModel):
 class FinetuneConfig(BaseModel):
     """The shared fine-tuning recipe (§2.5.3), k-fold on the labeled set."""
     model_config = SETTINGS
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(32, ge=2, description="at least 2 (BatchNorm)")
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(40, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=2, le=MAX_BATCH, description="at least 2 (BatchNorm)")
+    lr: float = Field(1e-3, gt=0, le=MAX_LR)
     lr_decay: float = Field(0.96, gt=0, le=1)
-    weight_decay: float = Field(1e-6, ge=0)
-    image_size: int = Field(256, ge=1)
+    weight_decay: float = Field(1e-6, ge=0, le=MAX_WEIGHT_DECAY)
+    image_size: int = Field(256, ge=1, le=MAX_IMAGE)
     """a multiple of 2^(model.depth - 1)"""
-    empty_weight: float = Field(0.2, ge=0)
-    """α of eq. 5 on slices without hemorrhage"""
-    nonich_ratio: float = Field(2.0, ge=0)
-    """Mixed: non-ICH slices drawn per ICH slice each epoch"""
+    empty_weight: float = Field(0.2, ge=0, le=100)   # at 100 the slices with hemorrhage barely count
+    """α of eq. 5 on slices without hemorrhage (the paper's 0.2)"""
+    nonich_ratio: float = Field(2.0, ge=0, le=1000)  # a store's slices are mostly without: 1000 takes all
+    """Mixed: non-ICH slices drawn per ICH slice each epoch (the paper's 2)"""
     augment: AugmentDict = Field(default_factory=lambda: dict(PAPER_AUGMENT))
     """the §2.3.2 affine augmentation of training batches"""
-    steps_per_epoch: int | None = Field(None, ge=1)
-    seed: int = 0
+    steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS)
+    seed: int = seed_field()
     threshold: float = Field(0.5, gt=0, lt=1)
     """on the sigmoid output (§2.5.2)"""
     labeled_fraction: float = Field(1.0, gt=0, le=1)
@@ -156,7 +176,8 @@ def _low_high(window: tuple[float, float]) -> tuple[float, float]:
     return window
 
 
-Window = Annotated[tuple[float, float], AfterValidator(_low_high)]
+HuValue = Annotated[float, Field(ge=HU[0], le=HU[1])]
+Window = Annotated[tuple[HuValue, HuValue], AfterValidator(_low_high)]
 
 
 class IcmConfig(BaseModel):
@@ -170,16 +191,16 @@ class IcmConfig(BaseModel):
     source: Literal["unet", "classical", "shipped"] = "unet"
     dataset: str | None = None
     """whose shipped masks train the U-Nets (None: the resolver's default)"""
-    epochs: int = Field(50, ge=1)
-    batch_size_tissue: int = Field(20, ge=2)
-    batch_size_bone: int = Field(16, ge=2)
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(50, ge=1, le=MAX_EPOCHS)
+    batch_size_tissue: int = Field(20, ge=2, le=MAX_BATCH)
+    batch_size_bone: int = Field(16, ge=2, le=MAX_BATCH)
+    lr: float = Field(1e-3, gt=0, le=MAX_LR)
     lr_decay: float = Field(0.96, gt=0, le=1)
-    weight_decay: float = Field(1e-6, ge=0)
-    image_size: int = Field(256, ge=1)
+    weight_decay: float = Field(1e-6, ge=0, le=MAX_WEIGHT_DECAY)
+    image_size: int = Field(256, ge=1, le=MAX_IMAGE)
     """a multiple of 16 (the ICM U-Nets pool 4 times)"""
-    steps_per_epoch: int | None = Field(None, ge=1)
-    base_channels: int = Field(32, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS)
+    base_channels: int = Field(32, ge=1, le=MAX_CHANNELS)
     """the segmentation U-Net of §2.5.1 ("a 2D U-Net", Akkus et al.)"""
     tissue_window: Window = (0.0, 600.0)
     bone_window: Window = (150.0, 650.0)
@@ -188,7 +209,7 @@ class IcmConfig(BaseModel):
     holdout: float = Field(0.2, gt=0, le=0.5)
     """share of the store's volumes held out to measure the ICM Dice"""
     threshold: float = Field(0.5, gt=0, lt=1)
-    seed: int = 0
+    seed: int = seed_field()
 
     @field_validator("image_size")
     @classmethod
@@ -218,8 +239,8 @@ class DataConfig(BaseModel):
     stream: bool | None = None
     """stream shards instead of loading the arrays; None: stream when they would not fit the memory
     the worker was given (pretraining only: fine-tuning stores are always loaded)"""
-    shuffle_shards: int = Field(16, ge=1)
-    """shuffle buffer of a streamed epoch, in shards (64 slices each)"""
+    shuffle_shards: int = Field(16, ge=1, le=100_000)
+    """shuffle buffer of a streamed epoch, in shards (64 slices each; RSNA's store has 11,763)"""
 
 
 class RunConfig(BaseModel):

@@ -127,6 +127,7 @@ def parse_value(text: str, tp) -> Any:
     """`text` as the annotated type `tp`: int, float, bool, str, comma-separated tuple or list of
     those, `none`/`null` for an optional, a JSON object for a dict or a model."""
     inner, optional = _strip_optional(tp)
+    inner = _bare(inner)
     if optional and text.strip().lower() in ("none", "null"):
         return None
     origin = typing.get_origin(inner) or inner
@@ -144,6 +145,17 @@ def parse_value(text: str, tp) -> Any:
         if origin is tuple and args and Ellipsis not in args and len(args) != len(value):
             raise ValueError(f"expected {len(args)} comma-separated values, got {len(value)}")
     return _adapter(inner).validate_python(value)
+
+
+def _bare(tp):
+    """`tp` without the bounds annotated on it or its items: a value out of range is the models'
+    to refuse, in their words (`finetune.augment.scale.1 must be <= 4, got 6.0`)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return _bare(typing.get_args(tp)[0])
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (tuple, list) and args:
+        return origin[tuple(a if a is Ellipsis else _bare(a) for a in args)]
+    return tp
 
 
 def _strip_optional(tp) -> tuple[Any, bool]:

@@ -82,6 +82,16 @@ class Driver:
 
     # -- one method ----------------------------------------------------------------------------------
     def run(self, plan: MethodPlan) -> MethodOutcome:
+        """Run `plan`, one run per run folder at a time (`orchestrate.lock`): a second run of the
+        same config waits for the first, then reuses what it finished, as a rerun does."""
+        from ichbench.orchestrate.lock import run_lock
+        from ichbench.orchestrate.plan import check_reuse
+        with run_lock(plan.run_dir) as waited:
+            if waited:
+                check_reuse(plan)
+            return self._run(plan)
+
+    def _run(self, plan: MethodPlan) -> MethodOutcome:
         from ichbench.orchestrate.tasks import finetune_task, pretrain_task
 
         tr = self.tracker
@@ -106,7 +116,7 @@ class Driver:
             pretrained = icm = None
             if plan.icm is not None:
                 icm, icm_metrics = self.icm(plan.icm, exp, tags, parent_id)
-                tr.metrics(parent_id, icm_metrics)
+                self._changed_metrics(parent_id, icm_metrics)
             if plan.method.has_pretext:
                 pretrained = self._pretrain(plan, exp, tags, parent_id, outcome, pretrain_task)
             results = self._folds(plan, exp, tags, parent_id, pretrained, outcome, finetune_task, icm)
@@ -120,7 +130,7 @@ class Driver:
         outcome.rows = rows
         outcome.summary = summarize(rows)
         outcome.gpu_hours += sum(self._gpu_hours(res.get("wall_seconds", 0.0)) for res in results)
-        tr.metrics(parent_id, records.summary_metrics(outcome.summary))
+        self._changed_metrics(parent_id, records.summary_metrics(outcome.summary))
         tr.tags(parent_id, {f"{TAG}gpu_hours": f"{outcome.gpu_hours:.6f}",
                             f"{TAG}folds": ",".join(str(f) for f in plan.folds),
                             f"{TAG}wall_seconds": f"{time.time() - started:.1f}"})
@@ -133,6 +143,12 @@ class Driver:
         tr.end(parent_id, "FINISHED")
         self._live = []
         return outcome
+
+    def _changed_metrics(self, run_id: str, values: dict) -> None:
+        """Log the values that differ from the run's latest: a rerun that changed nothing (or a run
+        that waited for another of its config) leaves each metric of the parent at one value."""
+        latest = self.tracker.client.get_run(run_id).data.metrics
+        self.tracker.metrics(run_id, {k: v for k, v in values.items() if v is None or latest.get(k) != float(v)})
 
     def _gpu_hours(self, seconds: float, gpus: float | None = None) -> float:
         g = self._fold_gpus() if gpus is None else gpus

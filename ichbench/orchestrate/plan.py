@@ -15,7 +15,7 @@ from ichbench.files import sha256_json
 from ichbench.methods.base import Method, get_method
 from ichbench.methods.fold import Fold
 from ichbench.names import inside
-from ichbench.splits import fold_count, save_split, split_for_store
+from ichbench.splits import fold_count, labeled_subset, save_split, split_for_store, train_ids
 from ichbench.store import SliceStore, open_store, store_exists, store_path
 from ichbench.train.engine import pretrained_dirname
 from ichbench.train.label_needs import check_finetuning_store, check_pretraining_store
@@ -144,9 +144,42 @@ def plan_config(method: Method, cfg: RunConfig, home: Path, *, folds=None, k=Non
     run_key = _key({"config": cfg.to_dict(), "split": split["hash"], "store": store.fingerprint,
                     "pretrain_store": pstore.fingerprint if pstore else None, "icm": icm.key if icm else None})
     run_dir = inside(home, "runs", dataset, method.name, f"{profile}-{run_key[:12]}")
-    _refuse_reuse_on_damage(store, [f for f in folds if (run_dir / f"fold_{f}" / "result.json").exists()])
-    return MethodPlan(method, cfg, store, split, split_path, folds, run_key, run_dir, pstore, pdir,
+    notes += _batch_notes(cfg, store, split, folds, pstore, icm)
+    plan = MethodPlan(method, cfg, store, split, split_path, folds, run_key, run_dir, pstore, pdir,
                       list(overrides), icm, notes)
+    check_reuse(plan)
+    return plan
+
+
+def check_reuse(plan: MethodPlan) -> None:
+    """Refuse to reuse the plan's finished folds on a damaged store (again after waiting for
+    another run of the same config, whose folds were not there when the plan was made)."""
+    _refuse_reuse_on_damage(plan.store, [f for f in plan.folds if (plan.fold_dir(f) / "result.json").exists()])
+
+
+def _batch_notes(cfg: RunConfig, store: SliceStore, split: dict, folds: list[int], pstore, icm) -> list[str]:
+    """A batch larger than what it is drawn from is clamped by the samplers to all of it (one
+    batch an epoch, `train.data.EpochSampler`): said in one line each, before anything trains."""
+    fc = cfg.finetune
+    wanted = []
+    sizes = {v["id"]: v.get("n_slices") for v in store.volumes}
+    if None not in sizes.values():   # every store ichbench writes records them
+        has_ich = {v["id"]: bool(v.get("has_ich")) for v in store.volumes}
+        pools = {f: sum(sizes[v] for v in labeled_subset(train_ids(split, f), has_ich, fc.labeled_fraction,
+                                                         seed=f))   # as `train.fold_setup` picks them
+                 for f in folds}
+        smallest = min(pools, key=pools.get)
+        wanted.append(("finetune.batch_size", fc.batch_size, pools[smallest],
+                       f"slices of the training volumes of fold {smallest}"))
+    if pstore is not None:
+        wanted.append(("pretrain.batch_size", cfg.pretrain.batch_size, pstore.n_slices,
+                       f"slices of the pretraining store {pstore.path}"))
+    if icm is not None:
+        for name in ("batch_size_tissue", "batch_size_bone"):
+            wanted.append((f"icm.{name}", getattr(icm.cfg, name), icm.store.n_slices,
+                           f"slices of {icm.store.path}"))
+    return [f"{name}={size} is more than the {n} {what}: batches are clamped to the slices there are"
+            for name, size, n, what in wanted if size > n]
 
 
 def _refuse_reuse_on_damage(store: SliceStore, reused: list[int]) -> None:
