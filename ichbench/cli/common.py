@@ -19,17 +19,32 @@ def workspace() -> Path:
     root = home(STATE["home"])
     os.environ[ENV] = str(root)  # so worker processes resolve the same home
     if STATE.get("store_root"):
-        # checked once here (an unknown protocol is one line); `store_path` reads it from there.
-        # Ray tasks get each store's location in their arguments, never from this variable.
+        # checked once here (an unknown protocol, a file, is one line); `store_path` reads it from
+        # there. Ray tasks get each store's location in their arguments, never from this variable.
         value = STATE["store_root"]
+        where = location.ENV if os.environ.get(location.ENV) == value else "--store-root"
         try:
             stores = location.parse(value)
         except IchbenchError as exc:
-            where = location.ENV if os.environ.get(location.ENV) == value else "--store-root"
             raise IchbenchError(f"{where} {exc}") from None
-        stores = stores if location.is_remote(stores) else stores.expanduser().resolve()
+        if not location.is_remote(stores):
+            stores = stores.expanduser()
+            _check_local_root(stores, f"{where} {value}")
+            stores = stores.resolve()
         os.environ[location.ENV] = str(stores)
+    else:
+        _check_local_root(root / "stores", f"the store root {root / 'stores'}")
     return root
+
+
+def _check_local_root(stores: Path, named: str) -> None:
+    """A local store root must be a folder or able to become one: otherwise every store under it
+    reads as "not ingested yet" and only ingest, much later, would say why."""
+    if stores.exists() and not stores.is_dir():
+        raise IchbenchError(f"{named}: is a file, not a folder")
+    for parent in stores.parents:
+        if parent.exists() and not parent.is_dir():
+            raise IchbenchError(f"{named}: {parent} is a file, not a folder")
 
 
 def fail(message: str, code: int = 2) -> None:

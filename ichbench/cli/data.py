@@ -18,9 +18,21 @@ from ichbench.errors import IchbenchError
 from ichbench.names import inside
 from ichbench.splits import fold_count, save_split, split_for_store
 from ichbench.store import open_store, store_path
+from ichbench.store.location import is_remote, store_root
 
 app = typer.Typer(help="Ingest raw datasets into slice stores and inspect them.", no_args_is_help=True)
 console = make_console()
+
+
+def _workspace() -> Path:
+    """The workspace, its store root checked before any work: a local root that is a file fails in
+    `workspace()`; a remote one is asked once here, so an unreachable endpoint or refused keys is
+    one line naming the root, not "no store yet" (nor, for ingest, an error after the decoding)."""
+    root = workspace()
+    stores = store_root(root)
+    if is_remote(stores):
+        stores.exists()   # IchbenchError naming the root when the object store fails the request
+    return root
 
 
 def _parse_extra(items: list[str]) -> dict:
@@ -53,7 +65,7 @@ def ingest(
     roles = [require_role(ds, role)] if role else None
     opts = IngestOptions(size=size, strict=strict, workers=workers, selection=selection,
                          extra=_parse_extra(option))
-    for res in run_ingest(ds, workspace(), source, roles, opts, force):
+    for res in run_ingest(ds, _workspace(), source, roles, opts, force):
         res.report.summarise()
         if res.skipped_as_unchanged:
             console.print(f"[dim]{name}/{res.role}: sources unchanged, store kept (use --force to rebuild)[/dim]")
@@ -76,7 +88,8 @@ def _roles(name: str, role: str | None) -> list[tuple[str, Path]]:
     """(role, store path) for `--role`, else for every role the dataset has."""
     ds = get_dataset(name)
     roles = [require_role(ds, role)] if role else list(ds.roles)
-    return [(r, store_path(workspace(), name, r)) for r in roles]
+    root = _workspace()
+    return [(r, store_path(root, name, r)) for r in roles]
 
 
 def _no_store(name: str, role: str, path: Path) -> str:
@@ -153,7 +166,7 @@ def splits(name: str, k: Optional[int] = typer.Option(None, help="Number of fold
            role: Optional[str] = typer.Option(None)) -> None:
     """Write the canonical k-fold split of a dataset's volumes (JSON with a sha256 hash)."""
     ds = get_dataset(name)
-    root = workspace()
+    root = _workspace()
     k = fold_count(k, name)
     split = split_for_store(open_store(store_path(root, name, require_role(ds, role))), k)
     path = save_split(split, inside(root, "splits", f"{name}-k{k}.json"))

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ichbench.cli.common import fail, workspace
+from ichbench.cli.common import fail, interrupted, workspace
 from ichbench.console import pct
 
 app = typer.Typer(help="The intracranial cavity mask (ICM) U-Nets of §2.3.3: train them, write their masks.",
@@ -29,25 +29,21 @@ def train(dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whos
           as_json: bool = typer.Option(False, "--json",
                                        help="Print the held-out Dice as JSON (fractions, 0-1).")) -> None:
     """Train the tissue- and bone-window U-Nets on Ray (or reuse a cached pair); log to MLflow."""
-    from ichbench import __version__
-    from ichbench.cli.run import tracker_for
     from ichbench.config import resolve_icm
-    from ichbench.orchestrate.driver import Driver
-    from ichbench.orchestrate.plan import plan_icm
-    from ichbench.tracking.mlflow_store import TAG
+    from ichbench.datasets.base import SEGMENTATION, get_dataset, require_role
 
+    # what the training run refuses first (it learns from a segmentation store), a dry run refuses too
+    require_role(get_dataset(dataset), SEGMENTATION)
     cfg = resolve_icm(dataset, profile, set_)
     if dry_run:
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return
-    home = workspace()
-    tracker = tracker_for(tracking_uri, home)
-    plan = plan_icm(home, cfg)
-    driver = Driver(tracker, address=address)
-    tags = {f"{TAG}dataset": dataset, f"{TAG}profile": profile, f"{TAG}version": __version__}
-    path, metrics = driver.icm(plan, tracker.experiment(dataset), tags)
+    try:
+        path, key, metrics = _train(dataset, profile, cfg, address, tracking_uri)
+    except KeyboardInterrupt:
+        interrupted("interrupted before the ICM training started; nothing was left running")
     if as_json:
-        print(json.dumps({"checkpoint": str(path), "model": plan.key, **metrics}, indent=2))
+        print(json.dumps({"checkpoint": str(path), "model": key, **metrics}, indent=2))
         return
     t = Table(title=f"ICM U-Nets ({dataset}, {profile})")
     t.add_column("mask")
@@ -56,6 +52,34 @@ def train(dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whos
         t.add_row(name, pct(metrics[f"icm_dice_{name}"], 1))
     console.print(t)
     console.print(f"[dim]{path}[/dim]")
+
+
+def _train(dataset: str, profile: str, cfg, address, tracking_uri):
+    """(checkpoint, model key, held-out metrics). Ctrl-C while training: the MLflow run is marked
+    KILLED (as `ichbench run` marks its runs) and the per-epoch state is kept, so a rerun resumes."""
+    from ichbench import __version__
+    from ichbench.cli.run import tracker_for
+    from ichbench.orchestrate.driver import Driver
+    from ichbench.orchestrate.plan import plan_icm
+    from ichbench.tracking.mlflow_store import TAG
+
+    home = workspace()
+    tracker = tracker_for(tracking_uri, home)
+    plan = plan_icm(home, cfg)
+    driver = Driver(tracker, address=address)
+    tags = {f"{TAG}dataset": dataset, f"{TAG}profile": profile, f"{TAG}version": __version__}
+    try:
+        path, metrics = driver.icm(plan, tracker.experiment(dataset), tags)
+    except KeyboardInterrupt:
+        if not driver._live:   # no MLflow run open yet (or any more)
+            raise
+        driver._abort("KILLED")   # the run driver.icm left open, as `Driver.run` does on Ctrl-C
+        interrupted(f"interrupted: the ICM training stopped and its MLflow run is marked KILLED; the same "
+                    f"command resumes it from its last finished epoch ({plan.dir})")
+    except BaseException:
+        driver._abort("FAILED")
+        raise
+    return path, plan.key, metrics
 
 
 @app.command()
