@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ichbench.cli.common import fail, workspace
+from ichbench.cli.common import fail, interrupted, workspace
 
 
 def _fold_list(text: str) -> list[int] | None:
@@ -36,26 +36,20 @@ def predict(
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default sqlite:///$ICHBENCH_HOME/mlflow.db)."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json."),
+    force: bool = typer.Option(False, "--force", help="Replace everything in a non-empty --output folder."),
 ) -> None:
     """Segment hemorrhage on a scan with a finished run's fold models (mean probability over folds).
 
     Writes the mask on the input's own grid (NIfTI, and a DICOM SEG for DICOM input), a report with
     the hemorrhage volume in mL and its components, and an overlay. A research tool, not a medical
     device."""
-    import torch
-
-    from ichbench.predict import load_ensemble, predict_scan, read_scan, write_outputs
-    from ichbench.tracking.mlflow_store import default_tracking_uri
-
     if device not in (None, "cpu", "cuda"):
         fail(f"--device must be cpu or cuda, got {device!r}")
-    home = workspace()
-    uri = tracking_uri or default_tracking_uri(home)
-    scan = read_scan(input_, series)          # bad input fails before any model is loaded
-    ens = load_ensemble(run_id=run, entry=entry, checkpoints=list(checkpoint) or None, tracking_uri=uri,
-                        folds=_fold_list(folds), cache=home / "predict-cache")
-    pred = predict_scan(ens, scan, device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    rep = write_outputs(output, scan, pred, ens)
+    try:
+        rep, ens = _predict(run, entry, checkpoint, input_, output, _fold_list(folds), series, device,
+                            tracking_uri, force)
+    except KeyboardInterrupt:   # the outputs' temporary folder is gone, an earlier set is back
+        interrupted(f"interrupted; nothing written, {output} left as it was")
     if as_json:
         print(json.dumps(rep, indent=2))
         return
@@ -63,3 +57,21 @@ def predict(
     print(f"{h['volume_ml']:.2f} mL of hemorrhage in {h['n_components']} component(s) on {len(h['slices'])} "
           f"slice(s); {ens.method}, folds {[f.fold for f in ens.folds]}; outputs in {output}")
     print(f"({rep['disclaimer']})")
+
+
+def _predict(run, entry, checkpoint, input_, output, folds, series, device, tracking_uri, force):
+    import torch
+
+    from ichbench.predict import load_ensemble, predict_scan, read_scan, write_outputs
+    from ichbench.predict.outputs import check_output
+    from ichbench.tracking.mlflow_store import default_tracking_uri
+
+    home = workspace()
+    # before minutes of work, not after; --force must not delete what this command reads
+    check_output(output, force, keep=[input_, *checkpoint, *([entry] if entry else []), home])
+    uri = tracking_uri or default_tracking_uri(home)
+    scan = read_scan(input_, series)          # bad input fails before any model is loaded
+    ens = load_ensemble(run_id=run, entry=entry, checkpoints=list(checkpoint) or None, tracking_uri=uri,
+                        folds=folds, cache=home / "predict-cache")
+    pred = predict_scan(ens, scan, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return write_outputs(output, scan, pred, ens, force=force), ens

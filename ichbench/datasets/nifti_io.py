@@ -14,12 +14,17 @@ transposed to (z, y, x). The axes are taken from the affine's *closest* orientat
 with a sheared affine, and those must load like any other. No resampling happens; only axis
 flips and permutations, so voxel values and masks are kept exactly.
 
-Every failure becomes an InputError naming the file, so readers can skip-and-report.
+Every failure becomes an InputError naming the file, so readers can skip-and-report. A header
+is checked against its file before any voxel is read (`check_claimed_size`): a few bytes that
+claim gigabytes are refused at once, not after allocating what they claim.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
+import math
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,13 @@ import numpy as np
 from ichbench.errors import InputError
 
 STORE_AXCODES = ("L", "P", "S")  # file axes are reoriented to these, then transposed to (z, y, x)
+# The most voxels a volume may have: 2**30, a 1024 x 1024 x 1024 cube. A head CT has about
+# 512 x 512 x 300 (thin-slice series up to ~1000 slices, 2.6e8 voxels), so only a broken or hostile
+# header claims more; reading one would allocate gigabytes before anything could be checked.
+MAX_VOXELS = 2 ** 30
+# deflate's ceiling: a 258-byte match coded in 2 bits, so a gzip file never holds more than 1032
+# times its own size; a header claiming more is refused without decompressing anything
+DEFLATE_MAX_RATIO = 1032
 
 
 @dataclass
@@ -40,6 +52,7 @@ class NiftiVolume:
     transform: np.ndarray               # nibabel ornt: file axes -> STORE_AXCODES
     file_shape: tuple[int, int, int]
     file_ornt: np.ndarray | None = None  # the affine's closest orientation, None if unusable
+    affine: np.ndarray | None = None     # the file's affine, as nibabel gives it
 
 
 def open_image(path: Path):
@@ -61,7 +74,59 @@ def open_image(path: Path):
         shape = shape[:3]
     if len(shape) != 3 or min(shape) == 0:
         raise InputError(path, f"expected a 3-D volume, got an image of shape {tuple(img.shape)}")
+    check_claimed_size(img, path)
     return img
+
+
+def check_claimed_size(img, path: Path) -> None:
+    """Refuse a header whose voxels the file cannot hold, or more than MAX_VOXELS, before nibabel
+    allocates them: claimed bytes = data offset + voxels x item size, against the file's size
+    (plain), or its possible and then its actual uncompressed size (gzip, counted with bounded
+    memory only when the trailer does not already agree)."""
+    shape = tuple(int(n) for n in img.shape)
+    voxels = math.prod(shape)
+    # the data proxy knows where the voxels start (the image's header copy says 0)
+    offset = getattr(img.dataobj, "offset", None) or img.header.get_data_offset()
+    claimed = int(offset) + voxels * img.header.get_data_dtype().itemsize
+    data_file = Path(img.file_map["image"].filename)
+    size = data_file.stat().st_size
+    kind = data_file.name.lower().rsplit(".", 1)[-1]
+    says = f"header claims {' x '.join(map(str, shape[:3]))} voxels ({_bytes(claimed)})"
+    if kind == "gz" and claimed > size * DEFLATE_MAX_RATIO:
+        raise InputError(path, f"{says} but the file holds {_bytes(size)}, at most "
+                               f"{_bytes(size * DEFLATE_MAX_RATIO)} once decompressed: truncated or a false header")
+    if kind not in ("gz", "bz2", "zst") and claimed > size:
+        raise InputError(path, f"{says} but the file holds {_bytes(size)}: truncated or a false header")
+    if voxels > MAX_VOXELS:
+        raise InputError(path, f"{says}, more than the {MAX_VOXELS} (2**30) voxels ichbench reads: "
+                               "no head CT is that large")
+    if kind == "gz":
+        held = _gzip_holds(data_file, claimed)
+        if held < claimed:
+            raise InputError(path, f"{says} but the file holds {_bytes(size)}, {_bytes(held)} once "
+                                   "decompressed: truncated or a false header")
+
+
+def _gzip_holds(path: Path, claimed: int) -> int:
+    """Uncompressed bytes of a gzip file, counted up to `claimed`. The trailer's ISIZE (the last
+    member's size mod 2**32) settles it at once for the usual single-member file; otherwise (several
+    members, over 4 GiB, truncated) the stream is decompressed in 1 MiB pieces, stopping at
+    `claimed` or where the data ends or breaks."""
+    with open(path, "rb") as fh:
+        fh.seek(-4, 2)
+        if int.from_bytes(fh.read(4), "little") == claimed % 2 ** 32:
+            return claimed   # a false match only lets nibabel's own read fail, as before
+    held = 0
+    try:
+        with gzip.open(path, "rb") as gz:
+            while held < claimed:
+                piece = gz.read1(min(1 << 20, claimed - held))   # read1: a break keeps what came before
+                if not piece:
+                    break
+                held += len(piece)
+    except (OSError, EOFError, zlib.error):   # truncated or corrupt: what came before it counts
+        pass
+    return held
 
 
 def file_to_store(affine: np.ndarray, path: Path) -> np.ndarray:
@@ -161,7 +226,8 @@ def load_ct(path: Path, transform: np.ndarray | None = None) -> NiftiVolume:
     raw = read_array(img, path)
     return NiftiVolume(path=path, data=to_store(raw, transform), spacing=store_spacing(zooms, transform),
                        slice_index=slice_order(raw.shape, transform), transform=transform,
-                       file_shape=tuple(raw.shape), file_ornt=closest_ornt(img.affine))
+                       file_shape=tuple(raw.shape), file_ornt=closest_ornt(img.affine),
+                       affine=np.asarray(img.affine, dtype=float))
 
 
 def load_mask(path: Path, ct: NiftiVolume, what: str = "mask") -> np.ndarray:
@@ -217,6 +283,17 @@ def closest_ornt(affine) -> np.ndarray | None:
     except Exception:  # noqa: BLE001 - singular or non-finite affine
         return None
     return None if np.isnan(ornt).any() else ornt
+
+
+def _bytes(n: int) -> str:
+    """A size for a message: 74 bytes, 17.2 GB (decimal units)."""
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("KB", "MB", "GB", "TB", "PB"):
+        n /= 1000
+        if n < 1000:
+            break
+    return f"{n:.1f} {unit}"
 
 
 def _short(path: Path) -> str:

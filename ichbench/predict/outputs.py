@@ -7,8 +7,10 @@
   cavity volume, and where the model came from,
 - `overlay.png`: the slices with hemorrhage in a brain window, the mask outlined.
 
-Files are written into a temporary folder beside the output folder and moved in only when all of
-them exist, so a failure leaves nothing half-written.
+Files are written into a temporary folder beside the output folder, which then takes the output
+folder's place in one rename, so a failure or Ctrl-C leaves nothing half-written. A folder that
+holds anything already is refused unless `force`, which replaces all of it: files of an earlier
+prediction never stay beside the new ones.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ichbench import __version__
+from ichbench.errors import IchbenchError
 from ichbench.predict.infer import Prediction
 from ichbench.predict.models import Ensemble
 from ichbench.predict.scan import Scan
@@ -197,11 +200,50 @@ def write_overlay(path: Path, scan: Scan, pred: Prediction) -> None:
     plt.close(fig)
 
 
-def write_outputs(out_dir: Path, scan: Scan, pred: Prediction, ens: Ensemble) -> dict:
-    """Write every output into `out_dir`, atomically as a set; returns the report."""
+def check_output(out_dir: Path, force: bool = False, keep=()) -> None:
+    """Refuse an output folder the set cannot replace whole: a file, a folder this user may not
+    write, one that holds anything already (unless `force`), or one that is or holds a path of
+    `keep` (what the command reads: `force` would delete it)."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.predict-{os.getpid()}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IchbenchError(f"--output {out_dir}: is a file, not a folder")
+    if not out_dir.is_dir():
+        return
+    if not os.access(out_dir, os.W_OK):
+        raise IchbenchError(f"--output {out_dir}: the folder is read-only")
+    if any(out_dir.iterdir()) and not force:
+        raise IchbenchError(f"--output {out_dir}: the folder is not empty (an earlier prediction?); name a "
+                            "new or empty one, or give --force to replace everything in it")
+    target = out_dir.resolve()
+    for path in map(Path, keep):
+        if target == path.resolve() or target in path.resolve().parents:
+            raise IchbenchError(f"--output {out_dir}: holds {path}, which this command reads; replacing the "
+                                "folder would delete it, name another one")
+
+
+def write_outputs(out_dir: Path, scan: Scan, pred: Prediction, ens: Ensemble, force: bool = False) -> dict:
+    """Write every output into `out_dir`, atomically as a set; returns the report. An existing
+    folder must be empty, or `force` replaces it (and all it held) with the new set."""
+    out_dir = Path(out_dir)
+    check_output(out_dir, force)
+    target = out_dir.resolve()          # a link to a folder: the folder it points to is replaced
+    tmp, backup = (target.parent / f".{target.name}.{what}-{os.getpid()}" for what in ("predict", "replaced"))
+    try:
+        return _write_set(target, tmp, backup, scan, pred, ens, force)
+    except OSError as exc:
+        if exc.filename and not _is_output(Path(exc.filename).absolute(), target, tmp, backup):
+            raise                       # an input file (a source DICOM header), named as it is
+        raise IchbenchError(f"--output {out_dir}: cannot write the outputs there "
+                            f"({exc.strerror or type(exc).__name__})") from None
+
+
+def _is_output(name: Path, target: Path, *beside: Path) -> bool:
+    return name in target.parents or any(name == p or p in name.parents for p in (target, *beside))
+
+
+def _write_set(target: Path, tmp: Path, backup: Path, scan: Scan, pred: Prediction, ens: Ensemble,
+               force: bool) -> dict:
+    target.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     notes: list[str] = []
@@ -213,9 +255,29 @@ def write_outputs(out_dir: Path, scan: Scan, pred: Prediction, ens: Ensemble) ->
         rep = report(scan, pred, ens, notes)
         rep["outputs"] = sorted(p.name for p in tmp.iterdir()) + ["report.json"]
         (tmp / "report.json").write_text(json.dumps(rep, indent=2))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for f in tmp.iterdir():
-            os.replace(f, out_dir / f.name)
+        _swap_in(tmp, target, backup, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rep
+
+
+def _swap_in(new: Path, target: Path, backup: Path, force: bool) -> None:
+    """`new` becomes `target` by renames. A missing or empty target is replaced in one (POSIX lets a
+    folder replace an empty one, and refuses a full one: a folder filled meanwhile is not lost).
+    A full target (with `force`) is moved aside first, put back if the second
+    rename fails or Ctrl-C lands between them, and removed after."""
+    if not force or not target.is_dir() or not any(target.iterdir()):
+        os.rename(new, target)
+        return
+    shutil.rmtree(backup, ignore_errors=True)
+    os.rename(target, backup)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(backup, target)
+        raise
+    try:
+        shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:               # Ctrl-C while removing the old set: finish, then stop
+        shutil.rmtree(backup, ignore_errors=True)
+        raise

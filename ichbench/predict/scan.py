@@ -62,11 +62,11 @@ def read_scan(path: Path, series: str | None = None) -> Scan:
 
 
 def _read_nifti(path: Path) -> Scan:
-    from ichbench.datasets.nifti_io import load_ct, open_image
+    from ichbench.datasets.nifti_io import load_ct
     vol = load_ct(path)
     _check_spacing(path, vol.spacing)
     return Scan(path=path, kind="nifti", hu=vol.data.astype(np.float32), spacing=tuple(vol.spacing),
-                nifti=vol, affine=np.asarray(open_image(path).affine, dtype=float))
+                nifti=vol, affine=vol.affine)
 
 
 def _modality(p: Path) -> str:

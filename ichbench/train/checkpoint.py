@@ -8,6 +8,8 @@ scheduler, every random generator's state, the epochs done and the loss history.
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -75,11 +77,38 @@ def load_pretrained(path: Path) -> dict:
     return ckpt
 
 
+MODEL_EXPECTED = "expected the `model.pt` a finished `ichbench run` fold writes"
+
+
 def load_model(path: Path) -> dict:
-    ckpt = load(path)
-    if ckpt.get("kind") != MODEL_KIND or "state" not in ckpt or "config" not in ckpt:
-        raise IchbenchError(f"{path}: not a fold model (the `model.pt` a finished `ichbench run` fold writes)")
+    """A fold model for `ichbench predict`. Any other file is one line naming it: torch's own
+    message is several lines and advises turning the safe loader off, which is never the fix for a
+    file that is not ichbench's (and would let a hostile one run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise IchbenchError(f"{path}: checkpoint not found")
+    try:
+        with warnings.catch_warnings():   # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:    # the machine's no (permissions): not a verdict on the file
+        raise IchbenchError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is one bad file
+        raise IchbenchError(f"{path}: not an ichbench model ({_refused(exc)}); {MODEL_EXPECTED}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("kind"), str):
+        raise IchbenchError(f"{path}: not an ichbench model (a {type(ckpt).__name__} saved by another program); "
+                            f"{MODEL_EXPECTED}")
+    if ckpt["kind"] != MODEL_KIND or "state" not in ckpt or "config" not in ckpt:
+        raise IchbenchError(f"{path}: not a fold model (kind {ckpt['kind'][:40]!r}); {MODEL_EXPECTED}")
     return ckpt
+
+
+def _refused(exc: Exception) -> str:
+    """Why torch's safe loader refused a file, in a few words of our own."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return f"it names {found.group(1)}, which no ichbench model holds; nothing in it was run"
+    return "not a checkpoint torch can read as tensors and plain data"
 
 
 def sha256_file(path: Path) -> str:
