@@ -121,3 +121,27 @@ def test_two_runs_of_one_config_at_once_train_each_fold_once(phantom_home, tmp_p
     client = Tracker(default_tracking_uri(phantom_home), phantom_home).client
     assert parent.data.metrics and {len(client.get_metric_history(parent.info.run_id, k))
                                     for k in parent.data.metrics} == {1}
+
+
+@pytest.mark.slow
+def test_finetune_of_a_fold_waits_while_a_run_holds_its_folder(phantom_home, tmp_path):
+    """`ichbench finetune` trains in `ichbench run`'s fold folder: it takes the same lock."""
+    from ichbench.orchestrate.plan import plan_method
+    plan = plan_method("unet_mixed", "phantom", "smoke", phantom_home, folds=[0], overrides=OVERRIDES)
+    cmd = [sys.executable, "-m", "ichbench.cli.main", "finetune", "-m", "unet_mixed", "-d", "phantom",
+           "--profile", "smoke", "--fold", "0", "--device", "cpu", *[a for o in OVERRIDES for a in ("--set", o)]]
+    err = tmp_path / "err"
+    env = {**os.environ, "ICHBENCH_HOME": str(phantom_home)}
+    with open(err, "w") as err_file:
+        with run_lock(plan.run_dir):
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
+            try:
+                _wait_for(err, f"is working on {plan.run_dir}; waiting", proc)
+                time.sleep(1)   # it would have started training by now, were it not waiting
+                assert not (plan.fold_dir(0) / "result.json").exists()
+            except BaseException:
+                proc.kill()
+                raise
+        assert proc.wait(timeout=300) == 0, err.read_text()
+    assert (plan.fold_dir(0) / "result.json").is_file()
+    assert "going on with what it finished" in err.read_text()

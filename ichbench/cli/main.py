@@ -50,7 +50,7 @@ def root(home: Optional[Path] = typer.Option(None, "--home", envvar="ICHBENCH_HO
                                               help="Workspace for stores, caches and tracking (default ~/.ichbench)."),
          store_root: Optional[str] = typer.Option(
              None, "--store-root", envvar="ICHBENCH_STORE_ROOT",
-             help="Where the slice stores live: a folder or an object-store URL such as s3://bucket/prefix "
+             help="Where the slice stores live: a folder, file:///FOLDER or s3://BUCKET/PREFIX "
                   "(default $ICHBENCH_HOME/stores; S3 endpoint and keys from the AWS_* environment)."),
          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:

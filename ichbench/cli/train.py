@@ -138,6 +138,7 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
 
     The fold of `ichbench run` with the same settings: same split, pretraining cache and folder
     (`runs/...`), so a fold done here is not redone by `run`, and the other way round."""
+    from ichbench.orchestrate.lock import run_lock
     from ichbench.splits import fold_count
     from ichbench.train.engine import finetune as run_finetune
 
@@ -151,12 +152,14 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
     if pretrained is not None and not m.has_pretext:
         fail(f"{m.name} transfers no pretrained parts (a baseline); drop --pretrained")
     plan = _plan(method, dataset, profile, set_, pretrain_dataset, folds=[fold], k=k)
-    if m.has_pretext and pretrained is None:
-        pretrained = _pretrained(plan, device)
-    cavity = _cavity(plan, device) if m.icm else None
     out = plan.fold_dir(fold)
-    result = run_finetune(m, plan.store.path, plan.split, fold, plan.cfg, out, pretrained=pretrained,
-                          device=device, cavity=cavity)
+    # the folder of `ichbench run`'s fold: never trained by both at once (orchestrate/lock.py)
+    with run_lock(plan.run_dir):
+        if m.has_pretext and pretrained is None:
+            pretrained = _pretrained(plan, device)
+        cavity = _cavity(plan, device) if m.icm else None
+        result = run_finetune(m, plan.store.path, plan.split, fold, plan.cfg, out, pretrained=pretrained,
+                              device=device, cavity=cavity)
     if as_json:
         print(json.dumps({"result": str(out / "result.json"), "summary": result["summary"]}, indent=2))
         return
