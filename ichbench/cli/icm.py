@@ -71,13 +71,12 @@ def _train(dataset: str, profile: str, cfg, address, tracking_uri):
     try:
         path, metrics = driver.icm(plan, tracker.experiment(dataset), tags)
     except KeyboardInterrupt:
-        if not driver._live:   # no MLflow run open yet (or any more)
-            raise
-        driver._abort("KILLED")   # the run driver.icm left open, as `Driver.run` does on Ctrl-C
+        if not driver.abort("KILLED"):   # the run driver.icm left open, as `Driver.run` does on Ctrl-C
+            raise                         # none open yet (or any more)
         interrupted(f"interrupted: the ICM training stopped and its MLflow run is marked KILLED; the same "
                     f"command resumes it from its last finished epoch ({plan.dir})")
     except BaseException:
-        driver._abort("FAILED")
+        driver.abort("FAILED")
         raise
     return path, plan.key, metrics
 

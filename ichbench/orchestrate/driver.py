@@ -121,10 +121,10 @@ class Driver:
                 pretrained = self._pretrain(plan, exp, tags, parent_id, outcome, pretrain_task)
             results = self._folds(plan, exp, tags, parent_id, pretrained, outcome, finetune_task, icm)
         except KeyboardInterrupt:
-            self._abort("KILLED")
+            self.abort("KILLED")
             raise
         except BaseException:
-            self._abort("FAILED")
+            self.abort("FAILED")
             raise
         rows = [dict(r, fold=res["fold"]) for res in results for r in res["volumes"]]
         outcome.rows = rows
@@ -159,13 +159,17 @@ class Driver:
             return self.gpus_per_fold
         return default_gpus_per_fold(self.resources.get("GPU", 0), self._n_folds)
 
-    def _abort(self, status: str) -> None:
+    def abort(self, status: str) -> bool:
+        """End the MLflow runs this driver left open (an interrupted or failed step) with `status`;
+        False when none was open."""
+        had = bool(self._live)
         for run_id in self._live:
             try:
                 self.tracker.end(run_id, status)
             except Exception:  # noqa: BLE001 - best effort while shutting down
                 pass
         self._live = []
+        return had
 
     # -- pretraining ---------------------------------------------------------------------------------
     def _pretrain(self, plan, exp, tags, parent_id, outcome, pretrain_task) -> Path:
