@@ -37,6 +37,8 @@ app.command("ui")(run_cli.ui)
 app.command("tune")(run_cli.tune)
 from ichbench.cli import predict as predict_cli  # noqa: E402
 app.command("predict")(predict_cli.predict)
+from ichbench.cli import score as score_cli  # noqa: E402
+app.command("score")(score_cli.score)
 
 
 def _version(value: bool) -> None:
