@@ -258,3 +258,27 @@ def test_ctrl_c_while_workers_score(tmp_path):
     while alive_in_session(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert alive_in_session(proc.pid) == []
+
+
+def test_scores_nnunet_output_folders(tmp_path, monkeypatch, capsys):
+    """nnU-Net's layout, written by its own code: labels as the ichbench-nnunet plugin exports them
+    (labelsTr/CASE.nii.gz, SimpleITK) and predictions as `nnUNetv2_predict` writes them
+    (SimpleITKIO.write_seg with the image's properties, CASE.nii.gz beside plans.json)."""
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    export = pytest.importorskip("ichbench_nnunet.export")
+    spacing_zyx = (5.0, 0.42, 0.42)
+    truth = bleed().transpose(2, 1, 0)                               # (S, H, W) as the plugin writes it
+    export.write_volume(export.image_path(tmp_path / "imagesTs", "ich_001"), np.full(truth.shape, 40, np.int16),
+                        spacing_zyx)
+    export.write_volume(tmp_path / "labelsTs" / "ich_001.nii.gz", truth.astype(np.uint8), spacing_zyx)
+    io = SimpleITKIO()
+    _, props = io.read_images([str(export.image_path(tmp_path / "imagesTs", "ich_001"))])
+    (tmp_path / "preds").mkdir()
+    io.write_seg(np.roll(truth, 1, axis=2).astype(np.uint8), str(tmp_path / "preds" / "ich_001.nii.gz"), props)
+    (tmp_path / "preds" / "plans.json").write_text("{}")
+    code, out, err = call(monkeypatch, capsys, "--pred", tmp_path / "preds", "--truth", tmp_path / "labelsTs", "--json")
+    assert (code, err) == (0, "")
+    case = json.loads(out)["cases"][0]
+    assert case["case"] == "ich_001" and case["true_ml"] == pytest.approx(112 * 5 * 0.42 * 0.42 / 1000, rel=1e-5)
+    assert case["hd_mm"] == pytest.approx(0.42, rel=1e-5)      # hand: shifted one 0.42 mm column

@@ -27,8 +27,9 @@ from ichbench.evaluate.metrics import _as_bool, volume_metrics, volume_ml
 # (offset of the voxel in the corner's 2x2x2 neighbourhood, its bit): the weights of DeepMind's
 # ENCODE_NEIGHBOURHOOD_3D_KERNEL, [[[128, 64], [32, 16]], [[8, 4], [2, 1]]]
 _BITS = [((a, b, c), 7 - (4 * a + 2 * b + c)) for a in (0, 1) for b in (0, 1) for c in (0, 1)]
-# above this many surface corners per voxel of the cropped box, two Euclidean distance transforms
-# of the box beat a k-d tree over the corners (salt noise everywhere); below it, the tree wins by far
+# above this many query corners per voxel of the cropped box, a Euclidean distance transform of the
+# box beats a k-d tree (scattered voxels, far from the other surface, are slow tree queries); below
+# it, the tree wins by far
 _EDT_ABOVE = 1 / 16
 
 
@@ -97,13 +98,17 @@ def surface_distances(pred, truth, spacing) -> dict:
     if len(t_idx) == 0 or len(p_idx) == 0:
         return {"truth_to_pred": np.full(len(t_idx), np.inf), "truth_areas": t_area,
                 "pred_to_truth": np.full(len(p_idx), np.inf), "pred_areas": p_area}
-    if (len(t_idx) + len(p_idx)) > _EDT_ABOVE * t_border.size:
-        t_to_p = _distances_edt(t_idx, p_border, spacing)
-        p_to_t = _distances_edt(p_idx, t_border, spacing)
-    else:
-        t_to_p = _distances_kdtree(t_idx, p_idx, spacing)
-        p_to_t = _distances_kdtree(p_idx, t_idx, spacing)
+    t_to_p = _directed(t_idx, p_idx, p_border, spacing)
+    p_to_t = _directed(p_idx, t_idx, t_border, spacing)
     return {"truth_to_pred": t_to_p, "truth_areas": t_area, "pred_to_truth": p_to_t, "pred_areas": p_area}
+
+
+def _directed(src_idx, dst_idx, dst_border, spacing) -> np.ndarray:
+    """Distances from src's corners to dst's surface: a k-d tree unless src has so many corners
+    (scattered voxels, most far from dst) that a distance transform of the box is cheaper."""
+    if len(src_idx) > _EDT_ABOVE * dst_border.size:
+        return _distances_edt(src_idx, dst_border, spacing)
+    return _distances_kdtree(src_idx, dst_idx, spacing)
 
 
 def _check_spacing(spacing, ndim: int) -> tuple:
