@@ -13,6 +13,9 @@ What a **method** provides (subclass `Method`, or `PretextMethod` for a per-prof
 A method may instead run its own fine-tuning (API 2): `finetune_overrides(profile)` and
 `finetune_fold(fold)`, which gets a `Fold` (its volumes as arrays with spacing, the config, a
 folder) and returns a `FoldOutput` (a mask per test volume) that ichbench scores itself.
+Optionally it declares the schema of its `params` (`pretrain_params_model`,
+`finetune_params_model`: a `MethodParams` with bounded `Field`s, `Widths` for a head's widths),
+checked when a run's config is resolved.
 What a **dataset** provides (subclass `Dataset`): `name`, `roles`, `layout`, `source_url`,
 `licence`, `check_layout(source)` and `read(source, role, options, report)` yielding `Volume`s.
 Both are handed to ichbench by a `@hookimpl` of `register_methods(register)` or
@@ -24,13 +27,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
 from ichbench import LABEL_ORDER, SUBTYPES, __version__
 from ichbench.config import FinetuneConfig, PretrainConfig, RunConfig
 from ichbench.resolve import resolve
 from ichbench.datasets.base import (PRETRAINING, SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions,
                                     IngestReport, SlicePlan, Volume, get_dataset)
 from ichbench.errors import IchbenchError, InputError, LayoutError, UnknownNameError
-from ichbench.methods.base import LabelNeeds, Method, PretextMethod, get_method
+from ichbench.methods.base import LabelNeeds, Method, MethodParams, PretextMethod, Width, Widths, get_method
 from ichbench.methods.fold import Fold, FoldOutput, FoldVolume
 from ichbench.plugins.hookspecs import hookimpl
 from ichbench.plugins.manager import Registry, get_registry, reset_registry
@@ -136,6 +141,8 @@ __all__ = [
     "hookimpl", "Registry", "get_registry", "reset_registry",
     # methods
     "Method", "PretextMethod", "LabelNeeds", "get_method",
+    # the schema of a method's params (pydantic's Field, re-exported)
+    "MethodParams", "Field", "Width", "Widths",
     "PooledEncoderHead", "mlp", "conv1x1_projector", "scaled_widths",
     "PretrainConfig", "FinetuneConfig", "RunConfig", "resolve",
     # a method's own fine-tuning (API 2) and the scoring it is judged by

@@ -46,6 +46,7 @@ def resolve(method: str | Method, dataset: str, profile: str = "paper", override
         data["icm"]["dataset"] = default_icm_dataset(dataset)
     data["pretrain_role"] = pretrain_role_of(data["pretrain_dataset"])   # after overrides: --set pretrain_dataset=
     cfg = validated(RunConfig, data)
+    m.check_params(cfg)   # against the schema the method declares, if any; the dicts stay as given
     if m.init_from:
         inherited = [o for o in overrides or () if not o.strip().startswith("pretrain.params.")]
         cfg.init = resolve(m.init_from, dataset, profile, inherited, cfg.pretrain_dataset)

@@ -88,9 +88,9 @@ def test_a_bad_value_is_one_line_naming_the_setting(registry, item, says):
 
 def test_a_method_param_is_read_as_the_type_the_method_gave_it(registry):
     cfg = resolve("multilabel_ce", "phantom", "smoke", ["pretrain.params.mlp_dims=4,5,6,7",
-                                                        "pretrain.params.pos_weight=1,2,3"])
+                                                        "pretrain.params.pos_weight=1,2,3,4,5,6,7"])
     assert cfg.pretrain.params["mlp_dims"] == [4, 5, 6, 7]
-    assert cfg.pretrain.params["pos_weight"] == "1,2,3"          # a str param stays text
+    assert cfg.pretrain.params["pos_weight"] == "1,2,3,4,5,6,7"  # a str param stays text
     with pytest.raises(IchbenchError, match=r"mlp_dims=4\.5: input should be a valid integer"):
         resolve("multilabel_ce", "phantom", "smoke", ["pretrain.params.mlp_dims=4.5"])
     with pytest.raises(IchbenchError, match=r"pretrain\.params\.mlp_dims must be a finite number \(at 1\)"):

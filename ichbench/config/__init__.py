@@ -30,6 +30,11 @@ def json_schema() -> dict:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
+def json_schema_of(model) -> dict:
+    """The JSON Schema of another settings model (a method's params), in the same style."""
+    return _one_line_descriptions(model.model_json_schema())
+
+
 def _one_line_descriptions(obj):
     """Field docstrings wrap at 100 columns; in the schema each description is one line."""
     if isinstance(obj, dict):
@@ -55,6 +60,6 @@ def resolve_icm(dataset: str, profile: str = "paper", overrides=()) -> IcmConfig
 
 __all__ = ["ICM_DEPTH", "PAPER_AUGMENT", "PAPER_FINETUNE", "PROFILES", "SECTIONS", "Augment", "DataConfig",
            "FinetuneConfig", "IcmConfig", "ModelConfig", "PretrainConfig", "RunConfig",
-           "apply_override", "as_data", "finetune_dict", "json_schema", "merge_settings",
+           "apply_override", "as_data", "finetune_dict", "json_schema", "json_schema_of", "merge_settings",
            "one_line", "parse_value", "profile_settings", "resolve_icm", "settings_dict",
            "split_assignment", "validated"]

@@ -7,14 +7,35 @@ a batch. The engine (`ichbench.train`) owns loops, optimisers, checkpoints and d
 only says what is specific to it. A method that wraps a whole framework (plugin API 2) replaces
 the fine-tuning of a fold instead (`finetune_fold`): it gets the fold's volumes and returns its
 predictions, which the engine scores exactly as it scores its own.
+
+A method may declare the schema of its own settings (`pretrain.params`, `finetune.params`) as a
+pydantic model, `pretrain_params_model` / `finetune_params_model`, usually a `MethodParams` with
+bounded `Field`s. `resolve` then checks the params against it (`check_params`), so
+`--set pretrain.params.n_swaps=1000000000` is one line on a dry run, not a failure (or hours of
+training) deep inside a run. The params stay the dicts as given, never the model's values: the
+config hashes, the cache keys of pretrainings and leaderboard entries, do not change. A method
+that declares none (None) keeps free-form params.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Annotated
 
-from ichbench.errors import UnknownNameError
+from pydantic import BaseModel, ConfigDict, Field
+
+from ichbench.config import json_schema_of
+from ichbench.config.problems import validated
+from ichbench.errors import IchbenchError, UnknownNameError
+
+STAGES = ("pretrain", "finetune")
+
+# Bounds shared by the built-in heads. No head in the literature comes near them; each stops a typo
+# (an extra zero) before it allocates GBs: one 16384x16384 layer is 268 M weights (1 GB, 3 more for
+# Adam); the widest head here is VICReg's 8192-wide expander (plugins/ichbench-vicreg).
+MAX_WIDTH = 16384
+MAX_LAYERS = 16      # widths of a head, input first: the paper's are 3 or 4
 
 
 @dataclass(frozen=True)
@@ -29,6 +50,16 @@ class LabelNeeds:
         return [name for name in ("segmentation", "unlabeled", "binary", "multilabel") if getattr(self, name)]
 
 
+class MethodParams(BaseModel):
+    """Base of a method's params schema: a typo'd key is refused, NaN and infinities too, and the
+    field docstrings are the settings' descriptions (as in the run config's own models)."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
+
+
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Widths = Annotated[list[Width], Field(min_length=2, max_length=MAX_LAYERS)]   # a head's, input first
+
+
 class Method:
     """Base class. Baselines only set attributes; pretext methods also implement the hooks below."""
 
@@ -40,6 +71,10 @@ class Method:
     init_from: str | None = None             # a method whose pretraining initialises this one's
     icm: bool = False                        # multiply predictions by the intracranial mask
     sampling: str = "mixed"                  # fine-tuning slice sampling: "mixed" or "ich_only"
+    # schemas of `pretrain.params` and `finetune.params` (pydantic models, see the module
+    # docstring); None: free-form, as before they existed
+    pretrain_params_model: type[BaseModel] | None = None
+    finetune_params_model: type[BaseModel] | None = None
 
     @property
     def has_pretext(self) -> bool:
@@ -78,10 +113,49 @@ class Method:
         """True when the method overrides `finetune_fold` (its own training loop)."""
         return type(self).finetune_fold is not Method.finetune_fold
 
+    # -- the method's own settings ----------------------------------------------------------------
+    def stage_params(self, stage: str, cfg) -> dict:
+        """The params the `stage` ("pretrain" or "finetune") of the run config `cfg` runs with."""
+        return dict(getattr(cfg, stage).params)
+
+    def check_params(self, cfg) -> None:
+        """IchbenchError in one line when a stage's params break the method's declared schema."""
+        for stage in STAGES:
+            model = getattr(self, f"{stage}_params_model")
+            if model is not None:
+                check_params(model, self.stage_params(stage, cfg), f"{stage}.params", self.name)
+
+    def params_schema(self) -> dict:
+        """The declared params schemas by stage, as JSON Schema (None: free-form)."""
+        return {stage: _schema(getattr(self, f"{stage}_params_model")) for stage in STAGES}
+
     def describe(self) -> dict:
         return {"name": self.name, "description": self.description, "paper_section": self.paper_section,
                 "label_needs": self.label_needs.describe(), "transfers": list(self.transfers),
-                "init_from": self.init_from, "icm": self.icm, "sampling": self.sampling}
+                "init_from": self.init_from, "icm": self.icm, "sampling": self.sampling,
+                "params": self.params_schema()}
+
+
+def check_params(model: type[BaseModel], params: dict, where: str, method: str) -> None:
+    """Validate `params` against `model` (the values are left as they are: validate, don't
+    replace); a key the model lacks is refused naming the ones it has, whatever its config says."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise IchbenchError(f"method {method!r}: its {where} schema must be a pydantic model "
+                            f"(ichbench.api.MethodParams), got {model!r}")
+    known = list(model.model_fields)
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        takes = f"its settings: {', '.join(known)}" if known else "it takes none"
+        raise IchbenchError(f"{where}.{unknown[0]} is not a setting of method {method!r}; {takes}")
+    validated(model, params, f"{where}.")
+
+
+def _schema(model: type[BaseModel] | None) -> dict | None:
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None   # free-form (or not a model, which resolving the method's config says)
+    if not model.model_fields:
+        return {"type": "object", "maxProperties": 0}   # none: the stage reads no params
+    return json_schema_of(model)
 
 
 def get_method(name: str) -> Method:
@@ -108,4 +182,8 @@ class PretextMethod(Method):
         return copy.deepcopy(self.profiles[profile])
 
     def params(self, cfg) -> dict:
-        return {**self.profiles["paper"].get("params", {}), **(getattr(cfg, "params", None) or {})}
+        return {**self.profiles.get("paper", {}).get("params", {}), **(getattr(cfg, "params", None) or {})}
+
+    def stage_params(self, stage: str, cfg) -> dict:
+        # what the pretext reads: a key the config lacks falls back to the paper profile's
+        return self.params(cfg.pretrain) if stage == "pretrain" else super().stage_params(stage, cfg)

@@ -7,13 +7,16 @@ inside the intracranial cavity mask. No pretext: nothing is transferred.
 
 from __future__ import annotations
 
-from ichbench.methods.base import LabelNeeds, Method
+from ichbench.methods.base import LabelNeeds, Method, MethodParams
 
 
 class Baseline(Method):
     paper_section = "§2.5.3"
     label_needs = LabelNeeds(segmentation=True)
     transfers = ()
+    # no pretext, and the shared recipe reads no params: any key is a typo
+    pretrain_params_model = MethodParams
+    finetune_params_model = MethodParams
 
     def __init__(self, name: str, sampling: str, icm: bool, description: str):
         self.name = name

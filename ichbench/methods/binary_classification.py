@@ -9,9 +9,24 @@ from __future__ import annotations
 
 from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.config import PAPER_AUGMENT
-from ichbench.methods.base import LabelNeeds, PretextMethod
+from pydantic import field_validator
+
+from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod, Widths
 
 ANY = LABEL_ORDER.index("any")
+
+
+class BinaryParams(MethodParams):
+    mlp_dims: Widths
+    """the MLP on the pooled bottleneck, input first (512 at the paper's U-Net width; the others
+    scale with a narrower one), ending in the 2 classes (no ICH, ICH)"""
+
+    @field_validator("mlp_dims")
+    @classmethod
+    def _two_classes(cls, dims: list[int]) -> list[int]:
+        if dims[-1] != 2:
+            raise ValueError(f"must end in 2 outputs (no ICH, ICH), got {dims}")
+        return dims
 
 
 class BinaryClassification(PretextMethod):
@@ -21,6 +36,8 @@ class BinaryClassification(PretextMethod):
     paper_section = "§2.6.2.1"
     label_needs = LabelNeeds(segmentation=True, binary=True)
     transfers = ("encoder",)
+    pretrain_params_model = BinaryParams
+    finetune_params_model = MethodParams   # the shared recipe: no params
     profiles = {
         "paper": {"batch_size": 64, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 2]}},
         "smoke": {"batch_size": 8, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 2]}},

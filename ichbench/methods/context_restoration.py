@@ -13,8 +13,22 @@ random offset in [0, h)×[0, w) per image, then drawing 2N distinct cells.
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from ichbench.config import PAPER_AUGMENT
-from ichbench.methods.base import LabelNeeds, PretextMethod
+from ichbench.config.models import MAX_IMAGE
+from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod
+
+# 1000 pairs are 2000 disjoint patches: 256² holds 2601 of 5x5 (the smoke profile's size at 64²
+# scaled up). More pairs than fit are refused only when a batch is corrupted (`swap_patches`).
+MAX_SWAPS = 1000
+
+
+class ContextRestorationParams(MethodParams):
+    n_swaps: int = Field(ge=1, le=MAX_SWAPS)
+    """patch pairs swapped in each image (the paper's 20); 0 would leave nothing to restore"""
+    patch: int = Field(ge=1, le=MAX_IMAGE // 2)   # two patches still fit the largest image
+    """side of a patch in pixels of the training image (the paper's 20 at 256²)"""
 
 
 class ContextRestoration(PretextMethod):
@@ -23,6 +37,8 @@ class ContextRestoration(PretextMethod):
     paper_section = "§2.6.1.1 (Chen et al. 2019)"
     label_needs = LabelNeeds(segmentation=True, unlabeled=True)
     transfers = ("all",)
+    pretrain_params_model = ContextRestorationParams
+    finetune_params_model = MethodParams   # the shared recipe: no params
     profiles = {
         # N = 20 swaps of 20x20 patches at 256x256, batch 32; 50 epochs, Adam 1e-3 are the defaults
         "paper": {"batch_size": 32, "augment": dict(PAPER_AUGMENT), "params": {"n_swaps": 20, "patch": 20}},

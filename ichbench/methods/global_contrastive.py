@@ -8,7 +8,25 @@ projector is discarded, as the paper (after SimCLR) prescribes.
 
 from __future__ import annotations
 
-from ichbench.methods.base import LabelNeeds, PretextMethod
+from pydantic import Field
+
+from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod, Widths
+
+# SimCLR's temperatures span 0.05-1 (Chen et al. 2020, Table 5). Below 1e-3 the logits of cosine
+# similarities pass 1000 and the softmax is one-hot (no gradient); above 10 they differ by less
+# than 0.2 and it is nearly uniform.
+MIN_TAU, MAX_TAU = 1e-3, 10.0
+
+
+def tau_field():
+    return Field(ge=MIN_TAU, le=MAX_TAU)
+
+
+class GlobalContrastiveParams(MethodParams):
+    tau: float = tau_field()
+    """InfoNCE temperature (the paper's 0.1)"""
+    proj_dims: Widths
+    """the MLP projector, input first (512 at the paper's U-Net width; all scale with a narrower one)"""
 
 
 class GlobalContrastive(PretextMethod):
@@ -17,6 +35,8 @@ class GlobalContrastive(PretextMethod):
     paper_section = "§2.6.1.2, eq. 6 (Chen et al. 2020)"
     label_needs = LabelNeeds(segmentation=True, unlabeled=True)
     transfers = ("encoder",)
+    pretrain_params_model = GlobalContrastiveParams
+    finetune_params_model = MethodParams   # the shared recipe: no params
     profiles = {
         "paper": {"batch_size": 60, "params": {"tau": 0.1, "proj_dims": [512, 512, 128]}},
         # widths scale with the U-Net (base 8: 128 -> 128 -> 32); a batch of 8 gives 14 negatives

@@ -16,7 +16,30 @@ sampled there (bilinear). Regions whose counterpart falls outside view 2 are not
 
 from __future__ import annotations
 
-from ichbench.methods.base import LabelNeeds, PretextMethod
+from pydantic import Field
+
+from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod, Widths
+from ichbench.methods.global_contrastive import tau_field
+
+# Regions per image: each image's loss compares its 2N regions with each other, a (2N)² matrix:
+# at 1000, 4 M entries an image, 384 MB for the paper's batch of 24. The paper's 256² images give
+# a 128² feature map, 1764 cells of 3x3; regions that do not fit are refused in `region_pairs`.
+MAX_REGIONS = 1000
+# A region's side in feature-map pixels: at 64, a region of the 32-channel projection is a
+# 131,072-long vector (the paper's 3x3 one is 288 long).
+MAX_REGION = 64
+
+
+class LocalContrastiveParams(MethodParams):
+    tau: float = tau_field()
+    """InfoNCE temperature (the paper's 0.1)"""
+    proj_dims: Widths
+    """the two 1x1 convolutions, input first (64 channels at the paper's U-Net width; all scale
+    with a narrower one)"""
+    n_regions: int = Field(ge=2, le=MAX_REGIONS)   # one region has no negatives to pick from
+    """N_r, regions drawn per image (the paper's 20)"""
+    region: int = Field(ge=1, le=MAX_REGION)
+    """side of a region in feature-map pixels (the paper's 3)"""
 
 
 class LocalContrastive(PretextMethod):
@@ -27,6 +50,8 @@ class LocalContrastive(PretextMethod):
     label_needs = LabelNeeds(segmentation=True, unlabeled=True)
     transfers = ("encoder", "decoder.0", "decoder.1", "decoder.2")
     init_from = "global_contrastive"
+    pretrain_params_model = LocalContrastiveParams
+    finetune_params_model = MethodParams   # the shared recipe: no params
     profiles = {
         "paper": {"batch_size": 24, "params": {"tau": 0.1, "proj_dims": [64, 128, 32],
                                                "n_regions": 20, "region": 3}},

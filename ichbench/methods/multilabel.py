@@ -18,17 +18,78 @@ Two weightings stay available as options (`--set pretrain.params.pos_weight=...`
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field, WrapValidator, field_validator
+
 from ichbench import LABEL_ORDER
 from ichbench.config import PAPER_AUGMENT
-from ichbench.methods.base import LabelNeeds, PretextMethod
+from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod, Widths
 
 N_CLASSES = len(LABEL_ORDER)
+# A fixed positive weight: RSNA's rarest subtype, EDH (~0.3 % of slices), has n_negative/n_positive
+# ~330; 1000 outweighs that three times ("auto" clips at 100).
+MAX_POS_WEIGHT = 1000.0
+
+
+def _named_or_numbers(value, handler):
+    """'none', 'auto', or seven numbers: a list, or the comma-separated text `--set` leaves in a
+    str param, checked as the list (an error names the item, e.g. pretrain.params.pos_weight.3)."""
+    if value in ("none", "auto"):
+        return value
+    if isinstance(value, str):
+        items = [v.strip() for v in value.strip("[]() ").split(",")]
+        if not all(_number(v) for v in items):
+            raise ValueError(f"must be 'none', 'auto' or {N_CLASSES} numbers ({', '.join(LABEL_ORDER)}), "
+                             f"got {value!r}")
+        value = items
+    handler(value)
+    return value
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _or_named(schema: dict) -> None:
+    array = {k: schema.pop(k) for k in ("type", "items", "minItems", "maxItems")}
+    schema["anyOf"] = [{"enum": ["none", "auto"]}, array]
+
+
+PosWeight = Annotated[list[Annotated[float, Field(gt=0, le=MAX_POS_WEIGHT)]],
+                      Field(min_length=N_CLASSES, max_length=N_CLASSES, json_schema_extra=_or_named),
+                      WrapValidator(_named_or_numbers)]
+
+
+class MultilabelParams(MethodParams):
+    mlp_dims: Widths
+    """the MLP on the pooled bottleneck, input first (512 at the paper's U-Net width; the others
+    scale with a narrower one), ending in the 7 labels"""
+
+    @field_validator("mlp_dims")
+    @classmethod
+    def _seven_labels(cls, dims: list[int]) -> list[int]:
+        if dims[-1] != N_CLASSES:
+            raise ValueError(f"must end in {N_CLASSES} outputs ({', '.join(LABEL_ORDER)}), got {dims}")
+        return dims
+
+
+class MultilabelCEParams(MultilabelParams):
+    pos_weight: PosWeight
+    """weights of the positives: "none" (the paper's), "auto" (inverse frequency) or 7 numbers in
+    label order"""
 
 
 class _Multilabel(PretextMethod):
     label_needs = LabelNeeds(segmentation=True, multilabel=True)
     transfers = ("encoder",)
     paper_section = "§2.6.2.2"
+    pretrain_params_model = MultilabelParams
+    finetune_params_model = MethodParams   # the shared recipe: no params
 
     def build_pretext(self, unet, cfg):
         from ichbench.methods.nets.classifier import MultilabelClassifier
@@ -45,6 +106,7 @@ class _Multilabel(PretextMethod):
 
 class MultilabelCE(_Multilabel):
     name = "multilabel_ce"
+    pretrain_params_model = MultilabelCEParams
     description = "7-label slice classifier (no-ICH, ICH, 5 subtypes), weighted BCE; encoder transferred"
     profiles = {
         # the authors' config: plain BCEWithLogitsLoss (see the module docstring for the options)

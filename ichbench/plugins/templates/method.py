@@ -29,7 +29,8 @@ ichbench leaderboard submit --method $registered --dataset phantom
 
 Profiles: `paper` (what you would publish) and `smoke` (tiny, for tests and CI); change them in
 `$classname.profiles`. Settings in `params` can be overridden per run, e.g.
-`--set pretrain.params.head_dims=512,128,4`.
+`--set pretrain.params.head_dims=512,128,4`; `${classname}Params` declares them with their
+bounds, and a run (a dry run too) refuses a value past a bound, or an unknown key, in one line.
 '''
 
 METHOD_PY = '''\
@@ -45,7 +46,15 @@ side lives in `pretext.py`, imported when a pretraining starts.
 
 from __future__ import annotations
 
-from ichbench.api import LabelNeeds, PretextMethod
+from ichbench.api import LabelNeeds, MethodParams, PretextMethod, Widths
+
+
+class ${classname}Params(MethodParams):
+    """`pretrain.params`, checked when a run's config is resolved: a key not declared here, or a
+    value past its bound, is refused before anything trains. Give every number you add a bound
+    (`Field(ge=..., le=...)` from ichbench.api)."""
+    head_dims: Widths   # 2 to 16 widths of 1 to 16384
+    """the MLP on the pooled bottleneck, input first (512 at the paper's width), ending in 4 rotations"""
 
 
 class $classname(PretextMethod):
@@ -54,6 +63,7 @@ class $classname(PretextMethod):
     paper_section = "Gidaris et al. 2018"
     label_needs = LabelNeeds(segmentation=True, unlabeled=True)   # images only, no labels
     transfers = ("encoder",)                                      # U-Net parts the pretraining hands over
+    pretrain_params_model = ${classname}Params
     profiles = {
         # head widths as for the paper's 512-channel bottleneck; they scale with a narrower U-Net.
         # The last width is the number of classes (four rotations) and is never scaled.
@@ -117,7 +127,8 @@ import numpy as np
 import pytest
 import torch
 
-from ichbench.api import PretrainConfig, UNet, example_batch, expand_parts, get_registry, reset_registry, resolve
+from ichbench.api import (IchbenchError, PretrainConfig, UNet, example_batch, expand_parts, get_registry,
+                          reset_registry, resolve)
 from $module import $classname
 from $module.pretext import rotate_batch
 
@@ -148,6 +159,11 @@ def test_rotations():
 def test_profiles_resolve(profile):
     cfg = resolve($classname(), "phantom", profile)
     assert cfg.pretrain.params["head_dims"][-1] == 4 and cfg.pretrain.batch_size >= 2
+
+
+def test_a_param_past_its_bound_is_refused():
+    with pytest.raises(IchbenchError, match="pretrain.params.head_dims.1 must be <= 16384"):
+        resolve($classname(), "phantom", "smoke", ["pretrain.params.head_dims=512,100000,4"])
 
 
 def test_loss_falls_on_phantom_slices():

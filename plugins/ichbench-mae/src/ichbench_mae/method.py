@@ -15,13 +15,21 @@ a patch). It starts at 0, the bottom of the [-50, 150] HU window.
 
 from __future__ import annotations
 
-from ichbench.api import LabelNeeds, PretextMethod
+from ichbench.api import Field, LabelNeeds, MethodParams, PretextMethod
 
 REFERENCE_SIZE = 256   # `patch` is given in pixels at 256×256 and scales with the image size
 
 
 def patch_pixels(patch_at_256: int, image_size: int) -> int:
     return max(1, round(int(patch_at_256) * int(image_size) / REFERENCE_SIZE))
+
+
+class MaeParams(MethodParams):
+    """`pretrain.params`, checked when a run's config is resolved (dry runs too)."""
+    patch: int = Field(ge=1, le=REFERENCE_SIZE)   # at most one patch the size of the image
+    """side of a masked patch in pixels at 256x256 (SimMIM's 32); it scales with the image"""
+    mask_ratio: float = Field(gt=0, lt=1)         # all or nothing leaves nothing to learn
+    """share of the patches masked (SimMIM's 0.6)"""
 
 
 class MaskedImageModelling(PretextMethod):
@@ -31,6 +39,8 @@ class MaskedImageModelling(PretextMethod):
     paper_section = "Xie et al. 2022 (SimMIM), after He et al. 2022 (MAE); not one of the paper's methods"
     label_needs = LabelNeeds(segmentation=True, unlabeled=True)
     transfers = ("all",)
+    pretrain_params_model = MaeParams
+    finetune_params_model = MethodParams   # the shared recipe: no params
     profiles = {
         # SimMIM: random masking of 32x32 patches, ratio 0.6, L1 on masked pixels. Its AdamW,
         # batch 2048 and hundreds of epochs are replaced by this harness's shared pretext recipe

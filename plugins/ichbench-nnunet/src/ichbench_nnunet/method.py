@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 
-from ichbench.api import LabelNeeds, Method, UnknownNameError
+from ichbench.api import Field, LabelNeeds, Method, MethodParams, UnknownNameError
 
 # nnU-Net's nnUNetTrainer defaults (nnunetv2 2.8): 1000 epochs of 250 training and 50 validation
 # iterations, SGD (Nesterov, momentum 0.99) from lr 1e-2 with a poly schedule, weight decay 3e-5,
@@ -42,6 +42,24 @@ SMOKE = {"epochs": 2, "steps_per_epoch": 4, "lr": 1e-2, "weight_decay": 3e-5,
                     "tile_step_size": 0.5, "processes": 1, "augmentation_workers": 0}}
 
 
+class NnUNetParams(MethodParams):
+    """`finetune.params`, checked when a run's config is resolved (dry runs too). The defaults are
+    what `fold_run` uses where a key is absent. Each bound is far above any use and stops a typo
+    before nnU-Net plans, preprocesses and starts training."""
+    val_iterations: int = Field(50, ge=1, le=10_000)    # nnU-Net validates 50 batches an epoch
+    """nnU-Net's online validation batches per epoch"""
+    batch_size: int = Field(0, ge=0, le=4096)          # ichbench's own limit on a batch
+    """slices per training batch; 0: the batch size nnU-Net plans"""
+    mirroring: bool = True
+    """test-time mirroring when predicting"""
+    tile_step_size: float = Field(0.5, gt=0, le=1)     # nnU-Net asserts it, but only when predicting
+    """sliding-window step when predicting, as a share of the patch"""
+    processes: int = Field(1, ge=1, le=256)            # a process each: more than a node's cores
+    """processes for fingerprinting and preprocessing"""
+    augmentation_workers: int = Field(-1, ge=-1, le=256)
+    """background augmentation processes; -1: nnU-Net's own choice"""
+
+
 class NnUNet2D(Method):
     name = "nnunet_2d"
     description = ("nnU-Net v2, 2d configuration: planned, preprocessed and trained by nnU-Net on "
@@ -50,6 +68,8 @@ class NnUNet2D(Method):
     label_needs = LabelNeeds(segmentation=True)
     transfers = ()
     configuration = "2d"
+    pretrain_params_model = MethodParams   # no pretext
+    finetune_params_model = NnUNetParams
     profiles = {"paper": PAPER, "smoke": SMOKE}
 
     def finetune_overrides(self, profile: str) -> dict:

@@ -10,7 +10,29 @@ discarded, as VICReg prescribes.
 
 from __future__ import annotations
 
-from ichbench.api import LabelNeeds, PretextMethod
+from ichbench.api import Field, LabelNeeds, MethodParams, PretextMethod, Widths
+
+# The loss coefficients: Bardes et al. use 25, 25 and 1 and vary them within a factor of a few;
+# 1000, 40 times the largest, stops a typo (an extra zero or three), not an experiment.
+MAX_COEFF = 1000.0
+
+
+def coeff():
+    return Field(ge=0, le=MAX_COEFF)
+
+
+class VICRegParams(MethodParams):
+    """`pretrain.params`, checked when a run's config is resolved (dry runs too)."""
+    sim_coeff: float = coeff()
+    """λ, weight of the invariance term (25)"""
+    std_coeff: float = coeff()
+    """μ, weight of the variance term (25)"""
+    cov_coeff: float = coeff()
+    """ν, weight of the covariance term (1)"""
+    eps: float = Field(gt=0, le=1)   # under the square root of a variance of [0, 1] features
+    """ε, added to the variance before its square root (1e-4)"""
+    expander_dims: Widths            # widths up to 16384: an 8192x8192 layer is already 67 M weights
+    """the expander, input first (512 at the paper's U-Net width; all scale with a narrower one)"""
 
 
 class VICReg(PretextMethod):
@@ -20,6 +42,8 @@ class VICReg(PretextMethod):
     paper_section = "Bardes et al. 2021 (cited in §1); not one of the paper's methods"
     label_needs = LabelNeeds(segmentation=True, unlabeled=True)
     transfers = ("encoder",)
+    pretrain_params_model = VICRegParams
+    finetune_params_model = MethodParams   # the shared recipe: no params
     profiles = {
         # Bardes et al.: λ = μ = 25, ν = 1, ε = 1e-4, expander 8192-8192-8192 on a 2048-d
         # representation. Their LARS, batch 2048 and 1000 epochs are replaced by this harness's
