@@ -124,7 +124,7 @@ def test_scaffolded_packages_install_and_their_tests_pass(tmp_path):
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     summary = tests.stdout.strip().splitlines()[-1]
-    assert "10 passed" in summary and "skipped" not in summary, summary    # the install checks ran too
+    assert "11 passed" in summary and "skipped" not in summary, summary    # the install checks ran too
 
     def cli(*args):
         out = subprocess.run([str(py), "-m", "ichbench.cli.main", *args], cwd=tmp_path, env=env,
