@@ -215,3 +215,29 @@ def test_icm_train_then_run_uses_the_learned_mask(trained_icm, icm_home, ray_ses
     result = json.loads(next((icm_home / "runs").rglob("result.json")).read_text())
     assert result["icm"]["source"] == "unet" and result["icm"]["model"] == trained["model"]
     assert result["config"]["icm"]["source"] == "unet"
+
+
+def test_icm_apply_warns_about_the_volumes_that_taught_it(phantom_store):
+    """docs/fidelity.md, the ICM's training scans: masks written over the ICM's own training volumes
+    are fitted, not predicted, and `ichbench icm apply` says so in one line."""
+    from ichbench.icm.apply import taught_volumes, taught_warning
+    store = open_store(phantom_store)
+    ids = sorted(v["id"] for v in store.volumes)
+    payload = {"dataset": store.attrs["dataset"], "train_volumes": [*ids[:3], "PH999"], "holdout_volumes": ids[3:4]}
+    assert taught_volumes(store, payload) == ids[:3]
+    warning = taught_warning(store, payload)
+    assert warning.startswith(f"warning: 3 of the {len(ids)} volumes of phantom taught this ICM")
+    assert "\n" not in warning
+    assert taught_warning(store, {**payload, "dataset": "segcq500"}) is None   # learned elsewhere
+    assert taught_warning(store, {**payload, "train_volumes": ["PH999"]}) is None
+
+
+def test_icm_train_says_what_its_dice_is_measured_against(tmp_path):
+    """The held-out Dice `ichbench icm train` prints is agreement with shipped masks, not §2.3.3's."""
+    from ichbench.cli.icm import _dice_note
+    from ichbench.train import checkpoint as ckpt
+    path = ckpt.save_atomic({"kind": "icm", "train_volumes": ["a", "b", "c"], "holdout_volumes": ["d"]},
+                            tmp_path / "icm.pt")
+    note = _dice_note("segcq500", path)
+    assert "on 1 held-out volumes (the ICM learned from 3)" in note
+    assert "10 hand-labelled CQ500 scans, 5 of them healthy" in note

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# §2.4: "ε ensures numerical stability when there are no true positives, set to ε = 1". The one ε of
+# every score ichbench computes (runs, `ichbench score`, leaderboard re-scoring, the ICM's Dice):
+# the functions below default to it and no caller passes its own (tests/test_fidelity.py checks both).
+METRIC_EPS = 1.0
+
 
 def _as_bool(a, name: str) -> np.ndarray:
     a = np.asarray(a)
@@ -21,7 +26,7 @@ def _as_bool(a, name: str) -> np.ndarray:
     return a.astype(bool)
 
 
-def volume_metrics(pred, truth, eps: float = 1.0) -> dict:
+def volume_metrics(pred, truth, eps: float = METRIC_EPS) -> dict:
     """Dice, precision and recall of one volume (eqs. 1–3) with TP/FP/FN summed over all voxels.
 
     pred, truth: boolean arrays of the same shape (any number of dimensions; a volume is usually
@@ -39,7 +44,7 @@ def volume_metrics(pred, truth, eps: float = 1.0) -> dict:
     return {**ratios(tp, fp, fn, eps), "tp": tp, "fp": fp, "fn": fn}
 
 
-def ratios(tp: int, fp: int, fn: int, eps: float = 1.0) -> dict:
+def ratios(tp: int, fp: int, fn: int, eps: float = METRIC_EPS) -> dict:
     """Dice, precision and recall from a volume's counts (eqs. 1-3, smoothed by `eps`): the one
     formula every score of ichbench comes from, runs and leaderboard entries alike."""
     return {"dice": (2 * tp + eps) / (2 * tp + fp + fn + eps),

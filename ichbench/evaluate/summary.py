@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ichbench import SUBTYPES
-from ichbench.evaluate.metrics import volume_metrics, volume_ml
+from ichbench.evaluate.metrics import METRIC_EPS, volume_metrics, volume_ml
 
 STD_DDOF = 1
 METRICS = ("dice", "precision", "recall")
@@ -22,7 +22,7 @@ REQUIRED = ("volume_id", "tp", "fp", "fn", "dice", "precision", "recall", "has_i
             "pred_ml", "true_ml")
 
 
-def per_volume_row(volume_id: str, pred, truth, spacing, subtypes, eps: float = 1.0,
+def per_volume_row(volume_id: str, pred, truth, spacing, subtypes, eps: float = METRIC_EPS,
                    has_ich: bool | None = None) -> dict:
     """One row of per-volume results: eqs. 1–3 with TP/FP/FN over the volume, plus volumes in mL.
 

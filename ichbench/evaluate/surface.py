@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ichbench.evaluate.metrics import _as_bool, volume_metrics, volume_ml
+from ichbench.evaluate.metrics import METRIC_EPS, _as_bool, volume_metrics, volume_ml
 
 # (offset of the voxel in the corner's 2x2x2 neighbourhood, its bit): the weights of DeepMind's
 # ENCODE_NEIGHBOURHOOD_3D_KERNEL, [[[128, 64], [32, 16]], [[8, 4], [2, 1]]]
@@ -157,7 +157,7 @@ def surface_metrics(pred, truth, spacing, nsd_mm: float = 1.0) -> dict:
     return {"hd_mm": hd[100], "hd95_mm": hd[95], "nsd": nsd}
 
 
-def case_metrics(pred, truth, spacing, nsd_mm: float = 1.0, eps: float = 1.0) -> dict:
+def case_metrics(pred, truth, spacing, nsd_mm: float = 1.0, eps: float = METRIC_EPS) -> dict:
     """Every per-volume metric of `ichbench score`: the paper's Dice/precision/recall with eps
     (`metrics.volume_metrics`, the same numbers runs report), HD, HD95, NSD, RVD and mL.
 

@@ -26,6 +26,24 @@ from ichbench.store.writer import create_slice_array
 ICM_ARRAY = "icm"
 
 
+def taught_volumes(store, payload: dict) -> list[str]:
+    """Volumes of `store` whose cavity masks taught the ICM of `payload` (its checkpoint): the ICM
+    was trained on this dataset and these are its training volumes. Its masks there are fitted,
+    not predicted, so they say nothing about how it does on unseen scans."""
+    if payload.get("dataset") != store.attrs.get("dataset"):
+        return []
+    return sorted(set(payload.get("train_volumes") or ()) & {v["id"] for v in store.volumes})
+
+
+def taught_warning(store, payload: dict) -> str | None:
+    """The one-line warning `ichbench icm apply` prints when the ICM learned from this store's volumes."""
+    taught = taught_volumes(store, payload)
+    if not taught:
+        return None
+    return (f"warning: {len(taught)} of the {len(store.volumes)} volumes of {store.attrs.get('dataset')} taught this "
+            f"ICM (e.g. {taught[0]}); its masks there are fitted, not predicted")
+
+
 def apply_icm(store_path: Location | str, unets: IcmUNets, threshold: float, progress=None) -> dict:
     """Write `unets`' masks as the store's `icm` array; returns its `derived.icm` record."""
     store = open_store(store_path)

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import torch
 
+# ε of eq. 4. The paper writes none (Milletari et al. neither); ichbench uses eqs. 1-3's ε = 1
+# (`ichbench.evaluate.metrics.METRIC_EPS`, a separate statement of the paper, so a separate name)
+# so that an empty slice's loss is defined. Every Dice loss of ichbench (fine-tuning, the ICM,
+# multi-label DL) defaults to it and no caller passes its own (tests/test_fidelity.py checks both).
+DICE_LOSS_EPS = 1.0
+
 
 def _check_same_shape(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
     if a.shape != b.shape:
         raise ValueError(f"{what}: logits shape {tuple(a.shape)} != target shape {tuple(b.shape)}")
 
 
-def soft_dice_per_sample(probs: torch.Tensor, target: torch.Tensor, eps: float = 1.0,
+def soft_dice_per_sample(probs: torch.Tensor, target: torch.Tensor, eps: float = DICE_LOSS_EPS,
                          valid: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 4 per sample: 1 - (2 Σ p·t + ε) / (Σ p² + Σ t² + ε), summing over all but dim 0.
 
@@ -30,7 +36,7 @@ def soft_dice_per_sample(probs: torch.Tensor, target: torch.Tensor, eps: float =
     return 1.0 - (2.0 * inter + eps) / (denom + eps)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0,
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, eps: float = DICE_LOSS_EPS,
               empty_weight: float = 1.0) -> torch.Tensor:
     """Segmentation loss of the paper: eq. 4 per slice, weighted by eq. 5, averaged over the batch.
 
