@@ -9,7 +9,8 @@ releases; these names keep their meaning for as long as `API_VERSION` does not c
 What a **method** provides (subclass `Method`, or `PretextMethod` for a per-profile table):
 `name`, `description`, `label_needs` (a `LabelNeeds`), `transfers` (U-Net part names, see
 `part_names`), optionally `init_from`, `icm`, `sampling`; for a pretext `pretrain_overrides(profile)`,
-`build_pretext(unet, cfg)` and `pretext_loss(model, batch, cfg, generator)`.
+`build_pretext(unet, cfg)` and `pretext_loss(model, batch, cfg, generator)` (and optionally
+`pretext_setup(model, labels, cfg)`, what it derives once from the selection's labels).
 A method may instead run its own fine-tuning (API 2): `finetune_overrides(profile)` and
 `finetune_fold(fold)`, which gets a `Fold` (its volumes as arrays with spacing, the config, a
 folder) and returns a `FoldOutput` (a mask per test volume) that ichbench scores itself.

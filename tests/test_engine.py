@@ -165,6 +165,54 @@ def test_mixed_and_ich_only_sampling(phantom_store, split):
     assert not test & set(epoch1)
 
 
+def test_mixed_negatives_drawn_once_per_fold_or_every_epoch(phantom_store, split):
+    """§2.5.3's "twice as many normal slices randomly selected": per_fold (the authors' scripts, the
+    paper profile) draws them once from (seed, fold); per_epoch (smoke) redraws every epoch."""
+    arrays = load_store(phantom_store, 64)
+    train = volume_rows(arrays, train_ids(split, 0))
+    has = arrays.masks.flatten(1).bool().any(1)
+    ich, non = set(train[has[train]].tolist()), set(train[~has[train]].tolist())
+    assert len(non) > 3 * len(ich)   # room for other draws
+
+    def negatives_per_epoch(negatives, seed=0, fold=0, sampler_seed=0, epochs=3):
+        pool = finetune_pool(arrays, train, "mixed", 2.0, negatives=negatives, seed=seed, fold=fold)
+        sampler = EpochSampler(pool, 8, None, torch.Generator().manual_seed(sampler_seed))
+        out = []
+        for _ in range(epochs):
+            drawn = torch.cat(sampler.epoch()).tolist()
+            assert len(drawn) == len(set(drawn)) == 3 * len(ich) and ich <= set(drawn)
+            out.append(frozenset(set(drawn) - ich))
+        assert all(e <= non for e in out)
+        return out
+
+    once = negatives_per_epoch("per_fold")
+    assert len(set(once)) == 1                                   # the same negatives every epoch
+    assert negatives_per_epoch("per_fold", sampler_seed=7)[0] == once[0]   # and every run
+    assert negatives_per_epoch("per_fold", fold=1)[0] != once[0]           # another fold: others
+    assert negatives_per_epoch("per_fold", seed=1)[0] != once[0]           # another seed: others
+    assert len(set(negatives_per_epoch("per_epoch"))) == 3       # redrawn each epoch
+
+
+@pytest.mark.parametrize("negatives", ["per_fold", "per_epoch"])
+def test_finetuning_draws_the_negatives_its_config_says(phantom_store, split, tmp_path, monkeypatch, negatives):
+    """The engine hands `finetune.negatives`, the seed and the fold to the pool."""
+    import ichbench.train.engine as engine
+    pools = []
+
+    def recording(*args, **kwargs):
+        pool = finetune_pool(*args, **kwargs)
+        return lambda g: pools.append(pool(g)) or pools[-1]
+    monkeypatch.setattr(engine, "finetune_pool", recording)
+    cfg = resolve("unet_mixed", "phantom", "smoke", TINY + [f"finetune.negatives={negatives}", "finetune.seed=3"])
+    finetune("unet_mixed", phantom_store, split, 1, cfg, tmp_path / "f", device="cpu", progress=False)
+    assert len(pools) == 2                                       # one pass over the pool per epoch
+    arrays = load_store(phantom_store, 32)
+    fixed = finetune_pool(arrays, volume_rows(arrays, train_ids(split, 1)), "mixed", 2.0,
+                          negatives="per_fold", seed=3, fold=1)(None)
+    same = [set(p.tolist()) == set(fixed.tolist()) for p in pools]
+    assert same == ([True, True] if negatives == "per_fold" else [False, False])
+
+
 def test_epoch_sampler_batches():
     g = torch.Generator().manual_seed(0)
     pool = torch.arange(10)
@@ -266,6 +314,37 @@ def test_streamed_pretraining_resumes_to_the_same_weights(phantom_store, tmp_pat
     c = ckpt.load_pretrained(loaded)
     assert c["data_path"] == "in-memory" and c["config_hash"] == a["config_hash"]
     assert (c["n_train_slices"], c["n_holdout_slices"]) == (a["n_train_slices"], a["n_holdout_slices"])
+
+
+def test_multilabel_ce_trains_with_the_authors_weights_of_the_selection(phantom_stores, tmp_path, monkeypatch):
+    """§2.6.2.2 / the authors' script: pos_weight = (N − n_pos) / n_pos per class, once, over the
+    pretraining selection; the weights every batch uses are those, and the run records them."""
+    import json
+    import ichbench.losses
+    from ichbench.store import store_path
+    path = store_path(phantom_stores, "phantom", "pretraining")
+    labels = np.asarray(open_store(path).load(["labels"])["labels"])
+    # the phantom's pretraining store is balanced (as many slices with ICH as without), so its
+    # selection is every slice: the weights by hand, with numpy, from the store's label array
+    n_pos = (labels == 1).sum(0)
+    n = (labels != 255).sum(0)
+    want = np.where(n_pos > 0, (n - n_pos) / np.maximum(n_pos, 1), 1.0)
+    assert (n_pos == 0).any() and (n_pos > 0).any()      # the rule for a class without positives too
+    used = []
+    real = ichbench.losses.weighted_bce
+
+    def recording(logits, target, pos_weight=None):
+        used.append(pos_weight)
+        return real(logits, target, pos_weight)
+    monkeypatch.setattr(ichbench.losses, "weighted_bce", recording)
+    cfg = resolve("multilabel_ce", "phantom", "smoke", PRE_TINY + ["pretrain.holdout=4"])
+    assert cfg.pretrain.params["pos_weight"] == "selection_frequency"
+    out = pretrain("multilabel_ce", path, cfg, tmp_path / "pre", device="cpu", progress=False)
+    assert len(used) >= 4 and all(w is not None and w.tolist() == pytest.approx(want.tolist()) for w in used)
+    recorded = ckpt.load_pretrained(out)["pretext_setup"]["pos_weight"]
+    assert recorded["n_slices"] == len(labels) and recorded["values"] == pytest.approx(want.tolist())
+    assert recorded["n_positive"] == n_pos.tolist()
+    assert json.loads((out.parent / ckpt.PRETEXT_SETUP_NAME).read_text())["pos_weight"] == recorded
 
 
 def test_save_atomic_keeps_the_previous_checkpoint(tmp_path):

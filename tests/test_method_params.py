@@ -213,7 +213,10 @@ def test_a_method_that_declares_no_schema_keeps_free_form_params(registry, home,
 def test_the_config_hashes_are_unchanged(methods):
     from ichbench.resolve import resolve
     for name in [n for n in HASHES if n not in PLUGINS or PLUGINS[n] in _installed()]:
-        cfg = resolve(name, "segcq500", "paper")
+        # with the two settings issue 21 changed in the paper profile set back (test_config_models)
+        undo = ["finetune.negatives=per_epoch"] + (["pretrain.params.pos_weight=none"]
+                                                   if name == "multilabel_ce" else [])
+        cfg = resolve(name, "segcq500", "paper", undo)
         assert (cfg.hash(), cfg.finetune_hash()) == HASHES[name], name
     assert set(methods) <= set(HASHES)   # a new method gets a row
 

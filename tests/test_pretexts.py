@@ -92,7 +92,7 @@ PAPER = {
                                                        "n_regions": 20, "region": 3}},
     "binary_classification": {"batch_size": 64, "augment": AUG, "params": {"mlp_dims": [512, 1024, 256, 2]}},
     "multilabel_ce": {"batch_size": 64, "augment": AUG,
-                      "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "none"}},
+                      "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "selection_frequency"}},
     "multilabel_dl": {"batch_size": 64, "augment": AUG, "params": {"mlp_dims": [512, 1024, 256, 7]}},
 }
 
@@ -126,19 +126,44 @@ def test_contrastive_pretexts_use_only_their_view_transforms(registry, name):
     assert resolve(name, "segcq500", "paper").pretrain.augment == {}
 
 
-def test_multilabel_ce_paper_profile_is_unweighted(registry):
-    """The authors' config: plain BCEWithLogitsLoss; the loss equals it on a batch."""
+def test_multilabel_ce_paper_profile_uses_the_authors_weights(registry):
+    """§2.6.2.2's "weighted binary cross-entropy" with the authors' weights: (N − n_pos) / n_pos
+    per class over the selection's labels, fixed once; "none" stays the plain BCE."""
+    from ichbench.errors import IchbenchError
     from ichbench.resolve import resolve
     m = METHODS["multilabel_ce"]
     cfg = resolve(m, "segcq500", "paper").pretrain
-    assert cfg.params["pos_weight"] == "none"
+    assert cfg.params["pos_weight"] == "selection_frequency"
     model = m.build_pretext(UNet(base=4), cfg).train()
     labels = torch.tensor([[1, 0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 1, 0], [0, 1, 0, 0, 0, 0, 1]], dtype=torch.uint8)
     images = torch.rand(3, 1, 32, 32)
-    loss = m.pretext_loss(model, {"images": images, "labels": labels}, cfg, None)
-    expected = F.binary_cross_entropy_with_logits(model(images), labels.float())
+    batch = {"images": images, "labels": labels}
+    with pytest.raises(IchbenchError, match="pretext_setup"):
+        m.pretext_loss(model, batch, cfg, None)   # never a silent unweighted loss
+    # a selection of 8 slices: 2 without ICH, 6 with; iph 3, ivh 1, sah 2 (of 7 known), sdh 0, edh 8
+    selection = np.array([[1, 0, 0, 0, 0, 0, 1], [1, 0, 0, 0, 0, 0, 1]] +
+                         [[0, 1, int(i < 3), int(i == 0), int(i in (1, 2)), 0, 1] for i in range(6)], np.uint8)
+    selection[7, 4] = 255                          # an unknown entry is not counted
+    setup = m.pretext_setup(model, selection, cfg)
+    want = [6 / 2, 2 / 6, 5 / 3, 7 / 1, 5 / 2, 1.0, 0.0]   # sdh: no positive -> 1; edh: all -> 0
+    assert setup["pos_weight"]["values"] == pytest.approx(want)
+    assert setup["pos_weight"]["n_positive"] == [2, 6, 3, 1, 2, 0, 8]
+    assert setup["pos_weight"]["classes"] == list(LABEL_ORDER)
+    loss = m.pretext_loss(model, batch, cfg, None)
+    expected = F.binary_cross_entropy_with_logits(model(images), labels.float(), pos_weight=torch.tensor(want))
     assert torch.allclose(loss, expected, atol=1e-6)
-    assert model.label_pos.sum() == 0          # "none" does not even count labels
+    assert model.label_pos.sum() == 0          # fixed: no running counts
+    assert "fixed_pos_weight" not in model.state_dict()   # recomputed at every start, not a weight
+    model.eval()                               # validation batches: the same weights
+    with torch.no_grad():
+        expected = F.binary_cross_entropy_with_logits(model(images), labels.float(), pos_weight=torch.tensor(want))
+        assert torch.allclose(m.pretext_loss(model, batch, cfg, None), expected, atol=1e-6)
+    model.train()
+    # "none": the plain BCEWithLogitsLoss
+    cfg = resolve(m, "segcq500", "paper", ["pretrain.params.pos_weight=none"]).pretrain
+    assert m.pretext_setup(model, selection, cfg) == {}
+    plain = F.binary_cross_entropy_with_logits(model(images), labels.float())
+    assert torch.allclose(m.pretext_loss(model, batch, cfg, None), plain, atol=1e-6)
 
 
 def test_profile_resolves_through_the_config(registry):
@@ -386,6 +411,7 @@ def test_pretext_loss_falls(name, phantom_batch):
     m = METHODS[name]
     cfg = smoke_cfg(m)
     model = m.build_pretext(UNet(base=8), cfg)
+    m.pretext_setup(model, phantom_batch["labels"].numpy(), cfg)   # multilabel_ce: the batch's weights
     model.train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []

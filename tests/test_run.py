@@ -68,6 +68,18 @@ def test_smoke_run_is_tracked_in_mlflow(phantom_home, ray_session):
     assert row["dice_all"] == pytest.approx(metrics["dice_all_mean"])
 
 
+def test_multilabel_ce_weights_are_logged_with_its_pretraining(phantom_home, ray_session):
+    """The seven class weights fixed from the selection (§2.6.2.2, the authors' script) are in the
+    pretraining's MLflow run: as params and as the artifact pretext_setup.json."""
+    out, tracker = run_method(phantom_home, "multilabel_ce", folds=(0,))
+    [pre] = runs_of(phantom_home, kind="pretrain")
+    logged = json.loads(pre.data.params["pretext_setup.pos_weight.values"])
+    recorded = json.loads((out.plan.pretrain_dir / "pretext_setup.json").read_text())["pos_weight"]
+    assert len(logged) == 7 and logged == recorded["values"]
+    assert pre.data.params["pretext_setup.pos_weight.source"].startswith("selection_frequency: (N - n_pos) / n_pos")
+    assert "pretext_setup.json" in {a.path for a in tracker.client.list_artifacts(pre.info.run_id)}
+
+
 def test_rerun_redoes_nothing_and_second_dataset_reuses_pretraining(phantom_home, ray_session, capsys):
     first, _ = run_method(phantom_home, "binary_classification", folds=(0,))
     ckpt = first.plan.pretrain_dir / "pretrained.pt"

@@ -151,7 +151,13 @@ class FinetuneConfig(BaseModel):
     empty_weight: float = Field(0.2, ge=0, le=100)   # at 100 the slices with hemorrhage barely count
     """α of eq. 5 on slices without hemorrhage (the paper's 0.2)"""
     nonich_ratio: float = Field(2.0, ge=0, le=1000)  # a store's slices are mostly without: 1000 takes all
-    """Mixed: non-ICH slices drawn per ICH slice each epoch (the paper's 2)"""
+    """Mixed: non-ICH slices drawn per ICH slice (the paper's 2)"""
+    negatives: Literal["per_epoch", "per_fold"] = "per_epoch"
+    """Mixed: when those non-ICH slices are drawn. "per_fold": once per fold, from `seed` and the
+    fold's number, so a fold trains on the same ones every epoch, run and machine (the authors'
+    scripts; the paper profile); "per_epoch": redrawn every epoch (what ichbench did before the
+    setting existed, hence the default). Left out of `to_dict` and the hashes while "per_epoch", so
+    the identities of runs made before it existed do not change"""
     augment: AugmentDict = Field(default_factory=lambda: dict(PAPER_AUGMENT))
     """the §2.3.2 affine augmentation of training batches"""
     steps_per_epoch: int | None = Field(None, ge=1, le=MAX_STEPS)
@@ -327,10 +333,13 @@ def settings_dict(section: BaseModel) -> dict:
 
 
 def finetune_dict(fc: FinetuneConfig) -> dict:
-    """The fine-tuning settings as JSON; `params` only when a method set some."""
+    """The fine-tuning settings as JSON; `params` only when a method set some, `negatives` only
+    when not "per_epoch" (both later than the identities recorded without them)."""
     out = settings_dict(fc)
     if not out["params"]:
         del out["params"]
+    if out["negatives"] == "per_epoch":
+        del out["negatives"]
     return out
 
 

@@ -19,8 +19,9 @@ from ichbench.errors import IchbenchError
 LEGACY = {"model.encoder_growth": "first"}   # ichbench 0.1's block (see ModelConfig)
 DERIVED = ("pretrain_hash",)
 NAMES = ("method", "dataset", "profile", "pretrain_dataset")
-# left out of to_dict when empty, by design: an entry without it is not missing it
-OMITTED_WHEN_EMPTY = ("finetune.params",)
+# left out of to_dict when empty (params) or at the default that reproduces the runs made before
+# they existed (negatives), by design: an entry without them is not missing them
+OMITTED_WHEN_EMPTY = ("finetune.params", "finetune.negatives")
 
 
 class ConfigNotRebuilt(IchbenchError):

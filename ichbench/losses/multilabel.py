@@ -33,12 +33,33 @@ def class_pos_weights(labels: torch.Tensor, *, max_weight: float = 100.0) -> tor
     return w.clamp(max=max_weight).float()
 
 
+def selection_pos_weights(labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The authors' class weights (§2.6.2.2's "weighted binary cross-entropy"): per class,
+    (N − n_pos) / n_pos over the labels (N, C) of the pretraining selection, computed once,
+    unclipped, as `MultiClassification_UNet2D_scripts.py` passes them to `BCEWithLogitsLoss`.
+
+    N counts the class's known entries (unknown ones, 255, are not counted; with every label known
+    it is the number of slices). A class with no positive gets 1: `pos_weight` multiplies only the
+    positive terms, which that class never has in the slices the weights come from, so any value
+    trains the same and 1 is the neutral one (the authors' formula would divide by zero).
+    Returns (weights float64, n_pos, n_known), each (C,).
+    """
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"selection_pos_weights: expected labels (N, C), got shape {tuple(labels.shape)}")
+    known = _known(labels)
+    n_pos = ((labels == 1) & known).sum(0).to(torch.float64)
+    n_known = known.sum(0).to(torch.float64)
+    weights = torch.where(n_pos > 0, (n_known - n_pos) / n_pos.clamp(min=1), torch.ones_like(n_pos))
+    return weights, n_pos, n_known
+
+
 def weighted_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Class-wise binary cross-entropy with positive weights (multilabel_ce pretext, §2.6.2.2).
 
     logits, target: (B, C). Each of the C outputs (no-ICH, ICH, five subtypes) is its own binary
     task: BCE(x, y) = -[w_c·y·log σ(x) + (1-y)·log(1-σ(x))], averaged over the known entries.
-    `pos_weight` (C,) is usually `class_pos_weights` of the pretraining labels.
+    `pos_weight` (C,): `selection_pos_weights` of the pretraining selection (the paper profile).
     """
     _check_same_shape(logits, target, "weighted_bce")
     known = _known(target)

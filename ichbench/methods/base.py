@@ -94,6 +94,16 @@ class Method:
         (B,7) uint8. `generator` is a torch.Generator on the device for the method's randomness."""
         raise NotImplementedError
 
+    def pretext_setup(self, model, labels, cfg) -> dict:
+        """Called once before a pretraining's first batch (again when it resumes), with the model
+        `build_pretext` returned and the slice labels (N, 7) uint8 (numpy) of the pretraining
+        selection: every slice it trains on or holds out. What the pretext derives from them once
+        (not a running estimate), e.g. class weights, it keeps on `model` (a non-persistent buffer
+        follows the model to its device) and returns as a JSON-able dict; the engine records it in
+        the pretrained checkpoint (`pretext_setup`) and in `pretext_setup.json` beside it, which the
+        driver logs to the pretraining's MLflow run. Default: nothing to derive ({})."""
+        return {}
+
     # -- fine-tuning (plugin API 2) ----------------------------------------------------------------
     def finetune_overrides(self, profile: str) -> dict:
         """FinetuneConfig settings that differ from the profile's, per profile (keys of

@@ -5,14 +5,19 @@ the store's label order — trained either with a weighted binary cross-entropy 
 with the Dice loss between the 7 probabilities and the 7-label vector (`multilabel_dl`). Same
 settings as the binary task (batch 64, 50 epochs). Encoder transferred.
 
-The paper says "weighted binary cross-entropy" without giving weights; the authors' config
-trains with an unweighted `BCEWithLogitsLoss`, so the `paper` profile uses `pos_weight: "none"`.
-Two weightings stay available as options (`--set pretrain.params.pos_weight=...`):
-- "auto": each class's positives weighted by n_negative/n_positive (inverse frequency, clipped at
-  100, as `ichbench.losses.class_pos_weights`), so EDH (~0.3 % of RSNA slices) is not
-  drowned by the balanced no-ICH/ICH pair. The model counts the labels of every training batch
-  and weights with the running ratio, which converges to the store's frequencies within the first
-  epoch and is checkpointed with the model (buffers), so a resumed run keeps the same weights.
+The weights of the "weighted binary cross-entropy" (`pretrain.params.pos_weight`):
+- "selection_frequency" (the `paper` and `smoke` profiles): the authors' weights. Their script
+  (code/scripts/multiclass_classification_pretraining/MultiClassification_UNet2D_scripts.py,
+  lines 120-123) computes once, per class, (N − n_pos) / n_pos over the selected RSNA slices and
+  passes it as `pos_weight` to `BCEWithLogitsLoss`. Here: over the labels of the pretraining
+  selection (the slices trained on and held out, as the script's table holds both), computed once
+  when the pretraining starts (`ichbench.losses.selection_pos_weights`: unclipped; a class with
+  no positive gets 1, which then weighs nothing), recorded in the pretrained checkpoint and in
+  `pretext_setup.json`, which the run logs to MLflow.
+- "none": a plain, unweighted BCE.
+- "auto": n_negative/n_positive estimated while training (running counts of the training batches,
+  clipped at 100, checkpointed with the model), ichbench's option before the authors' weights;
+  kept so runs made with it keep their meaning.
 - seven numbers: fixed weights in label order.
 """
 
@@ -24,27 +29,34 @@ from pydantic import Field, WrapValidator, field_validator
 
 from ichbench import LABEL_ORDER
 from ichbench.config import PAPER_AUGMENT
+from ichbench.errors import IchbenchError
 from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod, Widths
 
 N_CLASSES = len(LABEL_ORDER)
 # A fixed positive weight: RSNA's rarest subtype, EDH (~0.3 % of slices), has n_negative/n_positive
 # ~330; 1000 outweighs that three times ("auto" clips at 100).
 MAX_POS_WEIGHT = 1000.0
+SELECTION = "selection_frequency"   # (N − n_pos) / n_pos over the pretraining selection, once
+NAMED = ("none", "auto", SELECTION)
 
 
 def _named_or_numbers(value, handler):
-    """'none', 'auto', or seven numbers: a list, or the comma-separated text `--set` leaves in a
+    """A name (NAMED), or seven numbers: a list, or the comma-separated text `--set` leaves in a
     str param, checked as the list (an error names the item, e.g. pretrain.params.pos_weight.3)."""
-    if value in ("none", "auto"):
+    if value in NAMED:
         return value
     if isinstance(value, str):
         items = [v.strip() for v in value.strip("[]() ").split(",")]
         if not all(_number(v) for v in items):
-            raise ValueError(f"must be 'none', 'auto' or {N_CLASSES} numbers ({', '.join(LABEL_ORDER)}), "
+            raise ValueError(f"must be {_names()} or {N_CLASSES} numbers ({', '.join(LABEL_ORDER)}), "
                              f"got {value!r}")
         value = items
     handler(value)
     return value
+
+
+def _names() -> str:
+    return ", ".join(repr(n) for n in NAMED)
 
 
 def _number(text: str) -> bool:
@@ -57,7 +69,7 @@ def _number(text: str) -> bool:
 
 def _or_named(schema: dict) -> None:
     array = {k: schema.pop(k) for k in ("type", "items", "minItems", "maxItems")}
-    schema["anyOf"] = [{"enum": ["none", "auto"]}, array]
+    schema["anyOf"] = [{"enum": list(NAMED)}, array]
 
 
 PosWeight = Annotated[list[Annotated[float, Field(gt=0, le=MAX_POS_WEIGHT)]],
@@ -80,8 +92,9 @@ class MultilabelParams(MethodParams):
 
 class MultilabelCEParams(MultilabelParams):
     pos_weight: PosWeight
-    """weights of the positives: "none" (the paper's), "auto" (inverse frequency) or 7 numbers in
-    label order"""
+    """weights of the positives: "selection_frequency" (the paper's: (N − n_pos) / n_pos per class
+    over the pretraining selection, computed once), "none", "auto" (a running n_neg/n_pos, clipped
+    at 100) or 7 numbers in label order"""
 
 
 class _Multilabel(PretextMethod):
@@ -109,12 +122,27 @@ class MultilabelCE(_Multilabel):
     pretrain_params_model = MultilabelCEParams
     description = "7-label slice classifier (no-ICH, ICH, 5 subtypes), weighted BCE; encoder transferred"
     profiles = {
-        # the authors' config: plain BCEWithLogitsLoss (see the module docstring for the options)
+        # the authors' weights (see the module docstring for the options); smoke trains the same
+        # loss on the phantom's pretraining selection
         "paper": {"batch_size": 64, "augment": dict(PAPER_AUGMENT),
-                  "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "none"}},
+                  "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": SELECTION}},
         "smoke": {"batch_size": 8, "augment": dict(PAPER_AUGMENT),
-                  "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": "none"}},
+                  "params": {"mlp_dims": [512, 1024, 256, 7], "pos_weight": SELECTION}},
     }
+
+    def pretext_setup(self, model, labels, cfg) -> dict:
+        """"selection_frequency": the seven weights from the selection's labels, once."""
+        if self.params(cfg)["pos_weight"] != SELECTION:
+            return {}
+        from ichbench.losses import selection_pos_weights
+        weights, n_pos, n_known = selection_pos_weights(labels)
+        model.use_pos_weight(weights)
+        return {"pos_weight": {
+            "source": f"{SELECTION}: (N - n_pos) / n_pos per class over the pretraining selection's "
+                      "slice labels, computed once; a class with no positive gets 1",
+            "classes": list(LABEL_ORDER), "n_slices": int(len(labels)),
+            "n_known": [int(v) for v in n_known], "n_positive": [int(v) for v in n_pos],
+            "values": [float(v) for v in weights]}}
 
     def pretext_loss(self, model, batch, cfg, generator):
         from ichbench.losses import weighted_bce
@@ -123,6 +151,11 @@ class MultilabelCE(_Multilabel):
         pw = self.params(cfg)["pos_weight"]
         if pw == "none":
             weights = None
+        elif pw == SELECTION:
+            weights = model.fixed_pos_weight
+            if weights is None:
+                raise IchbenchError(f"{self.name}: pos_weight {SELECTION!r} is computed from the pretraining "
+                                    "selection's labels by pretext_setup, which was not called before this batch")
         elif pw == "auto":
             weights = model.observe(labels)
         else:
@@ -137,7 +170,7 @@ class MultilabelCE(_Multilabel):
         except (TypeError, ValueError):
             values = []
         if len(values) != N_CLASSES or min(values) <= 0:
-            raise ValueError(f"multilabel_ce: pos_weight must be 'none', 'auto' or {N_CLASSES} positive numbers "
+            raise ValueError(f"multilabel_ce: pos_weight must be {_names()} or {N_CLASSES} positive numbers "
                              f"({', '.join(LABEL_ORDER)}), got {pw!r}")
         import torch
         return torch.tensor(values, dtype=torch.float32)

@@ -205,6 +205,9 @@ class Driver:
         path = Path(info["checkpoint"])
         pre = ckpt.load_pretrained(path)
         records.curves(tr, child, pre.get("history", []))
+        if pre.get("pretext_setup"):   # derived once from the selection, e.g. multilabel_ce's class weights
+            tr.params(child, {"pretext_setup": pre["pretext_setup"]})
+            tr.json_artifact(child, pre["pretext_setup"], ckpt.PRETEXT_SETUP_NAME)
         tr.metrics(child, {"seconds": info["seconds"]})
         tr.tags(child, {f"{TAG}checkpoint": str(path), f"{TAG}node": info["node_id"],
                         # streamed or in-memory (`train.stream`); checkpoints from before it: in-memory

@@ -20,6 +20,7 @@ from ichbench.files import write_atomic
 STATE_NAME = "state.pt"          # resumable training state (rewritten every epoch)
 PRETRAINED_NAME = "pretrained.pt"  # the declared U-Net parts of a finished pretraining
 MODEL_NAME = "model.pt"          # a finished fold's segmentation U-Net, for `ichbench predict`
+PRETEXT_SETUP_NAME = "pretext_setup.json"  # what a pretext derived once from its selection (class weights)
 MODEL_KIND = "segmentation_model"
 
 

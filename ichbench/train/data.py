@@ -193,10 +193,15 @@ class EpochSampler:
         return batches
 
 
-def finetune_pool(arrays: SliceArrays, train_rows: torch.Tensor, sampling: str, nonich_ratio: float):
+def finetune_pool(arrays: SliceArrays, train_rows: torch.Tensor, sampling: str, nonich_ratio: float,
+                  negatives: str = "per_epoch", seed: int = 0, fold: int = 0):
     """The pool function of fine-tuning: "mixed" (§2.5.3) takes every ICH slice of the training
-    volumes plus `nonich_ratio` times as many non-ICH slices, redrawn each epoch; "ich_only"
-    takes the ICH slices alone."""
+    volumes plus `nonich_ratio` times as many non-ICH slices; "ich_only" takes the ICH slices alone.
+
+    Mixed's non-ICH slices (`finetune.negatives`): "per_fold" draws them once (`fold_negatives`),
+    from (`seed`, `fold`) alone, so the same fold of the same split trains on the same ones in
+    every epoch, run and machine, and another fold or seed draws others (the authors' scripts draw
+    them once per fold); "per_epoch" redraws them from the sampler's generator every epoch."""
     if arrays.masks is None:
         raise IchbenchError(f"{arrays.path}: store has no hemorrhage masks; fine-tuning needs a segmentation store")
     has_ich = arrays.masks[train_rows].flatten(1).bool().any(1)
@@ -208,7 +213,22 @@ def finetune_pool(arrays: SliceArrays, train_rows: torch.Tensor, sampling: str, 
     if sampling != "mixed":
         raise IchbenchError(f"unknown sampling {sampling!r}; known: mixed, ich_only")
     n_non = min(len(non), int(round(nonich_ratio * len(ich))))
+    if negatives == "per_fold":
+        fixed = torch.cat([ich, non[torch.from_numpy(fold_negatives(len(non), n_non, seed, fold))]])
+        return lambda g: fixed
+    if negatives != "per_epoch":
+        raise IchbenchError(f"unknown negatives {negatives!r}; known: per_fold, per_epoch")
 
     def pool(g: torch.Generator) -> torch.Tensor:
         return torch.cat([ich, non[torch.randperm(len(non), generator=g)[:n_non]]])
     return pool
+
+
+def fold_negatives(n_candidates: int, n: int, seed: int, fold: int) -> np.ndarray:
+    """`n` of `n_candidates` positions, drawn once for a fold: the candidates ranked by the raw
+    PCG64 stream of the SeedSequence (seed, fold). Integer arithmetic only, and numpy keeps a named
+    bit generator's raw stream and SeedSequence as they are (its random compatibility policy;
+    distributions such as `permutation` may change), so a fold's draw is the same on every machine
+    and numpy version. Sorted."""
+    keys = np.random.PCG64(np.random.SeedSequence([int(seed), int(fold)])).random_raw(n_candidates)
+    return np.sort(np.argsort(keys, kind="stable")[:n])

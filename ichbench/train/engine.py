@@ -94,7 +94,12 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
         if init_state is not None:
             _check_model(init_state[0], cfg, init_checkpoint)
             transfer_parts(init_state[0]["state"], unet, init_state[1])
-        model = prepare_model(m.build_pretext(unet, pc), device, pc.compile and device.type == "cuda")
+        pretext = m.build_pretext(unet, pc)
+        # what the pretext derives once from the selection's labels (multilabel_ce's class weights)
+        setup = m.pretext_setup(pretext, data.selection_labels(), pc) or {}
+        if setup:
+            write_json_atomic(setup, out_dir / ckpt.PRETEXT_SETUP_NAME)
+        model = prepare_model(pretext, device, pc.compile and device.type == "cuda")
         arrays = place(data.arrays, device)
         gens = generators(pc.seed, device)
         sampler = data.sampler(store, cfg, gens["sampler"])
@@ -132,6 +137,8 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
                "data_path": "streamed" if data.streamed else "in-memory", "data_path_reason": data.why,
                "history": history, "device": str(device), "seconds": round(time.perf_counter() - t0, 3),
                "ichbench_version": __version__, **numerics(device)}
+    if setup:
+        payload["pretext_setup"] = setup
     return ckpt.save_atomic(payload, final)
 
 
@@ -149,6 +156,11 @@ class _PretrainData:
     streamed: bool
     why: str                       # the one line saying why it streams (or why not), and through what
     cache: ShardCache | None = None  # the streamed shards' node cache
+
+    def selection_labels(self) -> np.ndarray:
+        """The labels (N, 7) of every selected slice, trained on or held out, in store order."""
+        rows = np.sort(np.concatenate([self.train_rows, self.arrays.rows[self.hold_pos].numpy()]))
+        return self.labels[torch.from_numpy(rows)].numpy()
 
     def sampler(self, store, cfg, generator: torch.Generator):
         pc = cfg.pretrain
@@ -304,7 +316,8 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         identity = (cfg.finetune_hash(transfer["config_hash"] if transfer else None, icm_key)
                     + f":fold{fold}:{split.get('hash')}")
         model = prepare_model(unet, device, fc.compile and device.type == "cuda")
-        pool = finetune_pool(arrays, train_rows, m.sampling, fc.nonich_ratio)  # on the host copy
+        pool = finetune_pool(arrays, train_rows, m.sampling, fc.nonich_ratio,  # on the host copy
+                             negatives=fc.negatives, seed=fc.seed, fold=fold)
         arrays = place(arrays, device)
         gens = generators(fc.seed, device)
         sampler = EpochSampler(pool, fc.batch_size, fc.steps_per_epoch, gens["sampler"])

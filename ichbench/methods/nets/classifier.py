@@ -1,5 +1,5 @@
-"""The multi-label classifier (§2.6.2.2): the pooled-encoder MLP with running label counts for
-the optional inverse-frequency class weights."""
+"""The multi-label classifier (§2.6.2.2): the pooled-encoder MLP, with the class weights its
+weighted BCE uses: fixed ones from the pretraining selection, or running label counts ("auto")."""
 
 from __future__ import annotations
 
@@ -18,6 +18,14 @@ class MultilabelClassifier(PooledEncoderHead):
         # running label counts for pos_weight="auto" (float64: exact far beyond RSNA's 750k slices)
         self.register_buffer("label_pos", torch.zeros(N_CLASSES, dtype=torch.float64))
         self.register_buffer("label_neg", torch.zeros(N_CLASSES, dtype=torch.float64))
+        # pos_weight="selection_frequency": set once by `use_pos_weight` before training; not in
+        # the state dict (it is recomputed from the selection's labels whenever a run starts)
+        self.register_buffer("fixed_pos_weight", None, persistent=False)
+
+    def use_pos_weight(self, weights: torch.Tensor) -> None:
+        """Fix the class weights (7,) for every batch, training and validation alike."""
+        device = self.label_pos.device
+        self.fixed_pos_weight = torch.as_tensor(weights, dtype=torch.float32).to(device)
 
     @torch.no_grad()
     def observe(self, labels: torch.Tensor) -> torch.Tensor:
