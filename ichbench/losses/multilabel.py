@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ichbench import UNKNOWN_LABEL
-from ichbench.losses.dice import _check_same_shape, soft_dice_per_sample
+from ichbench.losses.dice import DICE_LOSS_EPS, _check_same_shape, soft_dice_per_sample
 
 
 def _known(target: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,8 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.T
     return (per_entry * k).sum() / k.sum().clamp(min=1.0)
 
 
-def multilabel_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0) -> torch.Tensor:
+def multilabel_dice_loss(logits: torch.Tensor, target: torch.Tensor, *,
+                         eps: float = DICE_LOSS_EPS) -> torch.Tensor:
     """Dice loss on the 7 sigmoid outputs (multilabel_dl pretext, §2.6.2.2), averaged over the batch.
 
     The paper trains the classifier "to generate an output that matches the 7-neurons ground
