@@ -241,3 +241,17 @@ def test_icm_train_says_what_its_dice_is_measured_against(tmp_path):
     note = _dice_note("segcq500", path)
     assert "on 1 held-out volumes (the ICM learned from 3)" in note
     assert "10 hand-labelled CQ500 scans, 5 of them healthy" in note
+
+
+@pytest.mark.slow
+def test_icm_apply_on_its_own_training_volumes_warns(trained_icm, icm_home):
+    """`ichbench icm apply` over the phantom, whose shipped masks taught the ICM: one warning line."""
+    from typer.testing import CliRunner
+
+    from ichbench.cli.main import app
+    out = CliRunner().invoke(app, ["icm", "apply", "--dataset", "phantom", "--profile", "smoke"])
+    assert out.exit_code == 0, out.output
+    n_train = len(load_icm(trained_icm).payload["train_volumes"])
+    n_volumes = len(open_store(store_path(icm_home, "phantom", "segmentation")).volumes)
+    [line] = [ln for ln in out.output.splitlines() if ln.startswith("warning:")]
+    assert line.startswith(f"warning: {n_train} of the {n_volumes} volumes of phantom taught this ICM")

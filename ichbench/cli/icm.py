@@ -123,4 +123,5 @@ def apply(dataset: str = typer.Option(..., "--dataset", "-d", help="Segmentation
     if warning:
         console.print(f"[yellow]{warning}[/yellow]")
     console.print(f"{dataset}: `icm` array written ({store.n_slices} slices) by ICM {record['model'][:12]} "
-                  f"trained on {record['trained_on']} (held-out union Dice {pct(record['icm_dice_union'], 1)} %)")
+                  f"trained on {record['trained_on']} (held-out union Dice {pct(record['icm_dice_union'], 1)} % "
+                  "against its shipped masks)")
