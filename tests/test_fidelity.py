@@ -504,3 +504,21 @@ def test_a_changed_behaviour_fails_its_row(rows, registry, monkeypatch, change, 
     change(monkeypatch)
     found = mismatches([r for r in rows if r["key"] == key])
     assert found and any(re.search(row_pattern, m) for m in found), found
+
+
+HEADERS = (["§", "the paper's words"], ["choice", "what we chose and why (source)"])
+
+
+def test_no_table_line_of_the_ledger_is_skipped():
+    """A row the parser cannot read (a stray `|` in a cell splits it) would never be checked: every
+    table line is a header, a separator, a parsed row or a row that names no key (`-`)."""
+    text = LEDGER.read_text()
+    parsed = {r["where"] for r in ledger_rows(text)}
+    skipped = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or set(line) <= set("|- ") or cells[:2] in HEADERS:
+            continue
+        if len(cells) != 6 or (cells[2] != "-" and f"{cells[0]} / {cells[1][:60]}" not in parsed):
+            skipped.append(line[:80])
+    assert skipped == []
