@@ -16,12 +16,15 @@ same int16 pixels.
 Then the read paths of training (issue 10), in one run, each delivering every slice of the
 store once per epoch in shuffled batches of --batch:
   in memory      load_store() (timed, included) then EpochSampler batches indexed in memory
-  streamed       ShardStream: shards in a shuffled order through the checked read, a prefetch
-                 thread; every epoch decodes every shard again
+  streamed       ShardStream without a cache: the same uniform batches as in memory (issue 21
+                 §2), the rows of --shuffle-shards shards' worth of consecutive batches gathered
+                 at a time, each shard they lie in through the checked read, a prefetch thread;
+                 every epoch decodes every shard again (more than once when the store spans more
+                 shards than a gathering holds)
   streamed through the node cache
                  ShardStream with a fresh, empty shard cache (train/shard_cache.py) in a temporary
-                 folder: epoch 1 reads through the checked read and writes each shard's file
-                 (timed, included), later epochs map the files
+                 folder: a shard's first read goes through the checked read and writes its file
+                 (timed, included), every row is then copied out of the shard files' maps
 over 1 epoch and over --epochs epochs, with the ratio of each to in memory (goal >= 0.8); one more
 epoch over a cache built beforehand, as another process on the node sees it (each file hashed
 once); and the peak memory (tracemalloc) of one epoch of in memory and streamed on synthetic 64x64
@@ -71,7 +74,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=400, help="slices in the store (default 400)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs of the in-memory vs streamed comparison")
-    ap.add_argument("--shuffle-shards", type=int, default=16, help="streamed path's shuffle buffer, in shards")
+    ap.add_argument("--shuffle-shards", type=int, default=16,
+                    help="streamed without a cache: rows gathered at a time, in shards' worth (data.shuffle_shards)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
@@ -169,7 +173,7 @@ def compare_paths(store, args, tmp: Path) -> None:
         return Path(tempfile.mkdtemp(prefix="node-cache-", dir=tmp))
 
     print(f"training read paths: every slice once per epoch, batches of {args.batch}, "
-          f"shuffle buffer {args.shuffle_shards} shards; ratios are to in memory (goal >= 0.8)")
+          f"the same uniform batches on every path; ratios are to in memory (goal >= 0.8)")
     for epochs in sorted({1, args.epochs}):
         mem, stream, cached = in_memory(epochs), streamed(epochs), streamed(epochs, fresh_cache())
         n = epochs * store.n_slices
@@ -186,7 +190,8 @@ def compare_paths(store, args, tmp: Path) -> None:
 
 
 def compare_memory(tmp: Path, args) -> None:
-    """Peak traced memory of one epoch of each path as the store grows 8x (window of 2 shards)."""
+    """Peak traced memory of one epoch of each path as the store grows 8x (2 shards' worth of rows
+    gathered at a time)."""
     import gc
     import tracemalloc
 
@@ -206,7 +211,7 @@ def compare_memory(tmp: Path, args) -> None:
         finally:
             tracemalloc.stop()
 
-    print("peak traced memory of one epoch (64x64 slices, streamed with a 2-shard buffer):")
+    print("peak traced memory of one epoch (64x64 slices, streamed gathering 2 shards' worth of rows at a time):")
     rng = np.random.default_rng(args.seed)
     for shards in (4, 32):
         path = tmp / f"mem{shards}.zarr"

@@ -1,6 +1,7 @@
-"""Streaming a store past RAM (`ichbench.train.stream`): coverage of the selection, the pixels each
-batch carries, the same batches after a resume mid-epoch, flat memory as the store grows, damage
-found by the checked read, the automatic choice, and the `data` config section."""
+"""Streaming a store past RAM (`ichbench.train.stream`): coverage of the selection, the in-memory
+sampler's batches, the pixels each batch carries, the same batches after a resume mid-epoch, flat
+memory as the store grows, damage found by the checked read, the automatic choice, and the `data`
+config section."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ichbench.store import open_store
 from ichbench.store.layout import SHARD_SLICES
 from ichbench.store.reader import StoreDamagedError
 from ichbench.store.writer import StoreWriter
+from ichbench.train.data import EpochSampler
 from ichbench.train.stream import MEMORY_FRACTION, ShardStream, in_memory_bytes, memory_given, should_stream
 
 
@@ -54,14 +56,17 @@ def rows_of(epoch) -> list[list[int]]:
     return out
 
 
-def test_an_epoch_streams_every_selected_row_once_in_shuffled_shard_order(store):
+def test_an_epoch_streams_every_selected_row_once_as_the_in_memory_sampler_draws_them(store):
     rows = np.flatnonzero(np.arange(store.n_slices) % 5 != 0)
     batches = rows_of(stream(store, rows).epoch())
     flat = [r for b in batches for r in b]
     assert sorted(flat) == rows.tolist()
     assert all(len(b) == 8 for b in batches[:-1])
-    shards_in_order = list(dict.fromkeys(r // SHARD_SLICES for r in flat))
-    assert shards_in_order != sorted(shards_in_order)           # shards are shuffled
+    # the in-memory path's draws over the same rows (tests/test_batch_mixing.py: on every path)
+    every = torch.from_numpy(rows)
+    assert batches == [b.tolist() for b in EpochSampler(lambda g: every, 8, None, torch.Generator().manual_seed(0))
+                       .epoch()]
+    assert len({r // SHARD_SLICES for r in batches[0]}) > 2   # a batch is not a window of neighbouring shards
     assert batches == rows_of(stream(store, rows).epoch())      # the same seed, the same batches
     assert batches != rows_of(stream(store, rows, seed=1).epoch())
 

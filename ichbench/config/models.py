@@ -238,15 +238,17 @@ class IcmConfig(BaseModel):
 
 
 class DataConfig(BaseModel):
-    """How training reads its store (`ichbench.train.stream`). It changes the order batches are
-    drawn in, not the run, so it is left out of the hashes, and out of `to_dict` while it holds the
-    defaults (so the run keys of runs made before it existed do not change)."""
+    """How training reads its store (`ichbench.train.stream`). It changes neither the run nor its
+    batches (every path draws the same ones from a seed), so it is left out of the hashes, and out
+    of `to_dict` while it holds the defaults (so the run keys of runs made before it existed do not
+    change)."""
     model_config = SETTINGS
     stream: bool | None = None
     """stream shards instead of loading the arrays; None: stream when they would not fit the memory
     the worker was given (pretraining only: fine-tuning stores are always loaded)"""
     shuffle_shards: int = Field(16, ge=1, le=100_000)
-    """shuffle buffer of a streamed epoch, in shards (64 slices each; RSNA's store has 11,763)"""
+    """rows a streamed epoch without the node cache gathers at a time, in shards' worth (64 slices
+    each); batches are uniform draws from the selection whatever it is"""
 
 
 class RunConfig(BaseModel):

@@ -194,6 +194,9 @@ def _pretrain_data(store, store_path: Path, cfg, withhold_labels: bool) -> _Pret
         shards = np.unique(np.concatenate([train_rows, hold_rows]) // SHARD_SLICES)
         cache, how = for_stream(store, "images", shards, pc.image_size)
         why = f"{why}, {how}"
+        if cache is None:   # batches are uniform draws: their rows lie in many shards, each decoded whole
+            why += (f": slower, each {cfg.data.shuffle_shards * SHARD_SLICES} rows gathered decode every shard "
+                    f"they lie in (data.shuffle_shards={cfg.data.shuffle_shards} shards' worth)")
         print(why, file=sys.stderr, flush=True)
         arrays = read_held_out(store, hold_rows, pc.image_size, cache)
     else:

@@ -1,22 +1,30 @@
-"""Training batches streamed from a store larger than memory, shard by shard.
+"""Training batches streamed from a store larger than memory, drawn as uniformly as in memory.
 
-Each epoch visits the shards holding selected rows in a seeded, shuffled order. Consecutive
-shards of that order form windows of `shuffle_shards` shards (the shuffle buffer); the selected
-rows of a window are permuted together and the epoch's row sequence is cut into batches. The whole
-plan (which rows make each batch, which windows each batch needs) depends only on the row
-selection and the sampler's generator, never on pixel data, so it is drawn up front: a resumed
-epoch draws the same plan from the same generator state and skips the batches already trained.
+An epoch's batches are drawn by the very sampler of the in-memory path (`data.EpochSampler`: one
+seeded permutation of the selected rows, cut into batches) over the selected store rows, so a
+given seed puts the same store rows, in the same order, in each batch whether the rows were
+loaded into memory, mapped from the node cache or streamed: batch composition never depends on
+the read path, hence not on the machine's memory either (docs/architecture.md, "Determinism").
+Rows are stored series by series (a volume's slices next to each other); a batch drawn from a few
+neighbouring shards would be full of near-identical slices of a few scans (issue 21 §2: ~16
+same-scan pairs in a batch of 60 on RSNA's selection, against ~0.09 for a uniform draw). The
+plan depends only on the row selection and the sampler's generator, never on pixel data, so it is
+drawn up front: a resumed epoch draws the same plan from the same generator state.
 
-A prefetch thread reads the windows the plan needs, in order, keeping only selected rows, into a
-bounded queue. Without a cache each shard goes through the store's checked read
-(`SliceStore.read_shard`: zstd decode and sha256) every epoch. With one (`cache`, a
+A prefetch thread gathers each planned batch's rows, in order, into a bounded queue: random row
+access, each row copied out of its shard. Through the node cache (`cache`, a
 `shard_cache.ShardCache`: the engine passes the node cache's unless ICHBENCH_NODE_CACHE is off or
-its disk lacks the room) the first read of a shard also writes it, resized, as an uncompressed
-file, and every read maps that file (checked once per process): a window is then its shards' maps
-and each batch copies its rows straight out of them. The batches are the same either way. Memory is
-the windows in use plus the queue (through the cache, pages of the mapped files instead): it
-depends on `shuffle_shards` and the image size, not on the size of the store. Labels stay in
-memory (a few bytes per slice); images never do.
+its disk lacks the room) a shard's first read also writes it, resized, as an uncompressed file,
+and every read maps that file (checked once per process): each row is then one copy out of a map
+(MAPS_OPEN maps are kept open, the earliest opened closed first). Without a cache the rows of
+consecutive batches, `shuffle_shards` shards' worth of them (1,024 rows by default), are gathered
+at a time, each shard they lie in going once through the store's checked read
+(`SliceStore.read_shard`: zstd decode and sha256): the rows are spread over many shards, so on a
+store much larger than that an epoch decodes each shard many times (slow; the engine says so).
+The batches are the same either way. Memory is the gathered rows plus the queue (through the
+cache, pages of the mapped files instead): it depends on `shuffle_shards`, the batch and the image
+size, not on the size of the store.
+Labels stay in memory (a few bytes per slice); images never do.
 """
 
 from __future__ import annotations
@@ -33,10 +41,11 @@ import torch
 from ichbench.errors import IchbenchError
 from ichbench.store.layout import SHARD_SLICES
 from ichbench.preprocess.resize import resize_stack
-from ichbench.train.data import SliceArrays
+from ichbench.train.data import EpochSampler, SliceArrays
 
 MEMORY_FRACTION = 0.5  # of the worker's memory the arrays may take: the load's peak, model and batches need the rest
-PREFETCH_WINDOWS = 2   # windows decoded ahead of the one in use: hides one window's read behind steps
+PREFETCH_BATCHES = 8   # batches gathered ahead of the one in use: hides reads behind steps
+MAPS_OPEN = 256        # cache files kept mapped at once (each map holds a file descriptor)
 _POLL_S = 0.1          # how often a blocked prefetch thread checks whether it should stop
 
 
@@ -89,45 +98,14 @@ class StreamBatch:
     images: torch.Tensor   # (B, S, S) int16 HU, on the host
 
 
-@dataclass
-class EpochPlan:
-    batches: list[np.ndarray]    # store rows of each batch
-    needs: list[tuple[int, int]]  # windows (first, last) each batch reads from
-    windows: list[np.ndarray]    # shard indices of each window, in load order
-
-
-def plan_epoch(shard_rows: list[np.ndarray], batch_size: int, steps: int | None, g: torch.Generator,
-               shuffle_shards: int, drop_last: bool) -> EpochPlan:
-    """One epoch of batches over the rows grouped by shard (`shard_rows[i]`: selected rows of the
-    i-th shard), as `EpochSampler` does in memory: one pass, or `steps` batches over as many
-    passes as needed; a short last batch of a pass is dropped with `drop_last`, one of a single
-    slice always (BatchNorm needs two)."""
-    plan = EpochPlan([], [], [])
-    while shard_rows and (steps is None or len(plan.batches) < steps):
-        order = torch.randperm(len(shard_rows), generator=g).numpy()
-        seq, win = [], []
-        for start in range(0, len(order), shuffle_shards):
-            shards = order[start:start + shuffle_shards]
-            rows = np.concatenate([shard_rows[k] for k in shards])
-            seq.append(rows[torch.randperm(len(rows), generator=g).numpy()])
-            win.append(np.full(len(rows), len(plan.windows)))
-            plan.windows.append(shards)
-        seq, win = np.concatenate(seq), np.concatenate(win)
-        cuts = list(range(0, len(seq), batch_size))
-        if cuts and (len(seq) - cuts[-1] < 2 or (drop_last and len(seq) - cuts[-1] < batch_size and len(cuts) > 1)):
-            cuts.pop()
-        if not cuts:
-            break
-        for c in cuts:
-            plan.batches.append(seq[c:c + batch_size])
-            plan.needs.append((int(win[c]), int(win[c:c + batch_size][-1])))
-        if steps is None:
-            break
-    if steps is not None:
-        plan.batches, plan.needs = plan.batches[:steps], plan.needs[:steps]
-    if not plan.batches:
-        raise IchbenchError("no training batch could be drawn (fewer than 2 training slices)")
-    return plan
+def plan_epoch(rows: np.ndarray, batch_size: int, steps: int | None, g: torch.Generator,
+               drop_last: bool) -> list[np.ndarray]:
+    """One epoch of batches of store rows over the sorted selected `rows`: `EpochSampler`'s own
+    draws (one pass, or `steps` batches over as many passes as needed; a short last batch dropped
+    with `drop_last`, one of a single slice always), so the in-memory path, whose positions index
+    the same sorted rows, gets the same batches from the same generator state."""
+    every = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    return [b.numpy() for b in EpochSampler(lambda _: every, batch_size, steps, g, drop_last).epoch()]
 
 
 class ShardStream:
@@ -135,73 +113,67 @@ class ShardStream:
 
     An epoch's batches follow from the sampler generator's state, which the engine's per-epoch
     checkpoint holds: a killed streamed run resumes at its next epoch with the same batches.
+    `shuffle_shards`: without a cache, rows gathered at a time, in shards' worth (SHARD_SLICES rows).
     """
 
     def __init__(self, store, rows: np.ndarray, image_size: int, batch_size: int, steps_per_epoch: int | None,
                  generator: torch.Generator, shuffle_shards: int, drop_last: bool = False,
-                 prefetch: int = PREFETCH_WINDOWS, cache=None):
+                 prefetch: int = PREFETCH_BATCHES, cache=None):
         if shuffle_shards < 1:
             raise IchbenchError(f"data.shuffle_shards must be >= 1, got {shuffle_shards}")
-        rows = np.unique(np.asarray(rows, dtype=np.int64))
-        shard = rows // SHARD_SLICES
-        self.shards, starts = np.unique(shard, return_index=True)
-        self.shard_rows = np.split(rows, starts[1:]) if len(rows) else []
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
         self.store, self.image_size, self.batch_size = store, image_size, batch_size
         self.steps, self.generator, self.drop_last = steps_per_epoch, generator, drop_last
         self.shuffle_shards, self.prefetch, self.cache = shuffle_shards, prefetch, cache
+        self._maps: dict[int, np.ndarray] = {}   # shard k -> its cache file's map
 
     @property
     def path(self) -> Path:
         return self.store.path
 
     def epoch(self) -> "_Epoch":
-        return _Epoch(self, plan_epoch(self.shard_rows, self.batch_size, self.steps, self.generator,
-                                       self.shuffle_shards, self.drop_last))
+        return _Epoch(self, plan_epoch(self.rows, self.batch_size, self.steps, self.generator, self.drop_last))
 
-    def read_window(self, shards: np.ndarray) -> tuple[np.ndarray, torch.Tensor | MappedRows]:
-        """Selected rows (sorted) of the window's shards and their images at `image_size`: read
-        into memory, or, through the cache, left in its mapped files."""
-        parts = [(int(self.shards[i]), self.shard_rows[i]) for i in shards]
+    def images(self, batches: list[np.ndarray]):
+        """Each batch's images, in order, at `image_size`. Through the cache each row is copied out
+        of its shard's map; without one, `shuffle_shards` shards' worth of rows (of consecutive
+        batches) are gathered at a time, each shard they lie in decoded once for them."""
         if self.cache is not None:
-            return mapped_rows(parts, self.cache)
-        return read_rows(self.store, parts, self.image_size)
+            for rows in batches:
+                yield self.read_batch(rows)
+            return
+        hold, i = max(self.batch_size, self.shuffle_shards * SHARD_SLICES), 0
+        while i < len(batches):
+            j, n = i + 1, len(batches[i])
+            while j < len(batches) and n + len(batches[j]) <= hold:
+                n, j = n + len(batches[j]), j + 1
+            got, images = read_rows(self.store, by_shard(np.concatenate(batches[i:j])), self.image_size)
+            for rows in batches[i:j]:
+                yield np.take(images.numpy(), np.searchsorted(got, rows), axis=0)
+            i = j
 
+    def _map(self, k: int) -> np.ndarray:
+        """Shard k's checked map in the cache; MAPS_OPEN kept open, the earliest opened closed first."""
+        block = self._maps.get(k)
+        if block is None:
+            block = self.cache.read(k)
+            if len(self._maps) >= MAPS_OPEN:
+                del self._maps[next(iter(self._maps))]
+            self._maps[k] = block
+        return block
 
-class MappedRows:
-    """A window's selected rows left in their shards' mapped cache files: a batch copies its rows
-    straight out of the maps (one copy, and the window holds no memory of its own)."""
-
-    def __init__(self, maps: list[np.ndarray], which: np.ndarray, local: np.ndarray):
-        self.maps, self.which, self.local = maps, which, local
-        self.shape, self.dtype = (len(which), *maps[0].shape[1:]), maps[0].dtype
-
-    def take(self, pos: np.ndarray) -> np.ndarray:
-        out = np.empty((len(pos), *self.shape[1:]), dtype=self.dtype)
-        for i, p in enumerate(pos):
-            out[i] = self.maps[self.which[p]][self.local[p]]
+    def read_batch(self, rows: np.ndarray) -> np.ndarray:
+        """The images of store `rows`, in that order, through the cache: each row copied straight
+        out of its shard's map."""
+        out = None
+        for i, (k, j) in enumerate(zip(*np.divmod(rows, SHARD_SLICES))):
+            block = self._map(int(k))
+            if j >= len(block):
+                raise IchbenchError(f"{self.store.path}: row {rows[i]} is not in shard {k}")
+            if out is None:
+                out = np.empty((len(rows), *block.shape[1:]), dtype=block.dtype)
+            out[i] = block[j]
         return out
-
-
-def mapped_rows(parts: list[tuple[int, np.ndarray]], cache) -> tuple[np.ndarray, MappedRows]:
-    """`parts` ((shard k, its sorted rows) pairs) through `cache`: the rows, sorted, and where each
-    lies in the shards' maps."""
-    parts = sorted(parts, key=lambda part: part[0])
-    maps = [cache.read(k) for k, _ in parts]
-    local = [wanted - k * SHARD_SLICES for k, wanted in parts]
-    for (k, wanted), keep, m in zip(parts, local, maps):
-        if len(keep) and (keep[0] < 0 or keep[-1] >= len(m)):
-            raise IchbenchError(f"{cache.store.path}: rows {wanted[0]}-{wanted[-1]} are not all in shard {k}")
-    which = np.concatenate([np.full(len(keep), j) for j, keep in enumerate(local)])
-    return np.concatenate([wanted for _, wanted in parts]), MappedRows(maps, which, np.concatenate(local))
-
-
-def _gather(images: torch.Tensor | MappedRows, pos: np.ndarray) -> np.ndarray:
-    """Rows `pos` of a window's images, with numpy's take: one thread, a plain copy (torch's
-    tensor[index] was ~6x slower for int16 rows, its threaded index_select ~100x slower on a busy
-    2-core machine)."""
-    if isinstance(images, MappedRows):
-        return images.take(pos)
-    return np.take(images.numpy(), pos, axis=0)
 
 
 def read_rows(store, parts: list[tuple[int, np.ndarray]], image_size: int,
@@ -255,26 +227,20 @@ class _Epoch:
     """The batches of one planned epoch; iterating starts the prefetch thread, `close()` (also on
     exhaustion, an exception in the loop, or garbage collection) stops it."""
 
-    def __init__(self, stream: ShardStream, plan: EpochPlan):
-        self.stream, self.plan = stream, plan
-        self.last_use = {}
-        for i in range(len(plan.batches)):
-            first, last = plan.needs[i]
-            for w in range(first, last + 1):
-                self.last_use[w] = i   # after its last batch a window is dropped
+    def __init__(self, stream: ShardStream, batches: list[np.ndarray]):
+        self.stream, self.batches = stream, batches
         self._stop = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, stream.prefetch))
         self._thread: threading.Thread | None = None
 
     def __len__(self) -> int:
         """Batches this epoch yields (the loop averages its loss over them once they are done)."""
-        return len(self.plan.batches)
+        return len(self.batches)
 
     def _load(self) -> None:
         try:
-            for w in sorted(self.last_use):
-                item = (w, *self.stream.read_window(self.plan.windows[w]))
-                if not self._put(item):
+            for images in self.stream.images(self.batches):
+                if not self._put(images):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the training loop, which raises it
             self._put(exc)
@@ -303,28 +269,9 @@ class _Epoch:
     def __iter__(self):
         self._thread = threading.Thread(target=self._load, name="ichbench-shard-prefetch", daemon=True)
         self._thread.start()
-        live: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
         try:
-            for i in range(len(self.plan.batches)):
-                rows = self.plan.batches[i]
-                first, last = self.plan.needs[i]
-                while last not in live:
-                    w, wrows, wimages = self._get()
-                    live[w] = (wrows, wimages)
-                if first == last:   # the batch lies in one window: one gather
-                    wrows, wimages = live[first]
-                    out = _gather(wimages, np.searchsorted(wrows, rows))
-                else:
-                    out = np.empty((len(rows), *live[last][1].shape[1:]), dtype=np.int16)
-                    for w in range(first, last + 1):
-                        wrows, wimages = live[w]
-                        pos = np.minimum(np.searchsorted(wrows, rows), len(wrows) - 1)
-                        hit = np.flatnonzero(wrows[pos] == rows)
-                        out[hit] = _gather(wimages, pos[hit])
-                for w in range(first, last + 1):
-                    if self.last_use[w] == i:
-                        del live[w]
-                yield StreamBatch(torch.from_numpy(rows), torch.from_numpy(out))
+            for rows in self.batches:
+                yield StreamBatch(torch.from_numpy(rows), torch.from_numpy(self._get()))
         finally:
             self.close()
 
