@@ -357,6 +357,28 @@ def canonical_counts():
             for d in ("hssayeni", "segcq500")}
 
 
+@check
+def batch_mixing():
+    """A streamed pretraining epoch's batches (`ShardStream`'s plan) on rows stored volume by volume
+    (128 volumes of 32 slices), against the in-memory sampler's (`EpochSampler` over the positions
+    of the same rows) and against the same-volume pairs of a uniform draw of 60:
+    sum_v C(n_v, 2) C(60, 2) / C(N, 2). tests/test_batch_mixing.py runs every data path."""
+    from math import comb
+
+    from ichbench.train.data import EpochSampler
+    from ichbench.train.stream import ShardStream
+    volume = np.repeat(np.arange(128), 32)
+    rows = np.arange(len(volume))
+    streamed = ShardStream(None, rows, 16, 60, None, torch.Generator().manual_seed(0), 16,
+                           drop_last=True).epoch().batches
+    loaded = EpochSampler(lambda g: torch.arange(len(rows)), 60, None, torch.Generator().manual_seed(0),
+                          drop_last=True).epoch()
+    pairs = np.mean([(np.bincount(volume[b]) * (np.bincount(volume[b]) - 1) // 2).sum() for b in streamed])
+    uniform = 128 * comb(32, 2) * comb(60, 2) / comb(len(rows), 2)
+    return {"streamed = in memory": all(np.array_equal(a, b.numpy()) for a, b in zip(streamed, loaded, strict=True)),
+            "same-volume pairs within 1.5x of uniform": bool(uniform / 1.5 <= pairs <= 1.5 * uniform)}
+
+
 def actual(key: str, method: str | None, dataset: str | None):
     if key.startswith("check:"):
         return _jsonable(CHECKS[key[6:]]())
