@@ -379,6 +379,51 @@ def batch_mixing():
             "same-volume pairs within 1.5x of uniform": bool(uniform / 1.5 <= pairs <= 1.5 * uniform)}
 
 
+@check
+def multilabel_ce_weights():
+    """multilabel_ce's paper config on a selection of 8 slices (no-ICH 4, ICH 4, iph 2, ivh 1,
+    sah 4, sdh 0, edh 8): the seven weights it fixes before training, (N − n_pos) / n_pos with 1
+    for a class without positives, and whether its loss is `BCEWithLogitsLoss(pos_weight=them)`."""
+    import torch.nn.functional as F
+
+    from ichbench.methods.base import get_method
+    m = get_method("multilabel_ce")
+    cfg = resolve(m, "segcq500", "paper").pretrain
+    model = m.build_pretext(unet_for(resolve(m, "segcq500", "smoke").model), cfg).train()
+    labels = np.zeros((8, 7), np.uint8)
+    labels[:4, 0] = labels[4:, 1] = 1
+    labels[4:6, 2] = labels[4, 3] = labels[4:, 4] = labels[:, 6] = 1
+    weights = m.pretext_setup(model, labels, cfg)["pos_weight"]["values"]
+    images = torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    batch = {"images": images, "labels": torch.from_numpy(labels[2:6])}
+    expected = F.binary_cross_entropy_with_logits(model(images), batch["labels"].float(),
+                                                  pos_weight=torch.tensor(weights))
+    return {"weights": weights, "loss": bool(torch.allclose(m.pretext_loss(model, batch, cfg, None), expected))}
+
+
+@check
+def negatives_draw():
+    """Mixed's normal slices under the paper profile's `finetune` (a fold of 5 slices with ICH and
+    35 without): the same set in every epoch and when the pool is built again (another run), a
+    different set for another fold or seed (`ichbench.train.data.finetune_pool`)."""
+    from ichbench.train.data import EpochSampler, SliceArrays, finetune_pool
+    fc = resolve("unet_mixed", "segcq500", "paper").finetune
+    masks = torch.zeros(40, 4, 4, dtype=torch.uint8)
+    masks[:5, 1, 1] = 1
+    arrays = SliceArrays(images=torch.zeros(40, 4, 4, dtype=torch.int16), labels=torch.zeros(40, 7, dtype=torch.uint8),
+                         volume=torch.zeros(40, dtype=torch.int64), masks=masks, brain=None, volumes=[],
+                         fingerprint="-", path=Path("-"), rows=torch.arange(40))
+
+    def drawn(seed, fold, sampler_seed=0, epochs=1):
+        pool = finetune_pool(arrays, torch.arange(40), "mixed", fc.nonich_ratio, negatives=fc.negatives,
+                             seed=seed, fold=fold)
+        sampler = EpochSampler(pool, 4, None, torch.Generator().manual_seed(sampler_seed))
+        return [frozenset(torch.cat(sampler.epoch()).tolist()) - set(range(5)) for _ in range(epochs)]
+    first = drawn(fc.seed, 0, epochs=3)
+    return {"same every epoch": len(set(first)) == 1, "same when built again": drawn(fc.seed, 0, 9)[0] == first[0],
+            "another fold": drawn(fc.seed, 1)[0] != first[0], "another seed": drawn(fc.seed + 1, 0)[0] != first[0]}
+
+
 def actual(key: str, method: str | None, dataset: str | None):
     if key.startswith("check:"):
         return _jsonable(CHECKS[key[6:]]())
