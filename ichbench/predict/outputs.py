@@ -245,9 +245,9 @@ def _write_set(target: Path, tmp: Path, backup: Path, scan: Scan, pred: Predicti
                force: bool) -> dict:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     notes: list[str] = []
     try:
+        tmp.mkdir()   # inside the try: a Ctrl-C landing just after it must still remove the folder
         write_nifti(tmp / "mask.nii.gz", scan, pred.mask)
         if scan.kind == "dicom":
             write_seg(tmp / "mask.dcm", scan, pred.mask, ens, notes)
