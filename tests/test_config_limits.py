@@ -5,12 +5,11 @@ A batch larger than the slices it is drawn from is said, in one line, before any
 """
 
 import json
-import sys
 
 import pytest
 
-from ichbench.cli.main import main
 from ichbench.config import SECTIONS, json_schema
+from tests.cli import call as _call
 
 DRY = ["finetune", "-m", "unet_mixed_icm", "-d", "phantom", "--fold", "0", "--profile", "smoke", "--dry-run"]
 
@@ -56,14 +55,6 @@ LIMITS = [
     ("icm.bone_window", "-32768,32767", "0,1e9", "icm.bone_window.1 must be <= 32767", []),
     ("data.shuffle_shards", "100000", "100001", "data.shuffle_shards must be <= 100000", []),
 ]
-
-
-def _call(argv, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["ichbench", *argv])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return exit_.value.code, out.out, out.err
 
 
 def _sets(items):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ichbench.cli.main import main
+from tests.cli import call as _call
 from tests.test_leaderboard_support import (copy_folder, flags_of, make_entry, phantom_store,
                                             write_entry)
 
@@ -73,14 +73,6 @@ ARGS = [
      "pretrain_dataset '../../evil': not a valid name"),
     (DRY + ["--set", "model.depth=1"], "model.depth must be >= 2, got 1"),
 ]
-
-
-def _call(argv, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["ichbench", *argv])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return exit_.value.code, out.out, out.err
 
 
 def _fill(text, file, home):

@@ -16,17 +16,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from ichbench.cli.main import main
 from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.entries import ratios, relpath
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.render import markdown, render
 from ichbench.leaderboard.reproductions import append, entry_sha256, tolerance_for
 from tests.test_leaderboard_support import copy_folder, flags_of, make_entry, phantom_store, write_entry
+from tests.cli import call as _call
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.org", "GIT_COMMITTER_NAME": "Test",
            "GIT_COMMITTER_EMAIL": "test@example.org", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
@@ -63,14 +62,6 @@ def _git(cwd, *args, date=None):
 def _commit(folder, path, message, date=None):
     _git(folder.root, "add", str(path))
     _git(folder.root, "commit", "-q", "-m", message, date=date)
-
-
-def _call(argv, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["ichbench", *argv])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return exit_.value.code, out.out, out.err
 
 
 def _validate(folder, monkeypatch, capsys, *paths):

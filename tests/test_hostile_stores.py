@@ -22,10 +22,10 @@ import pytest
 import typer
 
 from ichbench.cli.data import app as data_app
-from ichbench.cli.main import main
 from ichbench.errors import IchbenchError
 from ichbench.store.location import ENV as STORE_ENV, ObjectPath, parse
 from tests.procs import sigint_at_default
+from tests.cli import call as _call
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORTED = "(a store root is a folder, file:///FOLDER or s3://BUCKET/PREFIX)"
@@ -33,14 +33,6 @@ SCHEMES = ["ftp://host/x", "http://127.0.0.1:9/x", "gcs://bucket/x", "memory://b
 # every `ichbench data` command, with arguments that reach the stores (checked against the app below)
 DATA = {"info": ["phantom"], "verify": ["phantom"], "splits": ["phantom"],
         "ingest": ["phantom", "--size", "32", "-o", "volumes=2"]}
-
-
-def _call(argv, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["ichbench", *argv])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return exit_.value.code, out.out, out.err
 
 
 def _one_line(code, out, err) -> str:

@@ -9,11 +9,10 @@ installs them) and skip without them.
 
 import importlib.metadata as md
 import json
-import sys
 
 import pytest
 
-from ichbench.cli.main import main
+from tests.cli import call as _call
 
 PLUGINS = {"mae": "ichbench-mae", "vicreg": "ichbench-vicreg", "nnunet_2d": "ichbench-nnunet"}
 SIXTEEN, SEVENTEEN = ",".join(["512"] * 15 + ["2"]), ",".join(["512"] * 16 + ["2"])   # layer counts
@@ -122,14 +121,6 @@ def _dry(method: str, *sets: str) -> list[str]:
     argv = [stage, "-m", method, "-d", "phantom", "--profile", "smoke", "--dry-run"]
     argv += ["--fold", "0"] if stage == "finetune" else []
     return argv + [a for s in sets for a in ("--set", s)]
-
-
-def _call(argv, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["ichbench", *argv])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return exit_.value.code, out.out, out.err
 
 
 def _one_error(argv, monkeypatch, capsys) -> str:
