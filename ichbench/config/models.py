@@ -251,6 +251,47 @@ class DataConfig(BaseModel):
     each); batches are uniform draws from the selection whatever it is"""
 
 
+MAX_CONTEXT = 8    # neighbours a side: 17 slices span 8.5 cm at 5 mm, more than any bleed
+MAX_WINDOWS = 8    # HU windows: the RSNA 2019 winners used 3 (brain, subdural, bone)
+PAPER_WINDOW = (-50.0, 150.0)
+
+
+class InputConfig(BaseModel):
+    """What the network sees of a slice (2.5D, issue 24): the slice and `context` neighbours on each
+    side — of the same volume, in store order, replicated at the volume's ends — each in every HU
+    window of `windows`: (2·context + 1) × len(windows) channels, slice-major (a slice's windows
+    are adjacent channels; the centre slice in the first window is channel `context·len(windows)`).
+    The defaults, one slice in the paper's [-50, 150] HU window, are left out of `to_dict` and the
+    hashes, so the identities of runs made before the section existed do not change."""
+    model_config = SETTINGS
+    context: int = Field(0, ge=0, le=MAX_CONTEXT)
+    """neighbouring slices on each side (0: the slice alone, as in the paper; 1: three slices)"""
+    windows: list[Window] = Field(default_factory=lambda: [PAPER_WINDOW], min_length=1, max_length=MAX_WINDOWS)
+    """HU windows, each [low, high] mapped to [0, 1]; e.g. brain, subdural, bone:
+    [[0, 80], [-20, 180], [-800, 2000]]"""
+    pretrain: Literal["same", "2d"] = "same"
+    """what a pretext trains on: "same", these channels; "2d", the centre slice in the first window
+    (the 2D pretraining, cached under the 2D key), whose first convolution fine-tuning then
+    inflates to these channels (replicated and divided by their number, as I3D inflates 2D
+    filters: the inflated network gives the 2D one's output on channels that are all equal)"""
+
+    @property
+    def channels(self) -> int:
+        return (2 * self.context + 1) * len(self.windows)
+
+    @property
+    def centre(self) -> int:
+        """The channel of the centre slice in the first window."""
+        return self.context * len(self.windows)
+
+    def is_default(self) -> bool:
+        return self == InputConfig()
+
+    def pretrain_input(self) -> "InputConfig":
+        """The input the pretext trains on."""
+        return self if self.pretrain == "same" else InputConfig(windows=self.windows[:1])
+
+
 class RunConfig(BaseModel):
     """Everything one run of a method on a dataset depends on."""
     model_config = SETTINGS
@@ -269,6 +310,8 @@ class RunConfig(BaseModel):
     icm: IcmConfig | None = None
     """only for methods that mask predictions with the ICM"""
     data: DataConfig = Field(default_factory=DataConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    """the network's input channels: neighbouring slices and HU windows (2.5D)"""
 
     @field_validator("pretrain_dataset")
     @classmethod
@@ -299,6 +342,8 @@ class RunConfig(BaseModel):
             out["init"] = self.init.to_dict()
         if self.data != DataConfig():
             out["data"] = settings_dict(self.data)
+        if not self.input.is_default():
+            out["input"] = settings_dict(self.input)
         return out
 
     def pretrain_identity(self) -> dict:
@@ -313,6 +358,9 @@ class RunConfig(BaseModel):
             ident["slice_labels"] = "withheld-unless-needed"
         if self.init is not None:
             ident["init"] = self.init.hash()
+        pretrain_input = self.input.pretrain_input()
+        if not pretrain_input.is_default():   # only then: the identities of 2D pretrainings stay
+            ident["input"] = settings_dict(pretrain_input)
         return ident
 
     def hash(self) -> str:
@@ -326,6 +374,8 @@ class RunConfig(BaseModel):
                  "finetune": finetune_dict(self.finetune), "pretrained": pretrained}
         if self.icm is not None:
             ident["icm"] = {"source": self.icm.source, "threshold": self.icm.threshold, "model": icm_model}
+        if not self.input.is_default():
+            ident["input"] = settings_dict(self.input)
         return sha256_json(ident)
 
 

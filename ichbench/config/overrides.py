@@ -16,13 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from ichbench.config.models import (Augment, DataConfig, FinetuneConfig, IcmConfig, ModelConfig,
+from ichbench.config.models import (Augment, DataConfig, FinetuneConfig, IcmConfig, InputConfig, ModelConfig,
                                     PretrainConfig)
 from ichbench.config.problems import parse_problem, shown
 from ichbench.errors import IchbenchError
 
 SECTIONS = {"model": ModelConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig, "icm": IcmConfig,
-            "data": DataConfig}
+            "data": DataConfig, "input": InputConfig}
 TOP = ("pretrain_dataset",)   # the top-level key `--set` may change
 
 
@@ -139,7 +139,9 @@ def parse_value(text: str, tp) -> Any:
             raise ValueError(f"expected a JSON object, got {shown(text)}")
         return obj
     value: Any = text
-    if origin in (tuple, list):
+    if origin is list and typing.get_origin(_bare(typing.get_args(inner)[0])) in (tuple, list):
+        value = json.loads(text)   # a list of pairs (input.windows=[[-50,150],[0,80]]) is JSON
+    elif origin in (tuple, list):
         value = _split_seq(text)
         args = typing.get_args(inner)
         if origin is tuple and args and Ellipsis not in args and len(args) != len(value):

@@ -41,7 +41,7 @@ def _fill(values: dict, where: str, filled: list[str]) -> None:
     for name, cls in SECTIONS.items():
         if name == "icm" and values.get(name) is None:
             continue   # a method without the ICM
-        if name == "data" and name not in values:
+        if name in ("data", "input") and name not in values:
             continue   # recorded only when not the defaults: absent is not "filled in"
         section = values.setdefault(name, {})
         if not isinstance(section, dict):
