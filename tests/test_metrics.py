@@ -154,7 +154,8 @@ def test_per_volume_row_builds_a_consistent_row():
     # voxels of 2 x 1.5 x 0.5 mm = 1.5 mm^3 = 0.0015 mL
     r = per_volume_row(7, pred, truth, (2.0, 1.5, 0.5), ["sdh", "iph"])
     assert set(r) == {"volume_id", "tp", "fp", "fn", "dice", "precision", "recall", "has_ich", "subtypes",
-                      "pred_ml", "true_ml"}
+                      "pred_ml", "true_ml", "hd_mm", "hd95_mm", "nsd", "rvd", "abs_rvd", "vol_err_ml",
+                      "abs_vol_err_ml", "empty"}
     assert r["volume_id"] == "7"
     assert (r["tp"], r["fp"], r["fn"]) == (2, 1, 2)
     assert r["dice"] == pytest.approx(5 / 8)      # (4+1)/(4+1+2+1)

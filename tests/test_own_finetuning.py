@@ -114,7 +114,7 @@ def test_predictions_are_scored_like_the_shared_recipes(phantom_store, tmp_path)
         # plus the digest of the predicted mask, as the shared recipe's rows carry it
         assert r == {**want, "pred_sha256": volume_digest(np.zeros_like(truth[vid]))}
     assert blank["predictions_sha256"] == fold_digest(blank["volumes"])
-    assert blank["summary"] == api.summarize(blank["volumes"])
+    assert blank["summary"] == api.summarize(blank["volumes"], nsd_mm=1.0)   # the run's eval.nsd_mm
     saved = json.loads((tmp_path / "blank" / "fold_0" / "result.json").read_text())
     assert saved["summary"] == blank["summary"] and saved["split_hash"] == split["hash"]
     # the same keys as a result of the shared recipe, so the driver and the leaderboard take it

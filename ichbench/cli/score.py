@@ -45,6 +45,7 @@ def score(
     """Score predicted masks against true masks: Dice, precision, recall (eps = 1), HD, HD95, NSD,
     |RVD|, mL and volume agreement. Exit 0 when every case scored, 1 when some were refused."""
     from ichbench.cli import scoring
+    from ichbench.evaluate.infjson import encode
     _check_options(nsd_mm, workers, hd_cap_mm, out)
     pairs, refused = scoring.match(pred, truth, missing_as_empty)
     refused = [{"case": c, "file": str(f), "problem": p} for c, f, p in refused]
@@ -63,8 +64,8 @@ def score(
         interrupted("interrupted; nothing written")
     cases = [r[1] for r in results if r[0] == "ok"]
     refused.sort(key=lambda r: r["case"])
-    doc = scoring.as_json({"cases": cases, "refused": refused,
-                           "summary": scoring.summarize(cases, len(refused), nsd_mm, hd_cap_mm)})
+    doc = encode({"cases": cases, "refused": refused,
+                  "summary": scoring.summarize(cases, len(refused), nsd_mm, hd_cap_mm)})
     text = json.dumps(doc, indent=2)
     if out is not None:
         scoring.write_atomic(out, text + "\n")

@@ -6,7 +6,6 @@ and the problem), so one bad file never costs the others their scores.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from ichbench.errors import IchbenchError, InputError
 from ichbench.evaluate.agreement import volume_agreement
+from ichbench.evaluate.summary import CAPPED, metric_stats
 from ichbench.evaluate.surface import case_metrics
 
 SUFFIXES = (".nii.gz", ".nii")
@@ -23,7 +23,6 @@ CASE_KEYS = ("dice", "precision", "recall", "hd_mm", "hd95_mm", "nsd", "abs_rvd"
              "vol_err_ml", "abs_vol_err_ml", "tp", "fp", "fn")
 SUMMARY_KEYS = ("dice", "precision", "recall", "hd_mm", "hd95_mm", "nsd", "abs_rvd", "vol_err_ml",
                 "abs_vol_err_ml", "pred_ml", "true_ml")
-CAPPED = ("hd_mm", "hd95_mm")
 AFFINE_ATOL_MM = 1e-3   # headers store the affine as float32: equal grids differ by ~1e-5 mm
 
 
@@ -155,38 +154,16 @@ def score_pairs(pairs, nsd_mm: float, workers: int = 1, on_result=None):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _stats(values, cap: float | None = None) -> dict:
-    v = np.asarray(values, dtype=float)
-    finite = v[np.isfinite(v)]
-    out = {"n": int(len(v)), "n_infinite": int(np.isinf(v).sum()),
-           "mean": float(finite.mean()) if len(finite) else None,
-           "std": float(finite.std(ddof=1)) if len(finite) > 1 else None,
-           "median": float(np.median(finite)) if len(finite) else None}
-    if cap is not None:
-        out["mean_capped"] = float(np.minimum(v, cap).mean()) if len(v) else None
-    return out
-
-
 def summarize(cases: list[dict], n_refused: int, nsd_mm: float, hd_cap_mm: float | None) -> dict:
     """Means over the finite values and counts of the infinite ones, over all cases and over the
     cases whose truth holds hemorrhage; volume agreement (mL) over all cases."""
     groups = {"all": cases, "ich": [c for c in cases if c["true_ml"] > 0]}
     out = {"n_scored": len(cases), "n_refused": n_refused, "nsd_mm": nsd_mm, "hd_cap_mm": hd_cap_mm, "eps": 1.0}
     for name, group in groups.items():
-        out[name] = {k: _stats([c[k] for c in group], hd_cap_mm if k in CAPPED else None) for k in SUMMARY_KEYS}
+        out[name] = {k: metric_stats([c[k] for c in group], hd_cap_mm if k in CAPPED else None)
+                     for k in SUMMARY_KEYS}
     out["volume_agreement"] = volume_agreement([c["pred_ml"] for c in cases], [c["true_ml"] for c in cases])
     return out
-
-
-def as_json(value):
-    """JSON cannot hold inf: infinite numbers are written as the string "inf" (docs/score.md)."""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {k: as_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [as_json(v) for v in value]
-    return value
 
 
 def write_atomic(path: Path, text: str) -> None:

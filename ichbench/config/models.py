@@ -292,6 +292,30 @@ class InputConfig(BaseModel):
         return self if self.pretrain == "same" else InputConfig(windows=self.windows[:1])
 
 
+MAX_DISTANCE_MM = 1000.0   # farther than any two points of a head CT (a 512² slice at 1 mm: 724 mm)
+
+
+class EvalConfig(BaseModel):
+    """How test volumes are scored beyond the paper's metrics (issue 22, docs/score.md).
+
+    `nsd_mm` changes every volume's NSD, so when it is not the default it enters `to_dict`, the run
+    key and the fine-tuning identity: folds scored at another tolerance are never reused as if
+    scored at this one (they train and score again in their own run folder; `ichbench score` scores
+    saved predictions at any tolerance without retraining). `hd_cap_mm` changes only summaries,
+    which every run recomputes from its rows: it stays out of `to_dict` and the hashes, and each
+    summary records the cap it used. The defaults leave every identity as it was."""
+    model_config = SETTINGS
+    nsd_mm: float = Field(1.0, ge=0, le=MAX_DISTANCE_MM)
+    """normalised surface Dice tolerance in mm (INSTANCE 2022 uses 0.42)"""
+    hd_cap_mm: float | None = Field(None, gt=0, le=MAX_DISTANCE_MM)
+    """also give HD/HD95 means with every value capped here (an infinite HD counts as the cap);
+    None: no capped means"""
+
+    def identity(self) -> dict:
+        """What of it determines a fold's per-volume numbers: nsd_mm when not the default."""
+        return {} if self.nsd_mm == EvalConfig().nsd_mm else {"nsd_mm": self.nsd_mm}
+
+
 class RunConfig(BaseModel):
     """Everything one run of a method on a dataset depends on."""
     model_config = SETTINGS
@@ -312,6 +336,8 @@ class RunConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     input: InputConfig = Field(default_factory=InputConfig)
     """the network's input channels: neighbouring slices and HU windows (2.5D)"""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """scoring: the NSD tolerance and an optional HD cap for summaries"""
 
     @field_validator("pretrain_dataset")
     @classmethod
@@ -344,6 +370,8 @@ class RunConfig(BaseModel):
             out["data"] = settings_dict(self.data)
         if not self.input.is_default():
             out["input"] = settings_dict(self.input)
+        if self.eval.identity():
+            out["eval"] = self.eval.identity()
         return out
 
     def pretrain_identity(self) -> dict:
@@ -376,6 +404,8 @@ class RunConfig(BaseModel):
             ident["icm"] = {"source": self.icm.source, "threshold": self.icm.threshold, "model": icm_model}
         if not self.input.is_default():
             ident["input"] = settings_dict(self.input)
+        if self.eval.identity():   # the NSD its rows hold (EvalConfig)
+            ident["eval"] = self.eval.identity()
         return sha256_json(ident)
 
 

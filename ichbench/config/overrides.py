@@ -16,13 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from ichbench.config.models import (Augment, DataConfig, FinetuneConfig, IcmConfig, InputConfig, ModelConfig,
-                                    PretrainConfig)
+from ichbench.config.models import (Augment, DataConfig, EvalConfig, FinetuneConfig, IcmConfig, InputConfig,
+                                    ModelConfig, PretrainConfig)
 from ichbench.config.problems import parse_problem, shown
 from ichbench.errors import IchbenchError
 
 SECTIONS = {"model": ModelConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig, "icm": IcmConfig,
-            "data": DataConfig, "input": InputConfig}
+            "data": DataConfig, "input": InputConfig, "eval": EvalConfig}
 TOP = ("pretrain_dataset",)   # the top-level key `--set` may change
 
 

@@ -21,7 +21,7 @@ DERIVED = ("pretrain_hash",)
 NAMES = ("method", "dataset", "profile", "pretrain_dataset")
 # left out of to_dict when empty (params) or at the default that reproduces the runs made before
 # they existed (negatives), by design: an entry without them is not missing them
-OMITTED_WHEN_EMPTY = ("finetune.params", "finetune.negatives")
+OMITTED_WHEN_EMPTY = ("finetune.params", "finetune.negatives", "eval.hd_cap_mm")   # the cap: never recorded
 
 
 class ConfigNotRebuilt(IchbenchError):
@@ -41,7 +41,7 @@ def _fill(values: dict, where: str, filled: list[str]) -> None:
     for name, cls in SECTIONS.items():
         if name == "icm" and values.get(name) is None:
             continue   # a method without the ICM
-        if name in ("data", "input") and name not in values:
+        if name in ("data", "input", "eval") and name not in values:
             continue   # recorded only when not the defaults: absent is not "filled in"
         section = values.setdefault(name, {})
         if not isinstance(section, dict):

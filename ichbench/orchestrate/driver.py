@@ -44,7 +44,8 @@ def _done_result(plan: MethodPlan, fold: int) -> dict | None:
     path = plan.fold_dir(fold) / "result.json"
     if not path.exists():
         return None
-    res = json.loads(path.read_text())
+    from ichbench.train.fold_setup import read_fold_result
+    res = read_fold_result(path)
     ok = res.get("split_hash") == plan.split["hash"] and res.get("store_fingerprint") == plan.store.fingerprint
     # results written before folds recorded their prediction digests are re-evaluated (the
     # finished training state is resumed, not retrained), so every entry can carry them
@@ -128,7 +129,7 @@ class Driver:
             raise
         rows = [dict(r, fold=res["fold"]) for res in results for r in res["volumes"]]
         outcome.rows = rows
-        outcome.summary = summarize(rows)
+        outcome.summary = summarize(rows, plan.cfg.eval.nsd_mm, plan.cfg.eval.hd_cap_mm)
         outcome.gpu_hours += sum(self._gpu_hours(res.get("wall_seconds", 0.0)) for res in results)
         self._changed_metrics(parent_id, records.summary_metrics(outcome.summary))
         tr.tags(parent_id, {f"{TAG}gpu_hours": f"{outcome.gpu_hours:.6f}",
@@ -140,6 +141,7 @@ class Driver:
         tr.json_artifact(parent_id, plan.split, "split.json")
         tr.json_artifact(parent_id, outcome.summary, "summary.json")
         tr.json_artifact(parent_id, fold_records(results), "folds.json")
+        records.agreement_plot(tr, parent_id, rows)
         tr.end(parent_id, "FINISHED")
         self._live = []
         return outcome

@@ -149,10 +149,20 @@ class Tracker:
                                                               tags=[InputTag("mlflow.data.context", context)])])
 
     def json_artifact(self, run_id: str, obj, name: str) -> None:
-        self.client.log_dict(run_id, obj, name)
+        """`obj` as JSON, infinite values as "inf" (`ichbench.evaluate.infjson`: JSON has no inf)."""
+        from ichbench.evaluate.infjson import encode
+        self.client.log_dict(run_id, encode(obj), name)
 
     def file_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), folder)
 
     def text_artifact(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
+
+    def bytes_artifact(self, run_id: str, data: bytes, name: str) -> None:
+        """A file of `data` (e.g. a PNG) named `name` in the run's artifacts."""
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            self.client.log_artifact(run_id, str(path))

@@ -10,8 +10,16 @@ from ichbench import __version__
 from ichbench.plugins.provenance import code_commit, source_commit
 from ichbench.tracking.mlflow_store import TAG, Tracker
 
+from ichbench.evaluate.summary import SURFACE_KEYS, SURFACE_SUMMARY
+
+# infinite values are written `inf` (Python's csv writes floats with repr); older rows lack the
+# surface columns and leave them empty
 FOLD_COLUMNS = ("volume_id", "fold", "tp", "fp", "fn", "dice", "precision", "recall", "has_ich",
-                "subtypes", "pred_ml", "true_ml")
+                "subtypes", "pred_ml", "true_ml", *SURFACE_KEYS)
+# the volume agreement's MLflow names (docs/architecture.md)
+AGREEMENT_METRICS = {"ccc": "volume_ccc", "icc_2_1": "volume_icc_2_1", "bias_ml": "volume_bias_ml",
+                     "loa_low_ml": "volume_loa_low_ml", "loa_high_ml": "volume_loa_high_ml"}
+INFINITE_COUNTED = ("hd_mm", "abs_rvd")   # HD95 is infinite exactly where HD is
 
 
 def git_commit() -> str:
@@ -59,7 +67,10 @@ def curves(tracker: Tracker, run_id: str, history: list[dict]) -> None:
 
 
 def summary_metrics(summary: dict) -> dict[str, float]:
-    """Flatten a `summarize()` result into MLflow metric names: dice_all_mean, recall_ich_std, ..."""
+    """Flatten a `summarize()` result into MLflow metric names: dice_all_mean, recall_ich_std, ...;
+    the surface metrics' means over finite values (hd95_mm_all_mean, nsd_ich_mean, ...), the counts
+    of infinite HDs and |RVD|s (hd_mm_all_n_infinite), capped means when a cap was set, and the
+    volume agreement (volume_ccc, ...). Statistics a summary lacks (older results) are not logged."""
     out: dict[str, float] = {}
     groups = {"all": summary["all"], "ich": summary["ich"], **{f"sub_{k}": v for k, v in summary["subtypes"].items()}}
     for gname, g in groups.items():
@@ -69,7 +80,25 @@ def summary_metrics(summary: dict) -> dict[str, float]:
                 val = (g.get(metric) or {}).get(stat)
                 if val is not None:
                     out[f"{metric}_{gname}_{stat}"] = val
+        for metric in SURFACE_SUMMARY:
+            stats = g.get(metric) or {}
+            for stat in ("mean", "mean_capped") + (("n_infinite",) if metric in INFINITE_COUNTED else ()):
+                if stats.get(stat) is not None:
+                    out[f"{metric}_{gname}_{stat}"] = stats[stat]
+    agreement = summary.get("volume_agreement") or {}
+    out.update({name: agreement[k] for k, name in AGREEMENT_METRICS.items() if agreement.get(k) is not None})
+    if summary.get("nsd_mm") is not None:
+        out["nsd_tolerance_mm"] = summary["nsd_mm"]
     return out
+
+
+def agreement_plot(tracker: Tracker, run_id: str, rows: list[dict]) -> None:
+    """The volume agreement figure (`evaluate.agreement_plot`) as the run's volume_agreement.png."""
+    from ichbench.evaluate.agreement_plot import agreement_png
+    png = agreement_png([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows],
+                        f"hemorrhage volume, {len(rows)} volumes")
+    if png is not None:
+        tracker.bytes_artifact(run_id, png, "volume_agreement.png")
 
 
 def per_volume_csv(rows: list[dict]) -> str:

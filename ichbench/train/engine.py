@@ -35,7 +35,7 @@ from ichbench.train.data import (EpochSampler, SliceArrays, finetune_pool, load_
                                  pretrain_selection, volume_rows, windowed)
 from ichbench.train.device import (autocast_for, device_mode, gather, images_of, model_input, numerics, prepare_model,
                                    select_device)
-from ichbench.train.fold_setup import fold_result, setup_fold
+from ichbench.train.fold_setup import fold_result, setup_fold, write_fold_result
 from ichbench.train.label_needs import check_pretraining_store
 from ichbench.train.loop import fit, generators
 from ichbench.losses import dice_loss
@@ -346,13 +346,13 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
                        desc=f"finetune {m.name} fold {fold}", progress=progress, on_epoch=on_epoch)
         train_seconds = time.perf_counter() - t0
         rows = evaluate_volumes(model, arrays, test_ids, device, fc.threshold, cavity if m.icm else None,
-                                spacing_scale=store_size / fc.image_size)
+                                spacing_scale=store_size / fc.image_size, nsd_mm=cfg.eval.nsd_mm)
     model_path = save_model(out_dir / ckpt.MODEL_NAME, unet, m, cfg, fold, store_size, cavity if m.icm else None)
     result = fold_result(m, cfg, split, fold, setup, store_path, rows=rows, n_train_slices=len(train_rows),
                          history=history, identity=identity, train_seconds=train_seconds, device=device,
                          pretrained=transfer, icm=cavity.info if m.icm else None,
                          model={"path": str(model_path), "sha256": ckpt.sha256_file(model_path)})
-    write_json_atomic(result, out_dir / "result.json")
+    write_fold_result(result, out_dir / "result.json")
     return result
 
 

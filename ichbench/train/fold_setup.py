@@ -13,6 +13,8 @@ from ichbench import __version__
 from ichbench.errors import IchbenchError
 from ichbench.evaluate import summarize
 from ichbench.evaluate.digest import fold_digest
+from ichbench.evaluate.infjson import decode, encode
+from ichbench.files import write_json_atomic
 from ichbench.train.device import numerics
 
 
@@ -63,7 +65,19 @@ def fold_result(m, cfg, split: dict, fold: int, setup: FoldSetup, store_path: Pa
         "n_train_slices": int(n_train_slices), **specific,
         "predictions_sha256": fold_digest(rows),   # of the scored masks: ichbench.evaluate.digest
         "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
-        "history": list(history), "volumes": rows, "summary": summarize(rows), "device": str(device),
+        "history": list(history), "volumes": rows,
+        "summary": summarize(rows, cfg.eval.nsd_mm, cfg.eval.hd_cap_mm), "device": str(device),
         "train_seconds": round(train_seconds, 3), "ichbench_version": __version__,
         "torch_version": torch.__version__, **numerics(device),
     }
+
+
+def write_fold_result(result: dict, path: Path) -> Path:
+    """result.json, atomically, infinite distances as "inf" (`evaluate.infjson`)."""
+    return write_json_atomic(encode(result), path)
+
+
+def read_fold_result(path: Path) -> dict:
+    """A result.json as `write_fold_result` wrote it: "inf" read back as float('inf')."""
+    import json
+    return decode(json.loads(Path(path).read_text()))

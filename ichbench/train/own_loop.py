@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from ichbench.errors import IchbenchError
-from ichbench.files import write_json_atomic
 from ichbench.methods.fold import Fold, FoldOutput, FoldVolume, blind_split
 from ichbench.train import checkpoint as ckpt
 from ichbench.train.data import SliceArrays, load_store, volume_rows
-from ichbench.train.fold_setup import FoldSetup, fold_result, setup_fold
+from ichbench.train.fold_setup import FoldSetup, fold_result, setup_fold, write_fold_result
+from ichbench.evaluate.summary import NSD_MM
 from ichbench.train.predict import scored_row
 
 
@@ -93,7 +93,7 @@ def finetune_own(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path
     # the truth, read only now that the method is done
     arrays = load_store(store_path, cfg.finetune.image_size, names=("labels", "volume", "masks"))
     rows = score_predictions(m.name, arrays, setup.test_ids, output.predictions,
-                             setup.store_size / cfg.finetune.image_size)
+                             setup.store_size / cfg.finetune.image_size, cfg.eval.nsd_mm)
     model = None
     if output.model is not None:
         path = Path(output.model)
@@ -107,12 +107,12 @@ def finetune_own(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path
                          history=output.history, identity=identity, train_seconds=train_seconds,
                          device=device, pretrained={"path": str(pretrained)} if pretrained else None,
                          icm=None, model=model, own_finetuning=True, method_info=dict(output.info))
-    write_json_atomic(result, task.work_dir / "result.json")
+    write_fold_result(result, task.work_dir / "result.json")
     return result
 
 
 def score_predictions(method: str, arrays, test_ids: list[str], predictions: dict,
-                      spacing_scale: float) -> list[dict]:
+                      spacing_scale: float, nsd_mm: float = NSD_MM) -> list[dict]:
     """Per-volume rows for `predictions` (id -> mask), as `train.predict.evaluate_volumes` makes
     them for the shared recipe: the store's masks on the same grid, the same spacing."""
     missing = [v for v in test_ids if v not in predictions]
@@ -133,5 +133,5 @@ def score_predictions(method: str, arrays, test_ids: list[str], predictions: dic
                 raise IchbenchError(f"{method}.finetune_fold: prediction for {vid} is not a "
                                     f"binary mask (values outside 0/1, dtype {pred.dtype})")
             pred = pred.astype(bool)
-        out.append(scored_row(arrays, vid, pred, spacing_scale))
+        out.append(scored_row(arrays, vid, pred, spacing_scale, nsd_mm))
     return out

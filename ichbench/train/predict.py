@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ichbench.evaluate import per_volume_row
+from ichbench.evaluate.summary import NSD_MM
 from ichbench.evaluate.digest import volume_digest
 from ichbench.train.data import SliceArrays, volume_rows
 from ichbench.train.device import autocast_for, images_of
@@ -30,9 +31,11 @@ def predict(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor, dev
     return pred.numpy()
 
 
-def scored_row(arrays: SliceArrays, vid: str, pred: np.ndarray, spacing_scale: float = 1.0) -> dict:
+def scored_row(arrays: SliceArrays, vid: str, pred: np.ndarray, spacing_scale: float = 1.0,
+               nsd_mm: float = NSD_MM) -> dict:
     """The per-volume row of `pred` (bool, the volume's slices on the arrays' grid) against the
-    volume's mask in `arrays`: Dice, precision, recall, TP/FP/FN, mL with the volume's spacing
+    volume's mask in `arrays`: Dice, precision, recall, TP/FP/FN, mL and the surface metrics (HD,
+    HD95, NSD at `nsd_mm`, RVD; `evaluate.summary.SURFACE_KEYS`) with the volume's spacing
     scaled to this grid, and `pred_sha256`, the digest of the predicted mask
     (`ichbench.evaluate.digest`). Both trainers score with it (`train.own_loop` too)."""
     rows = volume_rows(arrays, [vid])
@@ -40,12 +43,12 @@ def scored_row(arrays: SliceArrays, vid: str, pred: np.ndarray, spacing_scale: f
     vol = next(v for v in arrays.volumes if v["id"] == vid)
     z, y, x = vol["spacing"]
     row = per_volume_row(vid, pred, truth, (z, y * spacing_scale, x * spacing_scale),
-                         vol.get("subtypes"), has_ich=vol.get("has_ich"))
+                         vol.get("subtypes"), has_ich=vol.get("has_ich"), nsd_mm=nsd_mm)
     return {**row, "pred_sha256": volume_digest(pred)}
 
 
 def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: float, cavity=None,
-                     spacing_scale: float = 1.0) -> list[dict]:
+                     spacing_scale: float = 1.0, nsd_mm: float = NSD_MM) -> list[dict]:
     """Per-volume rows (`scored_row`) of the model's predictions for the named volumes."""
     return [scored_row(arrays, vid, predict(model, arrays, volume_rows(arrays, [vid]), device, threshold, cavity),
-                       spacing_scale) for vid in volume_ids]
+                       spacing_scale, nsd_mm) for vid in volume_ids]
