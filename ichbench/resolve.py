@@ -47,6 +47,7 @@ def resolve(method: str | Method, dataset: str, profile: str = "paper", override
     data["pretrain_role"] = pretrain_role_of(data["pretrain_dataset"])   # after overrides: --set pretrain_dataset=
     cfg = validated(RunConfig, data)
     m.check_params(cfg)   # against the schema the method declares, if any; the dicts stay as given
+    m.check_inputs(cfg)   # 2.5D inputs the method's own code cannot take: refused before anything runs
     if m.init_from:
         inherited = [o for o in overrides or () if not o.strip().startswith("pretrain.params.")]
         cfg.init = resolve(m.init_from, dataset, profile, inherited, cfg.pretrain_dataset)

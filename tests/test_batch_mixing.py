@@ -4,7 +4,7 @@ A store is written series by series (a volume's slices in consecutive rows, as e
 them). Each path the engine can choose — loaded into memory, mapped from the node cache, streamed
 through the node cache's shard files, streamed straight from the store, streamed because the
 memory given is too small — draws one epoch of batches of 60 with the engine's own code
-(`engine._pretrain_data(...).sampler`). Each must hold, on average, as many same-volume pairs as a
+(`pretrain_data.pretrain_data(...).sampler`). Each must hold, on average, as many same-volume pairs as a
 uniform draw (within 1.5x of the exact expectation), and a given seed must put the same store rows
 in each batch on every path. Drawing streamed batches from a window of a few neighbouring shards
 (the stream before this fix) gave ~4x the uniform pairs here.
@@ -22,7 +22,7 @@ from ichbench import UNKNOWN_LABEL
 from ichbench.resolve import resolve
 from ichbench.store import open_store
 from ichbench.store.writer import StoreWriter
-from ichbench.train import engine
+from ichbench.train import pretrain_data
 
 VOLUMES, SLICES, SIZE, BATCH = 128, 32, 16, 60   # 4,096 rows, 64 shards: 4x the stream's default window
 
@@ -58,12 +58,12 @@ def epoch_rows(store_path, monkeypatch, tmp_path, stream, cache: bool, memory=No
     """One epoch of batches (store rows) as the engine draws them on the path the knobs choose."""
     monkeypatch.setenv("ICHBENCH_NODE_CACHE", str(tmp_path / "node-cache") if cache else "off")
     if memory is not None:
-        monkeypatch.setattr(engine, "memory_given", lambda: (memory, "given"))
+        monkeypatch.setattr(pretrain_data, "memory_given", lambda: (memory, "given"))
     overrides = [f"pretrain.batch_size={BATCH}", f"pretrain.image_size={SIZE}", "pretrain.steps_per_epoch=null",
                  "pretrain.holdout=0", *extra] + ([] if stream is None else [f"data.stream={str(stream).lower()}"])
     cfg = resolve("global_contrastive", "phantom", "smoke", overrides)
     store = open_store(store_path)
-    data = engine._pretrain_data(store, store_path, cfg, withhold_labels=False)
+    data = pretrain_data.pretrain_data(store, store_path, cfg, withhold_labels=False)
     batches = []
     for item in data.sampler(store, cfg, torch.Generator().manual_seed(cfg.pretrain.seed)).epoch():
         if data.streamed:

@@ -17,7 +17,7 @@ from ichbench.store.layout import SHARD_SLICES
 from ichbench.store.writer import StoreWriter
 from ichbench.train import shard_cache
 from ichbench.train.data import load_store
-from ichbench.train.engine import _pretrain_data
+from ichbench.train.pretrain_data import pretrain_data as _pretrain_data
 from ichbench.train.node_cache import ENV
 from ichbench.train.shard_cache import ShardCache, for_stream
 from ichbench.train.stream import ShardStream, read_held_out

@@ -15,6 +15,12 @@ bounded `Field`s. `resolve` then checks the params against it (`check_params`), 
 training) deep inside a run. The params stay the dicts as given, never the model's values: the
 config hashes, the cache keys of pretrainings and leaderboard entries, do not change. A method
 that declares none (None) keeps free-form params.
+
+A method declares the 2.5D inputs (`input.*`: neighbouring slices, HU windows) its own code can
+take, `inputs`; a method that says nothing takes the paper's one slice in one window, and a run
+asking for more is refused before training (`check_inputs`). What its own code sees: the pretext's
+batches (the pretraining input, `InputConfig.pretrain_input`) and, for a method that fine-tunes by
+itself, the fold. The shared fine-tuning recipe takes any input, so a baseline needs no declaration.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from ichbench.config import json_schema_of
+from ichbench.config.models import MAX_CONTEXT, MAX_WINDOWS
 from ichbench.config.problems import validated
 from ichbench.errors import IchbenchError, UnknownNameError
 
@@ -48,6 +55,16 @@ class LabelNeeds:
 
     def describe(self) -> list[str]:
         return [name for name in ("segmentation", "unlabeled", "binary", "multilabel") if getattr(self, name)]
+
+
+@dataclass(frozen=True)
+class InputSupport:
+    """The 2.5D inputs a method's own code takes (docs/plugins.md, "Inputs")."""
+    max_context: int = 0      # neighbouring slices on each side (`input.context`)
+    max_windows: int = 1      # HU windows (`input.windows`)
+
+
+ANY_INPUT = InputSupport(MAX_CONTEXT, MAX_WINDOWS)
 
 
 class MethodParams(BaseModel):
@@ -75,6 +92,7 @@ class Method:
     # docstring); None: free-form, as before they existed
     pretrain_params_model: type[BaseModel] | None = None
     finetune_params_model: type[BaseModel] | None = None
+    inputs: InputSupport = InputSupport()   # the paper's input only, unless the method says more
 
     @property
     def has_pretext(self) -> bool:
@@ -90,8 +108,10 @@ class Method:
         raise NotImplementedError
 
     def pretext_loss(self, model, batch: dict, cfg, generator):
-        """Loss on one batch. batch: `images` (B,1,H,W) windowed to [0,1] on the device, `labels`
-        (B,7) uint8. `generator` is a torch.Generator on the device for the method's randomness."""
+        """Loss on one batch. batch: `images` (B,C,H,W) windowed to [0,1] on the device (C = 1 but
+        for 2.5D inputs, `InputConfig.channels`), `centre` the channel of the centre slice in the
+        first window, `labels` (B,7) uint8, the centre slice's. `generator` is a torch.Generator on
+        the device for the method's randomness."""
         raise NotImplementedError
 
     def pretext_setup(self, model, labels, cfg) -> dict:
@@ -135,6 +155,19 @@ class Method:
             if model is not None:
                 check_params(model, self.stage_params(stage, cfg), f"{stage}.params", self.name)
 
+    def check_inputs(self, cfg) -> None:
+        """IchbenchError in one line when the run's input (`input.*`) is more than the method's own
+        code takes (`inputs`): the pretext's batches, and the fold of a method that fine-tunes by
+        itself. The shared recipe takes any input."""
+        seen = ([("pretraining", cfg.input.pretrain_input())] if self.has_pretext else []) + \
+            ([("fine-tuning", cfg.input)] if self.owns_finetuning else [])
+        for stage, inp in seen:
+            if inp.context > self.inputs.max_context or len(inp.windows) > self.inputs.max_windows:
+                raise IchbenchError(
+                    f"method {self.name!r} takes input.context <= {self.inputs.max_context} and at most "
+                    f"{self.inputs.max_windows} window(s) in its {stage}, got context {inp.context} and "
+                    f"{len(inp.windows)} window(s) (docs/plugins.md, \"Inputs\")")
+
     def params_schema(self) -> dict:
         """The declared params schemas by stage, as JSON Schema (None: free-form)."""
         return {stage: _schema(getattr(self, f"{stage}_params_model")) for stage in STAGES}
@@ -143,6 +176,7 @@ class Method:
         return {"name": self.name, "description": self.description, "paper_section": self.paper_section,
                 "label_needs": self.label_needs.describe(), "transfers": list(self.transfers),
                 "init_from": self.init_from, "icm": self.icm, "sampling": self.sampling,
+                "inputs": {"max_context": self.inputs.max_context, "max_windows": self.inputs.max_windows},
                 "params": self.params_schema()}
 
 

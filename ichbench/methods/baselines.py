@@ -7,7 +7,7 @@ inside the intracranial cavity mask. No pretext: nothing is transferred.
 
 from __future__ import annotations
 
-from ichbench.methods.base import LabelNeeds, Method, MethodParams
+from ichbench.methods.base import ANY_INPUT, LabelNeeds, Method, MethodParams
 
 
 class Baseline(Method):
@@ -17,6 +17,7 @@ class Baseline(Method):
     # no pretext, and the shared recipe reads no params: any key is a typo
     pretrain_params_model = MethodParams
     finetune_params_model = MethodParams
+    inputs = ANY_INPUT
 
     def __init__(self, name: str, sampling: str, icm: bool, description: str):
         self.name = name

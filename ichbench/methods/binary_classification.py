@@ -11,7 +11,7 @@ from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.config import PAPER_AUGMENT
 from pydantic import field_validator
 
-from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod, Widths
+from ichbench.methods.base import ANY_INPUT, LabelNeeds, MethodParams, PretextMethod, Widths
 
 ANY = LABEL_ORDER.index("any")
 
@@ -38,6 +38,7 @@ class BinaryClassification(PretextMethod):
     transfers = ("encoder",)
     pretrain_params_model = BinaryParams
     finetune_params_model = MethodParams   # the shared recipe: no params
+    inputs = ANY_INPUT   # the label is the centre slice's
     profiles = {
         "paper": {"batch_size": 64, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 2]}},
         "smoke": {"batch_size": 8, "augment": dict(PAPER_AUGMENT), "params": {"mlp_dims": [512, 1024, 256, 2]}},

@@ -9,6 +9,11 @@ Patches are "isolated" (Chen et al.): they never overlap, so the N sequential sw
 are one permutation of pixels and the whole batch is corrupted with a single gather on the device.
 Non-overlap comes from placing patches on a lattice of h×w cells whose origin is shifted by a
 random offset in [0, h)×[0, w) per image, then drawing 2N distinct cells.
+
+2.5D inputs (`input.*`): every channel is corrupted by the same swaps (the same places in each
+neighbour and window) and the network restores the centre slice in the first window only. The
+one-channel output is then the same head the segmentation U-Net has, so "all" still transfers,
+head included; restoring every channel would need a head that fine-tuning throws away.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pydantic import Field
 
 from ichbench.config import PAPER_AUGMENT
 from ichbench.config.models import MAX_IMAGE
-from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod
+from ichbench.methods.base import ANY_INPUT, LabelNeeds, MethodParams, PretextMethod
 
 # 1000 pairs are 2000 disjoint patches: 256² holds 2601 of 5x5 (the smoke profile's size at 64²
 # scaled up). More pairs than fit are refused only when a batch is corrupted (`swap_patches`).
@@ -39,6 +44,7 @@ class ContextRestoration(PretextMethod):
     transfers = ("all",)
     pretrain_params_model = ContextRestorationParams
     finetune_params_model = MethodParams   # the shared recipe: no params
+    inputs = ANY_INPUT   # every channel corrupted alike; the centre slice (first window) restored
     profiles = {
         # N = 20 swaps of 20x20 patches at 256x256, batch 32; 50 epochs, Adam 1e-3 are the defaults
         "paper": {"batch_size": 32, "augment": dict(PAPER_AUGMENT), "params": {"n_swaps": 20, "patch": 20}},
@@ -58,8 +64,9 @@ class ContextRestoration(PretextMethod):
     def pretext_loss(self, model, batch, cfg, generator):
         import torch.nn.functional as F
         images = batch["images"]
+        centre = int(batch.get("centre", 0))   # 2.5D: the centre slice in the first window
         restored = model(self.corrupt(images, cfg, generator))
-        return F.mse_loss(restored.float(), images.float())
+        return F.mse_loss(restored.float(), images[:, centre:centre + 1].float())
 
 
 METHODS = [ContextRestoration()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod, Widths
+from ichbench.methods.base import ANY_INPUT, LabelNeeds, MethodParams, PretextMethod, Widths
 
 # SimCLR's temperatures span 0.05-1 (Chen et al. 2020, Table 5). Below 1e-3 the logits of cosine
 # similarities pass 1000 and the softmax is one-hot (no gradient); above 10 they differ by less
@@ -37,6 +37,7 @@ class GlobalContrastive(PretextMethod):
     transfers = ("encoder",)
     pretrain_params_model = GlobalContrastiveParams
     finetune_params_model = MethodParams   # the shared recipe: no params
+    inputs = ANY_INPUT   # a view transforms a sample's channels together
     profiles = {
         "paper": {"batch_size": 60, "params": {"tau": 0.1, "proj_dims": [512, 512, 128]}},
         # widths scale with the U-Net (base 8: 128 -> 128 -> 32); a batch of 8 gives 14 negatives

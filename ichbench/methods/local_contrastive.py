@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod, Widths
+from ichbench.methods.base import ANY_INPUT, LabelNeeds, MethodParams, PretextMethod, Widths
 from ichbench.methods.global_contrastive import tau_field
 
 # Regions per image: each image's loss compares its 2N regions with each other, a (2N)² matrix:
@@ -52,6 +52,7 @@ class LocalContrastive(PretextMethod):
     init_from = "global_contrastive"
     pretrain_params_model = LocalContrastiveParams
     finetune_params_model = MethodParams   # the shared recipe: no params
+    inputs = ANY_INPUT   # a view transforms a sample's channels together
     profiles = {
         "paper": {"batch_size": 24, "params": {"tau": 0.1, "proj_dims": [64, 128, 32],
                                                "n_regions": 20, "region": 3}},

@@ -30,7 +30,7 @@ from pydantic import Field, WrapValidator, field_validator
 from ichbench import LABEL_ORDER
 from ichbench.config import PAPER_AUGMENT
 from ichbench.errors import IchbenchError
-from ichbench.methods.base import LabelNeeds, MethodParams, PretextMethod, Widths
+from ichbench.methods.base import ANY_INPUT, LabelNeeds, MethodParams, PretextMethod, Widths
 
 N_CLASSES = len(LABEL_ORDER)
 # A fixed positive weight: RSNA's rarest subtype, EDH (~0.3 % of slices), has n_negative/n_positive
@@ -103,6 +103,7 @@ class _Multilabel(PretextMethod):
     paper_section = "§2.6.2.2"
     pretrain_params_model = MultilabelParams
     finetune_params_model = MethodParams   # the shared recipe: no params
+    inputs = ANY_INPUT   # the labels are the centre slice's
 
     def build_pretext(self, unet, cfg):
         from ichbench.methods.nets.classifier import MultilabelClassifier

@@ -14,6 +14,9 @@ Parts are named so transfer is explicit:
   decoder.0 .. decoder.3   decoder levels, deepest first (up-conv + block)
   head                     the 1x1 output convolution
 "encoder" as a group means encoder.* plus the bottleneck.
+
+`in_channels` is 1 for the paper's input; 2.5D inputs (`input.*`) give more, and a 1-channel
+pretraining reaches such a U-Net through `inflate_first_conv`.
 """
 
 from __future__ import annotations
@@ -139,3 +142,26 @@ def transfer_parts(src_state: dict[str, torch.Tensor], dst: UNet, parts) -> list
     if missing:
         raise ValueError(f"checkpoint lacks {len(missing)} tensors of the requested parts, e.g. {missing[0]}")
     return copied
+
+
+FIRST_CONV = "encoder.0.0.weight"   # the only tensor whose shape depends on the input channels
+
+
+def first_conv_channels(state: dict) -> int | None:
+    """Input channels of a state dict's first convolution (None: the state lacks it)."""
+    w = state.get(FIRST_CONV)
+    return None if w is None else int(w.shape[1])
+
+
+def inflate_first_conv(state: dict, channels: int) -> dict:
+    """`state` with its first convolution, trained on one input channel, spread over `channels`:
+    the filter replicated on every channel and divided by their number, as I3D inflates 2D filters
+    to 3D. On an input whose channels all equal one image the inflated network gives exactly the
+    1-channel network's output for that image; fine-tuning then learns to tell the channels apart."""
+    have = first_conv_channels(state)
+    if have is None or have == channels:
+        return state
+    if have != 1:
+        raise ValueError(f"the first convolution takes {have} input channels; only a 1-channel one inflates "
+                         f"to {channels}")
+    return {**state, FIRST_CONV: state[FIRST_CONV].repeat(1, channels, 1, 1) / channels}

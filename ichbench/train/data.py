@@ -3,7 +3,8 @@
 zarr costs ~0.5 ms per single-slice read, so a worker loads the arrays it needs in one bulk read
 (`SliceStore.load`) and every batch is a tensor index into memory. Images stay int16 HU (half the
 memory of float32, which matters for the ~211,000 RSNA slices); the [-50, 150] HU window is applied
-per batch, on the training device. Samplers draw whole epochs of indices from a seeded
+per batch, on the training device (or, for 2.5D inputs, a slice's neighbours in several windows:
+`ichbench.train.inputs`). Samplers draw whole epochs of indices from a seeded
 torch.Generator, so a checkpoint of the generator's state makes a resumed run draw the same batches.
 """
 
@@ -19,7 +20,7 @@ from ichbench import UNKNOWN_LABEL as UNKNOWN
 from ichbench.errors import IchbenchError
 from ichbench.preprocess.resize import resize_stack
 from ichbench.preprocess.window import window
-
+from ichbench.train.inputs import Channels, is_plain, local_index, neighbour_index
 
 
 @dataclass
@@ -35,6 +36,7 @@ class SliceArrays:
     path: Path
     rows: torch.Tensor              # (N,) int64 row of each slice in the store
     icm: torch.Tensor | None = None  # (N, S, S) uint8 learned cavity mask (`ichbench icm apply`)
+    channels: Channels | None = None  # 2.5D input (`with_channels`); None: one slice, the paper's window
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -48,11 +50,13 @@ class SliceArrays:
         `volume` stays on the host, where slices are selected."""
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return SliceArrays(move(self.images), move(self.labels), self.volume, move(self.masks),
-                           move(self.brain), self.volumes, self.fingerprint, self.path, self.rows, move(self.icm))
+                           move(self.brain), self.volumes, self.fingerprint, self.path, self.rows, move(self.icm),
+                           None if self.channels is None else self.channels.to(device))
 
     def nbytes(self) -> int:
+        nb = None if self.channels is None else self.channels.neighbours
         return sum(t.numel() * t.element_size() for t in
-                   (self.images, self.labels, self.volume, self.masks, self.brain, self.icm) if t is not None)
+                   (self.images, self.labels, self.volume, self.masks, self.brain, self.icm, nb) if t is not None)
 
 
 def load_store(path: Path, image_size: int, rows: np.ndarray | None = None,
@@ -98,6 +102,22 @@ def _at_size(name: str, arr: np.ndarray, size: int) -> np.ndarray:
 def windowed(images: torch.Tensor) -> torch.Tensor:
     """(B, S, S) int16 HU -> (B, 1, S, S) float32 in [0, 1] (the paper's [-50, 150] HU window)."""
     return window(images.float())[:, None]
+
+
+def with_channels(arrays: SliceArrays, context: int, windows, table: np.ndarray | None = None) -> SliceArrays:
+    """`arrays` set to give the input channels of `input.context` / `input.windows` (none for the
+    paper's input: today's path). The neighbours come from `arrays`' own volume ids when they hold
+    every row of their volumes; `table`, the whole store's `neighbour_index`, when they hold some
+    rows of it (a pretraining selection, loaded with its neighbours)."""
+    if is_plain(context, windows):
+        arrays.channels = None
+        return arrays
+    nb = None
+    if context:
+        nb = (neighbour_index(arrays.volume.numpy(), context) if table is None
+              else local_index(table, arrays.rows.numpy()))
+    arrays.channels = Channels.of(windows, nb, context)
+    return arrays
 
 
 def place(arrays: SliceArrays, device: torch.device, fraction: float = 0.25) -> SliceArrays:

@@ -64,11 +64,26 @@ def gather(t: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Te
     return t[idx.to(t.device)].to(device, non_blocking=True)
 
 
+def batch_images(arrays: SliceArrays, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The input channels of rows `idx` on `device`, windowed (B, C, S, S): one slice in the paper's
+    window as always, or (`arrays.channels`) each row's neighbours gathered by one index, where the
+    arrays live, and every window applied at once."""
+    ch = arrays.channels
+    if ch is None:
+        return windowed(gather(arrays.images, idx, device))
+    return ch.window(gather(arrays.images, ch.rows(idx), device))
+
+
 def images_of(arrays: SliceArrays, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return model_input(gather(arrays.images, idx, device))
+    return _layout(batch_images(arrays, idx, device))
 
 
-def model_input(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-    """(B, S, S) int16 HU (moved to `device` if given) -> windowed (B, 1, S, S), channels_last on CUDA."""
-    x = windowed(images if device is None else images.to(device, non_blocking=True))
+def model_input(images: torch.Tensor, device: torch.device | None = None, channels=None) -> torch.Tensor:
+    """(B, S, S) — or with `channels` (B, K, S, S) — int16 HU (moved to `device` if given) -> the
+    windowed (B, C, S, S) input, channels_last on CUDA."""
+    images = images if device is None else images.to(device, non_blocking=True)
+    return _layout(windowed(images) if channels is None else channels.window(images))
+
+
+def _layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cuda" else x

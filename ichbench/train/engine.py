@@ -13,35 +13,28 @@ thread count and vector ISA they were computed with (`device.numerics`).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ichbench import UNKNOWN_LABEL as UNKNOWN
 from ichbench import __version__
-from ichbench.datasets.base import SEGMENTATION
 from ichbench.errors import IchbenchError
 from ichbench.files import write_json_atomic
-from ichbench.store.layout import SHARD_SLICES
-from ichbench.models.unet import UNet, expand_parts, part_state, transfer_parts, unet_for
+from ichbench.models.unet import (UNet, expand_parts, first_conv_channels, inflate_first_conv, part_state,
+                                  transfer_parts, unet_for)
 from ichbench.train import checkpoint as ckpt
 from ichbench.transforms import augment_batch
-from ichbench.train.data import (EpochSampler, SliceArrays, finetune_pool, load_store, place,
-                                 pretrain_selection, volume_rows, windowed)
-from ichbench.train.device import (autocast_for, device_mode, gather, images_of, model_input, numerics, prepare_model,
-                                   select_device)
+from ichbench.train.data import EpochSampler, finetune_pool, load_store, place, volume_rows, with_channels
+from ichbench.train.device import (autocast_for, batch_images, device_mode, gather, images_of, model_input, numerics,
+                                   prepare_model, select_device)
 from ichbench.train.fold_setup import fold_result, setup_fold, write_fold_result
 from ichbench.train.label_needs import check_pretraining_store
 from ichbench.train.loop import fit, generators
 from ichbench.losses import dice_loss
 from ichbench.train.predict import evaluate_volumes
-from ichbench.train.shard_cache import ShardCache, for_stream
-from ichbench.train.stream import ShardStream, in_memory_bytes, memory_given, read_held_out, should_stream
+from ichbench.train.pretrain_data import labels_withheld, pretrain_data
 
 VALIDATION_SEED_OFFSET = 7919  # validation draws its pretext randomness from its own fixed stream
 
@@ -69,6 +62,7 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     from ichbench.store import open_store
 
     m = _method(method)
+    m.check_inputs(cfg)
     if not m.has_pretext:
         raise IchbenchError(f"{m.name} has no pretext to pretrain (a baseline); fine-tune it directly")
     out_dir = Path(out_dir)
@@ -86,11 +80,12 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     device = select_device(device)
 
     init_state, init_checkpoint = _init_state(m, store_path, cfg, out_dir, init_checkpoint, device, progress)
-    data = _pretrain_data(store, store_path, cfg, _labels_withheld(m, cfg))
+    data = pretrain_data(store, store_path, cfg, labels_withheld(m, cfg))
+    centre = cfg.input.pretrain_input().centre
 
     with device_mode(device):
         torch.manual_seed(pc.seed)
-        unet = unet_for(cfg.model)
+        unet = unet_for(cfg.model, in_channels=cfg.input.pretrain_input().channels)
         if init_state is not None:
             _check_model(init_state[0], cfg, init_checkpoint)
             transfer_parts(init_state[0]["state"], unet, init_state[1])
@@ -106,13 +101,15 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
         hold_pos = data.hold_pos
 
         def batch_of(idx: torch.Tensor) -> dict:
-            return {"images": images_of(arrays, idx, device), "labels": gather(arrays.labels, idx, device)}
+            return {"images": images_of(arrays, idx, device), "labels": gather(arrays.labels, idx, device),
+                    "centre": centre}
 
         def train_batch(item) -> dict:
             """An index batch into `arrays`, or a `StreamBatch` that carries its images."""
             if not data.streamed:
                 return batch_of(item)
-            return {"images": model_input(item.images, device), "labels": data.labels[item.rows].to(device)}
+            return {"images": model_input(item.images, device, arrays.channels),
+                    "labels": data.labels[item.rows].to(device), "centre": centre}
 
         def loss_fn(item) -> torch.Tensor:
             batch = train_batch(item)
@@ -140,73 +137,6 @@ def pretrain(method, store_path: Path, cfg, out_dir: Path, device=None, progress
     if setup:
         payload["pretext_setup"] = setup
     return ckpt.save_atomic(payload, final)
-
-
-@dataclasses.dataclass
-class _PretrainData:
-    """The pretraining slices (§2.6's selection): loaded into memory, or — when they would not fit
-    the memory the worker was given, or `data.stream` says so — streamed shard by shard (through
-    the node cache's shard files unless it is off or its disk is too full), with only the held-out
-    slices (a fixed few thousand, for the validation loss) in memory."""
-    arrays: SliceArrays            # the loaded rows: all selected ones, or the held-out ones
-    train_rows: np.ndarray         # store rows trained on
-    train_pos: torch.Tensor | None  # their positions in `arrays` (None when streamed)
-    hold_pos: torch.Tensor         # the held-out rows' positions in `arrays`
-    labels: torch.Tensor           # every slice's labels: streamed batches index them by store row
-    streamed: bool
-    why: str                       # the one line saying why it streams (or why not), and through what
-    cache: ShardCache | None = None  # the streamed shards' node cache
-
-    def selection_labels(self) -> np.ndarray:
-        """The labels (N, 7) of every selected slice, trained on or held out, in store order."""
-        rows = np.sort(np.concatenate([self.train_rows, self.arrays.rows[self.hold_pos].numpy()]))
-        return self.labels[torch.from_numpy(rows)].numpy()
-
-    def sampler(self, store, cfg, generator: torch.Generator):
-        pc = cfg.pretrain
-        if self.streamed:
-            return ShardStream(store, self.train_rows, pc.image_size, pc.batch_size, pc.steps_per_epoch,
-                               generator, cfg.data.shuffle_shards, drop_last=True, cache=self.cache)
-        return EpochSampler(lambda g: self.train_pos, pc.batch_size, pc.steps_per_epoch, generator, drop_last=True)
-
-
-def _labels_withheld(m, cfg) -> bool:
-    """A segmentation store's slice labels are derived from its masks, which include those of the
-    volumes a run is tested on: a pretext that needs no labels pretrains on such a store without
-    them (every slice, no ICH-based selection, batches whose labels are all unknown). A pretext
-    that needs them is refused on the run's own slices (`orchestrate.plan.open_pretraining`)."""
-    needs = m.label_needs
-    return cfg.pretrain_role == SEGMENTATION and not (needs.binary or needs.multilabel)
-
-
-def _pretrain_data(store, store_path: Path, cfg, withhold_labels: bool) -> _PretrainData:
-    pc = cfg.pretrain
-    labels = np.asarray(store.load(["labels"])["labels"])
-    if withhold_labels:
-        labels = np.full_like(labels, UNKNOWN)
-    train_rows, hold_rows = pretrain_selection(labels, pc.holdout, pc.seed, validation=store.validation_mask())
-    need = in_memory_bytes(store, np.concatenate([train_rows, hold_rows]), pc.image_size)
-    streamed, why = should_stream(cfg.data.stream, need, memory_given(), store_path)
-    cache = None
-    if streamed:
-        # the held-out rows are read as the stream reads (not through the whole-array node cache,
-        # which would write every row of the store to disk for these few)
-        shards = np.unique(np.concatenate([train_rows, hold_rows]) // SHARD_SLICES)
-        cache, how = for_stream(store, "images", shards, pc.image_size)
-        why = f"{why}, {how}"
-        if cache is None:   # batches are uniform draws: their rows lie in many shards, each decoded whole
-            why += (f": slower, each {cfg.data.shuffle_shards * SHARD_SLICES} rows gathered decode every shard "
-                    f"they lie in (data.shuffle_shards={cfg.data.shuffle_shards} shards' worth)")
-        print(why, file=sys.stderr, flush=True)
-        arrays = read_held_out(store, hold_rows, pc.image_size, cache)
-    else:
-        arrays = load_store(store_path, pc.image_size, rows=np.concatenate([train_rows, hold_rows]),
-                            names=("images", "labels", "volume"))
-    if withhold_labels:
-        arrays.labels = torch.full_like(arrays.labels, UNKNOWN)
-    pos = lambda rows: torch.from_numpy(np.searchsorted(arrays.rows.numpy(), rows))  # noqa: E731
-    return _PretrainData(arrays, train_rows, None if streamed else pos(train_rows), pos(hold_rows),
-                         torch.from_numpy(labels), streamed, why, cache)
 
 
 def _finished(final: Path, identity: str, fingerprint: str) -> bool:
@@ -269,8 +199,14 @@ def _load_pretrained_into(unet: UNet, method, path: Path, cfg) -> dict:
     # Another method's checkpoint is accepted (to study transfer) for the parts this method declares.
     own = pre.get("method") == method.name
     parts = list(pre.get("transfers") or method.transfers) if own else list(method.transfers)
+    state, have, want = pre["state"], first_conv_channels(pre["state"]), cfg.input.channels
+    if have is not None and have != want and cfg.input.pretrain != "2d":
+        raise IchbenchError(f"{path}: pretrained on {have} input channel(s), this run takes {want} (input.*); "
+                            f"set input.pretrain=2d to inflate a 1-channel pretraining's first convolution")
     try:
-        copied = transfer_parts(pre["state"], unet, parts)
+        if cfg.input.pretrain == "2d":
+            state = inflate_first_conv(state, want)
+        copied = transfer_parts(state, unet, parts)
     except ValueError as exc:
         raise IchbenchError(f"{path}: {exc}") from None
     return {"path": str(path), "method": pre.get("method"), "config_hash": pre.get("config_hash"),
@@ -288,6 +224,7 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     A +ICM method needs `cavity`, an `ichbench.icm.CavitySource` for its `icm.source`.
     """
     m = _method(method)
+    m.check_inputs(cfg)
     if m.owns_finetuning:   # plugin API 2: the method trains, ichbench scores (train.own_loop)
         from ichbench.train.own_loop import finetune_own
         return finetune_own(m, store_path, split, fold, cfg, out_dir, pretrained,
@@ -306,12 +243,13 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     elif m.icm and cavity.stored_in(store):
         extra = ("icm",)
     arrays = load_store(store_path, fc.image_size, names=("images", "labels", "volume", "masks", *extra))
+    with_channels(arrays, cfg.input.context, cfg.input.windows)
     store_size = setup.store_size
     train_rows = volume_rows(arrays, train)
 
     with device_mode(device):
         torch.manual_seed(fc.seed)
-        unet = unet_for(cfg.model)
+        unet = unet_for(cfg.model, in_channels=cfg.input.channels)
         transfer = _load_pretrained_into(unet, m, Path(pretrained), cfg) if pretrained is not None else None
         if fc.head_prior is not None and not (transfer and "head" in expand_parts(unet, transfer["parts"])):
             torch.nn.init.constant_(unet.head.bias, math.log(fc.head_prior / (1 - fc.head_prior)))
@@ -330,7 +268,7 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         alpha = fc.empty_weight if m.sampling == "mixed" else 1.0
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
-            images = windowed(gather(arrays.images, idx, device))
+            images = batch_images(arrays, idx, device)
             masks = gather(arrays.masks, idx, device)[:, None].float()
             images, masks = augment_batch(images, masks, aug, gens["device"])
             if device.type == "cuda":

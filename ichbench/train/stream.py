@@ -25,6 +25,8 @@ The batches are the same either way. Memory is the gathered rows plus the queue 
 cache, pages of the mapped files instead): it depends on `shuffle_shards`, the batch and the image
 size, not on the size of the store.
 Labels stay in memory (a few bytes per slice); images never do.
+With 2.5D inputs (`neighbours`, the store's `inputs.neighbour_index`) each batch reads every
+sample's neighbour rows with it and yields (B, 2·context + 1, S, S).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def _size(n: float) -> str:
 @dataclass
 class StreamBatch:
     rows: torch.Tensor     # (B,) int64 store rows
-    images: torch.Tensor   # (B, S, S) int16 HU, on the host
+    images: torch.Tensor   # (B, S, S) int16 HU, on the host; (B, K, S, S) with neighbours
 
 
 def plan_epoch(rows: np.ndarray, batch_size: int, steps: int | None, g: torch.Generator,
@@ -118,7 +120,7 @@ class ShardStream:
 
     def __init__(self, store, rows: np.ndarray, image_size: int, batch_size: int, steps_per_epoch: int | None,
                  generator: torch.Generator, shuffle_shards: int, drop_last: bool = False,
-                 prefetch: int = PREFETCH_BATCHES, cache=None):
+                 prefetch: int = PREFETCH_BATCHES, cache=None, neighbours: np.ndarray | None = None):
         if shuffle_shards < 1:
             raise IchbenchError(f"data.shuffle_shards must be >= 1, got {shuffle_shards}")
         self.rows = np.unique(np.asarray(rows, dtype=np.int64))
@@ -126,6 +128,7 @@ class ShardStream:
         self.steps, self.generator, self.drop_last = steps_per_epoch, generator, drop_last
         self.shuffle_shards, self.prefetch, self.cache = shuffle_shards, prefetch, cache
         self._maps: dict[int, np.ndarray] = {}   # shard k -> its cache file's map
+        self.neighbours = neighbours              # (store rows, K) store rows of each one's slices
 
     @property
     def path(self) -> Path:
@@ -135,6 +138,15 @@ class ShardStream:
         return _Epoch(self, plan_epoch(self.rows, self.batch_size, self.steps, self.generator, self.drop_last))
 
     def images(self, batches: list[np.ndarray]):
+        """Each batch's images, (B, S, S), or (B, K, S, S) with their neighbours' rows read with them."""
+        if self.neighbours is None:
+            yield from self._images(batches)
+            return
+        k = self.neighbours.shape[1]
+        for rows, images in zip(batches, self._images([self.neighbours[b].ravel() for b in batches])):
+            yield images.reshape(len(rows), k, *images.shape[1:])
+
+    def _images(self, batches: list[np.ndarray]):
         """Each batch's images, in order, at `image_size`. Through the cache each row is copied out
         of its shard's map; without one, `shuffle_shards` shards' worth of rows (of consecutive
         batches) are gathered at a time, each shard they lie in decoded once for them."""
