@@ -22,7 +22,7 @@ from scipy import ndimage
 from ichbench import LABEL_ORDER, SUBTYPES
 from ichbench.datasets.base import IngestOptions
 from ichbench.datasets.phantom import files
-from ichbench.datasets.phantom.generator import cohort_plan, generate_volume
+from ichbench.datasets.phantom.generator import class_map, cohort_plan, generate_volume
 from ichbench.datasets.phantom.plugin import PhantomDataset, _pretrain_seed, phantom_settings
 from ichbench.datasets.rsna import validation_mask
 from ichbench.errors import IchbenchError, InputError
@@ -155,7 +155,7 @@ def test_segmentation_store_matches_ground_truth(built):
     assert info["n_ich_volumes"] == sum(bool(v.subtypes) for v in gt)
     assert store.verify() == []
     data = store.load()
-    assert set(data) == {"images", "masks", "labels", "volume", "brain"}
+    assert set(data) == {"images", "masks", "labels", "volume", "brain", "classes"}
     for i, (entry, v) in enumerate(zip(store.volumes, gt)):
         assert entry["id"] == v.id and entry["subtypes"] == [s for s in SUBTYPES if s in v.subtypes]
         assert entry["spacing"] == pytest.approx(list(v.spacing))       # native 64 -> store 64
@@ -165,6 +165,7 @@ def test_segmentation_store_matches_ground_truth(built):
         assert np.array_equal(data["images"][sl], resize_slices(v.hu, 64))
         assert np.array_equal(data["masks"][sl], resize_mask(v.mask, 64))
         assert np.array_equal(data["brain"][sl], v.brain.astype(np.uint8))
+        assert np.array_equal(data["classes"][sl], class_map(v.subtype_masks))
         labels = data["labels"][sl]
         anyich = v.mask.reshape(len(v.mask), -1).any(axis=1)
         assert np.array_equal(labels[:, 1], anyich) and np.array_equal(labels[:, 0], ~anyich)

@@ -40,6 +40,9 @@ class Volume:
     labels: (S, 7) uint8 in LABEL_ORDER, UNKNOWN_LABEL where unknown; None derives
         [no_ich, any] from the mask with subtypes unknown.
     subtypes: volume-level subtypes present (names from SUBTYPES), None if unknown.
+    classes: (S, H, W) uint8 per-voxel class ids, 0 background and k the dataset's
+        class_names[k-1]; None for a binary dataset. Where given, the mask is `classes > 0`, and the
+        per-slice subtype labels follow from it.
     spacing is always the native one; a reader that resamples slices itself (to the store size,
     in its decoding workers) says so with native_shape, so the stored spacing is still right.
     Yielding several Volumes with the same id appends their slices to one volume.
@@ -55,8 +58,11 @@ class Volume:
     source: str = ""
     native_shape: tuple[int, int] | None = None  # set when a reader already resized `hu` (in its workers)
     has_ich: bool | None = None                  # volume-level ICH where slices carry no label (CQ500)
+    classes: np.ndarray | None = None            # per-voxel class ids (see above)
 
-    def resolved_labels(self) -> np.ndarray:
+    def resolved_labels(self, class_names=SUBTYPES) -> np.ndarray:
+        """(S, 7) labels: the reader's, else derived from the class map (whose id k is
+        class_names[k-1]) or the mask."""
         if self.labels is not None:
             return np.asarray(self.labels, dtype=np.uint8)
         n = self.hu.shape[0]
@@ -65,6 +71,13 @@ class Volume:
             anyich = self.mask.reshape(n, -1).any(axis=1)
             out[:, 0] = ~anyich
             out[:, 1] = anyich
+            if self.classes is not None:   # a class map knows every slice's subtypes
+                flat = self.classes.reshape(n, -1)
+                for j, name in enumerate(SUBTYPES, start=2):
+                    ids = [k for k, c in enumerate(class_names, start=1) if c == name]
+                    out[:, j] = np.isin(flat, ids).any(axis=1) if ids else UNKNOWN_LABEL
+                out[~anyich, 2:] = 0
+                return out
             for j, name in enumerate(SUBTYPES, start=2):
                 # a subtype cannot be present on a slice without hemorrhage
                 out[~anyich, j] = 0
@@ -180,6 +193,9 @@ class Dataset:
     # hand-labelled intracranial cavity masks come with the data (Volume.brain): they can train
     # the ICM U-Nets (`ichbench icm train`) and serve as `icm.source=shipped`
     ships_brain_masks: bool = False
+    # per-voxel classes of the segmentation volumes: the names of class ids 1..C (Volume.classes);
+    # the built-in multi-class datasets use SUBTYPES, so id k is SUBTYPES[k-1] in every store
+    class_names: tuple[str, ...] | None = None
 
     def default_source(self, home: Path) -> Path:
         from ichbench.names import inside
@@ -190,6 +206,16 @@ class Dataset:
 
     def check_layout(self, source: Path) -> None:
         """Raise LayoutError naming what was expected where and what was found."""
+
+    def default_roles(self, source: Path, options: IngestOptions) -> tuple[str, ...]:
+        """The roles `ichbench data ingest` builds when none is named (a role whose optional files
+        are absent may be left out)."""
+        return self.roles
+
+    def store_settings(self, options: IngestOptions) -> dict:
+        """The settings a store's fingerprint covers: everything that changes its content (an
+        option that only says where files are can be left out)."""
+        return options.settings()
 
     def source_files(self, source: Path) -> list[Path]:
         """Every file whose change should trigger a re-ingest."""
@@ -220,7 +246,8 @@ class Dataset:
     def describe(self) -> dict:
         return {"name": self.name, "description": self.description, "roles": list(self.roles),
                 "source_url": self.source_url, "licence": self.licence, "layout": self.layout,
-                "ships_brain_masks": self.ships_brain_masks}
+                "ships_brain_masks": self.ships_brain_masks,
+                "class_names": list(self.class_names) if self.class_names is not None else None}
 
 
 def folder_listing(folder: Path, limit: int = 12) -> str:

@@ -230,8 +230,8 @@ def load_ct(path: Path, transform: np.ndarray | None = None) -> NiftiVolume:
                        affine=np.asarray(img.affine, dtype=float))
 
 
-def load_mask(path: Path, ct: NiftiVolume, what: str = "mask") -> np.ndarray:
-    """A mask drawn on `ct`'s voxel grid, as (S, H, W) bool in the same orientation.
+def _open_on_grid(path: Path, ct: NiftiVolume, what: str):
+    """A label image that must lie on `ct`'s voxel grid: same file shape, same axis orientation.
 
     Masks are voxel-aligned with their CT (ITK-SNAP and similar tools save them on the CT's
     grid), so the CT's orientation is applied; a mask whose own affine points its axes
@@ -247,7 +247,51 @@ def load_mask(path: Path, ct: NiftiVolume, what: str = "mask") -> np.ndarray:
         codes = "".join(nib.orientations.ornt2axcodes(own))
         ct_codes = "".join(nib.orientations.ornt2axcodes(ct.file_ornt))
         raise InputError(path, f"{what} orientation {codes} differs from the CT's {ct_codes} ({_short(ct.path)})")
-    return to_store(read_array(img, path, mask=True), ct.transform)
+    return img
+
+
+def load_mask(path: Path, ct: NiftiVolume, what: str = "mask") -> np.ndarray:
+    """A mask drawn on `ct`'s voxel grid, as (S, H, W) bool in the same orientation."""
+    img = _open_on_grid(path, ct, what)
+    return to_store(read_array(img, Path(path), mask=True), ct.transform)
+
+
+def load_label_map(path: Path, ct: NiftiVolume, ids: dict[int, int], what: str = "label map") -> np.ndarray:
+    """A label image on `ct`'s grid as (S, H, W) uint8 store class ids: `ids` maps each value the
+    dataset defines (0 included) to its store id. Values are read with the header's scl_slope /
+    scl_inter applied, as every reader does; float labels are fine when they are whole numbers
+    (0.0 / 1.0), and any other value, or one the dataset does not define, is an InputError naming
+    the values found."""
+    path = Path(path)
+    img = _open_on_grid(path, ct, what)
+    try:
+        raw = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001 - truncated data, bad gzip stream, ...
+        raise InputError(path, f"voxel data cannot be read, the file may be truncated "
+                               f"({type(exc).__name__}: {_one_line(exc)})") from None
+    raw = np.asarray(raw.reshape(raw.shape[:3]) if raw.ndim == 4 else raw)
+    if raw.dtype.kind == "f":
+        if not np.isfinite(raw).all():
+            raise InputError(path, f"{what} contains NaN or infinite voxels")
+        whole = np.rint(raw)
+        if np.abs(raw - whole).max(initial=0) > 1e-3:
+            raise InputError(path, f"{what} values must be whole class ids, found {_values(raw[raw != whole])}")
+        raw = whole
+    found = np.unique(raw)
+    extra = [v for v in found.tolist() if v not in ids]
+    if extra:
+        raise InputError(path, f"{what} values {_values(np.array(extra))} are outside the dataset's classes "
+                               f"{', '.join(str(k) for k in sorted(ids))}")
+    lut = np.zeros(int(max(ids)) + 1, np.uint8)
+    for value, store_id in ids.items():
+        lut[int(value)] = store_id
+    return to_store(lut[raw.astype(np.int64)], ct.transform)
+
+
+def _values(a: np.ndarray, limit: int = 6) -> str:
+    vals = np.unique(a)
+    shown = ", ".join(f"{v:g}" for v in vals[:limit].tolist())
+    return shown + (f", ... ({len(vals)} values)" if len(vals) > limit else "")
 
 
 def _raw_pixdim(img, path: Path) -> np.ndarray:

@@ -18,7 +18,7 @@ from ichbench.errors import InputError, LayoutError
 from ichbench.ingest import planned
 from ichbench.parallel import OrderedPool
 from ichbench.preprocess.brain import ClassicalBrainMasker
-from ichbench.preprocess.resize import resize_mask, resize_slices, resized_spacing
+from ichbench.preprocess.resize import resize_classes, resize_mask, resize_slices, resized_spacing
 from ichbench.store import atomic
 from ichbench.store import store_path
 from ichbench.store.location import Location
@@ -45,16 +45,22 @@ def source_key(dataset: Dataset, source: Path, role: str, options: IngestOptions
     h.update(json.dumps({"dataset": dataset.name, "role": role, "settings": options.settings()},
                         sort_keys=True).encode())
     files = [(p, p.relative_to(source)) for p in dataset.source_files(source)]
-    # files named by dataset options (e.g. -o reads=/elsewhere/reads.csv) count as sources too
-    files += [(Path(v), Path(v)) for v in options.extra.values() if isinstance(v, str) and Path(v).is_file()]
+    # files and folders named by dataset options (-o reads=/elsewhere/reads.csv, -o unlabelled=DIR)
+    # count as sources too
+    for v in options.extra.values():
+        if isinstance(v, str) and Path(v).is_file():
+            files.append((Path(v), Path(v)))
+        elif isinstance(v, str) and Path(v).is_dir():
+            files += [(p, p) for p in sorted(Path(v).rglob("*")) if p.is_file()]
     for p, name in files:
         st = p.stat()
         h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
-def check_volume(vol: Volume, role: str) -> str | None:
-    """Generic sanity checks every reader gets for free. Returns the problem, or None."""
+def check_volume(vol: Volume, role: str, class_names=None) -> str | None:
+    """Generic sanity checks every reader gets for free. Returns the problem, or None.
+    class_names: the dataset's (ids 1..C), for a segmentation store that keeps a class map."""
     if vol.hu.ndim != 3 or vol.hu.shape[0] == 0:
         return f"expected a stack of 2-D axial slices, got an array of shape {vol.hu.shape}"
     if vol.hu.dtype.kind == "f" and not np.isfinite(vol.hu).all():   # integers are finite
@@ -72,7 +78,29 @@ def check_volume(vol: Volume, role: str) -> str | None:
         return f"labels shape {np.asarray(vol.labels).shape}, expected ({vol.hu.shape[0]}, 7)"
     if vol.subtypes is not None and set(vol.subtypes) - set(SUBTYPES):
         return f"unknown subtypes {sorted(set(vol.subtypes) - set(SUBTYPES))}"
+    if role == SEGMENTATION and class_names is not None:
+        return _class_problem(vol, len(class_names))
     return None
+
+
+def _class_problem(vol: Volume, n_classes: int) -> str | None:
+    if vol.classes is None:
+        return "segmentation volume without a class map (the dataset keeps per-voxel classes)"
+    if vol.classes.shape != vol.hu.shape:
+        return f"class map shape {vol.classes.shape} differs from the CT shape {vol.hu.shape}"
+    low, top = (int(vol.classes.min()), int(vol.classes.max())) if vol.classes.size else (0, 0)
+    if vol.classes.dtype.kind not in "ui" or low < 0 or top > n_classes:
+        return f"class map values must be whole numbers 0..{n_classes}, found {low}..{top}"
+    disagree = int(((vol.classes > 0) != vol.mask).sum())
+    if disagree:
+        return f"class map and hemorrhage mask disagree on {disagree} voxels"
+    return None
+
+
+def _lost_classes(native: np.ndarray, stored: np.ndarray, class_names) -> list[str]:
+    """Classes of the native map that no stored pixel kept (too small for the store size)."""
+    ids = set(np.unique(native).tolist()) - set(np.unique(stored).tolist()) - {0}
+    return [class_names[i - 1] for i in sorted(ids)]
 
 
 def volume_has_ich(vol: Volume, labels: np.ndarray) -> bool | None:
@@ -126,24 +154,33 @@ def volume_meta(vol_id: str, spacing, native, subtypes, has_ich: bool | None, si
 
 
 def _store_arrays(vol: Volume, writer: StoreWriter, masker: ClassicalBrainMasker, size: int):
-    """A checked volume resampled to the store size: (meta, images, labels, masks, brain)."""
+    """A checked volume resampled to the store size: (meta, images, labels, masks, brain, classes)."""
     images = resize_slices(vol.hu, size)
     brain = None
     if "brain" in writer.arrays:  # shipped masks, else the classical extraction
         brain = (resize_mask(vol.brain, size) if vol.brain is not None
                  else masker(images.astype(np.float32)).astype(np.uint8))
     masks = resize_mask(vol.mask, size) if vol.mask is not None else None
-    labels = vol.resolved_labels()
+    names = writer.class_names
+    labels = vol.resolved_labels(*([names] if names is not None else []))
+    classes = resize_classes(vol.classes, size) if names is not None else None
     if masks is not None:
         # labels follow the stored mask, so a hemorrhage lost to resampling is not "any"
         anyich = masks.reshape(len(masks), -1).any(axis=1)
         labels[:, 0], labels[:, 1] = ~anyich, anyich
         labels[~anyich, 2:] = 0  # and no subtype on a slice without hemorrhage
+    if classes is not None:
+        # and the subtypes of a slice are the classes its stored pixels have
+        stored = Volume(vol.id, classes, vol.spacing, mask=masks.astype(bool), classes=classes)
+        labels[:, 2:] = stored.resolved_labels(names)[:, 2:]
     native = tuple(vol.native_shape or vol.hu.shape[1:])
-    meta = volume_meta(vol.id, vol.spacing, native, vol.subtypes, volume_has_ich(vol, labels), size)
+    subtypes = vol.subtypes
+    if subtypes is None and classes is not None:   # the native map's classes, as has_ich is the native mask's
+        subtypes = [names[int(i) - 1] for i in np.unique(vol.classes) if i]
+    meta = volume_meta(vol.id, vol.spacing, native, subtypes, volume_has_ich(vol, labels), size)
     if brain is not None:   # which cavity mask the store holds: only shipped ones train the ICM
         meta["brain"] = "shipped" if vol.brain is not None else "classical"
-    return meta, images, labels, masks, brain
+    return meta, images, labels, masks, brain, classes
 
 
 def _write_volumes(dataset: Dataset, source: Path, role: str, options: IngestOptions, report: IngestReport,
@@ -155,18 +192,23 @@ def _write_volumes(dataset: Dataset, source: Path, role: str, options: IngestOpt
         n_read = 0
         for vol in dataset.read(source, role, options, report):
             n_read += 1
-            problem = check_volume(vol, role)
+            problem = check_volume(vol, role, writer.class_names)
             if problem:
                 report.skip(vol.source or vol.id, problem)
                 continue
             if role == SEGMENTATION and writer.volume_index(vol.id) is not None:
                 report.skip(vol.source or vol.id, f"duplicate volume id {vol.id!r}")
                 continue
-            meta, images, labels, masks, brain = _store_arrays(vol, writer, masker, options.size)
+            meta, images, labels, masks, brain, classes = _store_arrays(vol, writer, masker, options.size)
+            if classes is not None:
+                lost = _lost_classes(vol.classes, classes, writer.class_names)
+                if lost:   # the volumes table keeps them (native); say that no stored pixel does
+                    report.warn(f"{vol.source or vol.id}: {', '.join(lost)} present in the source but on no pixel "
+                                f"at {options.size}x{options.size} (too small to survive resampling)")
             idx = writer.volume_index(vol.id)
             if idx is not None and meta["has_ich"]:
                 writer.volumes[idx]["has_ich"] = True
-            writer.add(meta, images, labels, masks=masks, brain=brain)
+            writer.add(meta, images, labels, masks=masks, brain=brain, classes=classes)
             _advance(progress, task, report, n_read, writer.n_slices)
     _require_slices(writer, source, role, report)
 
@@ -224,7 +266,8 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
         # slices) skip them: no pretext uses them and they were 60% of the ingest time.
         writer = StoreWriter(tmp, size=options.size, with_masks=role == SEGMENTATION,
                              with_brain=role == SEGMENTATION, pool=pool,
-                             external=("images",) if plan is not None else ())
+                             external=("images",) if plan is not None else (),
+                             class_names=dataset.class_names if role == SEGMENTATION else None)
         if plan is None:
             _write_volumes(dataset, source, role, options, report, writer)
         else:
@@ -233,7 +276,7 @@ def ingest_role(dataset: Dataset, home: Path, source: Path, role: str, options: 
                            "source": str(source), "ichbench_version": __version__,
                            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            "brain_mask": "classical-or-shipped", "report": REPORT_NAME},
-                          {"dataset": dataset.name, "role": role, **options.settings()})
+                          {"dataset": dataset.name, "role": role, **dataset.store_settings(options)})
         report.write(tmp / REPORT_NAME)
     except BaseException:
         pool.close()   # no worker may still be writing into the folder being removed
@@ -255,4 +298,5 @@ def ingest(dataset: Dataset, home: Path, source: Path | None = None, roles=None,
     if not source.exists():   # prepare() made nothing: a dataset to download
         raise LayoutError(f"no raw {dataset.name} data at {source}\n{dataset.where_to_get(source)}")
     dataset.check_layout(source)
-    return [ingest_role(dataset, home, source, role, options, force) for role in (roles or dataset.roles)]
+    roles = roles or dataset.default_roles(source, options)
+    return [ingest_role(dataset, home, source, role, options, force) for role in roles]

@@ -35,6 +35,8 @@ BUILTIN_MODULES = {
     "hssayeni": "ichbench.datasets.hssayeni",
     "rsna": "ichbench.datasets.rsna",
     "cq500": "ichbench.datasets.cq500",
+    "instance2022": "ichbench.datasets.instance2022",
+    "bhsd": "ichbench.datasets.bhsd",
     "methods": "ichbench.methods.builtin",
 }
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("register_"))

@@ -44,6 +44,35 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return (_interp(mask.astype(np.float32), size) >= 0.5).astype(np.uint8)
 
 
+def resize_classes(classes: np.ndarray, size: int) -> np.ndarray:
+    """(S,H,W) class ids (0 background) -> (S,size,size) uint8, by the per-class area rule: a pixel
+    is hemorrhage where the union of the classes covers >= 0.5 of it (exactly `resize_mask` of
+    `classes > 0`, so the stored binary mask and the class map always agree), and then takes the
+    class covering most of it (ties: the lower id). No class is merged into another; one can only
+    vanish where it never covers the most of any pixel (ingest warns when that happens). Only the
+    classes present, on the slices that have any, are resampled (interpolation is linear, one
+    pass per class present)."""
+    classes = np.asarray(classes)
+    if classes.shape[0] == 0:
+        return np.zeros((0, size, size), np.uint8)
+    if classes.shape[1:] == (size, size):
+        return classes.astype(np.uint8)
+    union = resize_mask(classes > 0, size)
+    out = np.zeros(union.shape, np.uint8)
+    rows = np.flatnonzero(union.reshape(len(union), -1).any(axis=1))
+    ids = [int(c) for c in np.unique(classes[rows]) if c]
+    if not len(rows) or not ids:
+        return out
+    best = np.full((len(rows), size, size), -1.0, np.float32)
+    for c in ids:
+        area = _interp((classes[rows] == c).astype(np.float32), size)
+        better = area > best
+        out[rows] = np.where(better, c, out[rows])
+        best = np.where(better, area, best)
+    out[rows] *= union[rows]
+    return out
+
+
 def resize_stack(stack: np.ndarray, size: int, is_mask: bool) -> np.ndarray:
     """A stored array's rows at `size`: HU images stay int16 (`resize_slices`), masks uint8
     (`resize_mask`)."""

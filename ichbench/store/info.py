@@ -43,6 +43,7 @@ def describe(path: Location | str, attrs: dict, label_counts: dict) -> dict:
         "n_ich_volumes": sum(1 for v in volumes if v.get("has_ich")),
         "subtype_volumes": {s: sum(1 for v in volumes if v.get("subtypes") and s in v["subtypes"]) for s in SUBTYPES},
         "image_size": int(attrs["settings"]["size"]),
+        "class_names": attrs.get("class_names"),   # ids 1..C of the `classes` array; null: binary store
         "arrays": present,
         "derived": sorted(attrs.get("derived") or {}),
         "created": attrs.get("created"),

@@ -17,7 +17,11 @@ import numpy as np
 from ichbench.files import canonical_json
 
 FORMAT_VERSION = 2   # 2: per-shard digests (1: one digest per array, no check on read)
-ARRAYS = ("images", "masks", "labels", "volume", "brain")  # fixed order: the fingerprint depends on it
+# 3: format 2 plus a `classes` array (per-voxel class ids) and the `class_names` it indexes. Only a
+# store that has the array says 3, so binary stores, their bytes and fingerprints stay what they were.
+CLASSES_FORMAT_VERSION = 3
+READABLE_FORMATS = (FORMAT_VERSION, CLASSES_FORMAT_VERSION)
+ARRAYS = ("images", "masks", "labels", "volume", "brain", "classes")  # fixed order: the fingerprint depends on it
 SHARD_SLICES = 64    # slices per shard file; one chunk per slice inside it (images, masks, brain)
 # Volumes whose id starts with this hold a pretraining store's validation slices (chosen at ingest).
 VALIDATION_PREFIX = "val/"
@@ -32,9 +36,12 @@ def array_digest(shard_digests: list[str]) -> str:
     return hashlib.sha256("\n".join(shard_digests).encode()).hexdigest()
 
 
-def fingerprint(settings: dict, volumes: list[dict], digests: dict[str, str]) -> str:
-    """sha256 over the ingest settings, the volumes table and each array's content digest."""
-    h = hashlib.sha256()
-    h.update(canonical_json({"format": FORMAT_VERSION, "settings": settings, "volumes": volumes,
-                             "arrays": {k: digests[k] for k in sorted(digests)}}))
-    return h.hexdigest()
+def fingerprint(settings: dict, volumes: list[dict], digests: dict[str, str], version: int = FORMAT_VERSION,
+                class_names: list[str] | None = None) -> str:
+    """sha256 over the store format, the ingest settings, the volumes table, each array's content
+    digest and, in a store with a `classes` array, the names its ids stand for."""
+    doc = {"format": version, "settings": settings, "volumes": volumes,
+           "arrays": {k: digests[k] for k in sorted(digests)}}
+    if class_names is not None:
+        doc["class_names"] = list(class_names)
+    return hashlib.sha256(canonical_json(doc)).hexdigest()

@@ -20,8 +20,8 @@ from ichbench.errors import IchbenchError
 from ichbench.parallel import OrderedPool
 from ichbench.store.atomic import published, store_of
 from ichbench.store.location import Location, parse, zarr_store
-from ichbench.store.layout import (ARRAYS, FORMAT_VERSION, SHARD_SLICES, VALIDATION_PREFIX, array_digest,
-                                   fingerprint, shard_digest)
+from ichbench.store.layout import (ARRAYS, FORMAT_VERSION, READABLE_FORMATS, SHARD_SLICES, VALIDATION_PREFIX,
+                                   array_digest, fingerprint, shard_digest)
 
 SHARDS_PER_READ = 16   # shards decoded by one zarr call (fewer calls, one shard verified at a time)
 SHARDS_PER_CHECK = 16  # shards one `verify` task checks (one store opening per task)
@@ -79,7 +79,7 @@ class SliceStore:
             raise StoreDamagedError(f"{self.path}: store metadata (zarr.json) is unreadable ({_first_line(exc)}); "
                                     f"the store is damaged: {self._remedy()}") from None
         version = self.attrs.get("format_version")
-        if version != FORMAT_VERSION or "fingerprint" not in self.attrs:
+        if version not in READABLE_FORMATS or "fingerprint" not in self.attrs:
             why = (f"written by an older ichbench (store format {version}, this one reads {FORMAT_VERSION})"
                    if isinstance(version, int) and version < FORMAT_VERSION else
                    "not a complete ichbench store (format or fingerprint missing)")
@@ -105,6 +105,12 @@ class SliceStore:
     @property
     def arrays(self) -> list[str]:
         return [a for a in ARRAYS if a in self.attrs.get("shard_digests", {})]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names of the ids 1..C of the `classes` array (0 is background), or None: a binary store."""
+        names = self.attrs.get("class_names")
+        return list(names) if names is not None else None
 
     @property
     def derived(self) -> dict:
@@ -240,6 +246,9 @@ class SliceStore:
         if ("images" in self.arrays and "labels" in self.arrays
                 and self.group["labels"].shape[1:] != (len(LABEL_ORDER),)):
             problems.append(f"labels has shape {self.group['labels'].shape}, expected (N, {len(LABEL_ORDER)})")
+        if (self.class_names is not None) != ("classes" in self.arrays):
+            problems.append("classes: the class names and the `classes` array must come together "
+                            f"(names {self.class_names}, arrays {', '.join(self.arrays)})")
         if not problems and "volume" in self.arrays:
             counts = (np.bincount(self.read("volume"), minlength=len(self.volumes)) if n
                       else np.zeros(len(self.volumes), int))
@@ -249,7 +258,8 @@ class SliceStore:
                                     f"`volume` array has {counts[i]}")
         digests = {name: array_digest(d) for name, d in recorded.items()}
         if (digests != self.attrs.get("digests")
-                or fingerprint(self.attrs["settings"], self.volumes, digests) != self.fingerprint):
+                or fingerprint(self.attrs["settings"], self.volumes, digests, self.attrs["format_version"],
+                               self.class_names) != self.fingerprint):
             problems.append("metadata: the fingerprint does not match the settings, volumes table and shard digests")
         return problems
 

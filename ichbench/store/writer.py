@@ -24,9 +24,12 @@ from zarr.codecs import BloscCodec
 from ichbench import LABEL_ORDER, UNKNOWN_LABEL
 from ichbench.parallel import OrderedPool
 from ichbench.store.location import Location, parse, zarr_store
-from ichbench.store.layout import FORMAT_VERSION, SHARD_SLICES, array_digest, fingerprint, shard_digest
+from ichbench.store.layout import (CLASSES_FORMAT_VERSION, FORMAT_VERSION, SHARD_SLICES, array_digest, fingerprint,
+                                   shard_digest)
 
-_DTYPES = {"images": "int16", "masks": "uint8", "labels": "uint8", "volume": "int32", "brain": "uint8"}
+_DTYPES = {"images": "int16", "masks": "uint8", "labels": "uint8", "volume": "int32", "brain": "uint8",
+           "classes": "uint8"}
+_SLICE_ARRAYS = ("images", "masks", "brain", "classes")   # (N, size, size); the others are per-slice rows
 
 
 def compressor() -> BloscCodec:
@@ -50,7 +53,10 @@ def write_shard(array: zarr.Array, start: int, data: np.ndarray, shard_slices: i
 
 class StoreWriter:
     def __init__(self, path: Location | str, *, size: int, with_masks: bool, with_brain: bool = True,
-                 shard_slices: int = SHARD_SLICES, pool: OrderedPool | None = None, external: tuple[str, ...] = ()):
+                 shard_slices: int = SHARD_SLICES, pool: OrderedPool | None = None, external: tuple[str, ...] = (),
+                 class_names: tuple[str, ...] | None = None):
+        """class_names: the names of class ids 1..C of a `classes` array (0 is background); None
+        writes no such array, and the store stays format 2."""
         self.path = parse(path)   # a local Path, or an object-store location (store.location)
         self.size = size
         self.shard = shard_slices
@@ -61,10 +67,12 @@ class StoreWriter:
         self._pending: deque = deque()      # (array name, future of write_shard), in shard order
         self.shard_writers: Counter = Counter()   # process id -> shards written (all arrays)
         self.group = zarr.open_group(zarr_store(self.path, "w"), mode="w", zarr_format=3)
+        self.class_names = list(class_names) if class_names is not None else None
         names = ["images", "labels", "volume"] + (["masks"] if with_masks else []) + (["brain"] if with_brain else [])
+        names += ["classes"] if class_names is not None else []
         self.arrays: dict[str, zarr.Array] = {}
         for name in names:
-            if name in ("images", "masks", "brain"):
+            if name in _SLICE_ARRAYS:
                 self.arrays[name] = create_slice_array(self.group, name, _DTYPES[name], size, shard_slices)
                 continue
             tail = (len(LABEL_ORDER),) if name == "labels" else ()
@@ -88,7 +96,8 @@ class StoreWriter:
         return self._index.get(vol_id)
 
     def add(self, vol_meta: dict, images: np.ndarray, labels: np.ndarray,
-            masks: np.ndarray | None = None, brain: np.ndarray | None = None) -> None:
+            masks: np.ndarray | None = None, brain: np.ndarray | None = None,
+            classes: np.ndarray | None = None) -> None:
         """Append slices of the volume described by vol_meta (id, spacing, subtypes, ...).
         Slices of a volume that was seen before are appended to it (slice-level sources)."""
         n = len(labels)
@@ -110,7 +119,7 @@ class StoreWriter:
         self.label_counts["n_ich_slices"] += int((anyich == 1).sum())
         self.label_counts["n_unlabeled_slices"] += int((anyich == UNKNOWN_LABEL).sum())
         parts = {"images": images, "labels": labels, "volume": np.full(n, idx, np.int32),
-                 "masks": masks, "brain": brain}
+                 "masks": masks, "brain": brain, "classes": classes}
         for name in [a for a in self.arrays if a not in self.external]:
             data = parts[name]
             if data is None:
@@ -153,10 +162,13 @@ class StoreWriter:
         for v in self.volumes:
             v.setdefault("subtypes", None)
         digests = {name: array_digest(d) for name, d in self.shard_digests.items()}
-        fp = fingerprint(settings, self.volumes, digests)
+        version = FORMAT_VERSION if self.class_names is None else CLASSES_FORMAT_VERSION
+        fp = fingerprint(settings, self.volumes, digests, version, self.class_names)
+        extra = {} if self.class_names is None else {"class_names": self.class_names}
         self.group.attrs.update({
             **attrs,
-            "format_version": FORMAT_VERSION,
+            **extra,
+            "format_version": version,
             "label_order": list(LABEL_ORDER),
             "settings": settings,
             "volumes": self.volumes,

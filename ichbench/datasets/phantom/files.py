@@ -6,6 +6,7 @@ Source layout (default `$ICHBENCH_HOME/raw/phantom`):
     phantom.json                              generation options (prepare() compares these)
     segmentation/<VOLID>/dicom/IM0000.dcm ... one file per slice, z increasing with the number
     segmentation/<VOLID>/ICH_mask.nii.gz      hemorrhage mask (uint8 0/1)
+    segmentation/<VOLID>/ICH_classes.nii.gz   subtype class map (uint8, 0 none, k = SUBTYPES[k-1])
     segmentation/<VOLID>/brain.nii.gz         intracranial cavity (uint8 0/1)
     segmentation/labels.csv                   per-slice subtype labels (see LABELS_HEADER)
     pretraining/stage_2_train/ID_<id>.dcm     RSNA 2019 layout, read by the rsna reader
@@ -44,7 +45,7 @@ if TYPE_CHECKING:   # pydicom, nibabel and the generator (scipy) load when files
 MANIFEST = "phantom.json"
 SEG_DIR, PRE_DIR = "segmentation", "pretraining"
 LABELS_NAME = "labels.csv"
-MASK_NAME, BRAIN_NAME = "ICH_mask.nii.gz", "brain.nii.gz"
+MASK_NAME, BRAIN_NAME, CLASSES_NAME = "ICH_mask.nii.gz", "brain.nii.gz", "ICH_classes.nii.gz"
 LABELS_HEADER = ["volume", "slice", "sop_instance_uid", "any", *SUBTYPES]
 RSNA_SUBTYPES = {"epidural": "edh", "intraparenchymal": "iph", "intraventricular": "ivh",
                  "subarachnoid": "sah", "subdural": "sdh"}       # RSNA column -> our subtype
@@ -158,6 +159,19 @@ def write_nifti_mask(mask: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 def read_nifti_mask(path: Path) -> np.ndarray:
     """A NIfTI mask as an (S, H, W) bool array in the DICOM series' orientation (see above)."""
+    return _read_oriented(path) > 0.5
+
+
+def read_nifti_classes(path: Path, n_classes: int) -> np.ndarray:
+    """A NIfTI class map as (S, H, W) uint8 ids 0..n_classes, oriented as `read_nifti_mask`."""
+    data = _read_oriented(path)
+    if (data != np.rint(data)).any() or data.min(initial=0) < 0 or data.max(initial=0) > n_classes:
+        raise InputError(path, f"class ids must be whole numbers 0..{n_classes}, found {np.unique(data)[:8].tolist()}")
+    return data.astype(np.uint8)
+
+
+def _read_oriented(path: Path) -> np.ndarray:
+    """A NIfTI image's voxels, reoriented to NIFTI_AXCODES and transposed to (S, H, W)."""
     import nibabel as nib
     from nibabel import orientations as nio
     try:
@@ -173,7 +187,7 @@ def read_nifti_mask(path: Path) -> np.ndarray:
         raise InputError(path, "mask contains NaN or infinite values")
     ornt = nio.ornt_transform(nio.io_orientation(img.affine), nio.axcodes2ornt(NIFTI_AXCODES))
     data = nio.apply_orientation(data, ornt)
-    return np.ascontiguousarray(data.transpose(2, 1, 0) > 0.5)
+    return np.ascontiguousarray(data.transpose(2, 1, 0))
 
 
 # -- the two layouts -------------------------------------------------------------------------------
@@ -185,6 +199,7 @@ def _summary(vol: PhantomVolume) -> dict:
 def write_segmentation(vols, root: Path) -> list[dict]:
     """Per volume: its DICOM series, ICH mask and brain mask; one labels.csv for all slices.
     `vols` may be a generator: volumes are written one at a time, so memory stays flat."""
+    from ichbench.datasets.phantom.generator import class_map
     root.mkdir(parents=True, exist_ok=True)
     rows, summary = [], []
     for vol in vols:
@@ -194,6 +209,7 @@ def write_segmentation(vols, root: Path) -> list[dict]:
         affine = nifti_affine(vol)
         write_nifti_mask(vol.mask, affine, vdir / MASK_NAME)
         write_nifti_mask(vol.brain, affine, vdir / BRAIN_NAME)
+        write_nifti_mask(class_map(vol.subtype_masks), affine, vdir / CLASSES_NAME)
         anyich = vol.mask.reshape(len(vol.mask), -1).any(axis=1)
         for k, (_, sop) in enumerate(written):
             rows.append([vol.id, k, sop, int(anyich[k]), *map(int, vol.slice_labels[k])])

@@ -20,8 +20,9 @@ from scipy import ndimage
 from ichbench import SUBTYPES
 from ichbench.datasets.phantom.anatomy import Anatomy, fourier_radius, pick_z, smooth_field, wrap_angle, z_profile
 
-GENERATOR_VERSION = 2             # bump when the output for a given seed changes: the phantom
+GENERATOR_VERSION = 3             # bump when the output for a given seed changes: the phantom
                                   # source folder is regenerated when its manifest differs
+                                  # (3: each volume's class map, ICH_classes.nii.gz, is written)
 HU_MIN, HU_MAX = -1024, 3071
 MIN_LESION_FRACTION = 0.003       # per-slice cross-sections smaller than this share of the slice
                                   # are dropped (≈12 px at 64²): tiny caps are unlearnable noise
@@ -137,6 +138,16 @@ def _prune(m: np.ndarray, min_px: int) -> np.ndarray:
 
 
 # -- public API ------------------------------------------------------------------------------------
+
+def class_map(subtype_masks: dict[str, np.ndarray]) -> np.ndarray:
+    """Per-voxel class ids (uint8): 0 background, k the subtype SUBTYPES[k-1]. Where two drawn
+    subtypes overlap (an SDH and an EDH both line the inner table) the later one in SUBTYPES order
+    (iph, ivh, sah, sdh, edh) wins, so the union of the classes is exactly the hemorrhage mask."""
+    out = np.zeros(next(iter(subtype_masks.values())).shape, np.uint8)
+    for k, name in enumerate(SUBTYPES, start=1):
+        out[subtype_masks[name]] = k
+    return out
+
 
 def draw_subtypes(rng) -> list[str]:
     """One to three distinct subtypes (mixed hemorrhages are common in trauma)."""
