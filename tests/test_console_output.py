@@ -122,7 +122,8 @@ def test_methods_piped_is_one_table(monkeypatch, registry, home):
 def test_runs_show_dice_in_percent_and_fit_80_columns():
     from ichbench.cli.runs_view import runs_view
     rows = [{"run_id": RUN_ID, "method": "local_contrastive", "dataset": "segcq500", "profile": "paper",
-             "folds": "0,1,2,3,4", "dice_all": 0.6745, "dice_ich": 0.5123, "gpu_hours": "12.345678"}]
+             "folds": "0,1,2,3,4", "dice_all": 0.6745, "dice_ich": 0.5123, "gpu_hours": "12.345678",
+             "hd95_mm_all": 4.321, "nsd_all": 0.8234, "volume_ccc": 0.9123, "volume_bias_ml": -0.52}]
     narrow = render(runs_view(rows, "finished runs (sqlite:///x/mlflow.db)"), 80)
     wide = render(runs_view(rows, "finished runs (sqlite:///x/mlflow.db)"), 160)
     assert max(map(len, narrow)) <= 80
@@ -130,6 +131,7 @@ def test_runs_show_dice_in_percent_and_fit_80_columns():
         text = "\n".join(lines)
         assert RUN_ID in text  # whole: `leaderboard submit --run-id` takes it
         assert "67.45" in text and "51.23" in text and "12.35" in text
+        assert "4.32" in text and "82.34" in text and "0.912" in text   # HD95 mm, NSD %, mL CCC
         assert "0.6745" not in text and "0.67" not in text.replace("67.45", "")
     assert any("Dice all [%]" in line for line in wide)
 
@@ -164,7 +166,13 @@ def test_runs_json_keeps_fractions_where_the_table_shows_percent(home, mlflow_te
     tags = {f"{TAG}method": "unet_mixed", f"{TAG}dataset": "phantom", f"{TAG}profile": "smoke"}
     parent = tr.start_run(exp, "unet_mixed/phantom/smoke", {**tags, f"{TAG}kind": "parent"}).info.run_id
     summary = {"all": group(15, (0.6745, 0.2012), (0.7, 0.25), (0.8, 0.1)),
-               "ich": group(9, (0.5123, 0.3034), (0.6, 0.2), (0.7, 0.15)), "subtypes": {}}
+               "ich": group(9, (0.5123, 0.3034), (0.6, 0.2), (0.7, 0.15)), "subtypes": {},
+               "volume_agreement": {"ccc": 0.9123, "icc_2_1": 0.9011, "bias_ml": -0.52, "loa_low_ml": -3.1,
+                                    "loa_high_ml": 2.06}}
+    # surface metrics as summarize gives them (issue 22): HD95 in mm, NSD a fraction, HD with 2 inf
+    summary["all"].update(hd95_mm={"mean": 4.321, "n_infinite": 2}, hd_mm={"mean": 6.5, "n_infinite": 2},
+                          nsd={"mean": 0.8234, "n_infinite": 0}, abs_rvd={"mean": 0.25, "n_infinite": 1})
+    summary["ich"].update(hd95_mm={"mean": 5.0, "n_infinite": 2}, nsd={"mean": 0.75, "n_infinite": 0})
     tr.metrics(parent, summary_metrics(summary))
     tr.tags(parent, {f"{TAG}gpu_hours": "12.345678", f"{TAG}folds": "0,1,2"})
     tr.end(parent, "FINISHED")
@@ -177,9 +185,15 @@ def test_runs_json_keeps_fractions_where_the_table_shows_percent(home, mlflow_te
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == [{"run_id": parent, "method": "unet_mixed", "dataset": "phantom",
                                        "profile": "smoke", "folds": "0,1,2", "dice_all": 0.6745,
-                                       "dice_ich": 0.5123, "gpu_hours": "12.345678"}]
+                                       "dice_ich": 0.5123, "hd95_mm_all": 4.321, "hd95_mm_ich": 5.0,
+                                       "hd_mm_all": 6.5, "hd_mm_all_n_infinite": 2, "nsd_all": 0.8234,
+                                       "nsd_ich": 0.75, "abs_rvd_all": 0.25, "volume_ccc": 0.9123,
+                                       "volume_icc_2_1": 0.9011, "volume_bias_ml": -0.52,
+                                       "volume_loa_low_ml": -3.1, "volume_loa_high_ml": 2.06,
+                                       "gpu_hours": "12.345678"}]
     res = CliRunner().invoke(app, ["runs"])
     assert res.exit_code == 0, res.output
     row = next(line for line in res.stdout.splitlines() if parent in line)   # piped: one row per run
     assert "unet_mixed" in row and "67.45" in row and "51.23" in row and "12.35" in row
+    assert "4.32" in row and "82.34" in row and "0.912" in row   # HD95 mm, NSD percent, mL CCC
     assert "0.6745" not in res.stdout and "0.5123" not in res.stdout and "11.11" not in res.stdout

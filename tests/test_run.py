@@ -46,7 +46,23 @@ def test_smoke_run_is_tracked_in_mlflow(phantom_home, ray_session):
     assert metrics["dice_all_mean"] == pytest.approx(sum(r["dice"] for r in rows) / len(rows))
     assert metrics["n_all"] == len(rows) and "dice_ich_mean" in metrics
     arts = {a.path for a in tracker.client.list_artifacts(parent.info.run_id)}
-    assert {"per_volume.json", "per_volume.csv", "config.json", "split.json", "summary.json"} <= arts
+    assert {"per_volume.json", "per_volume.csv", "config.json", "split.json", "summary.json",
+            "volume_agreement.png"} <= arts
+    # issue 22: the surface metrics and the mL agreement, from the same rows (means over finite values)
+    from ichbench.evaluate.agreement import volume_agreement
+    from ichbench.evaluate.infjson import decode
+    from ichbench.evaluate.summary import metric_stats
+    for key in ("hd95_mm", "hd_mm", "nsd", "abs_rvd"):
+        want = metric_stats([r[key] for r in rows])
+        assert metrics.get(f"{key}_all_mean") == pytest.approx(want["mean"]), key
+    assert {"hd95_mm_all_mean", "nsd_all_mean", "nsd_ich_mean", "volume_icc_2_1", "volume_loa_low_ml"} <= set(metrics)
+    assert metrics["hd_mm_all_n_infinite"] == sum(r["hd_mm"] == float("inf") for r in rows)
+    agreement = volume_agreement([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows])
+    assert metrics["volume_bias_ml"] == pytest.approx(agreement["bias_ml"])
+    assert metrics.get("volume_ccc") == pytest.approx(agreement["ccc"])
+    logged = tracker.client.download_artifacts(parent.info.run_id, "per_volume.json", str(phantom_home))
+    text = open(logged).read()
+    assert "Infinity" not in text and decode(json.loads(text)) == rows   # inf as "inf", read back
     folds = runs_of(phantom_home, kind="fold")
     assert sorted(r.data.tags["ichbench.fold"] for r in folds) == ["0", "1"]
     for r in folds:
@@ -54,6 +70,7 @@ def test_smoke_run_is_tracked_in_mlflow(phantom_home, ray_session):
         hist = tracker.client.get_metric_history(r.info.run_id, "loss")
         assert [m.step for m in hist] == [1, 2]
         assert {"per_volume.json", "checkpoints"} <= {a.path for a in tracker.client.list_artifacts(r.info.run_id)}
+        assert {"nsd_all_mean", "hd_mm_all_n_infinite", "volume_bias_ml"} <= set(r.data.metrics)   # per fold too
     [pre] = runs_of(phantom_home, kind="pretrain")
     assert pre.data.tags["ichbench.cached"] == "false"
     assert pre.data.tags["ichbench.data_path"] == "in-memory"   # the phantom fits: loaded, not streamed
@@ -66,6 +83,10 @@ def test_smoke_run_is_tracked_in_mlflow(phantom_home, ray_session):
     [row] = json.loads(listed.stdout)
     assert (row["run_id"], row["method"], row["folds"]) == (parent.info.run_id, "multilabel_dl", "0,1")
     assert row["dice_all"] == pytest.approx(metrics["dice_all_mean"])
+    assert row["hd95_mm_all"] == pytest.approx(metrics["hd95_mm_all_mean"])
+    assert row["nsd_all"] == pytest.approx(metrics["nsd_all_mean"])
+    assert row["hd_mm_all_n_infinite"] == metrics["hd_mm_all_n_infinite"]
+    assert row["volume_ccc"] == pytest.approx(metrics.get("volume_ccc"))
 
 
 def test_multilabel_ce_weights_are_logged_with_its_pretraining(phantom_home, ray_session):

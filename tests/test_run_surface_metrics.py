@@ -177,3 +177,25 @@ def test_agreement_figure_is_a_png_and_the_same_bytes_twice():
     png = agreement_png([3.0, 0.0, 0.0, 1.0], [2.0, 4.0, 0.0, 0.0])
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == agreement_png([3.0, 0.0, 0.0, 1.0], [2.0, 4.0, 0.0, 0.0])
     assert agreement_png([1.0], [1.0]) is None
+
+
+def test_results_table_shows_hd95_nsd_and_ml_agreement_under_the_dice():
+    from types import SimpleNamespace as NS
+
+    from ichbench.orchestrate.report import result_table
+    from tests.test_console_output import render
+
+    def outcome(summary):
+        return NS(plan=NS(method=NS(name="multilabel_dl"), cfg=NS(dataset="phantom", profile="smoke")),
+                  summary=summary)
+    # HD95 and HD over the finite 2, 0, 6: 2.7 ± 3.1 mm, one inf; NSD 60.0 ± 45.5 %; bias -0.50 mL
+    narrow = "\n".join(render(result_table([outcome(summarize(ROWS))]), 80))
+    assert "HD95 2.7±3.1 mm, HD 2.7±3.1 mm (1 inf), NSD 60.0±45.5 %" in narrow
+    assert "bias -0.50 mL" in narrow and narrow.index("Dice all") < narrow.index("HD95")
+    wide = render(result_table([outcome(summarize(ROWS))]), 200)
+    [row] = [line for line in wide if line.startswith("│ multilabel_dl │ phantom │")]
+    assert [c.strip() for c in row.split("│")[3:8]] == ["2.7±3.1", "2.7±3.1", "1", "60.0±45.5", "0.000"]
+    # a summary from before the surface metrics: dashes, no crash
+    old = summarize([{k: v for k, v in r.items() if k != "hd_mm"} for r in ROWS])
+    del old["volume_agreement"]
+    assert "HD95 2.7±3.1 mm, HD — mm (— inf)" in "\n".join(render(result_table([outcome(old)]), 80))

@@ -116,9 +116,11 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
          tracking_uri: Optional[str] = typer.Option(None),
          as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON; Dice as fractions (0-1), "
                                       "as MLflow stores them, where the table shows percent.")) -> None:
-    """List finished benchmark runs (MLflow parent runs): mean volume Dice in percent."""
+    """List finished benchmark runs (MLflow parent runs): mean volume Dice in percent, HD95 in mm,
+    NSD in percent and the agreement of predicted and true hemorrhage volume."""
     import json
 
+    from ichbench.cli.runs_view import surface_columns
     from ichbench.tracking.mlflow_store import TAG
 
     tr = tracker_for(tracking_uri, workspace())
@@ -133,7 +135,7 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
         rows.append({"run_id": r.info.run_id, "method": t.get(f"{TAG}method"), "dataset": t.get(f"{TAG}dataset"),
                      "profile": t.get(f"{TAG}profile"), "folds": t.get(f"{TAG}folds"),
                      "dice_all": m.get("dice_all_mean"), "dice_ich": m.get("dice_ich_mean"),
-                     "gpu_hours": t.get(f"{TAG}gpu_hours")})
+                     **surface_columns(m), "gpu_hours": t.get(f"{TAG}gpu_hours")})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
