@@ -282,3 +282,45 @@ def test_scores_nnunet_output_folders(tmp_path, monkeypatch, capsys):
     case = json.loads(out)["cases"][0]
     assert case["case"] == "ich_001" and case["true_ml"] == pytest.approx(112 * 5 * 0.42 * 0.42 / 1000, rel=1e-5)
     assert case["hd_mm"] == pytest.approx(0.42, rel=1e-5)      # hand: shifted one 0.42 mm column
+
+
+def test_labels_score_each_class_and_their_union(tmp_path, monkeypatch, capsys):
+    """BHSD-style label images (uint8 ids, float ids with a slope as some writers store them): the
+    case's top-level metrics are the union's, `classes` each class's; a foreign id is refused."""
+    t, p = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
+    t[6:14, 5:12, 2:4] = 2                 # IPH, 112 voxels, predicted shifted by one voxel
+    p[7:15, 5:12, 2:4] = 2
+    t[18:20, 2:4, 1] = 5                   # SDH, 4 voxels, missed
+    write(tmp_path / "truth" / "x.nii.gz", t)
+    write(tmp_path / "pred" / "x.nii.gz", p, dtype=np.float32)
+    bad = p.copy()
+    bad[0, 0, 0] = 7
+    write(tmp_path / "truth" / "y.nii.gz", t)
+    write(tmp_path / "pred" / "y.nii.gz", bad)
+    code, out, err = call(monkeypatch, capsys, "--pred", tmp_path / "pred", "--truth", tmp_path / "truth",
+                          "--labels", "EDH=1,IPH=2,IVH=3,SAH=4,SDH=5", "--json")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("ichbench: refused y: ") and "values other than 0 and the labels 1, 2, 3, 4, 5 (7)" in err
+    doc = json.loads(out)
+    (case,) = doc["cases"]
+    union = case_metrics(p > 0, t > 0, SPACING)
+    assert case["dice"] == pytest.approx(union["dice"]) and (case["tp"], case["fp"], case["fn"]) == (98, 14, 18)
+    iph, sdh, edh = (case["classes"][k] for k in ("IPH", "SDH", "EDH"))
+    assert (iph["tp"], iph["fp"], iph["fn"]) == (98, 14, 14) and iph["hd_mm"] == pytest.approx(0.42, rel=1e-6)
+    assert (sdh["tp"], sdh["fn"], sdh["hd_mm"], sdh["empty"]) == (0, 4, "inf", "pred")
+    assert (edh["dice"], edh["hd_mm"], edh["empty"]) == (1.0, 0.0, "both")
+    s = doc["summary"]
+    assert s["classes"]["SDH"]["present"]["dice"]["n"] == 1 and s["classes"]["EDH"]["present"]["dice"]["n"] == 0
+    assert s["classes"]["SDH"]["present"]["hd_mm"]["n_infinite"] == 1
+    # macro over the classes present somewhere: IPH (2*98+1)/(2*98+28+1) and SDH 1/5
+    assert s["macro"]["present"]["dice"]["mean"] == pytest.approx((197 / 225 + 1 / 5) / 2)
+    assert s["macro"]["present"]["dice"]["n_classes"] == 2
+    code, out, err = call(monkeypatch, capsys, "--pred", tmp_path / "pred", "--truth", tmp_path / "truth",
+                          "--labels", "EDH=1,IPH=2,IVH=3,SAH=4,SDH=5")
+    assert "per class" in out and "macro" in out and "SDH" in out
+    # without --labels a label image is refused, and the line says what to do
+    code, out, err = call(monkeypatch, capsys, "--pred", tmp_path / "pred", "--truth", tmp_path / "truth")
+    assert code == 1 and "score a label image with --labels" in err
+    code, out, err = call(monkeypatch, capsys, "--pred", tmp_path / "pred", "--truth", tmp_path / "truth",
+                          "--labels", "EDH=0")
+    assert code == 2 and err.startswith("ichbench: error: --labels ") and err.count("\n") == 1

@@ -41,12 +41,22 @@ def score(
     missing_as_empty: bool = typer.Option(False, "--missing-as-empty",
                                           help="Score a truth without a prediction as an empty prediction "
                                                "(default: refuse the case)."),
+    labels: Optional[str] = typer.Option(None, "--labels",
+                                         help="The masks are label images: score each class and their union, "
+                                              "e.g. EDH=1,IPH=2,IVH=3,SAH=4,SDH=5 (BHSD) or 1,2."),
 ) -> None:
     """Score predicted masks against true masks: Dice, precision, recall (eps = 1), HD, HD95, NSD,
     |RVD|, mL and volume agreement. Exit 0 when every case scored, 1 when some were refused."""
     from ichbench.cli import scoring
     from ichbench.evaluate.infjson import encode
     _check_options(nsd_mm, workers, hd_cap_mm, out)
+    classes = None
+    if labels is not None:
+        from ichbench.evaluate.classes import parse_labels
+        try:
+            classes = parse_labels(labels)
+        except ValueError as exc:
+            fail(f"--labels {exc}")
     pairs, refused = scoring.match(pred, truth, missing_as_empty)
     refused = [{"case": c, "file": str(f), "problem": p} for c, f, p in refused]
     for r in refused:
@@ -59,7 +69,7 @@ def score(
             _refuse(refused[-1])
 
     try:
-        results = scoring.score_pairs(pairs, nsd_mm, workers, on_result=report)
+        results = scoring.score_pairs(pairs, nsd_mm, workers, on_result=report, labels=classes)
     except KeyboardInterrupt:
         interrupted("interrupted; nothing written")
     cases = [r[1] for r in results if r[0] == "ok"]
@@ -119,6 +129,29 @@ def _table(doc: dict) -> None:
     print(f"volume agreement over {a['n']} case(s): Lin's CCC {_fmt(a['ccc'])}, ICC(2,1) {_fmt(a['icc_2_1'])}, "
           f"Bland-Altman bias {_fmt(a['bias_ml'], 2)} mL, 95% limits [{_fmt(a['loa_low_ml'], 2)}, "
           f"{_fmt(a['loa_high_ml'], 2)}] mL")
+    if "classes" in s:
+        _class_table(s)
     if s["hd_cap_mm"] is not None:
         print(f"HD / HD95 means with each value capped at {s['hd_cap_mm']:g} mm: "
               f"{_fmt(s['all']['hd_mm']['mean_capped'], 2)} / {_fmt(s['all']['hd95_mm']['mean_capped'], 2)}")
+
+
+def _class_table(s: dict) -> None:
+    """Per class (--labels): means over all cases and over the cases whose truth holds the class."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    keys = [("Dice", "dice"), ("HD95", "hd95_mm"), ("NSD", "nsd"), ("|RVD|", "abs_rvd")]
+    t = Table(title="per class: mean over all cases | over the cases holding the class (n)", box=box.SIMPLE_HEAD,
+              pad_edge=False, collapse_padding=True, padding=(0, 1))
+    t.add_column("class", no_wrap=True)
+    for name, _ in keys:
+        t.add_column(name, justify="right", no_wrap=True)
+    t.add_column("n", justify="right")
+    rows = [(n, c["all"], c["present"]) for n, c in s["classes"].items()]
+    rows.append(("macro", s["macro"]["all"], s["macro"]["present"]))
+    for name, every, present in rows:
+        t.add_row(name, *(f"{_fmt(every[k]['mean'], _digits(k))} | {_fmt(present[k]['mean'], _digits(k))}"
+                          for _, k in keys),
+                  "" if name == "macro" else str(present["dice"]["n"]), style="bold" if name == "macro" else None)
+    Console().print(t)

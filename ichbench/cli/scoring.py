@@ -13,6 +13,7 @@ import numpy as np
 
 from ichbench.errors import IchbenchError, InputError
 from ichbench.evaluate.agreement import volume_agreement
+from ichbench.evaluate.classes import class_case_metrics, label_problem, summarize_classes
 from ichbench.evaluate.summary import CAPPED, metric_stats
 from ichbench.evaluate.surface import case_metrics
 
@@ -74,9 +75,10 @@ def match(pred_dir: Path, truth_dir: Path, missing_as_empty: bool = False):
     return pairs, sorted(refused, key=lambda r: r[0])
 
 
-def read_mask(path: Path):
-    """(bool array in file order, nibabel image) of a binary mask; InputError naming the file for a
-    missing, truncated, non-3-D or non-binary one."""
+def read_mask(path: Path, labels: dict[str, int] | None = None):
+    """(array in file order, nibabel image): a binary mask as bool, or with `labels` ({name: id}) a
+    label image as int (0 and those ids only); InputError naming the file for a missing, truncated,
+    non-3-D, non-binary or foreign-valued one."""
     from ichbench.datasets.nifti_io import open_image
     img = open_image(path)
     try:
@@ -85,25 +87,32 @@ def read_mask(path: Path):
         raise InputError(path, f"voxel data cannot be read, the file may be truncated "
                                f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     raw = np.asarray(raw).reshape(raw.shape[:3])
+    if labels is not None:
+        problem = label_problem(raw, labels)
+        if problem:
+            raise InputError(path, f"not a label image of --labels: {problem}")
+        return raw.astype(np.int64), img
     on = raw != 0
     bad = on & (raw != 1)
     if bad.any():
         values = np.unique(raw[bad])
         shown = ", ".join(f"{v:g}" for v in values[:5].astype(float)) + (", ..." if len(values) > 5 else "")
         raise InputError(path, f"not a binary mask: {int(bad.sum())} voxels are neither 0 nor 1 ({shown}); "
-                               "write 0/1 masks (a label image must be split into one mask per label)")
+                               "write 0/1 masks, or score a label image with --labels")
     return on, img
 
 
-def score_case(case: str, pred_path: Path | None, truth_path: Path, nsd_mm: float) -> dict:
-    """One case's metrics (CASE_KEYS and more); InputError for anything that stops it."""
+def score_case(case: str, pred_path: Path | None, truth_path: Path, nsd_mm: float,
+               labels: dict[str, int] | None = None) -> dict:
+    """One case's metrics (CASE_KEYS and more; with `labels`, those of the union of the classes and
+    a `classes` table of each class's); InputError for anything that stops it."""
     from ichbench.datasets.nifti_io import file_spacing
-    truth, t_img = read_mask(truth_path)
+    truth, t_img = read_mask(truth_path, labels)
     spacing = tuple(float(s) for s in file_spacing(t_img, truth_path))
     if pred_path is None:
         pred = np.zeros_like(truth)
     else:
-        pred, p_img = read_mask(pred_path)
+        pred, p_img = read_mask(pred_path, labels)
         if pred.shape != truth.shape:
             raise InputError(pred_path, f"shape {_shape(pred.shape)} differs from the truth's {_shape(truth.shape)} "
                                         f"({truth_path})")
@@ -111,9 +120,19 @@ def score_case(case: str, pred_path: Path | None, truth_path: Path, nsd_mm: floa
             raise InputError(pred_path, f"affine differs from the truth's ({truth_path}): the masks are not on "
                                         "the same grid (max difference "
                                         f"{float(np.abs(p_img.affine - t_img.affine).max()):.4g} mm)")
-    m = case_metrics(pred, truth, spacing, nsd_mm)
-    return {"case": case, "pred": None if pred_path is None else str(pred_path), "truth": str(truth_path),
-            **{k: m[k] for k in CASE_KEYS}, "empty": m["empty"], "spacing_mm": list(spacing)}
+    if labels is None:
+        m = case_metrics(pred, truth, spacing, nsd_mm)
+    else:
+        m = class_case_metrics(pred, truth, labels, spacing, nsd_mm)
+    out = {"case": case, "pred": None if pred_path is None else str(pred_path), "truth": str(truth_path),
+           **_case_keys(m), "spacing_mm": list(spacing)}
+    if labels is not None:
+        out["classes"] = {name: _case_keys(c) for name, c in m["classes"].items()}
+    return out
+
+
+def _case_keys(m: dict) -> dict:
+    return {**{k: m[k] for k in CASE_KEYS}, "empty": m["empty"]}
 
 
 def _shape(shape) -> str:
@@ -122,18 +141,18 @@ def _shape(shape) -> str:
 
 def score_job(job) -> tuple:
     """("ok", metrics) or ("refused", case, file, problem): a pool worker's whole answer."""
-    case, pred_path, truth_path, nsd_mm = job
+    case, pred_path, truth_path, nsd_mm, labels = job
     try:
-        return ("ok", score_case(case, pred_path, truth_path, nsd_mm))
+        return ("ok", score_case(case, pred_path, truth_path, nsd_mm, labels))
     except InputError as exc:
         return ("refused", case, exc.path, exc.problem)
     except (OSError, MemoryError) as exc:
         return ("refused", case, str(getattr(exc, "filename", None) or truth_path), f"{type(exc).__name__}: {exc}")
 
 
-def score_pairs(pairs, nsd_mm: float, workers: int = 1, on_result=None):
+def score_pairs(pairs, nsd_mm: float, workers: int = 1, on_result=None, labels: dict[str, int] | None = None):
     """Score (case, pred, truth) pairs, in a process pool when workers > 1; results in case order."""
-    jobs = [(c, p, t, nsd_mm) for c, p, t in pairs]
+    jobs = [(c, p, t, nsd_mm, labels) for c, p, t in pairs]
     if workers <= 1 or len(jobs) <= 1:
         results = []
         for job in jobs:
@@ -163,6 +182,9 @@ def summarize(cases: list[dict], n_refused: int, nsd_mm: float, hd_cap_mm: float
         out[name] = {k: metric_stats([c[k] for c in group], hd_cap_mm if k in CAPPED else None)
                      for k in SUMMARY_KEYS}
     out["volume_agreement"] = volume_agreement([c["pred_ml"] for c in cases], [c["true_ml"] for c in cases])
+    if cases and "classes" in cases[0]:   # --labels: per class, over all cases and where present; macro
+        out.update(summarize_classes(cases, SUMMARY_KEYS,
+                                     lambda v, k: metric_stats(v, hd_cap_mm if k in CAPPED else None)))
     return out
 
 
