@@ -46,8 +46,8 @@ def with_neighbours(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def local_index(table: np.ndarray, loaded: np.ndarray) -> np.ndarray:
     """The store-row `table` restricted to the sorted store rows `loaded`, as positions into them.
-    A loaded row whose neighbours were not all loaded (one loaded only as another's neighbour,
-    never a sample) gets its own position for each of them."""
+    A neighbour that was not loaded (of a row loaded only as another's neighbour, never a sample)
+    is replaced by the row itself."""
     loaded = np.asarray(loaded, dtype=np.int64)
     want = table[loaded]
     pos = np.searchsorted(loaded, want).clip(max=max(len(loaded) - 1, 0))
