@@ -4,6 +4,10 @@ The slices go through what training saw — resampled to the store's size, then 
 size, windowed — each fold's sigmoid output is averaged (the nnU-Net rule: mean probability, then
 threshold), the mean probability is resampled back to the scan's in-plane size and thresholded
 there, and +ICM methods keep only voxels inside the cavity mask their config names.
+
+A 2.5D model (its config's `input`) reads each slice with its neighbours in the scan, replicated
+at the scan's ends as in training, in its windows; a scan with fewer slices than the model reads
+at a time is refused in one line.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ichbench.predict.models import Ensemble
 from ichbench.predict.scan import Scan
 from ichbench.preprocess.resize import resize_slices, resize_stack
 from ichbench.preprocess.window import window
+from ichbench.train.inputs import PAPER_WINDOW, Channels, neighbour_index
 
 BATCH = 32
 
@@ -48,15 +53,45 @@ def network_input(ens: Ensemble, scan: Scan) -> np.ndarray:
     return resize_stack(stored, ens.image_size, is_mask=False)
 
 
+def input_of(config: dict) -> tuple[int, list]:
+    """(context, windows) of a model's recorded config; the paper's input when it has none."""
+    inp = config.get("input") or {}
+    return int(inp.get("context", 0)), [tuple(w) for w in inp.get("windows", [PAPER_WINDOW])]
+
+
+def check_scan_fits(ens: Ensemble, scan: Scan) -> None:
+    """A 2.5D model reads 2·context + 1 slices at a time: a shorter scan cannot give them."""
+    context, _ = input_of(ens.config)
+    if len(scan.hu) < 2 * context + 1:
+        raise IchbenchError(f"{scan.path}: {len(scan.hu)} slice(s), but {ens.method}'s models read "
+                            f"{2 * context + 1} adjacent slices at a time (input.context={context}): give a "
+                            f"series of at least {2 * context + 1} slices")
+
+
+def _batches(payload: dict, hu: np.ndarray, device: torch.device):
+    """The network input, BATCH slices at a time: (B, C, s, s) on `device`."""
+    context, windows = input_of(payload["config"])
+    hu_t = torch.from_numpy(hu)
+    channels = Channels.of(windows, neighbour_index(np.zeros(len(hu), np.int64), context), context)
+    plain = context == 0 and windows == [PAPER_WINDOW]
+    for start in range(0, len(hu), BATCH):
+        if plain:
+            yield window(hu_t[start:start + BATCH].float())[:, None].to(device)
+        else:
+            idx = torch.arange(start, min(start + BATCH, len(hu)))
+            yield channels.window(hu_t[channels.rows(idx)].to(device))
+
+
 @torch.no_grad()
 def _fold_probability(payload: dict, hu: np.ndarray, device: torch.device) -> np.ndarray:
     mc = payload["config"]["model"]
-    net = UNet(base=mc["base_channels"], depth=mc["depth"], encoder_growth=mc.get("encoder_growth", "first"))
+    context, windows = input_of(payload["config"])
+    net = UNet(in_channels=(2 * context + 1) * len(windows), base=mc["base_channels"], depth=mc["depth"],
+               encoder_growth=mc.get("encoder_growth", "first"))
     net.load_state_dict(payload["state"])
     net.to(device).eval()
     out = []
-    for start in range(0, len(hu), BATCH):
-        x = window(torch.from_numpy(hu[start:start + BATCH]).float())[:, None].to(device)
+    for x in _batches(payload, hu, device):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x)
         out.append(torch.sigmoid(logits.float())[:, 0].cpu())
@@ -82,6 +117,7 @@ def predict_scan(ens: Ensemble, scan: Scan, device="cpu") -> Prediction:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise IchbenchError("--device cuda, but torch sees no CUDA device")
+    check_scan_fits(ens, scan)
     hu_net = network_input(ens, scan)
     per_fold = {f.fold: _fold_probability(f.payload, hu_net, device) for f in ens.folds}
     mean = np.mean(np.stack(list(per_fold.values())), axis=0)

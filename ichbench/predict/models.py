@@ -66,12 +66,12 @@ def _check_compatible(folds: list[FoldModel]) -> None:
     for f in folds[1:]:
         p = f.payload
         same = (p["method"], p["config"]["model"], p["config"]["finetune"]["image_size"], p["store_size"],
-                (p.get("icm") or {}).get("source")) == (ref["method"], ref["config"]["model"],
-                                                       ref["config"]["finetune"]["image_size"], ref["store_size"],
-                                                       (ref.get("icm") or {}).get("source"))
+                (p.get("icm") or {}).get("source"), p["config"].get("input")) == (
+                    ref["method"], ref["config"]["model"], ref["config"]["finetune"]["image_size"],
+                    ref["store_size"], (ref.get("icm") or {}).get("source"), ref["config"].get("input"))
         if not same:
             raise IchbenchError(f"{f.path}: fold {f.fold} was trained differently from fold {folds[0].fold} "
-                                "(method, U-Net, sizes or cavity source): they cannot be averaged")
+                                "(method, U-Net, sizes, input channels or cavity source): they cannot be averaged")
 
 
 def _select(folds: list[FoldModel], wanted: list[int] | None, where: str) -> list[FoldModel]:
