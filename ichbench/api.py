@@ -36,7 +36,8 @@ from ichbench.resolve import resolve
 from ichbench.datasets.base import (PRETRAINING, SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions,
                                     IngestReport, SlicePlan, Volume, get_dataset)
 from ichbench.errors import IchbenchError, InputError, LayoutError, UnknownNameError
-from ichbench.methods.base import LabelNeeds, Method, MethodParams, PretextMethod, Width, Widths, get_method
+from ichbench.methods.base import (ANY_INPUT, InputSupport, LabelNeeds, Method, MethodParams, PretextMethod,
+                                   Width, Widths, get_method)
 from ichbench.methods.fold import Fold, FoldOutput, FoldVolume
 from ichbench.plugins.hookspecs import hookimpl
 from ichbench.plugins.manager import Registry, get_registry, reset_registry
@@ -142,6 +143,8 @@ __all__ = [
     "hookimpl", "Registry", "get_registry", "reset_registry",
     # methods
     "Method", "PretextMethod", "LabelNeeds", "get_method",
+    # the 2.5D inputs (input.*) a method's own code takes
+    "InputSupport", "ANY_INPUT",
     # the schema of a method's params (pydantic's Field, re-exported)
     "MethodParams", "Field", "Width", "Widths",
     "PooledEncoderHead", "mlp", "conv1x1_projector", "scaled_widths",

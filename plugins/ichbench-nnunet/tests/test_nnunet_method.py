@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ichbench.api import get_registry, reset_registry, resolve
+from ichbench.api import IchbenchError, get_registry, reset_registry, resolve
 from ichbench_nnunet import NnUNet2D
 from ichbench_nnunet.fold_run import job_for, nnunet_env
 from ichbench_nnunet.export import NnUNetFolders, write_splits
@@ -24,6 +24,17 @@ def test_declares_a_method_with_its_own_fine_tuning():
     m = NnUNet2D()
     assert m.name == "nnunet_2d" and not m.has_pretext and m.owns_finetuning
     assert m.label_needs.describe() == ["segmentation"] and not m.icm
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("input.context=1", "method 'nnunet_2d' takes input.context <= 0 and at most 1 window(s) in its fine-tuning, "
+                        "got context 1 and 1 window(s)"),
+    ("input.windows=[[0,80]]", "method 'nnunet_2d' normalises HU by nnU-Net's own CT rule and takes no "
+                               "input.windows (got [[0.0, 80.0]]); leave the default")])
+def test_2_5d_inputs_are_refused_in_one_line_before_anything_trains(setting, says):
+    with pytest.raises(IchbenchError) as exc:
+        resolve(NnUNet2D(), "phantom", "smoke", [setting])
+    assert str(exc.value).startswith(says) and "\n" not in str(exc.value)
 
 
 @pytest.mark.parametrize("dataset", ["segcq500", "hssayeni", "phantom"])

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import copy
 
-from ichbench.api import Field, LabelNeeds, Method, MethodParams, UnknownNameError
+from ichbench.api import (WINDOW, Field, IchbenchError, InputSupport, LabelNeeds, Method, MethodParams,
+                          UnknownNameError)
 
 # nnU-Net's nnUNetTrainer defaults (nnunetv2 2.8): 1000 epochs of 250 training and 50 validation
 # iterations, SGD (Nesterov, momentum 0.99) from lr 1e-2 with a poly schedule, weight decay 3e-5,
@@ -71,6 +72,16 @@ class NnUNet2D(Method):
     pretrain_params_model = MethodParams   # no pretext
     finetune_params_model = NnUNetParams
     profiles = {"paper": PAPER, "smoke": SMOKE}
+    # nnU-Net's 2d configuration reads each slice alone, in HU normalised by its own CT rule:
+    # neither neighbours as channels (input.context) nor ichbench's windows (input.windows) reach
+    # it, so a run asking for them is refused before anything trains, not run as something else.
+    inputs = InputSupport(max_context=0, max_windows=1)
+
+    def check_inputs(self, cfg) -> None:
+        super().check_inputs(cfg)
+        if [tuple(w) for w in cfg.input.windows] != [tuple(WINDOW)]:
+            raise IchbenchError(f"method {self.name!r} normalises HU by nnU-Net's own CT rule and takes no "
+                                f"input.windows (got {[list(w) for w in cfg.input.windows]}); leave the default")
 
     def finetune_overrides(self, profile: str) -> dict:
         if profile not in self.profiles:
