@@ -164,4 +164,7 @@ def finetune(method: str = METHOD_OPT, dataset: str = DATASET_OPT,
         print(json.dumps({"result": str(out / "result.json"), "summary": result["summary"]}, indent=2))
         return
     console.print(_summary_table(result))
+    from ichbench.orchestrate.report import surface_lines
+    for line in surface_lines(result["summary"]):   # HD in mm, NSD in percent, mL agreement
+        console.print(line, highlight=False)
     console.print(f"per-volume metrics and config: {out / 'result.json'}")
