@@ -191,7 +191,10 @@ def test_results_table_shows_hd95_nsd_and_ml_agreement_under_the_dice():
     # HD95 and HD over the finite 2, 0, 6: 2.7 ± 3.1 mm, one inf; NSD 60.0 ± 45.5 %; bias -0.50 mL
     narrow = "\n".join(render(result_table([outcome(summarize(ROWS))]), 80))
     assert "HD95 2.7±3.1 mm, HD 2.7±3.1 mm (1 inf), NSD 60.0±45.5 %" in narrow
-    assert "bias -0.50 mL" in narrow and narrow.index("Dice all") < narrow.index("HD95")
+    assert "bias -0.50 mL" in narrow and narrow.index("Dice all") < narrow.index("HD95") and "capped" not in narrow
+    # eval.hd_cap_mm: (2 + 100 + 0 + 6) / 4 = 27 for both
+    capped = "\n".join(render(result_table([outcome(summarize(ROWS, hd_cap_mm=100.0))]), 80))
+    assert "HD95 / HD with each capped at 100 mm: 27.0 / 27.0 mm" in capped
     wide = render(result_table([outcome(summarize(ROWS))]), 200)
     [row] = [line for line in wide if line.startswith("│ multilabel_dl │ phantom │")]
     assert [c.strip() for c in row.split("│")[3:8]] == ["2.7±3.1", "2.7±3.1", "1", "60.0±45.5", "0.000"]

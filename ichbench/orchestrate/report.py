@@ -61,8 +61,13 @@ def surface_numbers(summary: dict) -> list[str]:
 def surface_lines(summary: dict) -> list[str]:
     """The same numbers as two lines of at most 80 columns (the stacked layout)."""
     hd95, hd, inf, nsd, ccc, icc, bias, limits = surface_numbers(summary)
-    return [f"  HD95 {hd95} mm, HD {hd} mm ({inf} inf), NSD {nsd} %",
-            f"  mL: CCC {ccc}, ICC(2,1) {icc}, bias {bias} mL, 95% limits {limits}"]
+    lines = [f"  HD95 {hd95} mm, HD {hd} mm ({inf} inf), NSD {nsd} %",
+             f"  mL: CCC {ccc}, ICC(2,1) {icc}, bias {bias} mL, 95% limits {limits}"]
+    a, cap = summary.get("all") or {}, summary.get("hd_cap_mm")
+    if cap is not None and a.get("hd_mm"):   # eval.hd_cap_mm: an infinite HD counts as the cap
+        lines.append(f"  HD95 / HD with each capped at {cap:g} mm: {_num(a['hd95_mm'].get('mean_capped'), 1)}"
+                     f" / {_num(a['hd_mm'].get('mean_capped'), 1)} mm")
+    return lines
 
 
 def _numbers(summary: dict, scale: float) -> list[str]:
