@@ -179,6 +179,16 @@ async def _drive(ws_url, url):
                 await page.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left",
                                 clickCount=1)
             out["after_two"] = await page.js(col)
+            # the floor stays in the footer, below every sorted row: never ranked
+            out["last_rows"] = await page.js("Array.from(document.querySelectorAll('table.results'))"
+                                             ".map(t => t.rows[t.rows.length - 1].id || t.rows[t.rows.length - 1]"
+                                             ".className)")
+            out["floor_hssayeni"] = await page.js("document.querySelector('#floor-hssayeni td.m').textContent")
+            out["surface_head"] = await page.js(
+                "Array.from(document.querySelectorAll('#surface-phantom thead th')).map(h => h.textContent)")
+            out["surface_cells"] = await page.js(
+                "Array.from(document.querySelectorAll('#surface-phantom tr')).slice(1).map(r => "
+                "[r.className, Array.from(r.cells).map(c => c.textContent)])")
             await asyncio.sleep(0.2)
             out["events"] = list(page.events)
             pump.cancel()
@@ -195,8 +205,21 @@ def test_page_in_headless_chromium(browser, page_file):
     assert errors == []
     fetched = [e["params"]["request"]["url"] for e in out["events"] if e["method"] == "Network.requestWillBeSent"]
     assert fetched and all(u.startswith(("file://", "data:")) for u in fetched), fetched
-    assert out["tables"] == 3 and out["published_rows"] == 10
-    assert dict(out["plots"]) == {"box-phantom": True, "le-phantom": True}
+    assert out["tables"] == 6 and out["published_rows"] == 10
+    assert dict(out["plots"]) == {"box-phantom": True, "le-phantom": True, "va-phantom-1": True,
+                                  "va-phantom-2": True, "va-phantom-3": True}
+    # after sorting, each table still ends with its "predicts nothing" reference row
+    assert out["last_rows"] == ["floor-hssayeni", "reference", "floor-segcq500", "reference",
+                                "floor-phantom", "reference"]
+    assert out["floor_hssayeni"].startswith("52.00 ± 50.30")    # 39 of 75 volumes without ICH
+    # the surface table: HD95, HD, NSD and |RVD| per volume group, then the volume agreement
+    head = [h.split("[")[0].split("mL")[0].strip() for h in out["surface_head"]]
+    assert head == ["Method", "HD95", "HD", "NSD", "|RVD|", "HD95", "HD", "NSD", "|RVD|", "CCC", "ICC(2,1)", "Bias"]
+    cells = dict((r[1][0], (r[0], r[1][1:])) for r in out["surface_cells"])
+    entries = [v for k, v in cells.items() if v[0] == "entry"]
+    assert len(entries) == 3 and all("–" not in c for _, row in entries for c in row[:4]), entries
+    kind, floor = cells["Predicts nothing (reference)"]
+    assert kind == "reference" and "∞ × 4" in floor[0]       # HD95 infinite on the 4 ICH volumes
     assert out["header"].startswith("Recall [%]") and "ICH volumes" in out["header"]
     # the page opens sorted by Dice over all volumes, not by this column
     assert out["before"] != sorted(out["before"], reverse=True)
@@ -210,7 +233,8 @@ def test_results_tables_fit_a_1400_pixel_window(browser, page_file):
     out = asyncio.run(_drive(browser, page_file.as_uri()))
     wide, narrow = out["layout_1400"], out["layout_800"]
     assert wide["vw"] >= 1380 and narrow["vw"] <= 800
-    assert len(wide["tables"]) == 3 and all(t["details"] > 0 for t in wide["tables"])
+    # per dataset its results table (with the Details column) and its surface table
+    assert len(wide["tables"]) == 6 and [t["details"] > 0 for t in wide["tables"]] == [True, False] * 3
     for t in wide["tables"]:
         # at 1400 px every cell, the Details included, is whole and in view, and the table uses the width
         assert t["overflowing"] == [] and t["unreachable"] == [] and t["out_of_view"] == [], t
@@ -219,7 +243,8 @@ def test_results_tables_fit_a_1400_pixel_window(browser, page_file):
     for t in narrow["tables"]:
         # narrower: the wrapper scrolls sideways, nothing is cut, and the page itself does not scroll
         assert t["overflowing"] == [] and t["unreachable"] == [], t
-        assert t["scroll"] > t["client"], t
+        # (a table narrow enough to fit, as Seg-CQ500's one-group surface table, need not scroll)
+        assert t["scroll"] > t["client"] or (t["details"] == 0 and t["width"] <= t["client"]), t
     assert narrow["page"] <= narrow["vw"]
     # the phantom is not a dataset of the paper: its k comes from canonical.json, and the entries' k is named
     text = " ".join(out["phantom_text"].split())

@@ -12,9 +12,10 @@ from ichbench.leaderboard.entries import rescore
 from ichbench.leaderboard.render import render
 from ichbench.orchestrate.reproduce import compare
 from ichbench.leaderboard.reproductions import append, entry_sha256, record_path
+from ichbench.leaderboard.schema import SURFACE_KEYS
 from ichbench.leaderboard.validate import validate
 from tests.test_leaderboard_support import (flags_of, leaderboard_cli, make_entry, recorded_board,
-                                            write_entry)
+                                            recount, surface_for, write_entry)
 
 cli = leaderboard_cli
 
@@ -35,7 +36,8 @@ def rejected(folder, name):
 def perfect(flags):
     return [{"volume_id": v, "tp": 500 if ich else 0, "fp": 0, "fn": 0,
              "pred_ml": 0.5 if ich else 0.0, "true_ml": 0.5 if ich else 0.0,
-             "subtypes": ["iph"] if ich else []} for v, ich in sorted(flags.items())]
+             "subtypes": ["iph"] if ich else [], **surface_for(500 if ich else 0, 0, 0, 0.0)}
+            for v, ich in sorted(flags.items())]
 
 
 def test_forged_entry_claiming_a_paper_method_from_another_distribution_is_refused(board):
@@ -156,7 +158,8 @@ def test_same_numbers_under_a_new_run_id_are_a_duplicate(board):
     out = cli("validate", "--root", folder.root, later)
     assert out.exit_code == 1 and "duplicate: the same per-volume counts" in out.output
     # one volume's counts differ: not a duplicate
-    again["per_volume"][0]["fp"] += 1
+    r = again["per_volume"][0]
+    recount(r, r["tp"], r["fp"] + 1, r["fn"])
     again["summary"] = rescore(again["per_volume"])
     later.write_text(json.dumps(again))
     assert cli("validate", "--root", folder.root).exit_code == 0
@@ -165,7 +168,7 @@ def test_same_numbers_under_a_new_run_id_are_a_duplicate(board):
 def test_fold_digests(board):
     folder, flags, fp = board
     entry = make_entry(flags, fingerprint=fp)
-    assert [f["fold"] for f in entry["folds"]] == [0, 1, 2] and entry["schema_version"] == 2
+    assert [f["fold"] for f in entry["folds"]] == [0, 1, 2] and entry["schema_version"] == 3
     path = write_entry(folder, {**entry, "folds": entry["folds"][:2]})
     _, lines = rejected(folder, path.name)
     want = ("folds lists digests for folds 0, 1, but the volumes were scored in folds 0, 1, 2: "
@@ -175,8 +178,10 @@ def test_fold_digests(board):
     path.write_text(json.dumps(missing))
     _, lines = rejected(folder, path.name)
     assert any("'folds' is a required property" in x for x in lines)
-    # an entry of schema 1 (before digests) stays valid
-    path.write_text(json.dumps({**missing, "schema_version": 1}))
+    # an entry of schema 1 (before digests, and before surface metrics) stays valid
+    old = {**{k: v for k, v in missing.items() if k != "nsd_mm"}, "schema_version": 1,
+           "per_volume": [{k: v for k, v in r.items() if k not in SURFACE_KEYS} for r in entry["per_volume"]]}
+    path.write_text(json.dumps(old))
     assert cli("validate", "--root", folder.root).exit_code == 0
 
 

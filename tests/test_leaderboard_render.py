@@ -63,6 +63,23 @@ def test_readme_rows_and_numbers(board):
     assert row.endswith("| 0.50 |")
     assert md.count("| re-scored, self-reported |") == 4 and md.count("| published |") == 20
     assert "## Seg-CQ500" in md and "canonical.json lacks what only a real ingest" in md
+    # each table ends with the "predicts nothing" reference, from canonical.json's counts: Hssayeni
+    # 39 of 75 volumes healthy (52 %), Seg-CQ500 none, the fixture's phantom 4 of 8
+    floors = [line for line in md.splitlines()
+              if line.startswith("| *Predicts nothing (reference)* | reference, not ranked | ")]
+    assert [f.split(" | ")[2] for f in floors] == ["52.00 ± 50.30", "0.00 ± 0.00", "50.00 ± 53.45"]
+    # last in its table, below every ranked row
+    assert all(md.split(f + "\n", 1)[1].startswith("\n") for f in floors)
+    # the surface table of the phantom: the entries' HD95 over ICH volumes, infinite ones counted
+    e = entries[0]
+    ich = [r for r in e["per_volume"] if r["has_ich"]]
+    finite = [r["hd95_mm"] for r in ich if r["hd95_mm"] != "inf"]
+    n_inf = len(ich) - len(finite)
+    mean = f"{sum(finite) / len(finite):.2f}"
+    srow = next(line for line in md.splitlines()
+                if line.startswith("| Multi-label classification (DL) · run aaaaaaaa") and "CCC" not in line
+                and line.count("|") == 9)
+    assert f" | {mean} ± " in srow and (f"(∞ × {n_inf})" in srow) == (n_inf > 0)
 
 
 def test_page_tables_plots_and_no_external_resources(board):
@@ -71,7 +88,13 @@ def test_page_tables_plots_and_no_external_resources(board):
     html = folder.index.read_text()
     for ds in ("hssayeni", "segcq500", "phantom"):
         assert f'id="results-{ds}"' in html
-    assert html.count('<tr class="published">') == 20 and html.count('<tr class="entry">') == 4
+    # every row twice: the results table and the surface table
+    assert html.count('<tr class="published">') == 40 and html.count('<tr class="entry">') == 8
+    for ds in ("hssayeni", "segcq500", "phantom"):
+        assert f'id="surface-{ds}"' in html and f'<tr class="reference" id="floor-{ds}">' in html
+    assert html.count('<tr class="reference"') == 6   # the floor in each table's footer
+    # one volume agreement figure per entry
+    assert all(f'id="va-phantom-{i}"' in html for i in range(1, 5)) and 'id="va-phantom-5"' not in html
     # a +ICM entry says which cavity mask it used
     assert "ICM: unet" in html and html.count("ICM: ") == 1
     assert re.search(r'id="box-phantom"[^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', html)
@@ -127,7 +150,7 @@ def test_render_is_deterministic_and_refuses_invalid(board):
     assert out.exit_code == 1 and "REJECT leaderboard/entries/phantom/unet_mixed--bbbbbbbb.json" in out.output
     out = CliRunner().invoke(app, ["render", "--root", str(folder.root), "--skip-invalid"])
     assert out.exit_code == 0, out.output
-    assert folder.index.read_text().count('<tr class="entry">') == 3
+    assert folder.index.read_text().count('<tr class="entry">') == 6
 
 
 def test_no_label_efficiency_view_with_one_amount(tmp_path, home):

@@ -20,7 +20,7 @@ from ichbench.leaderboard.validate import validate
 from ichbench.orchestrate.driver import Driver
 from ichbench.orchestrate.plan import plan_method
 from ichbench.tracking import Tracker, default_tracking_uri
-from tests.test_leaderboard_support import copy_folder
+from tests.test_leaderboard_support import copy_folder, recount
 
 pytestmark = pytest.mark.slow   # a five-fold Ray run, then re-runs
 
@@ -57,7 +57,8 @@ def reproduce(submitted, entry, monkeypatch, *args):
 def test_entry_carries_the_fold_digests_of_the_run(submitted):
     entry = json.loads(submitted["entry"].read_text())
     plan = submitted["plan"]
-    assert entry["schema_version"] == 2 and [f["fold"] for f in entry["folds"]] == [0, 1, 2, 3, 4]
+    assert entry["schema_version"] == 3 and [f["fold"] for f in entry["folds"]] == [0, 1, 2, 3, 4]
+    assert entry["nsd_mm"] == 1.0 and all(r["nsd"] is not None and "hd95_mm" in r for r in entry["per_volume"])
     for f in entry["folds"]:
         res = json.loads((plan.fold_dir(f["fold"]) / "result.json").read_text())
         assert f["model_sha256"] == res["model"]["sha256"]   # the model.pt digest the fold wrote
@@ -110,7 +111,7 @@ def test_a_tampered_dice_fails_naming_the_volume(submitted, monkeypatch, tmp_pat
     # copy is internally consistent: only a re-run can tell)
     row = next(r for r in entry["per_volume"] if r["fold"] == 2 and r["tp"] + r["fn"] > 0)
     before = ratios(row["tp"], row["fp"], row["fn"])["dice"]
-    row["tp"], row["fp"], row["fn"] = row["tp"] + row["fn"], 0, 0
+    recount(row, row["tp"] + row["fn"], 0, 0)   # mL and surface metrics made to agree
     assert ratios(row["tp"], row["fp"], row["fn"])["dice"] - before > VOLUME_TOLERANCE
     entry["summary"] = rescore(entry["per_volume"])
     copy = tmp_path / submitted["entry"].name
@@ -122,6 +123,12 @@ def test_a_tampered_dice_fails_naming_the_volume(submitted, monkeypatch, tmp_pat
                                f"entry, {100 * before:.2f} % re-run")
     # the only volume named; the fold's mean moved with it
     assert [x.split()[2] for x in fails if x.startswith("FAIL volume")] == [row["volume_id"]]
+    # its forged HD/NSD (made to agree with the forged counts) differ from what the bit-identical
+    # predictions give
+    assert [x for x in fails if x.startswith("FAIL surface metrics")] == [
+        x for x in fails if x.startswith(f"FAIL surface metrics of volume {row['volume_id']} (fold 2), from "
+                                         "predictions bit-identical to the entry's: hd_mm")]
+    assert any(x.startswith("FAIL surface metrics") for x in fails)
     assert "NOT reproduced: recorded in" in out.output
     [rec] = json.loads(record_path(copy).read_text())["records"]
     assert rec["passed"] is False and row["volume_id"] in rec["failures"][0]

@@ -11,8 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from ichbench.cli.leaderboard import app
+from ichbench.evaluate import infjson
 from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.paths import Folder
+from ichbench.leaderboard.schema import SURFACE_KEYS
 from ichbench.leaderboard.validate import validate
 from ichbench.splits import make_split
 from tests.test_leaderboard_support import (assert_same_summary, copy_folder, counts_for, fake_folds, flags_of,
@@ -22,7 +24,8 @@ runner = CliRunner()
 
 
 def _log_run(uri, exp_id, flags, fingerprint, *, method="multilabel_dl", seed=0, status="FINISHED",
-             kind="parent", summary_shift=0.0, split_hash=None, folds=None, tags=None, digests=True):
+             kind="parent", summary_shift=0.0, split_hash=None, folds=None, tags=None, digests=True,
+             surface=True, nsd_mm=1.0, config_nsd_mm=None):
     split = make_split("phantom", flags, 3)
     fold_of = {v: f["fold"] for f in split["folds"] for v in f["test"]}
     rows = []
@@ -38,6 +41,13 @@ def _log_run(uri, exp_id, flags, fingerprint, *, method="multilabel_dl", seed=0,
     # submit that accepts it has re-scored the counts to the same numbers
     summary = hand_summary(rows)
     summary["all"]["dice"]["mean"] += summary_shift
+    if surface:   # as the driver logs them (issue 22): infinities as "inf", the tolerance in the summary
+        rows, summary["nsd_mm"] = infjson.encode(rows), nsd_mm
+    else:         # a run scored before the surface metrics
+        rows = [{k: v for k, v in r.items() if k not in SURFACE_KEYS} for r in rows]
+    config = {"finetune": {"epochs": 1, "lr": 1e-3}, "data": {"labeled_fraction": 1.0}}
+    if config_nsd_mm is not None:
+        config["eval"] = {"nsd_mm": config_nsd_mm}
     tags = {"ichbench.kind": kind, "ichbench.method": method, "ichbench.dataset": "phantom",
             "ichbench.profile": "smoke", "ichbench.dataset_fingerprint": fingerprint,
             "ichbench.split_hash": split_hash or split["hash"], "ichbench.k": "3", "ichbench.version": "0.1.0",
@@ -46,7 +56,7 @@ def _log_run(uri, exp_id, flags, fingerprint, *, method="multilabel_dl", seed=0,
             "ichbench.gpu_hours": "0.25", **(tags or {})}
     with mlflow.start_run(experiment_id=exp_id, tags=tags) as run:
         mlflow.log_dict(rows, "per_volume.json")
-        mlflow.log_dict({"finetune": {"epochs": 1, "lr": 1e-3}, "data": {"labeled_fraction": 1.0}}, "config.json")
+        mlflow.log_dict(config, "config.json")
         mlflow.log_dict(split, "split.json")
         mlflow.log_dict(summary, "summary.json")
         if digests:   # the driver's folds.json (runs logged before it existed have none)
@@ -110,7 +120,13 @@ def test_submit_by_run_id_writes_a_valid_entry(tracking, folder):
     assert e["ichbench_commit"] == "0123456789abcdef"
     assert e["config"]["finetune"]["lr"] == 1e-3
     assert set(e["per_volume"][0]) == {"volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes",
-                                       "has_ich"}
+                                       "has_ich", *SURFACE_KEYS}
+    # the run's surface metrics, infinities as "inf", and the tolerance they were scored at
+    assert e["schema_version"] == 3 and e["nsd_mm"] == 1.0
+    got = {r["volume_id"]: r for r in e["per_volume"]}
+    for r in counts_for(flags_of_home(tracking["home"]), 1):
+        assert {k: got[r["volume_id"]][k] for k in SURFACE_KEYS} == infjson.encode({k: r[k] for k in SURFACE_KEYS})
+    assert any(r["hd_mm"] == "inf" for r in e["per_volume"])
     assert e["per_volume"] == sorted(e["per_volume"], key=lambda r: r["volume_id"])
     # the counts are the run's (seed 1) and the summary is eqs. 1-3 over them, by hand
     flags = flags_of_home(tracking["home"])
@@ -283,3 +299,15 @@ def test_a_run_without_fold_digests_is_refused_with_what_to_do(tracking, folder)
     assert out.exit_code == 1
     assert "artifact folds.json missing: the run was logged before entries carried each fold's model" \
         in out.output and "rerun the same `ichbench run`" in out.output
+
+
+@pytest.mark.parametrize("kw, reason", [
+    ({"surface": False}, "has no surface metrics: the run was scored before per-volume rows carried HD"),
+    ({"nsd_mm": None}, "summary.json does not say the NSD tolerance its rows were scored at (nsd_mm = None)"),
+    ({"config_nsd_mm": 0.42}, "nsd_mm = 1.0 but its config scores NSD at eval.nsd_mm = 0.42"),
+])
+def test_a_run_without_surface_metrics_or_their_tolerance_is_refused(tracking, folder, kw, reason):
+    rid = log_another(tracking, method="context_restoration", seed=11, **kw)
+    out = submit(tracking, folder, "--run-id", rid)
+    assert out.exit_code == 1 and reason in out.output, out.output
+    assert not list((folder.root / "entries").rglob("*.json"))

@@ -51,7 +51,8 @@ def flags_of(store_res) -> dict:
 
 
 def counts_for(flags: dict, seed: int) -> list[dict]:
-    """Per-volume rows with random but valid counts: no TP/FN where the volume has no ICH."""
+    """Per-volume rows with random but valid counts (no TP/FN where the volume has no ICH), 1 µL
+    voxels, and surface metrics that follow the empty-case rule (`surface_for`)."""
     rng = np.random.default_rng(seed)
     rows = []
     for vid in sorted(flags):
@@ -62,8 +63,42 @@ def counts_for(flags: dict, seed: int) -> list[dict]:
             tp, fn, fp = 0, 0, int(rng.integers(0, 3) * rng.integers(0, 50))
         rows.append({"volume_id": vid, "tp": tp, "fp": fp, "fn": fn,
                      "pred_ml": (tp + fp) * 0.001, "true_ml": (tp + fn) * 0.001,
-                     "subtypes": ["iph"] if flags[vid] else []})
+                     "subtypes": ["iph"] if flags[vid] else [],
+                     **surface_for(tp, fp, fn, float(rng.uniform(1.5, 40.0)))})
     return rows
+
+
+def surface_for(tp: int, fp: int, fn: int, hd: float, voxel_ml: float = 0.001) -> dict:
+    """Surface and volume metrics of a row, written out by hand from docs/score.md's rules (not
+    ichbench's code): inf where exactly one mask is empty, 0/NSD 1 for the same masks, else HD
+    `hd` (> the 1 mm tolerance, so NSD < 1), HD95 0.8 HD, NSD 0.5."""
+    pred_ml, true_ml = (tp + fp) * voxel_ml, (tp + fn) * voxel_ml
+    pred_empty, truth_empty = tp + fp == 0, tp + fn == 0
+    empty = {(False, False): "none", (True, False): "pred", (False, True): "truth", (True, True): "both"}[
+        (pred_empty, truth_empty)]
+    if empty in ("pred", "truth"):
+        hd, hd95, nsd = math.inf, math.inf, 0.0
+    elif fp + fn == 0:
+        hd, hd95, nsd = 0.0, 0.0, 1.0
+    else:
+        hd95, nsd = 0.8 * hd, 0.5
+    rvd = (pred_ml - true_ml) / true_ml if true_ml else (0.0 if pred_ml == 0 else math.inf)
+    return {"hd_mm": hd, "hd95_mm": hd95, "nsd": nsd, "rvd": rvd, "abs_rvd": abs(rvd),
+            "vol_err_ml": pred_ml - true_ml, "abs_vol_err_ml": abs(pred_ml - true_ml), "empty": empty}
+
+
+def recount(row: dict, tp: int, fp: int, fn: int) -> dict:
+    """`row` (in place) with new counts and what a careful forger changes with them: the mL at the
+    row's own voxel volume and surface metrics that follow the rules (`surface_for`; HD kept)."""
+    voxel_ml = row["true_ml"] / (row["tp"] + row["fn"]) if row["tp"] + row["fn"] else \
+        row["pred_ml"] / (row["tp"] + row["fp"]) if row["tp"] + row["fp"] else 0.001
+    hd = row.get("hd_mm", "inf")
+    hd = 7.0 if hd == "inf" or not math.isfinite(float(hd)) or float(hd) <= 1.0 else float(hd)
+    row.update(tp=tp, fp=fp, fn=fn, pred_ml=(tp + fp) * voxel_ml, true_ml=(tp + fn) * voxel_ml)
+    if "hd_mm" in row:
+        row.update({k: "inf" if isinstance(v, float) and math.isinf(v) else v
+                    for k, v in surface_for(tp, fp, fn, hd, voxel_ml).items()})
+    return row
 
 
 def fake_folds(run_id: str, k: int) -> list[dict]:
@@ -85,7 +120,7 @@ def make_entry(flags: dict, *, k: int = 3, method: str = "multilabel_dl", run_id
                        fingerprint=fingerprint, split_hash=split["hash"], k=k, profile="smoke",
                        config=config or {"finetune": {"epochs": 1}}, per_volume=rows, ichbench_version="0.1.0",
                        hardware="cpu: test", gpu_hours=gpu_hours, run_id=run_id, date="2025-01-02T03:04:05Z",
-                       code_url=None, code_commit="deadbeef", folds=fake_folds(run_id, k))
+                       code_url=None, code_commit="deadbeef", nsd_mm=1.0, folds=fake_folds(run_id, k))
 
 
 def write_entry(folder: Folder, entry: dict, rel: Path | None = None) -> Path:

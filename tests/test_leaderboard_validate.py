@@ -14,7 +14,7 @@ from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.entries import relpath, rescore
 from ichbench.leaderboard.validate import validate
 from tests.test_leaderboard_support import (copy_folder, flags_of, hand_summary, leaderboard_cli, make_entry,
-                                            phantom_store, recorded_board, resplit, write_entry)
+                                            phantom_store, recount, recorded_board, resplit, write_entry)
 
 cli = leaderboard_cli
 
@@ -97,7 +97,7 @@ def test_ich_flag_without_scored_voxels_counts_as_ich(board):
     folder, flags, _, entry, path = board
     e = copy.deepcopy(entry)
     row = next(r for r in e["per_volume"] if r["has_ich"])
-    row["tp"], row["fn"] = 0, 0
+    recount(row, 0, row["fp"], 0)
     # the summary by hand (not ichbench's scorer): the flagged row is in the ICH group
     e["summary"] = hand_summary(e["per_volume"])
     assert e["summary"]["ich"]["n"] == sum(flags.values()) == 3

@@ -5,6 +5,7 @@ In order: the schema (nothing else runs on an entry that fails it); no patient i
 built-in method's name only from the ichbench distribution (claims.py); per-fold digests for every
 fold; where it sits in the folder; its rows (each volume once, folds in range, known subtypes, ICH
 flags that agree with the counts); the summary recomputed from the per-volume counts (to 1e-9);
+the surface metrics' consistency with the counts and volumes (surface_checks.py);
 the split hash against the folds its volumes were scored in (a run of some folds is named as
 such); then against canonical.json: volume ids, ICH flags, fingerprint and the canonical split.
 """
@@ -20,6 +21,7 @@ from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard.claims import claim_problems
 from ichbench.leaderboard.entries import filename, rescore, row_has_ich, summary_differences
 from ichbench.leaderboard.schema import entry_problems
+from ichbench.leaderboard.surface_checks import surface_problems
 from ichbench.splits import SPLIT_SEED, make_split, split_hash
 
 # Keys that name a person or a DICOM object rather than a dataset volume. Generic "name" keys are
@@ -43,7 +45,7 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     out += twice + out_of_range + _unknown_subtypes(rows) + contradicted
     if twice or out_of_range or contradicted:
         return out   # re-scoring and the split checks need each volume once, in a fold, ICH as counted
-    out += summary_differences(entry["summary"], rescore(rows))
+    out += summary_differences(entry["summary"], rescore(rows)) + surface_problems(entry)
     partial = _partial_run(entry)
     if partial:
         return out + partial + _fingerprint(entry, exp)

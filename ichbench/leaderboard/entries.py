@@ -1,8 +1,11 @@
 """Leaderboard entries: building one from a run's per-volume rows, naming, and re-scoring.
 
-An entry stores per-volume counts only (TP/FP/FN and volumes in mL), never the ratios: every
-number shown on the leaderboard is recomputed from the counts with the paper's eqs. 1–3 (ε = 1)
-by the same code that evaluates runs (`ichbench.evaluate.summarize`).
+An entry stores per-volume counts (TP/FP/FN and volumes in mL), never the ratios: Dice, precision
+and recall shown on the leaderboard are recomputed from the counts with the paper's eqs. 1–3
+(ε = 1) by the same code that evaluates runs (`ichbench.evaluate.summarize`), and |RVD| and the mL
+errors from the mL. HD, HD95 and NSD (schema version 3) cannot be recomputed from counts: they are
+stored as the run computed them and checked for consistency (`surface_checks.py`) and, by
+`leaderboard reproduce`, against the re-run (`reproductions.surface_failures`).
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from pathlib import Path
 
 from ichbench.evaluate.metrics import METRIC_EPS, ratios
 from ichbench.evaluate.summary import summarize
-from ichbench.leaderboard.schema import GROUPS, METRICS, SCHEMA_VERSION
+from ichbench.leaderboard.schema import GROUPS, METRICS, SCHEMA_VERSION, SURFACE_KEYS
 from ichbench.names import inside
 
 EPS = METRIC_EPS   # the paper's ε, as every run is scored (kept under this name for the ledger)
-ROW_KEYS = ("volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes", "has_ich")
+ROW_KEYS = ("volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes", "has_ich", *SURFACE_KEYS)
 
 
 def row_has_ich(r: dict) -> bool:
@@ -24,6 +27,24 @@ def row_has_ich(r: dict) -> bool:
     Validation checks a recorded flag against the counts and the canonical flags."""
     flag = r.get("has_ich")
     return bool(flag) if flag is not None else int(r["tp"]) + int(r["fn"]) > 0
+
+
+def _inf_text(x):
+    """A metric as an entry holds it: a float, or "inf" (JSON has no infinity; docs/score.md).
+    Anything else (NaN, -inf, text) is kept as text for the schema to refuse by name."""
+    if x == "inf" or x == math.inf:
+        return "inf"
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+        return float(x)
+    return x if isinstance(x, str) else repr(x)
+
+
+def surface_values(r: dict) -> dict | None:
+    """A row's surface and volume metrics with "inf" read as float('inf'); None for a row of an
+    entry older than schema version 3 (no HD, HD95 or NSD: shown as "–")."""
+    if "hd_mm" not in r:
+        return None
+    return {k: r[k] if k == "empty" else (math.inf if r[k] == "inf" else float(r[k])) for k in SURFACE_KEYS}
 
 
 def scored_rows(per_volume: list[dict]) -> list[dict]:
@@ -86,18 +107,20 @@ def relpath(entry: dict) -> Path:
 
 def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, fingerprint: str, split_hash: str,
                 k: int, profile: str, config: dict, per_volume: list[dict], ichbench_version: str, hardware,
-                gpu_hours, run_id: str, date: str, code_url, code_commit, ichbench_commit=None,
+                gpu_hours, run_id: str, date: str, code_url, code_commit, nsd_mm: float, ichbench_commit=None,
                 folds: list[dict] | None = None) -> dict:
     """`code_commit`: the commit of the method's own code (its plugin's, ichbench's for a built-in);
     `ichbench_commit`: the commit of the ichbench that ran it; `folds`: per fold its model and
-    prediction digests and numerics (the driver's `folds.json`)."""
+    prediction digests and numerics (the driver's `folds.json`); `nsd_mm`: the NSD tolerance of
+    the rows' `nsd`. Every row carries its SURFACE_KEYS (infinite values as float or "inf")."""
     rows = []
     for r in per_volume:
         subs = r.get("subtypes")
         rows.append({"volume_id": str(r["volume_id"]), "fold": int(r["fold"]), "tp": int(r["tp"]),
                      "fp": int(r["fp"]), "fn": int(r["fn"]), "pred_ml": float(r["pred_ml"]),
                      "true_ml": float(r["true_ml"]), "subtypes": None if subs is None else sorted(subs),
-                     "has_ich": row_has_ich(r)})
+                     "has_ich": row_has_ich(r),
+                     **{k: str(r[k]) if k == "empty" else _inf_text(r[k]) for k in SURFACE_KEYS}})
     rows.sort(key=lambda r: r["volume_id"])
     return {
         "schema_version": SCHEMA_VERSION,
@@ -116,6 +139,7 @@ def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, finge
         "mlflow_run_id": run_id,
         "date": date,
         "code": {"url": code_url, "commit": code_commit},
+        "nsd_mm": float(nsd_mm),
         "folds": [fold_record(f) for f in sorted(folds or [], key=lambda f: int(f["fold"]))],
     }
 

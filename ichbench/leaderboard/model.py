@@ -1,7 +1,10 @@
 """What the rendered leaderboard shows, computed once for the README and the page.
 
 Published rows keep the paper's printed numbers (percent). Entries are re-scored from their
-per-volume counts and shown in percent too, with a bootstrap CI over volumes.
+per-volume counts and shown in percent too, with a bootstrap CI over volumes. Beside them, per
+entry: HD, HD95 and NSD as the entry holds them (schema version 3; None before), |RVD| and the
+volume agreement recomputed from its mL; and per dataset the "predicts nothing" reference row
+(floor.py), kept apart from the ranked rows.
 """
 
 from __future__ import annotations
@@ -9,10 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ichbench import SUBTYPES
+from ichbench.evaluate.agreement import volume_agreement
+from ichbench.evaluate.summary import metric_stats
+from ichbench.leaderboard import floor as floor_row
 from ichbench.leaderboard import stats
 from ichbench.leaderboard.canonical import Expectation
 from ichbench.leaderboard.claims import distribution_of, is_builtin
-from ichbench.leaderboard.entries import labeled_amount, scored_rows, short_id
+from ichbench.leaderboard.entries import labeled_amount, scored_rows, short_id, surface_values
+from ichbench.leaderboard.surface_checks import rvd_of
 from ichbench.leaderboard.published import PublishedRow
 from ichbench.leaderboard.reproductions import status
 from ichbench.leaderboard.schema import GROUPS, METRICS
@@ -22,12 +29,14 @@ DATASET_TITLES = {"hssayeni": "Hssayeni et al. (PhysioNet ct-ich)", "segcq500": 
 DATASET_ORDER = ("hssayeni", "segcq500")
 GROUP_TITLES = {"all": "all volumes", "ich": "ICH volumes"}
 METRIC_TITLES = {"dice": "Dice", "precision": "Precision", "recall": "Recall"}
+# the surface and volume metrics shown per group: stored (HD, HD95, NSD) or from the mL (|RVD|)
+SURFACE_SHOWN = ("hd95_mm", "hd_mm", "nsd", "abs_rvd")
 
 
 @dataclass
 class Row:
     key: str
-    kind: str  # "published" | "entry"
+    kind: str  # "published" | "entry" | "reference" (the predicts-nothing floor, never ranked)
     method: str
     label: str
     groups: dict  # group -> {"n", metric -> {"mean", "std", "ci"}} in percent
@@ -45,9 +54,15 @@ class Row:
     values: dict = field(default_factory=dict)  # metric -> {volume_id: percent}
     subtypes: dict = field(default_factory=dict)  # volume_id -> list | None
     has_ich: dict = field(default_factory=dict)  # volume_id -> bool
+    true_voxels: dict = field(default_factory=dict)  # volume_id -> tp + fn
     icm_source: str | None = None                 # +ICM entries: unet | classical | shipped
     builtin: bool = True                          # a built-in method run by ichbench itself
     reproduction: dict | None = None              # reproductions.status(): mark, who, when, …
+    # group -> key of SURFACE_SHOWN -> metric_stats (mm; fractions), None where unknown
+    surface: dict = field(default_factory=dict)
+    agreement: dict | None = None                 # evaluate.agreement.volume_agreement of the mL
+    ml: tuple | None = None                       # (predicted mL, true mL) per volume, for the plot
+    nsd_mm: float | None = None
 
     @property
     def published(self) -> bool:
@@ -80,6 +95,10 @@ class DatasetView:
     paper_k: int | None   # the paper's k for this dataset, when the paper covers it
     protocol_k: int | None  # the k to show: the paper's, else the one canonical.json (or the entries) records
     entry_ks: list = field(default_factory=list)  # the k of the re-scored entries, sorted
+    floor: Row | None = None   # "predicts nothing", from canonical.json's counts; not among `rows`
+    # how much the floor's Dice/recall understate (1/(n+1) taken as 0): the largest over the
+    # entries' own counts, {"all", "ich"} as fractions; None without entries
+    floor_gap: dict | None = None
     matrices: list = field(default_factory=list)
     label_efficiency: list = field(default_factory=list)  # points, when several amounts exist
 
@@ -91,7 +110,38 @@ class DatasetView:
 def _published_row(p: PublishedRow) -> Row:
     groups = {g: {"n": p.groups[g]["n"], **{m: {**p.groups[g][m], "ci": None} for m in METRICS}} for g in GROUPS}
     return Row(key=f"published:{p.source}:{p.method}", kind="published", method=p.method, label=p.label,
-               groups=groups, bold=list(p.bold))
+               groups=groups, bold=list(p.bold), surface={g: dict.fromkeys(SURFACE_SHOWN) for g in GROUPS})
+
+
+def _floor_row(name: str, exp: Expectation | None) -> Row | None:
+    f = floor_row.floor(exp.n_volumes, exp.n_ich_volumes) if exp is not None else None
+    if f is None:
+        return None
+    groups = {g: {"n": f["groups"][g]["n"], **{m: {"mean": _pct(f["groups"][g][m]["mean"]),
+                                                   "std": _pct(f["groups"][g][m]["std"]), "ci": None}
+                                               for m in METRICS}} for g in GROUPS}
+    # an empty prediction against any hemorrhage: Lin's CCC is 0 (no covariance); ICC and bias need
+    # the true volumes, which canonical.json does not hold
+    agreement = {"ccc": 0.0 if exp.n_ich_volumes else None, "icc_2_1": None, "bias_ml": None,
+                 "loa_low_ml": None, "loa_high_ml": None}
+    return Row(key=f"reference:{name}", kind="reference", method="predicts_nothing", label=floor_row.LABEL,
+               groups=groups, surface=f["surface"], agreement=agreement)
+
+
+def _floor_gap(entries: list, n_volumes: int | None) -> dict | None:
+    """The largest understatement of the floor over the entries' own hemorrhage voxel counts."""
+    gaps = [floor_row.understatement([n for v, n in r.true_voxels.items() if r.has_ich[v]], n_volumes)
+            for r in entries if n_volumes and len(r.has_ich) == n_volumes]
+    return {g: max(x[g] for x in gaps) for g in ("all", "ich")} if gaps else None
+
+
+def _surface(rows: list[dict], has_surface: bool) -> dict:
+    """SURFACE_SHOWN stats of these scored rows: HD, HD95 and NSD as stored (None for an entry
+    without them), |RVD| from the mL as every version holds them."""
+    out = {k: metric_stats([r["surface"][k] for r in rows]) if has_surface else None
+           for k in ("hd95_mm", "hd_mm", "nsd")}
+    out["abs_rvd"] = metric_stats([abs(rvd_of(r["pred_ml"], r["true_ml"])) for r in rows])
+    return out
 
 
 def _pct(x):
@@ -99,12 +149,14 @@ def _pct(x):
 
 
 def _entry_row(shown: str, e: dict, labels: dict, records: list | None = None) -> Row:
-    rows = scored_rows(e["per_volume"])
+    rows = [{**r, "surface": surface_values(r)} for r in scored_rows(e["per_volume"])]
+    has_surface = all(r["surface"] is not None for r in rows)
     values = {m: {r["volume_id"]: 100.0 * r[m] for r in rows} for m in METRICS}
     has_ich = {r["volume_id"]: r["has_ich"] for r in rows}
-    groups = {}
+    groups, surface = {}, {}
     for g in GROUPS:
         chosen = [r for r in rows if g == "all" or r["has_ich"]]
+        surface[g] = _surface(chosen, has_surface)
         groups[g] = {"n": len(chosen)}
         for m in METRICS:
             s = e["summary"][g][m]
@@ -124,7 +176,10 @@ def _entry_row(shown: str, e: dict, labels: dict, records: list | None = None) -
                gpu_hours=e["gpu_hours"], profile=e["profile"], k=e["split"]["k"], labeled=labeled_amount(e),
                run_id=e["mlflow_run_id"], path=shown, date=e["date"], code=e["code"], hardware=e["hardware"],
                plugin=e["plugin"], values=values, subtypes={r["volume_id"]: r["subtypes"] for r in rows},
-               has_ich=has_ich, icm_source=_icm_source(e))
+               has_ich=has_ich, icm_source=_icm_source(e), surface=surface,
+               agreement=volume_agreement([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows]),
+               ml=([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows]), nsd_mm=e.get("nsd_mm"),
+               true_voxels={r["volume_id"]: r["tp"] + r["fn"] for r in rows})
 
 
 def _icm_source(e: dict) -> str | None:
@@ -204,6 +259,8 @@ def build(published: list, entries: dict, expectations: dict, labels: dict,
                            left_out=exp.left_out() if exp and exp.known else [],
                            paper_k=_paper_k(name, exp), protocol_k=_protocol_k(name, exp, rows),
                            entry_ks=sorted({r.k for r in rows if not r.published and r.k is not None}))
+        view.floor = _floor_row(name, exp)
+        view.floor_gap = _floor_gap(view.entries, exp.n_volumes if exp else None)
         view.matrices = _matrices(rows, groups)
         view.label_efficiency = _label_efficiency(view.entries)
         views.append(view)

@@ -14,11 +14,14 @@ from functools import cache
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ichbench.leaderboard import plots
-from ichbench.leaderboard.model import GROUP_TITLES, METRIC_TITLES, DatasetView, PMatrix, Row
+from ichbench.leaderboard.model import GROUP_TITLES, METRIC_TITLES, SURFACE_SHOWN, DatasetView, PMatrix, Row
 from ichbench.leaderboard.schema import METRICS
 from ichbench.leaderboard.stats import N_BOOT
 
 GROUP_HEADINGS = {"all": "All volumes", "ich": "ICH volumes"}
+# (title, unit, factor) of each surface column: distances in mm, NSD and |RVD| in percent
+SURFACE_TITLES = {"hd95_mm": ("HD95", "mm", 1.0), "hd_mm": ("HD", "mm", 1.0), "nsd": ("NSD", "%", 100.0),
+                  "abs_rvd": ("|RVD|", "%", 100.0)}
 
 
 def fmt(x, digits: int = 2) -> str:
@@ -67,6 +70,8 @@ def _reproduction(rep: dict) -> str:
 def _details(row: Row) -> str:
     if row.published:
         return "Spahr et al. 2023, Table 3"
+    if row.kind == "reference":
+        return "an empty prediction on every volume; from canonical.json's volume counts; not a method"
     bits = [f"profile {row.profile or '?'}", f"k = {row.k}"]
     if row.icm_source:
         bits.append(f"ICM: {row.icm_source}")
@@ -83,6 +88,43 @@ def _details(row: Row) -> str:
     if row.date:
         bits.append(row.date[:10])
     return " · ".join(bits)
+
+
+def surface_cell(stats: dict | None, factor: float, nsd_mm: float | None = None) -> dict:
+    """A surface metric over a group: mean ± std over the finite values, the count of infinite ones
+    where nonzero ("–" where unknown: a published row, an entry before schema version 3)."""
+    if stats is None:
+        return {"value": "", "mean": "–", "std": None, "inf": 0, "tau": None}
+    mean = None if stats["mean"] is None else factor * stats["mean"]
+    std = None if stats["std"] is None else factor * stats["std"]
+    return {"value": "" if mean is None else f"{mean:.6f}", "mean": fmt(mean),
+            "std": None if std is None else fmt(std), "inf": stats["n_infinite"],
+            "tau": None if nsd_mm is None else f"{nsd_mm:g}"}
+
+
+def _agreement(a: dict | None) -> list[dict]:
+    a = a or {}
+    loa = (a.get("loa_low_ml"), a.get("loa_high_ml"))
+    return [{"value": "" if a.get(k) is None else f"{a[k]:.6f}", "text": fmt(a.get(k), d),
+             "loa": f"{fmt(loa[0])} to {fmt(loa[1])}" if k == "bias_ml" and None not in loa else None}
+            for k, d in (("ccc", 3), ("icc_2_1", 3), ("bias_ml", 2))]
+
+
+def _surface_row(row: Row, groups: list) -> dict:
+    cells = [surface_cell(row.surface[g][k], SURFACE_TITLES[k][2], row.nsd_mm if k == "nsd" else None)
+             for g in groups for k in SURFACE_SHOWN]
+    return {"kind": row.kind, "label": row.label, "cells": cells, "agreement": _agreement(row.agreement)}
+
+
+def _floor(view: DatasetView) -> dict | None:
+    if view.floor is None:
+        return None
+    out = _row(view.floor, view.groups)
+    out["surface"] = _surface_row(view.floor, view.groups)
+    gap = view.floor_gap
+    out["gap"] = None if gap is None else \
+        f"{100 * gap['all']:.2f} points over all volumes, {100 * gap['ich']:.2f} over ICH volumes"
+    return out
 
 
 def _row(row: Row, groups: list) -> dict:
@@ -151,7 +193,11 @@ def _dataset(view: DatasetView) -> dict:
             "n_published": sum(r.published for r in view.rows), "n_entries": len(view.entries),
             "left_out": "; ".join(view.left_out), "one_group": view.groups == ["all"],
             "head": [{"metric": METRIC_TITLES[m], "group": GROUP_TITLES[g]} for g in view.groups for m in METRICS],
-            "rows": [_row(r, view.groups) for r in view.rows],
+            "rows": [_row(r, view.groups) for r in view.rows], "floor": _floor(view),
+            "surface_head": [{"metric": SURFACE_TITLES[k][0], "unit": SURFACE_TITLES[k][1], "group": GROUP_TITLES[g]}
+                             for g in view.groups for k in SURFACE_SHOWN],
+            "surface_rows": [_surface_row(r, view.groups) for r in view.rows],
+            "agreement_plots": plots.volume_agreement(view),
             "boxplot": plots.dice_boxplots(view), "efficiency": _efficiency(view), "pvalues": _pvalues(view)}
 
 

@@ -12,6 +12,7 @@ import io
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ichbench.evaluate.agreement_plot import agreement_png
 from ichbench.leaderboard.model import DatasetView, subtype_groups
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -82,3 +83,14 @@ def label_efficiency(view: DatasetView) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def volume_agreement(view: DatasetView) -> list[dict]:
+    """Per entry, predicted against true mL and the Bland-Altman plot (the figure each run logs to
+    MLflow, `evaluate.agreement_plot`): [{"label", "plot"}]. Every entry version holds its mL."""
+    out = []
+    for r in view.entries:
+        png = agreement_png(*r.ml, title=r.label) if r.ml else None
+        if png is not None:
+            out.append({"label": r.label, "plot": base64.b64encode(png).decode("ascii")})
+    return out

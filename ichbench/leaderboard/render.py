@@ -15,7 +15,7 @@ from ichbench.leaderboard import canonical as canon
 from ichbench.files import write_text_atomic
 from ichbench.leaderboard.jsonio import dumps, write_json
 from ichbench.leaderboard.model import GROUP_TITLES, METRIC_TITLES, DatasetView, build
-from ichbench.leaderboard.page import fmt, render_page
+from ichbench.leaderboard.page import SURFACE_TITLES, surface_cell, fmt, render_page
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.published import load_published, paper_labels
 from ichbench.leaderboard.schema import ENTRY_SCHEMA, METRICS, printable
@@ -80,15 +80,52 @@ def markdown(views: list[DatasetView]) -> str:
         head.append("GPU-h")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---", "---"] + ["--:"] * (len(head) - 2)) + "|")
-        for r in v.rows:
-            source = "published" if r.published else f"re-scored, {mark_text(r)}"
-            cells = [md_text(r.label), source]
+        for r in v.rows + ([v.floor] if v.floor else []):
+            source = {"published": "published", "reference": "reference, not ranked"}.get(
+                r.kind, f"re-scored, {mark_text(r)}")
+            label = f"*{md_text(r.label)}*" if r.kind == "reference" else md_text(r.label)
+            cells = [label, source]
             cells += [_md_cell(r.groups[g][m], f"{g}.{m}" in r.bold) for g in v.groups for m in METRICS]
             cells.append("–" if r.gpu_hours is None else f"{r.gpu_hours:.2f}")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        if v.floor:
+            out += [_FLOOR_NOTE + (f" With the hemorrhage voxels of this dataset's entries, by at most "
+                                   f"{100 * v.floor_gap['all']:.2f} points over all volumes and "
+                                   f"{100 * v.floor_gap['ich']:.2f} over ICH volumes." if v.floor_gap else ""), ""]
+        out += _surface_markdown(v)
     out += ["How to submit and what is checked: `docs/leaderboard.md`.", ""]
     return "\n".join(out)
+
+
+_FLOOR_NOTE = ("*Predicts nothing* is a reference, not a method: an empty prediction scores 1 on every "
+               "volume without ICH (ε = 1), so its Dice over all volumes is their share. A volume with ICH "
+               "of n voxels scores 1/(n + 1) Dice and recall, taken as 0 (canonical.json records no voxel "
+               "counts): the row understates them by the mean of 1/(n + 1).")
+
+
+def _surface_markdown(v: DatasetView) -> list[str]:
+    """HD95, NSD and |RVD| per group and Lin's CCC of the mL: mean over the finite values, with the
+    count of infinite ones where nonzero; "–" where a row has none (the paper, older entries)."""
+    rows = [r for r in v.rows if not r.published] + ([v.floor] if v.floor else [])
+    if not [r for r in rows if r.kind != "reference"]:
+        return []
+    keys = ("hd95_mm", "nsd", "abs_rvd")
+    head = ["Method"] + [f"{SURFACE_TITLES[k][0]} [{SURFACE_TITLES[k][1]}] ({GROUP_TITLES[g]})"
+                         for g in v.groups for k in keys] + ["CCC (mL)"]
+    out = ["Surface distances and volumes (mean over finite values; ∞ × n: infinite in n volumes):", "",
+           "| " + " | ".join(head).replace("|RVD|", "\\|RVD\\|") + " |",
+           "|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|"]
+    for r in rows:
+        cells = [f"*{md_text(r.label)}*" if r.kind == "reference" else md_text(r.label)]
+        for g in v.groups:
+            for k in keys:
+                c = surface_cell(r.surface[g][k], SURFACE_TITLES[k][2])
+                cells.append(c["mean"] + (f" ± {c['std']}" if c["std"] is not None else "")
+                             + (f" (∞ × {c['inf']})" if c["inf"] else ""))
+        cells.append(fmt((r.agreement or {}).get("ccc"), 3))
+        out.append("| " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def render(folder: Folder, skip_invalid: bool = False) -> Rendered:

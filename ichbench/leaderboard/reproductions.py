@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from ichbench.leaderboard.entries import ratios, row_has_ich
+from ichbench.leaderboard.entries import ratios, row_has_ich, surface_values
 from ichbench.leaderboard.jsonio import read_json, write_json
 from ichbench.leaderboard.paths import RECORDS_SUFFIX
 from ichbench.leaderboard.schema import _ONE_LINE, _problems
@@ -154,6 +154,32 @@ def verdict(volumes: list[dict], tolerance: dict, missing=()) -> tuple[float, li
                         f"(tolerance {100 * tolerance['mean']:.3g})")
     failures += [f"volume {v} was not scored by the re-run" for v in missing]
     return mean, failures
+
+
+SURFACE_REL = 1e-6   # the same masks and code: only the order of float sums may differ
+
+
+def surface_failures(entry: dict, rows: list[dict], folds: list[dict]) -> list[str]:
+    """HD, HD95, NSD and the volume metrics cannot be re-derived from counts; a re-run checks them
+    where it can tell exactly what they must be: in a fold whose predictions are bit-identical to
+    the entry's (the same digest), on the same store, every volume's metrics are the entry's. One
+    failure per volume that differs. Folds whose predictions differ are not compared: how far
+    surface distances move with the last bits of a model was not measured (docs/leaderboard.md)."""
+    identical = {f["fold"] for f in folds if f.get("predictions_identical")}
+    again = {str(r["volume_id"]): r for r in rows}
+    out = []
+    for r in sorted(entry["per_volume"], key=lambda r: r["volume_id"]):
+        mine, theirs = surface_values(r), again.get(r["volume_id"])
+        if r["fold"] not in identical or mine is None or theirs is None or "hd_mm" not in theirs:
+            continue
+        other = surface_values(theirs)
+        wrong = [k for k in mine if not (mine[k] == other[k] or (
+            k != "empty" and math.isclose(mine[k], other[k], rel_tol=SURFACE_REL, abs_tol=1e-9)))]
+        if wrong:
+            diff = ", ".join(f"{k} {mine[k]} in the entry, {other[k]} re-run" for k in wrong)
+            out.append(f"surface metrics of volume {r['volume_id']} (fold {r['fold']}), from predictions "
+                       f"bit-identical to the entry's: {diff}")
+    return out
 
 
 def append(entry_path: Path, entry: dict, record: dict) -> Path:

@@ -13,10 +13,16 @@ from jsonschema import Draft202012Validator
 
 # 2: entries carry `folds` (each fold's model and prediction digests and numerics). Entries of
 # version 1 stay valid; they cannot show that their predictions are the ones reproduced.
-SCHEMA_VERSION = 2
-SCHEMA_VERSIONS = (1, 2)
+# 3: every row carries its surface and volume metrics (SURFACE_KEYS) and the entry the NSD
+# tolerance they were computed at (`nsd_mm`). Entries of versions 1 and 2 stay valid as written
+# (read-time upgrade: their HD, HD95 and NSD are unknown and shown as "–"); they may not carry
+# these keys, so each version means one thing.
+SCHEMA_VERSION = 3
+SCHEMA_VERSIONS = (1, 2, 3)
 METRICS = ("dice", "precision", "recall")
 GROUPS = ("all", "ich")
+# the per-volume keys of `ichbench.evaluate.summary.SURFACE_KEYS`, as runs log them
+SURFACE_KEYS = ("hd_mm", "hd95_mm", "nsd", "rvd", "abs_rvd", "vol_err_ml", "abs_vol_err_ml", "empty")
 
 # Control characters: C0 (newlines, tabs, escapes), DEL, C1, the Unicode line and paragraph
 # separators and the bidirectional overrides. No string of an entry holds one: each is shown on one
@@ -38,9 +44,26 @@ MAX_ML = 100_000        # mL in one volume: 100 L, more than a CT scanner's whol
 MAX_GPU_HOURS = 100_000  # one submission: over 11 GPU-years
 MAX_VOLUMES = 20_000
 MAX_K = 100
+MAX_MM = 10_000         # a distance inside one scan: 10 m, far beyond any field of view
+# |RVD| of a prediction of at most MAX_ML against the smallest true volume, one 0.1 mm voxel (1e-6 mL)
+MAX_RVD = 10**11
 _COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_VOXELS}
 _ML = {"type": "number", "minimum": 0, "maximum": MAX_ML}
 _RATIO = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+# a distance or ratio that is infinite when exactly one mask is empty: JSON has no infinity, so the
+# string "inf" (docs/score.md)
+_INF = {"const": "inf"}
+_MM_OR_INF = {"anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_MM}, _INF]}
+_SURFACE = {
+    "hd_mm": _MM_OR_INF, "hd95_mm": _MM_OR_INF,
+    "nsd": {"type": "number", "minimum": 0, "maximum": 1},
+    "rvd": {"anyOf": [{"type": "number", "minimum": -1, "maximum": MAX_RVD}, _INF]},
+    "abs_rvd": {"anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_RVD}, _INF]},
+    "vol_err_ml": {"type": "number", "minimum": -MAX_ML, "maximum": MAX_ML},
+    "abs_vol_err_ml": _ML,
+    # which mask was empty: the empty-case rule the row fell under
+    "empty": {"enum": ["none", "pred", "truth", "both"]},
+}
 _STAT = {"type": "object", "additionalProperties": False, "required": ["mean", "std"],
          "properties": {"mean": _RATIO, "std": _RATIO}}
 _NUMERICS = {"type": "object", "additionalProperties": False,
@@ -72,9 +95,16 @@ ENTRY_SCHEMA = {
     "additionalProperties": False,
     "required": ["schema_version", "method", "plugin", "dataset", "split", "profile", "config", "per_volume",
                  "summary", "ichbench_version", "hardware", "gpu_hours", "mlflow_run_id", "date", "code"],
-    # from version 2 on, every entry says what each fold's model and predictions were
-    "if": {"properties": {"schema_version": {"const": 1}}},
-    "else": {"required": ["folds"]},
+    "allOf": [
+        # from version 2 on, every entry says what each fold's model and predictions were
+        {"if": {"properties": {"schema_version": {"const": 1}}}, "else": {"required": ["folds"]}},
+        # version 3: every row its surface metrics, the entry their NSD tolerance; before, neither
+        {"if": {"properties": {"schema_version": {"const": 3}}},
+         "then": {"required": ["nsd_mm"],
+                  "properties": {"per_volume": {"items": {"required": list(SURFACE_KEYS)}}}},
+         "else": {"properties": {"nsd_mm": False,
+                                 "per_volume": {"items": {"properties": {k: False for k in SURFACE_KEYS}}}}}},
+    ],
     "$defs": {"data": _DATA},
     "properties": {
         "schema_version": {"enum": list(SCHEMA_VERSIONS)},
@@ -105,9 +135,12 @@ ENTRY_SCHEMA = {
                                  "items": {"type": "string", "pattern": "^[a-z]{1,16}$", **_ONE_LINE}},
                     # hemorrhage in the native-resolution mask (absent in older entries: tp + fn > 0)
                     "has_ich": {"type": "boolean"},
+                    **_SURFACE,
                 },
             },
         },
+        "nsd_mm": {"type": "number", "minimum": 0, "maximum": 100,
+                   "description": "the NSD tolerance tau (mm) of the rows' nsd (schema version 3)"},
         "summary": {"type": "object", "additionalProperties": False, "required": list(GROUPS),
                     "properties": {g: _GROUP for g in GROUPS}},
         "ichbench_version": {"type": "string", "maxLength": 100, **_ONE_LINE},
@@ -164,6 +197,13 @@ def _problems(schema: dict, data) -> list[str]:
         if err.validator in ("maximum", "minimum"):   # a 400-digit number would fill the line
             side = {"maximum": "greater than the maximum", "minimum": "less than the minimum"}
             msg = f"{_short(err.instance)} is {side[err.validator]} of {err.validator_value:,}"
+        elif err.validator == "anyOf" and _INF in err.validator_value:
+            msg = (f"{_short(err.instance)} is neither a number within "
+                   f"[{err.validator_value[0].get('minimum'):,}, {err.validator_value[0].get('maximum'):,}] "
+                   f"nor \"inf\" (an infinite value, as JSON holds it)")
+        elif err.schema is False:   # jsonschema names neither the key nor its parent's path here
+            msg = (f"holds nsd_mm or a row's surface metrics ({', '.join(SURFACE_KEYS)}), which only "
+                   f"entries of schema version {SCHEMA_VERSION} carry")
         elif err.validator == "not" and err.validator_value == _ONE_LINE["not"]:
             what = "the key" if "propertyNames" in err.schema_path else "the text"
             msg = f"{what} {err.instance!r} holds a control character (newlines included); text is one plain line"

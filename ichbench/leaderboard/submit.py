@@ -18,7 +18,7 @@ from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.entries import build_entry, relpath, rescore
 from ichbench.leaderboard.jsonio import MAX_BYTES, read_json, write_json
 from ichbench.leaderboard.paths import Folder
-from ichbench.leaderboard.schema import GROUPS, METRICS
+from ichbench.leaderboard.schema import GROUPS, METRICS, SURFACE_KEYS
 from ichbench.leaderboard.claims import duplicate_problem
 from ichbench.tracking.mlflow_store import TAG, Tracker
 
@@ -27,6 +27,10 @@ ARTIFACTS = ("per_volume.json", "config.json", "split.json", "summary.json", "fo
 OLD_RUN = ("the run was logged before entries carried each fold's model and prediction digests: "
            "rerun the same `ichbench run` (finished folds are re-evaluated, not retrained) and "
            "submit again")
+# rows scored before the surface metrics (issue 22): an entry of schema version 3 needs them
+OLD_ROWS = ("the run was scored before per-volume rows carried HD, HD95 and NSD: rerun the same "
+            "`ichbench run` with this ichbench (finished folds are re-evaluated, not retrained) and "
+            "submit again")
 
 
 class SubmitRejected(IchbenchError):
@@ -116,6 +120,12 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
         lack = [k for k in need if k not in r]
         if lack:
             raise SubmitRejected(where, [f"per_volume.json row {r.get('volume_id', '?')} lacks {', '.join(lack)}"])
+        if any(k not in r for k in SURFACE_KEYS):
+            raise SubmitRejected(where, [f"per_volume.json row {r['volume_id']} has no surface metrics: {OLD_ROWS}"])
+    nsd_mm = summary.get("nsd_mm") if isinstance(summary, dict) else None
+    if not isinstance(nsd_mm, (int, float)) or isinstance(nsd_mm, bool) or not 0 <= nsd_mm <= 100:
+        raise SubmitRejected(where, [f"summary.json does not say the NSD tolerance its rows were scored at "
+                                     f"(nsd_mm = {nsd_mm!r}): {OLD_ROWS}"])
     if not isinstance(config, dict):
         problems.append("config.json is not an object")
     try:
@@ -148,7 +158,7 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
         gpu_hours=_float_or_none(tags.get(TAG + "gpu_hours")), run_id=rid,
         date=_iso(run.info.end_time or run.info.start_time), code_url=code_url,
         code_commit=method_commit(tags), ichbench_commit=_commit(tags.get(TAG + "git_commit")),
-        folds=art["folds.json"])
+        nsd_mm=float(nsd_mm), folds=art["folds.json"])
 
 
 def _fold_problems(folds, rows: list[dict]) -> list[str]:

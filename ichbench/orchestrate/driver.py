@@ -50,6 +50,8 @@ def _done_result(plan: MethodPlan, fold: int) -> dict | None:
     # results written before folds recorded their prediction digests are re-evaluated (the
     # finished training state is resumed, not retrained), so every entry can carry them
     ok = ok and bool(res.get("predictions_sha256"))
+    # and so are results scored before the surface metrics (issue 22): an entry needs them
+    ok = ok and all("hd_mm" in v for v in res.get("volumes", ()))
     return res if ok else None
 
 

@@ -241,6 +241,8 @@ def reproduce(entry_path: Path, folder: Folder, home: Path, folds: list[int] | N
     outcome = driver.run(plan)
     volumes, tolerance, mean, failures = compare(entry, outcome.rows, chosen)
     folds_done = _fold_records(entry, plan, chosen)
+    # HD, HD95, NSD: checked where the predictions are bit-identical (leaderboard/reproductions.py)
+    failures += reproductions.surface_failures(entry, outcome.rows, folds_done)
     for line in numerics_notes(entry, folds_done):
         console.print(line)
     commit = git_commit()
