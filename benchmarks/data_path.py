@@ -30,7 +30,7 @@ import torch
 from ichbench.losses import dice_loss
 from ichbench.models.unet import UNet
 from ichbench.train.data import EpochSampler, SliceArrays, finetune_pool, place, windowed
-from ichbench.train.device import autocast_for, gather, prepare_model
+from ichbench.train.device import autocast_for, batch_images, gather, prepare_model
 from ichbench.transforms import augment_batch
 
 MODES = ("bare", "device", "host")
@@ -77,7 +77,7 @@ def bench(mode: str, arrays: SliceArrays, args, device: torch.device) -> dict:
     def batch(idx):
         if mode == "bare":   # the same batch every step, already on the device and augmented once
             return bare_batch
-        images = windowed(gather(data.images, idx, device))
+        images = batch_images(data, idx, device)
         masks = gather(data.masks, idx, device)[:, None].float()
         return augment_batch(images, masks, PAPER_AUGMENT, aug_gen)
 

@@ -50,6 +50,10 @@ stage augment 60 "$PY" benchmarks/augment.py --device "$DEVICE" --batch 256 --js
 stage augment_cpu 30 "$PY" benchmarks/augment.py --device cpu --batch 64 --json "$OUT/augment_cpu.json"
 # the real data path (arrays placed on the GPU, and kept on the host) vs the bare step, batch 64
 stage data_path 75 "$PY" benchmarks/data_path.py --device "$DEVICE" --json "$OUT/data_path.json"
+# 2.5D inputs (issue 24): a 3-slice, 3-window batch beside the 1x1 one through the same data path
+# (no network), at the paper's 256² and batch 64; goal >= 0.8x of the 1x1 images/s
+stage input_channels 60 "$PY" benchmarks/input_channels.py --device "$DEVICE" --size 256 --batch 64 --slices 2048 \
+    --json "$OUT/input_channels.json"
 # k fold-like runs sharing the one GPU (what --gpus-per-fold 1/k does) vs one after another
 stage gpu_share 60 "$PY" benchmarks/gpu_share.py --device "$DEVICE" --folds 5 --steps 40 --json "$OUT/gpu_share.json"
 
