@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from ichbench.evaluate.metrics import ratios
 from ichbench.evaluate.summary import metric_stats
 from ichbench.leaderboard.schema import GROUPS, METRICS
 
@@ -31,10 +32,11 @@ def _mean_std(values: list[float]) -> dict:
 def per_volume(n_volumes: int, n_ich: int) -> list[dict]:
     """The per-volume metrics of an empty prediction: n_volumes - n_ich healthy volumes, then n_ich
     with ICH (1/(n + 1) taken as 0)."""
-    healthy = {"dice": 1.0, "precision": 1.0, "recall": 1.0, "hd_mm": 0.0, "hd95_mm": 0.0, "nsd": 1.0,
-               "abs_rvd": 0.0, "has_ich": False}
-    ich = {"dice": 0.0, "precision": 1.0, "recall": 0.0, "hd_mm": math.inf, "hd95_mm": math.inf, "nsd": 0.0,
-           "abs_rvd": 1.0, "has_ich": True}
+    # the paper's ratios with its ε (eqs. 1-3): (0 + ε)/(0 + ε) on an empty truth, and on n
+    # hemorrhage voxels precision ε/ε and Dice, recall ε/(n + ε), taken as 0
+    healthy = {**ratios(0, 0, 0), "hd_mm": 0.0, "hd95_mm": 0.0, "nsd": 1.0, "abs_rvd": 0.0, "has_ich": False}
+    ich = {"dice": 0.0, "precision": ratios(0, 0, 1)["precision"], "recall": 0.0, "hd_mm": math.inf,
+           "hd95_mm": math.inf, "nsd": 0.0, "abs_rvd": 1.0, "has_ich": True}
     return [healthy] * (n_volumes - n_ich) + [ich] * n_ich
 
 
