@@ -54,6 +54,8 @@ LIMITS = [
     ("icm.tissue_window", "-32768,32767", "0,40000", "icm.tissue_window.1 must be <= 32767", []),
     ("icm.bone_window", "-32768,32767", "0,1e9", "icm.bone_window.1 must be <= 32767", []),
     ("data.shuffle_shards", "100000", "100001", "data.shuffle_shards must be <= 100000", []),
+    ("eval.nsd_mm", "1000", "1001", "eval.nsd_mm must be <= 1000", []),
+    ("eval.hd_cap_mm", "1000", "1e9", "eval.hd_cap_mm must be <= 1000", []),
 ]
 
 

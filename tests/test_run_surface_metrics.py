@@ -139,7 +139,7 @@ def test_mlflow_metric_names():
     assert m["abs_rvd_all_n_infinite"] == 1 and m["hd_mm_all_mean_capped"] == pytest.approx(27)
     assert m["volume_bias_ml"] == pytest.approx(-0.5) and {"volume_ccc", "volume_icc_2_1", "volume_loa_low_ml",
                                                           "volume_loa_high_ml"} <= set(m)
-    assert m["nsd_tolerance_mm"] == 1.0
+    assert m["nsd_tolerance_mm"] == 1.0 and m["hd_cap_mm"] == 100.0   # the cap: a metric, as reruns may change it
     assert all(math.isfinite(v) for v in m.values())   # MLflow would store inf as 1.8e308
     assert "hd_mm_sub_sah_mean" not in m               # an empty group logs no mean
 
@@ -153,15 +153,25 @@ def test_per_volume_csv_writes_inf_and_old_rows_leave_the_columns_empty():
 
 
 def test_eval_settings_identity(registry):
+    from ichbench.orchestrate.plan import run_identity
     base = resolve("unet_mixed", "phantom", "smoke")
     tau = resolve("unet_mixed", "phantom", "smoke", ["eval.nsd_mm=0.42"])
     cap = resolve("unet_mixed", "phantom", "smoke", ["eval.hd_cap_mm=150"])
     assert "eval" not in base.to_dict() and (base.eval.nsd_mm, base.eval.hd_cap_mm) == (1.0, None)
+    assert run_identity(base) == base.to_dict()   # the defaults: run keys as before
     # another NSD tolerance gives other per-volume numbers: another run and fine-tuning identity
-    assert tau.to_dict()["eval"] == {"nsd_mm": 0.42} and tau.finetune_hash() != base.finetune_hash()
-    # the cap only changes summaries, which are recomputed from the rows: same identities
-    assert cap.eval.hd_cap_mm == 150 and cap.to_dict() == base.to_dict()
-    assert cap.finetune_hash() == base.finetune_hash() and tau.hash() == base.hash()
+    assert tau.to_dict()["eval"] == {"nsd_mm": 0.42, "hd_cap_mm": None}
+    assert run_identity(tau)["eval"] == {"nsd_mm": 0.42}
+    assert tau.finetune_hash() != base.finetune_hash() and tau.hash() == base.hash()
+    # the cap only changes summaries, recomputed from the rows: recorded, but the same run and identities
+    assert cap.to_dict()["eval"] == {"nsd_mm": 1.0, "hd_cap_mm": 150}
+    assert run_identity(cap) == base.to_dict() and cap.finetune_hash() == base.finetune_hash()
+    # an entry's recorded config gives the same settings back, nothing filled in
+    from ichbench.leaderboard.recorded_config import rebuild
+    for cfg in (tau, cap):
+        filled: list[str] = []
+        recorded = json.loads(json.dumps(cfg.to_dict()))
+        assert rebuild(recorded, filled).eval == cfg.eval and filled == []
 
 
 @pytest.mark.parametrize("item, says", [("eval.nsd_mm=-1", "eval.nsd_mm must be >= 0"),

@@ -298,12 +298,13 @@ MAX_DISTANCE_MM = 1000.0   # farther than any two points of a head CT (a 512² s
 class EvalConfig(BaseModel):
     """How test volumes are scored beyond the paper's metrics (issue 22, docs/score.md).
 
-    `nsd_mm` changes every volume's NSD, so when it is not the default it enters `to_dict`, the run
-    key and the fine-tuning identity: folds scored at another tolerance are never reused as if
+    Left out of `to_dict` while it holds the defaults, so every identity made before it stays.
+    `nsd_mm` changes every volume's NSD, so a value other than 1.0 enters the run key and the
+    fine-tuning identity (`identity()`): folds scored at another tolerance are never reused as if
     scored at this one (they train and score again in their own run folder; `ichbench score` scores
     saved predictions at any tolerance without retraining). `hd_cap_mm` changes only summaries,
-    which every run recomputes from its rows: it stays out of `to_dict` and the hashes, and each
-    summary records the cap it used. The defaults leave every identity as it was."""
+    which every run recomputes from its rows: it is recorded in `to_dict` but kept out of the run
+    key (`orchestrate.plan.run_identity`) and the hashes, so another cap reuses every fold."""
     model_config = SETTINGS
     nsd_mm: float = Field(1.0, ge=0, le=MAX_DISTANCE_MM)
     """normalised surface Dice tolerance in mm (INSTANCE 2022 uses 0.42)"""
@@ -370,8 +371,8 @@ class RunConfig(BaseModel):
             out["data"] = settings_dict(self.data)
         if not self.input.is_default():
             out["input"] = settings_dict(self.input)
-        if self.eval.identity():
-            out["eval"] = self.eval.identity()
+        if self.eval != EvalConfig():
+            out["eval"] = settings_dict(self.eval)
         return out
 
     def pretrain_identity(self) -> dict:

@@ -18,7 +18,7 @@ from rich.console import Console
 from ichbench.console import pct
 from ichbench.evaluate import summarize
 from ichbench.orchestrate.cluster import connect, default_gpus_per_fold
-from ichbench.orchestrate.plan import MethodPlan
+from ichbench.orchestrate.plan import MethodPlan, run_identity
 from ichbench.plugins import get_registry
 from ichbench.tracking import records
 from ichbench.tracking.mlflow_store import TAG, Tracker
@@ -106,7 +106,9 @@ class Driver:
         if parent is None:
             parent_id = tr.start_run(exp, f"{plan.method.name}/{plan.cfg.dataset}/{plan.cfg.profile}",
                                      {**tags, f"{TAG}kind": "parent"}).info.run_id
-            tr.params(parent_id, plan.cfg.to_dict())
+            # params cannot change, and a rerun with another eval.hd_cap_mm is this run: the cap is
+            # logged with the summary's metrics (hd_cap_mm) instead
+            tr.params(parent_id, run_identity(plan.cfg))
             tr.store_input(parent_id, plan.store, "evaluation")
         else:
             parent_id = parent.info.run_id

@@ -87,6 +87,16 @@ def open_role(home: Path, dataset: str, role: str, *, auto_ingest: bool | None =
 _key = sha256_json
 
 
+def run_identity(cfg: RunConfig) -> dict:
+    """The config as the run key takes it: `to_dict` without `eval.hd_cap_mm`, which changes only
+    the summaries every run recomputes from its rows (`config.models.EvalConfig`)."""
+    out = cfg.to_dict()
+    out.pop("eval", None)
+    if cfg.eval.identity():
+        out["eval"] = cfg.eval.identity()
+    return out
+
+
 def open_pretraining(home: Path, method: Method, cfg: RunConfig) -> SliceStore:
     """The store `method`'s pretext trains on (`cfg.pretrain_dataset`'s `cfg.pretrain_role`
     store), refused before anything trains if it cannot give the labels the method needs."""
@@ -141,7 +151,7 @@ def plan_config(method: Method, cfg: RunConfig, home: Path, *, folds=None, k=Non
     bad = [f for f in folds if not 0 <= f < k]
     if bad:
         raise IchbenchError(f"--folds {bad} out of range for k={k} (0..{k - 1})")
-    run_key = _key({"config": cfg.to_dict(), "split": split["hash"], "store": store.fingerprint,
+    run_key = _key({"config": run_identity(cfg), "split": split["hash"], "store": store.fingerprint,
                     "pretrain_store": pstore.fingerprint if pstore else None, "icm": icm.key if icm else None})
     run_dir = inside(home, "runs", dataset, method.name, f"{profile}-{run_key[:12]}")
     notes += _batch_notes(cfg, store, split, folds, pstore, icm)

@@ -89,6 +89,8 @@ def summary_metrics(summary: dict) -> dict[str, float]:
     out.update({name: agreement[k] for k, name in AGREEMENT_METRICS.items() if agreement.get(k) is not None})
     if summary.get("nsd_mm") is not None:
         out["nsd_tolerance_mm"] = summary["nsd_mm"]
+    if summary.get("hd_cap_mm") is not None:
+        out["hd_cap_mm"] = summary["hd_cap_mm"]
     return out
 
 
