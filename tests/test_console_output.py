@@ -58,6 +58,24 @@ def test_result_table_fits_80_columns_with_every_std():
     assert text.count("this run, smoke") == 2 and text.count("paper, hssayeni") == 2
 
 
+def test_result_table_ends_with_what_predicting_nothing_scores():
+    """The "predicts nothing" reference (issue 22): ε = 1 gives a healthy volume 1 and a volume with
+    n hemorrhage voxels 1/(n + 1) Dice and recall, precision 1; here from the run's own counts."""
+    import statistics
+    o = outcome("multilabel_dl")
+    o.rows = [{"volume_id": v, "tp": tp, "fp": 3, "fn": fn, "has_ich": tp + fn > 0, "subtypes": None,
+               "pred_ml": 1.0, "true_ml": 0.1 * (tp + fn)}
+              for v, tp, fn in (("a", 0, 0), ("b", 0, 0), ("c", 5, 4), ("d", 90, 9))]
+    dice = [1.0, 1.0, 1 / 10, 1 / 100]
+    want = [f"{100 * statistics.fmean(dice):.1f}±{100 * statistics.stdev(dice):.1f}",
+            f"{100 * statistics.fmean(dice[2:]):.1f}±{100 * statistics.stdev(dice[2:]):.1f}", "100.0±0.0"]
+    for width, terminal in ((160, True), (80, True)):
+        lines = render(result_table([o]), width, terminal)
+        row = next(line for line in lines if "predicts nothing" in line)
+        assert all(n in row for n in want), row
+        assert max(map(len, lines)) <= width
+
+
 @pytest.mark.parametrize("terminal, width", [(True, 160), (False, 120), (False, 80)])
 def test_result_table_is_the_full_table_when_wide_or_piped(terminal, width):
     lines = render(result_table([outcome("multilabel_dl")]), width, terminal)

@@ -11,6 +11,8 @@ precision, recall and NSD 1, HD = HD95 = 0, |RVD| 0. A volume with ICH of n voxe
 Dice and recall 1/(n + 1), HD = HD95 = inf, NSD 0, |RVD| 1. canonical.json records no voxel
 counts, so 1/(n + 1) is taken as 0: Dice and recall are understated by the mean of 1/(n + 1) over
 the group (`understatement`; from the entries' own counts, tp + fn, where a dataset has any).
+The results table `ichbench run` prints ends with the same reference, exact there: computed from
+the run's own volumes (`empty_prediction`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 
 from ichbench.evaluate.metrics import ratios
-from ichbench.evaluate.summary import metric_stats
+from ichbench.evaluate.summary import metric_stats, summarize
 from ichbench.leaderboard.schema import GROUPS, METRICS
 
 LABEL = "Predicts nothing (reference)"
@@ -60,3 +62,15 @@ def understatement(true_voxels: list[int], n_volumes: int) -> dict:
     missed = sum(1.0 / (n + 1) for n in true_voxels)
     return {"all": missed / n_volumes if n_volumes else 0.0,
             "ich": missed / len(true_voxels) if true_voxels else 0.0}
+
+
+def empty_prediction(rows: list[dict]) -> dict:
+    """The summary (`evaluate.summarize`) an empty prediction would get on a run's own volumes:
+    exact, from each row's hemorrhage voxels (tp + fn), for the results table `ichbench run` prints."""
+    empty = []
+    for r in rows:
+        n = int(r["tp"]) + int(r["fn"])
+        empty.append({"volume_id": r["volume_id"], **ratios(0, 0, n), "tp": 0, "fp": 0, "fn": n,
+                      "has_ich": bool(r.get("has_ich", n > 0)), "subtypes": r.get("subtypes"),
+                      "pred_ml": 0.0, "true_ml": float(r.get("true_ml", 0.0))})
+    return summarize(empty)
