@@ -159,3 +159,18 @@ def test_datasets_listing_names_source_licence_and_layout(monkeypatch, capsys):
     assert "ground truths/" in listed["bhsd"]["layout"] and "imagesTr/" in listed["bhsd"]["layout"]
     assert listed["bhsd"]["class_names"] == ["iph", "ivh", "sah", "sdh", "edh"]
     assert listed["instance2022"]["class_names"] is None
+
+
+def test_a_class_lost_to_resampling_is_warned_and_slice_labels_follow_the_stored_map(tmp_path, home):
+    c = case("ID_x_ID_y", 1, values=())
+    c.labels[1, 8:16, 8:16] = 2           # IPH, 8x8
+    c.labels[1, 11, 11] = 4               # one SAH pixel inside it: no stored pixel is mostly SAH at 16x16
+    write_bhsd_release(tmp_path / "src", [c])
+    [res] = ingest(BhsdDataset(), home, tmp_path / "src", options=IngestOptions(size=16))
+    store = open_store(res.path)
+    [v] = store.volumes
+    assert v["subtypes"] == ["iph", "sah"]                       # the source's subtypes
+    labels = store.read("labels")
+    assert labels[1, 1] == 1 and labels[1, 2] == 1 and labels[1, 4] == 0   # any, iph; sah lost on the slice
+    assert not (store.read("classes") == 3).any()
+    assert any("sah present in the source but on no pixel at 16x16" in w for w in res.report.warnings)

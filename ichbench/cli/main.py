@@ -79,6 +79,9 @@ def datasets(as_json: bool = typer.Option(False, "--json")) -> None:
                       highlight=False)
         console.print(f"[bold]source[/bold]   {r['source_url']}", highlight=False)
         console.print(f"[bold]licence[/bold]  {r['licence']}", highlight=False)
+        if r.get("class_names"):
+            ids = ", ".join(f"{k} {name}" for k, name in enumerate(r["class_names"], start=1))
+            console.print(f"[bold]classes[/bold]  per-voxel class ids in the store: 0 none, {ids}", highlight=False)
         console.print("[bold]layout[/bold]")
         # preformatted (aligned columns): printed as is, never re-wrapped
         print("\n".join("  " + line for line in r["layout"].splitlines()))

@@ -75,7 +75,7 @@ class Volume:
                 flat = self.classes.reshape(n, -1)
                 for j, name in enumerate(SUBTYPES, start=2):
                     ids = [k for k, c in enumerate(class_names, start=1) if c == name]
-                    out[:, j] = np.isin(flat, ids).any(axis=1) if ids else UNKNOWN_LABEL
+                    out[:, j] = np.logical_or.reduce([(flat == k).any(axis=1) for k in ids]) if ids else UNKNOWN_LABEL
                 out[~anyich, 2:] = 0
                 return out
             for j, name in enumerate(SUBTYPES, start=2):

@@ -18,7 +18,7 @@ from ichbench.errors import InputError, LayoutError
 from ichbench.ingest import planned
 from ichbench.parallel import OrderedPool
 from ichbench.preprocess.brain import ClassicalBrainMasker
-from ichbench.preprocess.resize import resize_classes, resize_mask, resize_slices, resized_spacing
+from ichbench.preprocess.resize import class_ids, resize_classes, resize_mask, resize_slices, resized_spacing
 from ichbench.store import atomic
 from ichbench.store import store_path
 from ichbench.store.location import Location
@@ -99,7 +99,7 @@ def _class_problem(vol: Volume, n_classes: int) -> str | None:
 
 def _lost_classes(native: np.ndarray, stored: np.ndarray, class_names) -> list[str]:
     """Classes of the native map that no stored pixel kept (too small for the store size)."""
-    ids = set(np.unique(native).tolist()) - set(np.unique(stored).tolist()) - {0}
+    ids = set(class_ids(native)) - set(class_ids(stored))
     return [class_names[i - 1] for i in sorted(ids)]
 
 
@@ -163,7 +163,7 @@ def _store_arrays(vol: Volume, writer: StoreWriter, masker: ClassicalBrainMasker
     masks = resize_mask(vol.mask, size) if vol.mask is not None else None
     names = writer.class_names
     labels = vol.resolved_labels(*([names] if names is not None else []))
-    classes = resize_classes(vol.classes, size) if names is not None else None
+    classes = resize_classes(vol.classes, size, masks) if names is not None else None
     if masks is not None:
         # labels follow the stored mask, so a hemorrhage lost to resampling is not "any"
         anyich = masks.reshape(len(masks), -1).any(axis=1)
@@ -176,7 +176,7 @@ def _store_arrays(vol: Volume, writer: StoreWriter, masker: ClassicalBrainMasker
     native = tuple(vol.native_shape or vol.hu.shape[1:])
     subtypes = vol.subtypes
     if subtypes is None and classes is not None:   # the native map's classes, as has_ich is the native mask's
-        subtypes = [names[int(i) - 1] for i in np.unique(vol.classes) if i]
+        subtypes = [names[i - 1] for i in class_ids(vol.classes)]
     meta = volume_meta(vol.id, vol.spacing, native, subtypes, volume_has_ich(vol, labels), size)
     if brain is not None:   # which cavity mask the store holds: only shipped ones train the ICM
         meta["brain"] = "shipped" if vol.brain is not None else "classical"

@@ -44,32 +44,43 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return (_interp(mask.astype(np.float32), size) >= 0.5).astype(np.uint8)
 
 
-def resize_classes(classes: np.ndarray, size: int) -> np.ndarray:
+def class_ids(classes: np.ndarray) -> list[int]:
+    """The nonzero ids present in a class map: one comparison pass per possible id (a few), far
+    cheaper than sorting the map (np.unique) or widening it to int64 (np.bincount)."""
+    classes = np.asarray(classes)
+    top = int(classes.max()) if classes.size else 0
+    return [c for c in range(1, top + 1) if (classes == c).any()]
+
+
+def resize_classes(classes: np.ndarray, size: int, mask: np.ndarray | None = None) -> np.ndarray:
     """(S,H,W) class ids (0 background) -> (S,size,size) uint8, by the per-class area rule: a pixel
     is hemorrhage where the union of the classes covers >= 0.5 of it (exactly `resize_mask` of
-    `classes > 0`, so the stored binary mask and the class map always agree), and then takes the
-    class covering most of it (ties: the lower id). No class is merged into another; one can only
-    vanish where it never covers the most of any pixel (ingest warns when that happens). Only the
-    classes present, on the slices that have any, are resampled (interpolation is linear, one
-    pass per class present)."""
+    `classes > 0`, which a caller that has it passes as `mask`, so the stored binary mask and the
+    class map always agree), and then takes the class covering most of it (ties: the lower id).
+    No class is merged into another; one can only vanish where it never covers the most of any
+    pixel (ingest warns when that happens). Interpolation is linear, so only the slices holding
+    two or more classes need one pass per class they hold; a one-class slice is that class where
+    the mask is."""
     classes = np.asarray(classes)
     if classes.shape[0] == 0:
         return np.zeros((0, size, size), np.uint8)
     if classes.shape[1:] == (size, size):
         return classes.astype(np.uint8)
-    union = resize_mask(classes > 0, size)
+    union = resize_mask(classes > 0, size) if mask is None else np.asarray(mask, np.uint8)
+    ids = class_ids(classes)
+    on = np.stack([(classes == c).reshape(len(classes), -1).any(axis=1) for c in ids], axis=1) if ids else None
     out = np.zeros(union.shape, np.uint8)
-    rows = np.flatnonzero(union.reshape(len(union), -1).any(axis=1))
-    ids = [int(c) for c in np.unique(classes[rows]) if c]
-    if not len(rows) or not ids:
-        return out
-    best = np.full((len(rows), size, size), -1.0, np.float32)
-    for c in ids:
-        area = _interp((classes[rows] == c).astype(np.float32), size)
-        better = area > best
-        out[rows] = np.where(better, c, out[rows])
-        best = np.where(better, area, best)
-    out[rows] *= union[rows]
+    for row in np.flatnonzero(on.sum(axis=1) == 1) if ids else []:
+        out[row] = union[row] * ids[int(np.argmax(on[row]))]
+    mixed = np.flatnonzero(on.sum(axis=1) > 1) if ids else np.zeros(0, int)
+    if len(mixed):
+        best = np.full((len(mixed), size, size), -1.0, np.float32)
+        pick = np.zeros(best.shape, np.uint8)
+        for c in ids:
+            area = _interp((classes[mixed] == c).astype(np.float32), size)
+            better = area > best
+            pick[better], best[better] = c, area[better]
+        out[mixed] = pick * union[mixed]
     return out
 
 
