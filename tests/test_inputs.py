@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ichbench.errors import IchbenchError
-from ichbench.methods.base import Method, PretextMethod, get_method
+from ichbench.methods.base import ANY_INPUT, Method, PretextMethod, get_method
 from ichbench.models.unet import UNet, inflate_first_conv
 from ichbench.preprocess.window import window
 from ichbench.resolve import resolve
@@ -203,3 +203,53 @@ def test_channels_move_with_the_arrays():
     ch = Channels.of([(-50, 150), (0, 80)], neighbour_index(VOLUME, 1), 1)
     assert ch.count == 6 and ch.centre == 2
     assert ch.to("cpu").neighbours.tolist() == neighbour_index(VOLUME, 1).tolist()
+
+
+# -- through the engine, on the session phantom (tiny U-Nets, a few steps) --------------------------
+
+def _denoising():
+    from tests.test_engine import FakeDenoising
+
+    class Denoising25D(FakeDenoising):
+        name = "fake_denoising_25d"
+        inputs = ANY_INPUT
+
+        def pretext_loss(self, model, batch, cfg, generator):
+            x = batch["images"]
+            noise = torch.randn(x.shape, generator=generator, device=x.device) * cfg.params["noise"]
+            c = batch["centre"]
+            return F.mse_loss(model(x + noise), x[:, c:c + 1])
+    return Denoising25D()
+
+
+def test_a_streamed_2_5d_pretraining_trains_as_the_loaded_one(phantom_store, tmp_path):
+    """Same seed, same batches: the selection loaded with its neighbours and the stream reading
+    them give the same weights on the CPU."""
+    from tests.test_engine import PRE_TINY
+    from ichbench.train import checkpoint as ckpt
+    from ichbench.train.engine import pretrain
+
+    m, extra = _denoising(), ["input.context=1", "input.windows=[[-50,150],[0,80]]"]
+    states = []
+    for stream in ("true", "false"):
+        cfg = resolve(m, "phantom", "smoke", PRE_TINY + extra + [f"data.stream={stream}", "data.shuffle_shards=2"])
+        got = ckpt.load_pretrained(pretrain(m, phantom_store, cfg, tmp_path / stream, device="cpu", progress=False))
+        assert got["state"]["encoder.0.0.weight"].shape[1] == 6
+        states.append(got)
+    assert states[0]["data_path"] == "streamed" and states[1]["data_path"] == "in-memory"
+    assert all(torch.equal(states[0]["state"][k], states[1]["state"][k]) for k in states[0]["state"])
+
+
+def test_a_2_5d_fine_tuning_scores_its_folds_and_records_its_input(phantom_store, tmp_path):
+    from tests.test_engine import TINY
+    from ichbench.splits import split_for_store
+    from ichbench.store import open_store
+    from ichbench.train import checkpoint as ckpt
+    from ichbench.train.engine import finetune
+
+    split = split_for_store(open_store(phantom_store), 3)
+    cfg = resolve("unet_mixed", "phantom", "smoke", TINY + ["input.context=1", "finetune.epochs=1"])
+    r = finetune("unet_mixed", phantom_store, split, 0, cfg, tmp_path, device="cpu", progress=False)
+    assert [v["volume_id"] for v in r["volumes"]] == split["folds"][0]["test"]
+    model = ckpt.load_model(r["model"]["path"])
+    assert model["config"]["input"]["context"] == 1 and model["state"]["encoder.0.0.weight"].shape[1] == 3
