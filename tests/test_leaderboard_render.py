@@ -196,6 +196,16 @@ def test_the_committed_phantom_record_gives_its_k(tmp_path):
     render(folder)
     line = _protocol_line(folder.index.read_text(), "phantom")
     assert line.startswith("Protocol: 5-fold cross-validation (from canonical.json;") and "shown too" not in line
+    # the committed entry is of schema version 2 (before surface metrics), read as it is: its HD95, HD
+    # and NSD show "–", its |RVD| (from its mL) a number; the phantom's floor is 24 of 60 = 40 %
+    entry = json.loads(next((folder.root / "entries" / "phantom").glob("*.json")).read_text())
+    assert entry["schema_version"] == 2
+    md = folder.readme.read_text()
+    row = next(x for x in md.splitlines() if x.startswith("| Multi-label classification (DL) · run ")
+               and x.count("|") == 9)
+    cells = [c.strip() for c in row.split("|")[2:-1]]
+    assert cells[:2] == ["–", "–"] and cells[2][0].isdigit()
+    assert "| *Predicts nothing (reference)* | reference, not ranked | 40.00 ± 49.40 |" in md
 
 
 @pytest.mark.parametrize("paper_k, recorded, entry_ks, expected", [
