@@ -4,6 +4,7 @@ submitted as an entry, re-run from the entry and compared volume by volume."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 
@@ -101,8 +102,15 @@ def test_reproducing_one_fold_passes_and_is_recorded(submitted, monkeypatch):
     report = validate(folder)
     assert report.ok, report.lines()
     render(folder)
-    row = next(x for x in folder.index.read_text().split("<tr") if entry["mlflow_run_id"][:8] in x)
+    html = folder.index.read_text()
+    row = next(x for x in html.split("<tr") if entry["mlflow_run_id"][:8] in x)
     assert '<span class="badge reproduced">reproduced</span>' in row and "(fold 2;" in row
+    # the smoke run's HD95, HD and NSD on the page (issue 22), and its volume agreement plot
+    surface = html.split('id="surface-phantom"', 1)[1].split("</table>", 1)[0]
+    srow = next(x for x in surface.split("<tr") if entry["mlflow_run_id"][:8] in x)
+    values = re.findall(r'<td class="s" data-value="([^"]*)"', srow)
+    assert len(values) == 8 and all(v != "" for v in values[:3]), srow   # all volumes: HD95, HD, NSD
+    assert 'id="va-phantom-1"' in html
 
 
 def test_a_tampered_dice_fails_naming_the_volume(submitted, monkeypatch, tmp_path):
