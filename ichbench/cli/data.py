@@ -79,6 +79,8 @@ def _print_info(info: dict, skipped: int | None = None) -> None:
     for key in ("path", "fingerprint", "n_volumes", "n_ich_volumes", "n_slices", "n_ich_slices", "image_size"):
         t.add_row(key, str(info[key]))
     t.add_row("subtype volumes", ", ".join(f"{k}={v}" for k, v in info["subtype_volumes"].items()))
+    if info.get("class_names"):
+        t.add_row("classes", ", ".join(f"{k} {n}" for k, n in enumerate(info["class_names"], start=1)) + " (0 none)")
     if skipped is not None:
         t.add_row("skipped inputs", str(skipped))
     console.print(t)
