@@ -174,3 +174,16 @@ def test_a_class_lost_to_resampling_is_warned_and_slice_labels_follow_the_stored
     assert labels[1, 1] == 1 and labels[1, 2] == 1 and labels[1, 4] == 0   # any, iph; sah lost on the slice
     assert not (store.read("classes") == 3).any()
     assert any("sah present in the source but on no pixel at 16x16" in w for w in res.report.warnings)
+
+
+def test_unlabelled_flag_is_bhsd_s_and_names_a_missing_folder(tmp_path, home, monkeypatch, capsys):
+    monkeypatch.setenv("ICHBENCH_HOME", str(home))
+    code, _, err = call(["data", "ingest", "instance2022", "--unlabelled", tmp_path], monkeypatch, capsys)
+    assert code != 0 and err.strip() == ("ichbench: error: --unlabelled: dataset 'instance2022' takes no unlabelled "
+                                         "volumes (bhsd does)")
+    write_bhsd_release(tmp_path / "src", [case("ID_a_ID_b", 1)])
+    code, _, err = call(["data", "ingest", "bhsd", "--source", tmp_path / "src", "--unlabelled", tmp_path / "nowhere"],
+                        monkeypatch, capsys)
+    assert code != 0 and err.strip().splitlines() == [
+        f"ichbench: error: --unlabelled {tmp_path / 'nowhere'}: not a folder (BHSD's unlabelled volumes)"]
+    assert not (home / "stores" / "bhsd").exists()

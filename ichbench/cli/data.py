@@ -57,14 +57,20 @@ def ingest(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of skipping it."),
     force: bool = typer.Option(False, "--force", help="Re-ingest even if the sources are unchanged."),
     option: list[str] = typer.Option([], "--option", "-o", help="Dataset option key=value (e.g. volumes=12)."),
+    unlabelled: Optional[Path] = typer.Option(
+        None, help="bhsd: folder of unlabelled volumes, ingested as the pretraining store (= -o unlabelled=DIR)."),
 ) -> None:
     """Read a dataset's raw files into its slice store(s), atomically."""
     from ichbench.ingest import ingest as run_ingest
 
     ds = get_dataset(name)
     roles = [require_role(ds, role)] if role else None
-    opts = IngestOptions(size=size, strict=strict, workers=workers, selection=selection,
-                         extra=_parse_extra(option))
+    extra = _parse_extra(option)
+    if unlabelled is not None:
+        if not hasattr(ds, "unlabelled_dir"):
+            raise IchbenchError(f"--unlabelled: dataset {name!r} takes no unlabelled volumes (bhsd does)")
+        extra["unlabelled"] = str(unlabelled)
+    opts = IngestOptions(size=size, strict=strict, workers=workers, selection=selection, extra=extra)
     for res in run_ingest(ds, _workspace(), source, roles, opts, force):
         res.report.summarise()
         if res.skipped_as_unchanged:

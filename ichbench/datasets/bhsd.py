@@ -12,9 +12,10 @@ Label values (the release): 0 background, 1 EDH, 2 IPH, 3 IVH, 4 SAH, 5 SDH. The
 project's class ids, k = SUBTYPES[k-1] + 1 (1 iph, 2 ivh, 3 sah, 4 sdh, 5 edh), the order of the
 store's slice labels; an nnU-Net copy's dataset.json says which value is which, by name.
 
-Unlabelled volumes (`-o unlabelled=DIR`, or an `unlabelled/` folder in `--source`): any .nii/.nii.gz
-below DIR becomes the `pretraining` store, so a pretext can pretrain in-domain. A volume whose name
-is also a labelled one is left out of it (pretraining must not see a scored volume).
+Unlabelled volumes (`--unlabelled DIR`, the same as `-o unlabelled=DIR`, or an `unlabelled/` folder
+in `--source`): any .nii/.nii.gz below DIR becomes the `pretraining` store, so a pretext can
+pretrain in-domain. A volume whose name is also a labelled one is left out of it (pretraining must
+not see a scored volume).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class BhsdDataset(Dataset):
         "  ground truths/ID_..._ID_....nii.gz   labels on the CT grid: 0 none, 1 EDH, 2 IPH, 3 IVH, 4 SAH, 5 SDH\n"
         "or an nnU-Net copy: imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz (imagesTs/ + labelsTs/ too), "
         "dataset.json\n"
-        "unlabelled volumes (pretraining store): -o unlabelled=DIR, or unlabelled/ inside --source")
+        "unlabelled volumes (pretraining store): --unlabelled DIR, or unlabelled/ inside --source")
 
     def check_layout(self, source: Path) -> None:
         expected = (f"expected images/ and 'ground truths'/ (the label_192 release) or imagesTr/ and labelsTr/ "
@@ -133,9 +134,10 @@ class BhsdDataset(Dataset):
     def unlabelled_dir(source: Path, options: IngestOptions) -> Path | None:
         given = options.extra.get("unlabelled")
         if given is not None:
-            if not Path(str(given)).is_dir():
-                raise IchbenchError(f"-o unlabelled={given}: not a folder (the BHSD unlabelled volumes)")
-            return Path(str(given))
+            folder = Path(str(given)).expanduser()
+            if not folder.is_dir():
+                raise IchbenchError(f"--unlabelled {given}: not a folder (BHSD's unlabelled volumes)")
+            return folder
         return Path(source) / UNLABELLED if (Path(source) / UNLABELLED).is_dir() else None
 
     def default_roles(self, source: Path, options: IngestOptions) -> tuple[str, ...]:
@@ -173,7 +175,7 @@ class BhsdDataset(Dataset):
                          report: IngestReport) -> Iterator[Volume]:
         folder = self.unlabelled_dir(source, options)
         if folder is None:
-            raise LayoutError(f"bhsd pretraining store: no unlabelled volumes; pass -o unlabelled=DIR or unpack them "
+            raise LayoutError(f"bhsd pretraining store: no unlabelled volumes; pass --unlabelled DIR or unpack them "
                               f"into {source / UNLABELLED}")
         labelled = {c for images, _, suffix in self._pairs_dirs(root) for c in nifti_files(images, suffix)}
         files = []
