@@ -114,6 +114,7 @@ def test_bhsd_nnunet_layout_reads_dataset_json_and_unlabelled_store(tmp_path, ho
     unlabelled = tmp_path / "unl"
     write(unlabelled / "batch1" / "ID_u1.nii.gz", case("u1", 7).hu)
     write(unlabelled / "BHSD_001.nii.gz", cases[0].hu)                         # also a labelled volume
+    write(unlabelled / "batch2" / "ID_u1.nii.gz", case("u1", 7).hu)           # the same name twice
     options = IngestOptions(size=SIZE, extra={"unlabelled": str(unlabelled)})
     seg, pre = ingest(BhsdDataset(), home, tmp_path / "src", options=options)
     assert seg.role == "segmentation" and pre.role == "pretraining"
@@ -124,8 +125,9 @@ def test_bhsd_nnunet_layout_reads_dataset_json_and_unlabelled_store(tmp_path, ho
     np.testing.assert_array_equal(stored["BHSD_002"]["classes"],
                                   np.select([cases[1].labels == 2, cases[1].labels == 3], [5, 1], 0))  # EDH, IPH
     pre_store = open_store(pre.path)
-    assert [v["id"] for v in pre_store.volumes] == ["batch1/ID_u1"] and pre_store.class_names is None
+    assert [v["id"] for v in pre_store.volumes] == ["ID_u1"] and pre_store.class_names is None
     assert "labelled volume" in _by_file(pre.report)["BHSD_001.nii.gz"]
+    assert _by_file(pre.report)["ID_u1.nii.gz"].startswith("same volume name as") and len(pre.report.skipped) == 2
     np.testing.assert_array_equal(pre_store.load(["images"])["images"], case("u1", 7).hu.astype(np.int16))
     # where the unlabelled volumes lie is no part of the segmentation store's identity
     other = IngestOptions(size=SIZE)

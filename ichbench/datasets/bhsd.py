@@ -178,17 +178,19 @@ class BhsdDataset(Dataset):
             raise LayoutError(f"bhsd pretraining store: no unlabelled volumes; pass --unlabelled DIR or unpack them "
                               f"into {source / UNLABELLED}")
         labelled = {c for images, _, suffix in self._pairs_dirs(root) for c in nifti_files(images, suffix)}
-        files = []
+        files: dict[str, Path] = {}
         for p in sorted(q for q in folder.rglob("*") if q.is_file() and NIFTI_RE.match(q.name)):
-            case = NIFTI_RE.match(str(p.relative_to(folder))).group(1)
-            if NIFTI_RE.match(p.name).group(1) in labelled:
+            case = NIFTI_RE.match(p.name).group(1)
+            if case in labelled:
                 report.skip(p, "also a labelled volume; left out so pretraining never sees a scored volume")
-                continue
-            files.append((case, p))
+            elif case in files:
+                report.skip(p, f"same volume name as {files[case]}; ignored")
+            else:
+                files[case] = p
         if not files:
             raise LayoutError(f"{folder}: no .nii/.nii.gz volumes (it holds: {folder_listing(folder)})")
         report.expect(volumes=len(files))
-        yield from read_images(files, report)
+        yield from read_images(files.items(), report)
 
 
 @hookimpl
