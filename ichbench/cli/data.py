@@ -181,3 +181,33 @@ def splits(name: str, k: Optional[int] = typer.Option(None, help="Number of fold
     console.print(f"{path}  hash={split['hash']}")
     for f in split["folds"]:
         console.print(f"  fold {f['fold']}: {len(f['test'])} volumes ({f['n_ich']} with ICH)")
+
+
+@app.command("export-folds")
+def export_folds(name: str = typer.Argument(..., help="Dataset whose segmentation store to export."),
+                 out: Path = typer.Option(..., "--out", help="New folder to write (must not exist or be empty)."),
+                 k: Optional[int] = typer.Option(None, help="Number of folds (default: the dataset's canonical k)."),
+                 images: bool = typer.Option(True, "--images/--no-images",
+                                             help="Also write every volume in nnU-Net's raw layout."),
+                 nnunet_id: int = typer.Option(502, "--nnunet-id", min=1, max=999,
+                                               help="nnU-Net dataset id (Dataset<ID>_<name>).")) -> None:
+    """Write the canonical folds as files a foreign tool trains from (docs/datasets.md, "Exporting folds")."""
+    from ichbench.console import progress_bar
+    from ichbench.datasets.base import SEGMENTATION
+    from ichbench.export.folds import export_folds as run
+
+    ds = get_dataset(name)
+    path = store_path(_workspace(), name, require_role(ds, SEGMENTATION))
+    if not path.exists():
+        fail(_no_store(name, SEGMENTATION, path))
+    try:
+        store = open_store(path)
+        with progress_bar() as bar:
+            task = bar.add_task(f"export {name}", total=len(store.volumes) if images else 0, info="volumes")
+            doc = run(store, name, out, k, images, nnunet_id, on_volume=lambda _v: bar.advance(task))
+    except IchbenchError as exc:
+        fail(str(exc))
+    console.print(f"{out}: {len(doc['volumes'])} volumes, k = {doc['k']} (split {doc['hash'][:12]}…)"
+                  + ("" if images else ", lists only"), highlight=False, soft_wrap=True)
+    for f in doc["folds"]:
+        console.print(f"  fold {f['fold']}: train {len(f['train'])}, test {len(f['test'])}", highlight=False)

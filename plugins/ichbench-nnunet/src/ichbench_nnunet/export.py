@@ -11,9 +11,9 @@ Layout, under the fold's folder of the run (nothing goes to the user's own nnU-N
         [{"train": the fold's training ids, "val": the same ids}]
 
 Volumes are written as ichbench hands them over (`Fold.volumes`): on the grid ichbench scores on,
-with that grid's spacing, axis 0 inferior to superior. SimpleITK's array order is (z, y, x), the
-same as the store's, and its spacing is (x, y, z), so what nnU-Net reads back is the store's array
-and spacing exactly.
+with that grid's spacing, axis 0 inferior to superior, by ichbench's one NIfTI writer
+(`ichbench.export.nifti.write_volume`, shared with `ichbench data export-folds`): what nnU-Net's
+SimpleITK reader reads back is the store's array (z, y, x) and spacing exactly.
 
 Only the training volumes are in the dataset nnU-Net plans from, so its fingerprint, its
 intensity normalisation and its plans never see a test volume. nnU-Net's split file needs a
@@ -30,10 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+# the layout and the writer are ichbench's own, shared with `ichbench data export-folds`
+from ichbench.export.nifti import FILE_ENDING, write_volume
+from ichbench.export.nnunet_raw import (LABELS, dataset_folder_name, image_path, label_path,
+                                        write_dataset_json)
+
+__all__ = ["DATASET_ID", "DATASET_NAME", "FILE_ENDING", "LABELS", "NnUNetFolders", "export_fold",
+           "image_path", "read_splits", "write_splits", "write_volume"]
+
 DATASET_ID = 501
-DATASET_NAME = f"Dataset{DATASET_ID:03d}_ichbench"
-FILE_ENDING = ".nii.gz"
-LABELS = {"background": 0, "hemorrhage": 1}
+DATASET_NAME = dataset_folder_name(DATASET_ID, "ichbench")
 
 
 @dataclass(frozen=True)
@@ -67,22 +73,6 @@ class NnUNetFolders:
                 "nnUNet_results": str(self.results)}
 
 
-def image_path(folder: Path, case: str) -> Path:
-    return folder / f"{case}_0000{FILE_ENDING}"
-
-
-def write_volume(path: Path, array: np.ndarray, spacing_zyx) -> None:
-    """(S, H, W) array with (z, y, x) spacing in mm as NIfTI, in SimpleITK's axis order."""
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    image.SetSpacing(tuple(float(s) for s in reversed(spacing_zyx)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{FILE_ENDING}")
-    sitk.WriteImage(image, str(tmp), useCompression=True)
-    tmp.replace(path)
-
-
 def export_fold(fold, folders: NnUNetFolders) -> dict:
     """Write the fold's raw dataset and split file; returns the manifest (also saved as
     `export.json` in the dataset folder): case lists, shapes and spacings."""
@@ -96,15 +86,12 @@ def export_fold(fold, folders: NnUNetFolders) -> dict:
         write_volume(image_path(ds / ("imagesTr" if is_train else "imagesTs"), vol.id),
                      vol.hu.astype(np.int16), vol.spacing)
         if is_train:
-            write_volume(ds / "labelsTr" / f"{vol.id}{FILE_ENDING}", vol.mask.astype(np.uint8),
-                         vol.spacing)
+            write_volume(label_path(ds / "labelsTr", vol.id), vol.mask.astype(np.uint8), vol.spacing)
         manifest["volumes"][vol.id] = {"shape": list(vol.hu.shape), "spacing": list(vol.spacing),
                                        "role": "train" if is_train else "test"}
-    dataset_json = {"name": DATASET_NAME, "channel_names": {"0": "CT"}, "labels": dict(LABELS),
-                    "numTraining": len(fold.train_ids), "file_ending": FILE_ENDING,
-                    "description": (f"ichbench {fold.cfg.dataset} fold {fold.index} of {fold.k} "
-                                    f"(split {str(fold.split_hash)[:12]}), training volumes only")}
-    (ds / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    write_dataset_json(ds, DATASET_NAME, len(fold.train_ids),
+                       f"ichbench {fold.cfg.dataset} fold {fold.index} of {fold.k} "
+                       f"(split {str(fold.split_hash)[:12]}), training volumes only")
     (ds / "export.json").write_text(json.dumps(manifest, indent=2))
     write_splits(folders.splits, fold.train_ids)
     return manifest
