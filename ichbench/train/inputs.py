@@ -97,7 +97,9 @@ class Channels:
         """(B, K, S, S) or (B, S, S) HU, anywhere -> (B, C, S, S) float32 channels on hu's device."""
         if hu.ndim == 3:
             hu = hu[:, None]
-        return window_channels(hu, self.low.to(hu.device), self.width.to(hu.device))
+        if self.low.device != hu.device:   # arrays on the host, batches on the GPU: move them once
+            self.low, self.width = self.low.to(hu.device), self.width.to(hu.device)
+        return window_channels(hu, self.low, self.width)
 
 
 def is_plain(context: int, windows) -> bool:
