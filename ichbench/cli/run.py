@@ -53,12 +53,18 @@ def run(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default sqlite:///$ICHBENCH_HOME/mlflow.db)."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved plan and exit."),
+    seeds: Optional[str] = typer.Option(
+        None, "--seeds", help="Repeat the fine-tuning of every fold: N seeds from the config's own "
+                              "(finetune.seed) on, or a comma list; prints each seed's means and mean ± std."),
+    seeds_pretrain: str = typer.Option(
+        "shared", "--seeds-pretrain", help="With --seeds: 'shared' (one pretraining for all seeds) or "
+                                           "'per_seed' (one per seed: N times the pretraining cost)."),
 ) -> None:
     """Pretrain (or reuse a cached pretraining), fine-tune k folds in parallel on Ray, evaluate per
     volume, log everything to MLflow and print the result beside the paper's."""
     try:
         _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold,
-             tracking_uri, set_, dry_run)
+             tracking_uri, set_, dry_run, seeds, seeds_pretrain)
     except KeyboardInterrupt:   # before any run started: planning, or Ray starting (cluster.py)
         interrupted("interrupted before any training started; nothing was left running")
 
@@ -75,22 +81,27 @@ def _lock_runs(plans, held) -> None:
 
 
 def _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold, tracking_uri,
-         set_, dry_run) -> None:
+         set_, dry_run, seeds=None, seeds_pretrain="shared") -> None:
     import json
 
     from ichbench.orchestrate.plan import expand_methods, plan_method
+    from ichbench.orchestrate.seeds import seed_plans
 
     home = workspace()
     names = expand_methods(method)
     # every refusal of the plan (a missing store, a bad setting) comes before MLflow is even imported
-    plans = [plan_method(n, dataset, profile, home, folds=_folds(folds), k=k,
-                         pretrain_dataset=pretrain_dataset, overrides=set_) for n in names]
+    seeded = [sp for n in names for sp in seed_plans(  # (seed, plan); seed None without --seeds
+        lambda extra, n=n: plan_method(n, dataset, profile, home, folds=_folds(folds), k=k,
+                                       pretrain_dataset=pretrain_dataset, overrides=[*set_, *extra]),
+        seeds, seeds_pretrain)]
+    plans = [p for _, p in seeded]
     tracker = None if dry_run else tracker_for(tracking_uri, home)   # unreachable store: fail before training
     print_notes(plans)
     if dry_run:
         print(json.dumps([{"method": p.method.name, "run_key": p.run_key, "run_dir": str(p.run_dir),
-                           "folds": p.folds, "split_hash": p.split["hash"], "config": p.cfg.to_dict()}
-                          for p in plans], indent=2))
+                           "folds": p.folds, "split_hash": p.split["hash"], "config": p.cfg.to_dict(),
+                           **({} if s is None else {"seed": s})}
+                          for s, p in seeded], indent=2))
         return
     from contextlib import ExitStack
 
@@ -106,7 +117,12 @@ def _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per
                 outcomes.append(driver.run(plan))
         except KeyboardInterrupt:
             interrupted("interrupted: workers stopped, unfinished runs marked KILLED in MLflow")
-    print_fit(console, result_table(outcomes))
+    from ichbench.orchestrate.seeds import by_seed
+    shown, over_seeds = by_seed(seeded, outcomes, seeds_pretrain, tracker, driver.resources)
+    print_fit(console, result_table(shown))   # with --seeds: each method's first seed
+    if over_seeds:
+        from ichbench.orchestrate.seeds_report import seeds_view
+        print_fit(console, seeds_view(over_seeds))
     for o in outcomes:
         console.print(f"[dim]{o.plan.method.name}: MLflow parent run {o.parent_run_id} "
                       f"({tracker.uri}); results in {o.plan.run_dir}[/dim]", soft_wrap=True)  # paths stay whole

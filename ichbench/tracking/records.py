@@ -103,9 +103,10 @@ def agreement_plot(tracker: Tracker, run_id: str, rows: list[dict]) -> None:
         tracker.bytes_artifact(run_id, png, "volume_agreement.png")
 
 
-def per_volume_csv(rows: list[dict]) -> str:
+def per_volume_csv(rows: list[dict], first: tuple[str, ...] = ()) -> str:
+    """The rows as CSV; `first`: columns before the usual ones (the seed of a seeds run's rows)."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FOLD_COLUMNS, extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=[*first, *FOLD_COLUMNS], extrasaction="ignore")
     w.writeheader()
     for r in rows:
         w.writerow({**r, "subtypes": "|".join(r["subtypes"]) if r.get("subtypes") else ""})
