@@ -46,15 +46,32 @@ def submit(run_id: Optional[str] = typer.Option(None, "--run-id", help="The MLfl
            tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri",
                                                       help="MLflow tracking URI (default sqlite:///$ICHBENCH_HOME/mlflow.db)."),
            code_url: Optional[str] = typer.Option(None, "--code-url", help="Where the method's code is published."),
+           predictions: Optional[Path] = typer.Option(
+               None, "--predictions", help="Another tool's masks, one NIfTI per volume named by its id "
+               "(fold_<i>/ folders or flat): an external tool's entry (docs/leaderboard.md)."),
+           split: Optional[Path] = typer.Option(
+               None, "--split", help="With --predictions: the folds.json or splits_final.json the tool trained from."),
+           k: Optional[int] = typer.Option(None, "--k", help="With --predictions: the canonical split's k "
+                                           "(default: --split's, else the dataset's)."),
+           tool: Optional[str] = typer.Option(None, "--tool", help="With --predictions: the tool, e.g. nnunetv2."),
+           tool_version: Optional[str] = typer.Option(None, "--tool-version", help="With --tool: its version."),
            root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
-    """Write a leaderboard entry from a finished `ichbench run` (validated before it is written)."""
+    """Write a leaderboard entry from a finished `ichbench run`, or from another tool's predictions
+    (--predictions); validated before it is written."""
     from ichbench.leaderboard.submit import SubmitRejected
     from ichbench.tracking.mlflow_store import default_tracking_uri
     from ichbench.leaderboard.submit import submit as do_submit
 
+    folder = _folder(root)
+    if predictions is not None:
+        path = _submit_predictions(folder, predictions, run_id, method, dataset, code_url, split, k, tool,
+                                   tool_version)
+        typer.echo(f"wrote {folder.rel(path)} (self-reported, external tool)")
+        return
+    if split or k or tool or tool_version:
+        fail("--split, --k, --tool and --tool-version go with --predictions")
     if not run_id and not (method and dataset):
         fail("give --run-id RUN, or --method M --dataset D")
-    folder = _folder(root)
     uri = tracking_uri or default_tracking_uri(workspace())
     try:
         path = do_submit(folder, uri, run_id, method, dataset, code_url)
@@ -63,6 +80,27 @@ def submit(run_id: Optional[str] = typer.Option(None, "--run-id", help="The MLfl
             typer.echo(f"REJECT {str(exc).split(':')[0]}: {p}", err=True)
         raise typer.Exit(1)
     typer.echo(f"wrote {folder.rel(path)}")
+
+
+def _submit_predictions(folder, predictions, run_id, method, dataset, code_url, split, k, tool, tool_version):
+    from ichbench.console import progress_bar
+    from ichbench.leaderboard.external import submit_predictions
+    from ichbench.leaderboard.submit import SubmitRejected
+
+    if run_id:
+        fail("--predictions writes an external tool's entry, which has no MLflow run: leave out --run-id")
+    if not (method and dataset and code_url):
+        fail("--predictions needs --method NAME, --dataset D and --code-url URL (where the tool's code is)")
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task(f"score {method}", total=None, info="volumes")
+            return submit_predictions(folder, workspace(), predictions, dataset, method, code_url, k=k,
+                                      split_file=split, tool=tool, tool_version=tool_version,
+                                      on_volume=lambda _v: bar.advance(task))
+    except SubmitRejected as exc:
+        for p in exc.problems:
+            typer.echo(f"REJECT predictions {predictions}: {p}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -55,7 +55,10 @@ def read_mask_on_grid(path: Path, shape_zyx, spacing_zyx) -> np.ndarray:
     from ichbench.datasets.nifti_io import file_spacing, file_to_store, store_spacing, to_store
     from ichbench.errors import InputError
 
-    raw, img = read_mask(Path(path))
+    try:
+        raw, img = read_mask(Path(path))
+    except InputError as exc:   # `ichbench score`'s advice about --labels does not apply here
+        raise InputError(exc.path, exc.problem.replace(", or score a label image with --labels", "")) from None
     transform = file_to_store(img.affine, path)
     mask = to_store(raw, transform)
     spacing = store_spacing(file_spacing(img, path), transform)

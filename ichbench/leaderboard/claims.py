@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ichbench.leaderboard.entries import numbers_key
+from ichbench.leaderboard.entries import numbers_key, submission_id
 from ichbench.leaderboard.history import FALLBACK
+from ichbench.leaderboard.schema import EXTERNAL_TOOL
 
 OWN_DIST = "ichbench"
 
@@ -44,12 +45,29 @@ def claim_problems(entry: dict) -> list[str]:
     method = entry["method"]
     dist, version = distribution_of(entry)
     shown = " ".join(str(x) for x in (dist, version) if x) or "an unnamed distribution"
+    if entry.get("kind") == EXTERNAL_TOOL:
+        return _external_problems(entry, shown)
     if method in builtin_methods() and not from_ichbench(entry):
         return [f"method {method!r} is built into ichbench, but the entry says it comes from "
                 f"{shown}: a plugin's method needs a name of its own"]
     if method not in builtin_methods() and from_ichbench(entry):
         return [f"method {method!r} is not one of ichbench's built-in methods, but the entry says "
                 f"it comes from {shown}: name the plugin distribution that registers it"]
+    return []
+
+
+def _external_problems(entry: dict, shown: str) -> list[str]:
+    """An external tool's entry is never ichbench's (its numbers are self-reported: no built-in
+    method's label), and its id is the digest of its predictions (`entries.submission_id`), so
+    the same masks cannot come back under another id."""
+    if from_ichbench(entry) or entry["method"] in builtin_methods():
+        return [f"method {entry['method']!r} from {shown} is an external tool's entry: it needs a name "
+                "of its own, not one of ichbench's built-in methods, and its tool is not the ichbench "
+                "distribution"]
+    want = submission_id(entry)
+    if entry["mlflow_run_id"] != want:
+        return [f"an external tool's entry is identified by the digest of its predictions, {want}, "
+                f"not {entry['mlflow_run_id']!r}"]
     return []
 
 

@@ -92,6 +92,16 @@ def numbers_key(entry: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def submission_id(entry: dict) -> str:
+    """An external tool's entry's id (in `mlflow_run_id`; it has no MLflow run): 32 hex digits of
+    the sha256 of its dataset, k and each fold's predictions digest, so it names the masks."""
+    import hashlib
+    text = "ichbench-external-v1\n{}\n{}\n".format(entry["dataset"]["name"], int(entry["split"]["k"])) + "".join(
+        f"{int(f['fold'])} {f['predictions_sha256']}\n" for f in sorted(entry.get("folds") or [],
+                                                                         key=lambda f: int(f["fold"])))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def short_id(run_id: str) -> str:
     return run_id[:8]
 

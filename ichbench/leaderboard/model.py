@@ -22,7 +22,7 @@ from ichbench.leaderboard.entries import labeled_amount, scored_rows, short_id, 
 from ichbench.leaderboard.surface_checks import rvd_of
 from ichbench.leaderboard.published import PublishedRow
 from ichbench.leaderboard.reproductions import status
-from ichbench.leaderboard.schema import GROUPS, METRICS
+from ichbench.leaderboard.schema import EXTERNAL_MARK, EXTERNAL_TOOL, GROUPS, METRICS
 from ichbench.splits import DEFAULT_K, PAPER_K
 
 DATASET_TITLES = {"hssayeni": "Hssayeni et al. (PhysioNet ct-ich)", "segcq500": "Seg-CQ500"}
@@ -63,6 +63,7 @@ class Row:
     agreement: dict | None = None                 # evaluate.agreement.volume_agreement of the mL
     ml: tuple | None = None                       # (predicted mL, true mL) per volume, for the plot
     nsd_mm: float | None = None
+    external: bool = False                        # an external tool's entry: self-reported training
 
     @property
     def published(self) -> bool:
@@ -168,8 +169,10 @@ def _entry_row(shown: str, e: dict, labels: dict, records: list | None = None) -
     base = labels.get(e["method"], e["method"]) if builtin else e["method"]
     dist = None if builtin else \
         " ".join(str(x) for x in distribution_of(e) if x) or "unnamed distribution"
-    label = f"{base} [{dist}] · run {short_id(e['mlflow_run_id'])}" if dist else \
-        f"{base} · run {short_id(e['mlflow_run_id'])}"
+    # an external tool's entry says so wherever its label appears: ichbench scored its masks, not its training
+    ident = f"{EXTERNAL_MARK} · submission" if e.get("kind") == EXTERNAL_TOOL else "run"
+    label = f"{base} [{dist}] · {ident} {short_id(e['mlflow_run_id'])}" if dist else \
+        f"{base} · {ident} {short_id(e['mlflow_run_id'])}"
     return Row(key=f"entry:{e['mlflow_run_id']}", kind="entry", method=e["method"],
                label=label, groups=groups, builtin=builtin,
                reproduction=status(records, e["split"]["k"]),
@@ -179,7 +182,8 @@ def _entry_row(shown: str, e: dict, labels: dict, records: list | None = None) -
                has_ich=has_ich, icm_source=_icm_source(e), surface=surface,
                agreement=volume_agreement([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows]),
                ml=([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows]), nsd_mm=e.get("nsd_mm"),
-               true_voxels={r["volume_id"]: r["tp"] + r["fn"] for r in rows})
+               true_voxels={r["volume_id"]: r["tp"] + r["fn"] for r in rows},
+               external=e.get("kind") == EXTERNAL_TOOL)
 
 
 def _icm_source(e: dict) -> str | None:

@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ichbench.leaderboard import plots
 from ichbench.leaderboard.model import GROUP_TITLES, METRIC_TITLES, SURFACE_SHOWN, DatasetView, PMatrix, Row
-from ichbench.leaderboard.schema import METRICS
+from ichbench.leaderboard.schema import EXTERNAL_MARK, METRICS
 from ichbench.leaderboard.stats import N_BOOT
 
 GROUP_HEADINGS = {"all": "All volumes", "ich": "ICH volumes"}
@@ -73,6 +73,8 @@ def _details(row: Row) -> str:
     if row.kind == "reference":
         return "an empty prediction on every volume; from canonical.json's volume counts; not a method"
     bits = [f"profile {row.profile or '?'}", f"k = {row.k}"]
+    if row.external:
+        bits.insert(0, f"{EXTERNAL_MARK}: ichbench scored its predictions, not its training")
     if row.icm_source:
         bits.append(f"ICM: {row.icm_source}")
     if row.labeled and row.labeled["declared"]:

@@ -19,6 +19,13 @@ from jsonschema import Draft202012Validator
 # these keys, so each version means one thing.
 SCHEMA_VERSION = 3
 SCHEMA_VERSIONS = (1, 2, 3)
+# What an entry is (an optional key of version 3, absent meaning an ichbench run): "ichbench-run",
+# written by `submit --run-id` from a run ichbench trained and scored, or "external-tool", written
+# by `submit --predictions` from another tool's masks that ichbench scored: self-reported, since
+# ichbench never saw the training (docs/leaderboard.md, "Three kinds of entry").
+ICHBENCH_RUN, EXTERNAL_TOOL = "ichbench-run", "external-tool"
+KINDS = (ICHBENCH_RUN, EXTERNAL_TOOL)
+EXTERNAL_MARK = "self-reported, external tool"
 METRICS = ("dice", "precision", "recall")
 GROUPS = ("all", "ich")
 # the per-volume keys of `ichbench.evaluate.summary.SURFACE_KEYS`, as runs log them
@@ -104,10 +111,15 @@ ENTRY_SCHEMA = {
                   "properties": {"per_volume": {"items": {"required": list(SURFACE_KEYS)}}}},
          "else": {"properties": {"nsd_mm": False,
                                  "per_volume": {"items": {"properties": {k: False for k in SURFACE_KEYS}}}}}},
+        # `kind` extends version 3 (entries without it are ichbench runs); older versions never carry it
+        {"if": {"properties": {"schema_version": {"const": 3}}}, "else": {"not": {"required": ["kind"]}}},
     ],
     "$defs": {"data": _DATA},
     "properties": {
         "schema_version": {"enum": list(SCHEMA_VERSIONS)},
+        "kind": {"enum": list(KINDS),
+                 "description": "ichbench-run (absent: the same) or external-tool: another tool's predictions, "
+                                "scored by ichbench, training self-reported"},
         "method": _NAME,
         "plugin": {"type": "object", "additionalProperties": False, "required": ["distribution", "version"],
                    "properties": {"distribution": _OPT_STR, "version": _OPT_STR}},
@@ -201,6 +213,8 @@ def _problems(schema: dict, data) -> list[str]:
             msg = (f"{_short(err.instance)} is neither a number within "
                    f"[{err.validator_value[0].get('minimum'):,}, {err.validator_value[0].get('maximum'):,}] "
                    f"nor \"inf\" (an infinite value, as JSON holds it)")
+        elif err.validator == "not" and err.validator_value == {"required": ["kind"]}:
+            msg = f"holds kind, which only entries of schema version {SCHEMA_VERSION} carry"
         elif err.schema is False:   # jsonschema names neither the key nor its parent's path here
             msg = (f"holds nsd_mm or a row's surface metrics ({', '.join(SURFACE_KEYS)}), which only "
                    f"entries of schema version {SCHEMA_VERSION} carry")

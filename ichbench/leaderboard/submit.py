@@ -18,7 +18,7 @@ from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.entries import build_entry, relpath, rescore
 from ichbench.leaderboard.jsonio import MAX_BYTES, read_json, write_json
 from ichbench.leaderboard.paths import Folder
-from ichbench.leaderboard.schema import GROUPS, METRICS, SURFACE_KEYS
+from ichbench.leaderboard.schema import EXTERNAL_TOOL, GROUPS, METRICS, SURFACE_KEYS
 from ichbench.leaderboard.claims import duplicate_problem
 from ichbench.tracking.mlflow_store import TAG, Tracker
 
@@ -192,6 +192,12 @@ def submit(folder: Folder, uri: str, run_id: str | None = None, method: str | No
            dataset: str | None = None, code_url: str | None = None) -> Path:
     client, run = find_run(uri, run_id, method, dataset)
     entry = entry_from_run(client, run, code_url)
+    return write_checked(folder, entry, f"MLflow run {run.info.run_id}")
+
+
+def write_checked(folder: Folder, entry: dict, where: str) -> Path:
+    """Write `entry` into the folder if `validate` would accept it there (its own checks, canonical.json,
+    one entry per run id, no duplicate numbers); else SubmitRejected and nothing written."""
     rel = relpath(entry)
     data = canon.load(folder)
     problems = check_entry(entry, canon.expectation(data, entry["dataset"]["name"]), rel)
@@ -200,8 +206,9 @@ def submit(folder: Folder, uri: str, run_id: str | None = None, method: str | No
         try:
             others[folder.rel(other)] = read_json(other, shown=folder.rel(other))
             if others[folder.rel(other)].get("mlflow_run_id") == entry["mlflow_run_id"]:
-                problems.append(f"duplicate: MLflow run {entry['mlflow_run_id']} is already on the leaderboard as "
-                                f"{folder.rel(other)}")
+                what = (f"these predictions (submission {entry['mlflow_run_id']}) are" if entry.get("kind") ==
+                        EXTERNAL_TOOL else f"MLflow run {entry['mlflow_run_id']} is")
+                problems.append(f"duplicate: {what} already on the leaderboard as {folder.rel(other)}")
         except (IchbenchError, AttributeError):
             continue
     if not problems:
@@ -210,5 +217,5 @@ def submit(folder: Folder, uri: str, run_id: str | None = None, method: str | No
         if dup:
             problems.append(dup)
     if problems:
-        raise SubmitRejected(f"MLflow run {run.info.run_id}", problems)
+        raise SubmitRejected(where, problems)
     return write_json(folder.root / rel, entry)

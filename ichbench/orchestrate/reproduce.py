@@ -107,6 +107,9 @@ def prepare(entry_path: Path, folder: Folder, home: Path, folds: list[int] | Non
     problems = check_entry(entry, canon.expectation(data, str(name)), _location(folder, entry_path))
     if problems:
         refuse(f"it does not validate: {problems[0]}")
+    if entry.get("kind") == "external-tool":   # leaderboard.schema.EXTERNAL_TOOL
+        refuse("an external tool's entry: ichbench scored its predictions but never ran its training, "
+               "so there is nothing to re-run (docs/leaderboard.md, \"Three kinds of entry\")")
     method, k = entry["method"], entry["split"]["k"]
     try:
         m = get_method(method)
