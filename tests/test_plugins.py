@@ -146,8 +146,8 @@ def test_unknown_dataset_is_one_line_error(fresh, home):
                          capture_output=True, text=True, env={**__import__("os").environ})
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "ichbench: error: unknown dataset 'nosuch'; known: bhsd, cq500, hssayeni, instance2022, phantom, rsna, "
-        "segcq500"]
+        "ichbench: error: unknown dataset 'nosuch'; known: bhsd, cq500, hssayeni, instance2022, phantom, "
+        "phantom_shifted, rsna, segcq500"]
 
 
 def test_datasets_command_lists_role_source_licence_layout(fresh):

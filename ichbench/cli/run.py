@@ -59,12 +59,15 @@ def run(
     seeds_pretrain: str = typer.Option(
         "shared", "--seeds-pretrain", help="With --seeds: 'shared' (one pretraining for all seeds) or "
                                            "'per_seed' (one per seed: N times the pretraining cost)."),
+    test_on: Optional[str] = typer.Option(
+        None, "--test-on", help="External test datasets (comma list): every fold model and the fold ensemble "
+                                "also score all their volumes (docs/cli.md)."),
 ) -> None:
     """Pretrain (or reuse a cached pretraining), fine-tune k folds in parallel on Ray, evaluate per
     volume, log everything to MLflow and print the result beside the paper's."""
     try:
         _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold,
-             tracking_uri, set_, dry_run, seeds, seeds_pretrain)
+             tracking_uri, set_, dry_run, seeds, seeds_pretrain, test_on)
     except KeyboardInterrupt:   # before any run started: planning, or Ray starting (cluster.py)
         interrupted("interrupted before any training started; nothing was left running")
 
@@ -81,7 +84,7 @@ def _lock_runs(plans, held) -> None:
 
 
 def _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per_fold, tracking_uri,
-         set_, dry_run, seeds=None, seeds_pretrain="shared") -> None:
+         set_, dry_run, seeds=None, seeds_pretrain="shared", test_on=None) -> None:
     import json
 
     from ichbench.orchestrate.plan import expand_methods, plan_method
@@ -95,6 +98,10 @@ def _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per
                                        pretrain_dataset=pretrain_dataset, overrides=[*set_, *extra]),
         seeds, seeds_pretrain)]
     plans = [p for _, p in seeded]
+    from ichbench.orchestrate.external import parse_test_on, plan_tests
+    tests = parse_test_on(test_on)
+    for p in plans:   # --test-on: refused here in one line, before anything trains
+        p.tests = plan_tests(home, p.method, p.cfg, p.store, tests)
     tracker = None if dry_run else tracker_for(tracking_uri, home)   # unreachable store: fail before training
     print_notes(plans)
     if dry_run:
@@ -131,12 +138,15 @@ def _run(method, dataset, profile, folds, k, pretrain_dataset, address, gpus_per
 def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
          tracking_uri: Optional[str] = typer.Option(None),
          as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON; Dice as fractions (0-1), "
-                                      "as MLflow stores them, where the table shows percent.")) -> None:
+                                      "as MLflow stores them, where the table shows percent."),
+         matrix: bool = typer.Option(False, "--matrix", help="With --json: the train × test matrix per method "
+                                     "(diagonal: cross-validation; other cells: --test-on ensembles).")) -> None:
     """List finished benchmark runs (MLflow parent runs): mean volume Dice in percent, HD95 in mm,
     NSD in percent and the agreement of predicted and true hemorrhage volume."""
     import json
 
     from ichbench.cli.runs_view import surface_columns
+    from ichbench.orchestrate.external import from_metrics
     from ichbench.tracking.mlflow_store import TAG
 
     tr = tracker_for(tracking_uri, workspace())
@@ -152,7 +162,14 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
                      "profile": t.get(f"{TAG}profile"), "folds": t.get(f"{TAG}folds"),
                      "dice_all": m.get("dice_all_mean"), "dice_ich": m.get("dice_ich_mean"),
                      **surface_columns(m), "gpu_hours": t.get(f"{TAG}gpu_hours")})
+        external = from_metrics(m)   # --test-on results, only on runs that have them
+        if external:
+            rows[-1]["external"] = external
     if as_json:
+        if matrix:
+            from ichbench.orchestrate.matrix import from_runs
+            print(json.dumps(from_runs(rows), indent=2))
+            return
         print(json.dumps(rows, indent=2))
         return
     from ichbench.cli.runs_view import runs_view

@@ -38,6 +38,7 @@ class MethodOutcome:
     pretrain_cached: bool = False
     gpu_hours: float = 0.0
     fold_nodes: dict = field(default_factory=dict)
+    external: dict = field(default_factory=dict)   # test dataset -> summaries (`orchestrate.external`)
 
 
 def _done_result(plan: MethodPlan, fold: int) -> dict | None:
@@ -125,6 +126,8 @@ class Driver:
             if plan.method.has_pretext:
                 pretrained = self._pretrain(plan, exp, tags, parent_id, outcome, pretrain_task)
             results = self._folds(plan, exp, tags, parent_id, pretrained, outcome, finetune_task, icm)
+            from ichbench.orchestrate.external import score_all   # --test-on: after the folds it scores with
+            outcome.external = score_all(self, plan, results, parent_id, icm)
         except KeyboardInterrupt:
             self.abort("KILLED")
             raise

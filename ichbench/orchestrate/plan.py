@@ -59,14 +59,15 @@ class MethodPlan:
     overrides: list[str] = field(default_factory=list)
     icm: IcmPlan | None = None        # +ICM methods with icm.source=unet
     notes: list[str] = field(default_factory=list)   # one line each, for the console (defaults chosen)
+    tests: list = field(default_factory=list)   # --test-on external test sets (`orchestrate.external`)
 
     def fold_dir(self, fold: int) -> Path:
         return self.run_dir / f"fold_{fold}"
 
 
 def open_role(home: Path, dataset: str, role: str, *, auto_ingest: bool | None = None) -> SliceStore:
-    """The store of `dataset`'s `role`; the phantom (which makes its own sources) is ingested on demand."""
-    auto_ingest = dataset == "phantom" if auto_ingest is None else auto_ingest
+    """The store of `dataset`'s `role`; the phantoms (which make their own sources) are ingested on demand."""
+    auto_ingest = dataset in ("phantom", "phantom_shifted") if auto_ingest is None else auto_ingest
     path = store_path(home, dataset, role)
     if not store_exists(path):
         ds = get_dataset(dataset)

@@ -82,6 +82,9 @@ def _sources(o) -> list[tuple[str, str, list[str]]]:
     if getattr(o, "rows", None):   # the reference: what predicting nothing scores on these volumes
         from ichbench.leaderboard.floor import empty_prediction
         rows.append((o.plan.cfg.dataset, "predicts nothing", _numbers(empty_prediction(o.rows), 100.0)))
+    for ds, s in (getattr(o, "external", None) or {}).items():   # --test-on (`orchestrate.external`)
+        rows += [(ds, f"external, mean of {len(o.plan.folds)} fold models", _numbers(s["folds"], 100.0)),
+                 (ds, "external, ensemble", _numbers(s["ensemble"], 100.0))]
     return rows
 
 

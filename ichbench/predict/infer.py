@@ -113,6 +113,12 @@ def _cavity(ens: Ensemble, hu_net: np.ndarray, device) -> np.ndarray | None:
                         "icm.source=unet or classical")
 
 
+def mean_probability(per_fold: list[np.ndarray]) -> np.ndarray:
+    """The fold ensemble's probability: the mean of the folds' sigmoid outputs (the nnU-Net rule:
+    average, then threshold); also what `ichbench run --test-on` scores as the ensemble."""
+    return np.mean(np.stack(per_fold), axis=0)
+
+
 def predict_scan(ens: Ensemble, scan: Scan, device="cpu") -> Prediction:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -120,7 +126,7 @@ def predict_scan(ens: Ensemble, scan: Scan, device="cpu") -> Prediction:
     check_scan_fits(ens, scan)
     hu_net = network_input(ens, scan)
     per_fold = {f.fold: _fold_probability(f.payload, hu_net, device) for f in ens.folds}
-    mean = np.mean(np.stack(list(per_fold.values())), axis=0)
+    mean = mean_probability(list(per_fold.values()))
     shape_hw = scan.hu.shape[1:]
     probability = _to_grid(mean, shape_hw)
     mask = probability > ens.threshold

@@ -15,20 +15,32 @@ EVAL_BATCH = 64
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor, device: torch.device,
-            threshold: float, cavity=None) -> np.ndarray:
-    """Binary masks (len(rows), S, S) for the slices `rows`: sigmoid > threshold, and for +ICM
-    methods times the intracranial cavity mask `cavity` gives (an `ichbench.icm.CavitySource`)."""
+def probabilities(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor,
+                  device: torch.device) -> torch.Tensor:
+    """The sigmoid output (len(rows), S, S) float32 on the CPU for the slices `rows`."""
     model.eval()
     out = []
     for idx in rows.split(EVAL_BATCH):
         with autocast_for(device):
             logits = model(images_of(arrays, idx, device))
-        out.append((torch.sigmoid(logits.float())[:, 0] > threshold).cpu())
-    pred = torch.cat(out) if out else torch.zeros((0, arrays.image_size, arrays.image_size), dtype=torch.bool)
+        out.append(torch.sigmoid(logits.float())[:, 0].cpu())
+    return torch.cat(out) if out else torch.zeros((0, arrays.image_size, arrays.image_size))
+
+
+def to_mask(probability: torch.Tensor, threshold: float, arrays: SliceArrays, rows: torch.Tensor,
+            cavity=None) -> np.ndarray:
+    """probability > threshold, and for +ICM methods times the intracranial cavity mask `cavity`
+    gives (an `ichbench.icm.CavitySource`)."""
+    pred = probability > threshold
     if cavity is not None and len(rows):
         pred &= cavity.masks(arrays, rows)
     return pred.numpy()
+
+
+def predict(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor, device: torch.device,
+            threshold: float, cavity=None) -> np.ndarray:
+    """Binary masks (len(rows), S, S) for the slices `rows` (`probabilities`, then `to_mask`)."""
+    return to_mask(probabilities(model, arrays, rows, device), threshold, arrays, rows, cavity)
 
 
 def scored_row(arrays: SliceArrays, vid: str, pred: np.ndarray, spacing_scale: float = 1.0,

@@ -30,15 +30,17 @@ DEFAULTS = {"volumes": 60, "slices": 24, "native_size": 128, "pretrain_volumes":
 _INT_KEYS = {"volumes": 1, "slices": 4, "native_size": 32, "pretrain_volumes": 1, "seed": 0}
 
 
-def phantom_settings(options: IngestOptions) -> dict:
-    """The generation options from IngestOptions.extra, validated, with defaults filled in."""
+def phantom_settings(options: IngestOptions, defaults: dict = DEFAULTS, shift: int | None = None) -> dict:
+    """The generation options from IngestOptions.extra, validated, with `defaults` filled in
+    (`shift`: phantom_shifted's SHIFT_VERSION, recorded so that its folder is regenerated when it changes)."""
     extra = dict(options.extra or {})
-    unknown = set(extra) - set(DEFAULTS) - {"seed"}
+    unknown = set(extra) - set(defaults) - {"seed"}
     if unknown:
         raise IchbenchError(f"unknown phantom option(s) {', '.join(sorted(unknown))}; known: "
-                            f"{', '.join(sorted([*DEFAULTS, 'seed']))}")
-    out = {**DEFAULTS, "seed": options.seed, **extra}
+                            f"{', '.join(sorted([*defaults, 'seed']))}")
+    out = {**defaults, "seed": options.seed, **extra}
     for key, low in _INT_KEYS.items():
+        low = min(low, defaults.get(key, low))   # phantom_shifted makes no pretraining volumes
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise IchbenchError(f"phantom option {key} must be an integer >= {low}, got {v!r}")
@@ -46,7 +48,8 @@ def phantom_settings(options: IngestOptions) -> dict:
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
         raise IchbenchError(f"phantom option ich_fraction must be a number in [0, 1], got {f!r}")
     from ichbench.datasets.phantom.generator import GENERATOR_VERSION  # scipy: only when generating
-    return {"generator": GENERATOR_VERSION, **{k: out[k] for k in sorted(out)}}
+    return {"generator": GENERATOR_VERSION, **({"shift": shift} if shift is not None else {}),
+            **{k: out[k] for k in sorted(out)}}
 
 
 def _pretrain_seed(seed: int) -> int:
@@ -221,6 +224,27 @@ class PhantomDataset(Dataset):
                       subtypes=subtypes, source=str(vdir), classes=classes)
 
 
+class PhantomShiftedDataset(PhantomDataset):
+    """An external test set for phantom runs: other patients, as another scanner shows them
+    (`phantom.shifted`; `ichbench run --test-on phantom_shifted`)."""
+    name = "phantom_shifted"
+    description = ("The phantom from another site (wider field of view, HU scale/offset, more noise, "
+                   "older blood, thicker slices), built in")
+    roles = (SEGMENTATION,)
+    layout = PhantomDataset.layout.split(" Options")[0] + " Options (-o key=value): volumes=20, slices=16, seed"
+
+    def prepare(self, source: Path, options: IngestOptions) -> None:
+        from ichbench.datasets.phantom.shifted import DEFAULTS as SHIFTED, SEED_SALT, SHIFT_VERSION, shift_volume
+        settings = phantom_settings(options, SHIFTED, SHIFT_VERSION)
+        manifest = files.read_manifest(source)
+        if manifest is not None and manifest.get("options") == settings:
+            return
+        seed = int(np.random.SeedSequence([settings["seed"], SEED_SALT]).generate_state(1)[0])
+        vols = (shift_volume(v) for v in _volumes(settings["volumes"], seed, settings, "PS"))
+        files.build_source(source, settings, vols, iter(()))
+
+
 @hookimpl
 def register_datasets(register):
     register(PhantomDataset())
+    register(PhantomShiftedDataset())

@@ -1,0 +1,66 @@
+"""Scoring a run's fold models on an external test set (`ichbench run --test-on`): every fold
+model predicts every volume of the other dataset's segmentation store, and so does the fold
+ensemble (the mean of the folds' sigmoid outputs, `predict.infer.mean_probability`, then the
+threshold, as `ichbench predict` applies a run). Rows are the folds' own (`train.predict.scored_row`).
+
+The store is read at the run's training size (`finetune.image_size`) from its own store size, as
+a fold reads its own dataset: another pixel spacing, slice count or matrix size is the store's
+business (ingest resampled it to its `size`); the surface metrics scale the volume's spacing by
+store size / training size, as the folds' do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ichbench.models.unet import unet_for
+from ichbench.train import checkpoint as ckpt
+from ichbench.train.data import load_store, volume_rows, with_channels
+from ichbench.train.device import device_mode, select_device
+from ichbench.train.predict import probabilities, scored_row, to_mask
+
+
+def _net(path: Path, cfg, device: torch.device) -> torch.nn.Module:
+    payload = ckpt.load_model(path)
+    net = unet_for(cfg.model, in_channels=cfg.input.channels)
+    net.load_state_dict(payload["state"])
+    return net.to(device).eval()
+
+
+def score_test_set(models: dict[int, Path], store_path: Path, cfg, icm_checkpoint: Path | None = None,
+                   device=None, on_volume=None) -> dict:
+    """{"folds": {fold: rows}, "ensemble": rows} over every volume of the store at `store_path`;
+    `models` maps each fold to its model.pt. `on_volume(done, total)` reports progress."""
+    from ichbench.icm.sources import CavitySource
+    from ichbench.predict.infer import mean_probability
+    from ichbench.store import open_store
+
+    device = select_device(device)
+    fc = cfg.finetune
+    store = open_store(store_path)
+    cavity = None
+    extra = ()
+    if cfg.icm is not None:   # a +ICM method: its cavity masks, from the test store as from its own
+        cavity = CavitySource(cfg.icm, icm_checkpoint, device)
+        extra = ("brain",) if cfg.icm.source == "shipped" else ("icm",) if cavity.stored_in(store) else ()
+    arrays = load_store(store_path, fc.image_size, names=("images", "labels", "volume", "masks", *extra))
+    with_channels(arrays, cfg.input.context, cfg.input.windows)
+    scale = int(store.attrs["settings"]["size"]) / fc.image_size
+    ids = [v["id"] for v in store.volumes]
+    out = {"folds": {f: [] for f in models}, "ensemble": []}
+    with device_mode(device):
+        nets = {f: _net(p, cfg, device) for f, p in sorted(models.items())}
+        for n, vid in enumerate(ids, start=1):
+            rows = volume_rows(arrays, [vid])
+            probs = {f: probabilities(net, arrays, rows, device) for f, net in nets.items()}
+            for f, p in probs.items():
+                pred = to_mask(p, fc.threshold, arrays, rows, cavity)
+                out["folds"][f].append(scored_row(arrays, vid, pred, scale, cfg.eval.nsd_mm))
+            mean = torch.from_numpy(mean_probability([p.numpy() for p in probs.values()]))
+            pred = to_mask(mean, fc.threshold, arrays, rows, cavity)
+            out["ensemble"].append(scored_row(arrays, vid, pred, scale, cfg.eval.nsd_mm))
+            if on_volume is not None:
+                on_volume(n, len(ids))
+    return out
