@@ -165,6 +165,8 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
         external = from_metrics(m)   # --test-on results, only on runs that have them
         if external:
             rows[-1]["external"] = external
+    from ichbench.orchestrate.seeds import seeds_rows   # --seeds: each seed's row names its seed
+    rows += seeds_rows(tr, [e.experiment_id for e in exps], rows)
     if as_json:
         if matrix:
             from ichbench.orchestrate.matrix import from_runs

@@ -60,8 +60,6 @@ def parse_seeds(text: str | None, base: int) -> list[int] | None:
 
 def seed_overrides(cfg, seed: int, pretrain: str) -> list[str]:
     """The `--set` overrides that make `cfg`'s run the run of `seed` (none for its own seed)."""
-    if pretrain not in SEEDS_PRETRAIN:
-        raise IchbenchError(f"--seeds-pretrain {pretrain!r}: one of {', '.join(SEEDS_PRETRAIN)}")
     if seed == cfg.finetune.seed:
         return []
     out = [f"finetune.seed={seed}"]
@@ -78,6 +76,8 @@ def seed_overrides(cfg, seed: int, pretrain: str) -> list[str]:
 def seed_plans(make_plan, seeds: str | None, pretrain: str = "shared") -> list[tuple[int | None, object]]:
     """(seed, plan) for each of `--seeds`; `make_plan(extra_overrides)` plans the run. Without
     seeds: the one plan, seed None (the run as before)."""
+    if pretrain not in SEEDS_PRETRAIN:
+        raise IchbenchError(f"--seeds-pretrain {pretrain!r}: one of {', '.join(SEEDS_PRETRAIN)}")
     base = make_plan([])
     values = parse_seeds(seeds, base.cfg.finetune.seed)
     if values is None:
@@ -173,3 +173,33 @@ def log_seeds(tracker, resources, out: SeedsOutcome) -> str:
         tracker.tags(p["parent_run_id"], {f"{TAG}seed": str(p["seed"]), f"{TAG}seeds_run": run_id})
     out.run_id = run_id
     return run_id
+
+
+def seeds_rows(tracker, experiment_ids: list[str], parent_rows: list[dict]) -> list[dict]:
+    """`ichbench runs`: a row per finished seeds run (means and std over seeds, each seed's run
+    and Dice); each parent row gets its "seed" (None for a run made without --seeds)."""
+    from ichbench.tracking.mlflow_store import TAG
+    found = tracker.client.search_runs(
+        experiment_ids, filter_string=f"tags.`{TAG}kind` = '{KIND}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"]) if experiment_ids else []
+    seed_of: dict[str, int] = {}
+    out = []
+    for r in found:
+        t, m = r.data.tags, r.data.metrics
+        seeds = [int(s) for s in t.get(f"{TAG}seeds", "").split(",") if s]
+        runs = [s for s in t.get(f"{TAG}seed_runs", "").split(",") if s]
+        for s, rid in zip(seeds, runs):
+            seed_of.setdefault(rid, s)
+        over = {k: {st: m.get(f"{k}_over_seeds_{st}") for st in ("mean", "std")} for k in OVER_SEEDS}
+        out.append({"run_id": r.info.run_id, "kind": KIND, "method": t.get(f"{TAG}method"),
+                    "dataset": t.get(f"{TAG}dataset"), "profile": t.get(f"{TAG}profile"),
+                    "folds": t.get(f"{TAG}folds"), "seeds": seeds, "seeds_pretrain": t.get(f"{TAG}seeds_pretrain"),
+                    "dice_all": over["dice_all_mean"]["mean"], "dice_ich": over["dice_ich_mean"]["mean"],
+                    "over_seeds": over,
+                    "per_seed": [{"seed": s, "run_id": rid, **{k: m.get(f"{k}_seed{s}") for k in OVER_SEEDS}}
+                                 for s, rid in zip(seeds, runs)],
+                    "gpu_hours": t.get(f"{TAG}gpu_hours")})
+    for row in parent_rows:
+        row.setdefault("kind", "parent")
+        row["seed"] = seed_of.get(row["run_id"])
+    return out
