@@ -120,7 +120,8 @@ def tool_predictions(world, where: Path) -> dict:
             preds[vid] = truth if n % 2 == 0 else _shifted(truth)
             path = where / f"fold_{f['fold']}" / "validation" / f"{vid}.nii.gz"
             write_volume(path, preds[vid].astype(np.uint8), world["spacing"][vid])
-    vid = world["doc"]["folds"][0]["test"][0]
+    vid = next(v for v in world["doc"]["folds"][0]["test"] if preds[v].any())
+    assert not np.array_equal(preds[vid], preds[vid][:, :, ::-1])   # so a flip read as is would show
     z, y, x = world["spacing"][vid]
     flipped = preds[vid].astype(np.uint8).transpose(2, 1, 0)[::-1]
     nib.save(nib.Nifti1Image(np.ascontiguousarray(flipped), np.diag([x, -y, z, 1.0])),
@@ -184,15 +185,16 @@ def test_an_edited_external_entry_is_rejected(world, folder, tmp_path):
     tool_predictions(world, tmp_path / "preds")
     assert _submit(world, folder, tmp_path / "preds").exit_code == 0
     [path] = (folder.root / "entries" / "phantom").glob("threshold_tool--*.json")
+    original = json.loads(path.read_text())
     entry = json.loads(path.read_text())
     entry["folds"][0]["predictions_sha256"] = "0" * 64
     path.write_text(json.dumps(entry))
     assert any("identified by the digest of its predictions" in r.reason for r in validate(folder).rejections)
-    entry = json.loads(path.read_text())
-    entry.update(method="multilabel_dl", plugin={"distribution": "ichbench", "version": "0.1.0"})
+    entry = {**original, "method": "multilabel_dl", "plugin": {"distribution": "ichbench", "version": "0.1.0"}}
     path.unlink()
     (path.parent / f"multilabel_dl--{entry['mlflow_run_id'][:8]}.json").write_text(json.dumps(entry))
-    assert any("external tool's entry" in r.reason for r in validate(folder).rejections)
+    [reason] = [r.reason for r in validate(folder).rejections]
+    assert "is an external tool's entry: it needs a name of its own" in reason
 
 
 def _tree(root: Path) -> dict:
@@ -254,6 +256,8 @@ def test_bad_predictions_are_refused_in_one_line_and_nothing_is_written(world, f
     assert out.exit_code == 1, out.output
     lines = [line for line in out.output.splitlines() if line.startswith("REJECT")]
     assert len(lines) == 1 and vid in lines[0], out.output
+    if case in ("split", "leak"):   # named by the split check itself, before the masks' folds
+        assert "--split" in lines[0]
     assert _tree(folder.root) == before
 
 
