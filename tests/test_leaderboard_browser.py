@@ -17,7 +17,8 @@ import pytest
 
 from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.render import render
-from tests.test_leaderboard_support import copy_folder, flags_of, make_entry, phantom_store, write_entry
+from tests.test_leaderboard_support import (copy_folder, flags_of, make_entry, phantom_store, with_external,
+                                            write_entry)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # CI (.ci/run) sets this: there a missing browser fails the suite instead of skipping the page's tests
@@ -103,8 +104,10 @@ def page_file(tmp_path, home):
     record_from_store(folder, home, "phantom", [2])
     flags = flags_of(res)
     for i, (m, frac) in enumerate([("multilabel_dl", None), ("unet_mixed", None), ("multilabel_dl", 0.5)]):
-        write_entry(folder, make_entry(flags, method=m, run_id=f"{i}" * 32, seed=i, k=2, fingerprint=res.fingerprint,
-                                       config={"data": {"labeled_fraction": frac}} if frac else None))
+        entry = make_entry(flags, method=m, run_id=f"{i}" * 32, seed=i, k=2, fingerprint=res.fingerprint,
+                           config={"data": {"labeled_fraction": frac}} if frac else None)
+        # unet_mixed was also scored on phantom_shifted (--test-on): the train × test matrix
+        write_entry(folder, with_external(entry, flags) if m == "unet_mixed" else entry)
     render(folder)
     return folder.index
 
@@ -189,6 +192,10 @@ async def _drive(ws_url, url):
             out["surface_cells"] = await page.js(
                 "Array.from(document.querySelectorAll('#surface-phantom tr')).slice(1).map(r => "
                 "[r.className, Array.from(r.cells).map(c => c.textContent)])")
+            out["traintest"] = await page.js(
+                "Array.from(document.querySelectorAll('#traintest-unet_mixed tr')).map(r => "
+                "Array.from(r.cells).map(c => c.textContent))")
+            out["traintest_tables"] = await page.js("document.querySelectorAll('table.traintest').length")
             await asyncio.sleep(0.2)
             out["events"] = list(page.events)
             pump.cancel()
@@ -226,6 +233,15 @@ def test_page_in_headless_chromium(browser, page_file):
     assert out["after_one"] == sorted(out["before"], reverse=True)
     assert out["aria"] == "descending"
     assert out["after_two"] == sorted(out["before"])
+    # the train × test matrix: only unet_mixed has external results; diagonal its cross-validation,
+    # the other cell its fold ensemble on phantom_shifted (with the fold models' mean)
+    entry = json.loads(next(page_file.parent.glob("entries/phantom/unet_mixed--*.json")).read_text())
+    ext = entry["external"][0]
+    dice = {k: f"{100 * s['all']['dice']['mean']:.1f}" for k, s in
+            (("cv", entry["summary"]), ("ensemble", ext["summary"]), ("folds", ext["fold_mean"]))}
+    assert out["traintest_tables"] == 1
+    assert out["traintest"] == [["trained on \\ tested on", "phantom", "phantom_shifted"],
+                                ["phantom", dice["cv"], f"{dice['ensemble']} (folds {dice['folds']})"]]
 
 
 @needs_chromium

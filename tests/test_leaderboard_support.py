@@ -123,6 +123,15 @@ def make_entry(flags: dict, *, k: int = 3, method: str = "multilabel_dl", run_id
                        code_url=None, code_commit="deadbeef", nsd_mm=1.0, folds=fake_folds(run_id, k))
 
 
+def with_external(entry: dict, flags: dict, dataset: str = "phantom_shifted", seed: int = 7) -> dict:
+    """`entry` with an external test set (`ichbench run --test-on`) as submit writes it: the
+    ensemble's rows and each of the entry's fold models' rows, random but valid counts."""
+    from ichbench.leaderboard.test_sets import build
+    folds = {str(f["fold"]): counts_for(flags, seed + 1 + f["fold"]) for f in entry["folds"]}
+    item = build(dataset, "e" * 64, {"ensemble": counts_for(flags, seed), "folds": folds})
+    return {**entry, "external": [item]}
+
+
 def write_entry(folder: Folder, entry: dict, rel: Path | None = None) -> Path:
     path = folder.root / (rel or relpath(entry))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,9 @@ from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard.claims import claim_problems
 from ichbench.leaderboard.entries import filename, rescore, row_has_ich, summary_differences
 from ichbench.leaderboard.schema import entry_problems
+from ichbench.leaderboard.seeds import problems as seed_problems
 from ichbench.leaderboard.surface_checks import surface_problems
+from ichbench.leaderboard.test_sets import problems as test_set_problems
 from ichbench.splits import SPLIT_SEED, make_split, split_hash
 
 # Keys that name a person or a DICOM object rather than a dataset volume. Generic "name" keys are
@@ -45,7 +47,8 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     out += twice + out_of_range + _unknown_subtypes(rows) + contradicted
     if twice or out_of_range or contradicted:
         return out   # re-scoring and the split checks need each volume once, in a fold, ICH as counted
-    out += summary_differences(entry["summary"], rescore(rows)) + surface_problems(entry)
+    out += summary_differences(entry["summary"], rescore(rows)) + surface_problems(entry) + test_set_problems(entry)
+    out += seed_problems(entry)   # ichbench run --seeds: the other seeds scored the same volumes
     partial = _partial_run(entry)
     if partial:
         return out + partial + _fingerprint(entry, exp)

@@ -115,6 +115,16 @@ def relpath(entry: dict) -> Path:
     return inside(Path("entries"), entry["dataset"]["name"], filename(entry))
 
 
+def entry_row(r: dict) -> dict:
+    """A run's per-volume row as an entry holds it: counts, mL, subtypes, ICH flag and SURFACE_KEYS."""
+    subs = r.get("subtypes")
+    return {"volume_id": str(r["volume_id"]), "fold": int(r["fold"]), "tp": int(r["tp"]),
+            "fp": int(r["fp"]), "fn": int(r["fn"]), "pred_ml": float(r["pred_ml"]),
+            "true_ml": float(r["true_ml"]), "subtypes": None if subs is None else sorted(subs),
+            "has_ich": row_has_ich(r),
+            **{k: str(r[k]) if k == "empty" else _inf_text(r[k]) for k in SURFACE_KEYS}}
+
+
 def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, fingerprint: str, split_hash: str,
                 k: int, profile: str, config: dict, per_volume: list[dict], ichbench_version: str, hardware,
                 gpu_hours, run_id: str, date: str, code_url, code_commit, nsd_mm: float, ichbench_commit=None,
@@ -123,15 +133,7 @@ def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, finge
     `ichbench_commit`: the commit of the ichbench that ran it; `folds`: per fold its model and
     prediction digests and numerics (the driver's `folds.json`); `nsd_mm`: the NSD tolerance of
     the rows' `nsd`. Every row carries its SURFACE_KEYS (infinite values as float or "inf")."""
-    rows = []
-    for r in per_volume:
-        subs = r.get("subtypes")
-        rows.append({"volume_id": str(r["volume_id"]), "fold": int(r["fold"]), "tp": int(r["tp"]),
-                     "fp": int(r["fp"]), "fn": int(r["fn"]), "pred_ml": float(r["pred_ml"]),
-                     "true_ml": float(r["true_ml"]), "subtypes": None if subs is None else sorted(subs),
-                     "has_ich": row_has_ich(r),
-                     **{k: str(r[k]) if k == "empty" else _inf_text(r[k]) for k in SURFACE_KEYS}})
-    rows.sort(key=lambda r: r["volume_id"])
+    rows = sorted((entry_row(r) for r in per_volume), key=lambda r: r["volume_id"])
     return {
         "schema_version": SCHEMA_VERSION,
         "method": method,

@@ -203,6 +203,26 @@ def _dataset(view: DatasetView) -> dict:
             "boxplot": plots.dice_boxplots(view), "efficiency": _efficiency(view), "pvalues": _pvalues(view)}
 
 
-def render_page(views: list[DatasetView]) -> str:
+def train_test(matrix: dict) -> list[dict]:
+    """The page's train × test tables of `orchestrate.matrix.train_test_matrix` (Dice in percent)."""
+    out = []
+    for method, rows in sorted(matrix.items()):
+        columns = sorted({t for cells in rows.values() for t in cells})
+        out.append({"method": method, "columns": columns, "rows": [
+            {"train": train, "cells": [_traintest_cell(cells.get(t)) for t in columns]}
+            for train, cells in sorted(rows.items())]})
+    return out
+
+
+def _traintest_cell(c: dict | None) -> dict:
+    if c is None or c.get("dice_all") is None:
+        return {"kind": "none", "text": "–"}
+    text = fmt(100 * c["dice_all"], 1)
+    if c.get("fold_mean") is not None:
+        text += f" (folds {fmt(100 * c['fold_mean'], 1)})"
+    return {"kind": "diagonal" if c["kind"] == "cross-validation" else "external", "text": text}
+
+
+def render_page(views: list[DatasetView], matrix: dict | None = None) -> str:
     return _environment().get_template("page.html").render(
-        datasets=[_dataset(v) for v in views], n_boot=N_BOOT)
+        datasets=[_dataset(v) for v in views], n_boot=N_BOOT, train_test=train_test(matrix or {}))

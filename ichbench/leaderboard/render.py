@@ -140,5 +140,7 @@ def render(folder: Folder, skip_invalid: bool = False) -> Rendered:
     views = build(load_published(folder), report.entries, expectations, paper_labels(folder),
                   report.reproductions)
     write_text_atomic(folder.readme, markdown(views))
-    write_text_atomic(folder.index, render_page(views))
+    from ichbench.leaderboard.test_sets import matrix_items
+    from ichbench.orchestrate.matrix import train_test_matrix
+    write_text_atomic(folder.index, render_page(views, train_test_matrix(matrix_items(report.entries))))
     return Rendered(report, views)

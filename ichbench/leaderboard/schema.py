@@ -11,6 +11,10 @@ import re
 
 from jsonschema import Draft202012Validator
 
+from ichbench.leaderboard import seeds as _seeds
+
+from ichbench.leaderboard import test_sets as _test_sets
+
 # 2: entries carry `folds` (each fold's model and prediction digests and numerics). Entries of
 # version 1 stay valid; they cannot show that their predictions are the ones reproduced.
 # 3: every row carries its surface and volume metrics (SURFACE_KEYS) and the entry the NSD
@@ -92,6 +96,24 @@ _GROUP = {"type": "object", "additionalProperties": False, "required": ["n", *ME
           "properties": {"n": {"type": "integer", "minimum": 0, "maximum": MAX_VOLUMES},
                          **{m: _STAT for m in METRICS}}}
 
+_ROW = {
+    "type": "object", "additionalProperties": False,
+    "required": ["volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes"],
+    "properties": {
+        # dataset volume ids only (file or folder names of the public release)
+        "volume_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                      **_ONE_LINE},
+        "fold": {"type": "integer", "minimum": 0, "maximum": MAX_K - 1},
+        "tp": _COUNT, "fp": _COUNT, "fn": _COUNT,
+        "pred_ml": _ML, "true_ml": _ML,
+        "subtypes": {"type": ["array", "null"], "maxItems": 16,
+                     "items": {"type": "string", "pattern": "^[a-z]{1,16}$", **_ONE_LINE}},
+        # hemorrhage in the native-resolution mask (absent in older entries: tp + fn > 0)
+        "has_ich": {"type": "boolean"},
+        **_SURFACE,
+    },
+}
+
 ENTRY_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "ichbench/leaderboard/entry.schema.json",
@@ -113,6 +135,8 @@ ENTRY_SCHEMA = {
                                  "per_volume": {"items": {"properties": {k: False for k in SURFACE_KEYS}}}}}},
         # `kind` extends version 3 (entries without it are ichbench runs); older versions never carry it
         {"if": {"properties": {"schema_version": {"const": 3}}}, "else": {"not": {"required": ["kind"]}}},
+        # so does `external` (--test-on results, leaderboard.test_sets)
+        {"if": {"properties": {"schema_version": {"const": 3}}}, "else": {"not": {"required": ["external"]}}},
     ],
     "$defs": {"data": _DATA},
     "properties": {
@@ -133,23 +157,7 @@ ENTRY_SCHEMA = {
                    "description": "the run's resolved configuration (data only)"},
         "per_volume": {
             "type": "array", "minItems": 1, "maxItems": MAX_VOLUMES,
-            "items": {
-                "type": "object", "additionalProperties": False,
-                "required": ["volume_id", "fold", "tp", "fp", "fn", "pred_ml", "true_ml", "subtypes"],
-                "properties": {
-                    # dataset volume ids only (file or folder names of the public release)
-                    "volume_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-                                  **_ONE_LINE},
-                    "fold": {"type": "integer", "minimum": 0, "maximum": MAX_K - 1},
-                    "tp": _COUNT, "fp": _COUNT, "fn": _COUNT,
-                    "pred_ml": _ML, "true_ml": _ML,
-                    "subtypes": {"type": ["array", "null"], "maxItems": 16,
-                                 "items": {"type": "string", "pattern": "^[a-z]{1,16}$", **_ONE_LINE}},
-                    # hemorrhage in the native-resolution mask (absent in older entries: tp + fn > 0)
-                    "has_ich": {"type": "boolean"},
-                    **_SURFACE,
-                },
-            },
+            "items": _ROW,
         },
         "nsd_mm": {"type": "number", "minimum": 0, "maximum": 100,
                    "description": "the NSD tolerance tau (mm) of the rows' nsd (schema version 3)"},
@@ -167,11 +175,19 @@ ENTRY_SCHEMA = {
         "folds": {"type": "array", "minItems": 1, "maxItems": 100, "items": _FOLD,
                   "description": "per fold, what its results can be checked against "
                                  "(schema version 2)"},
+        "external": _test_sets.schema(_ROW, _NAME, _HEX64, _GROUP, SURFACE_KEYS),
         "code": {"type": "object", "additionalProperties": False, "required": ["url", "commit"],
                  "description": "where the method's code is and its commit (the plugin's, for a plugin method)",
                  "properties": {"url": _OPT_STR, "commit": _OPT_STR}},
     },
 }
+
+# `seeds` (ichbench run --seeds, leaderboard.seeds) extends version 3 as `kind` does: the other seeds'
+# rows are the entry's rows with their seed
+ENTRY_SCHEMA["properties"]["seeds"] = _seeds.schema(ENTRY_SCHEMA["properties"]["per_volume"]["items"],
+                                                   ENTRY_SCHEMA["properties"]["mlflow_run_id"], _FOLD, SURFACE_KEYS)
+ENTRY_SCHEMA["allOf"].append({"if": {"properties": {"schema_version": {"const": 3}}},
+                              "else": {"not": {"required": ["seeds"]}}})
 
 _PCT = {"type": "object", "additionalProperties": False, "required": ["mean", "std"],
         "properties": {"mean": {"type": "number", "minimum": 0, "maximum": 100},

@@ -149,7 +149,7 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
     problems += _fold_problems(art["folds.json"], rows)
     if problems:
         raise SubmitRejected(where, problems)
-    return build_entry(
+    entry = build_entry(
         method=tags[TAG + "method"], plugin_dist=tags.get(TAG + "plugin_dist") or None,
         plugin_version=tags.get(TAG + "plugin_version") or None, dataset=tags[TAG + "dataset"],
         fingerprint=tags[TAG + "dataset_fingerprint"], split_hash=tags[TAG + "split_hash"], k=k,
@@ -159,6 +159,10 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
         date=_iso(run.info.end_time or run.info.start_time), code_url=code_url,
         code_commit=method_commit(tags), ichbench_commit=_commit(tags.get(TAG + "git_commit")),
         nsd_mm=float(nsd_mm), folds=art["folds.json"])
+    from ichbench.leaderboard.test_sets import from_run   # --test-on results, when the run has them
+    with tempfile.TemporaryDirectory(prefix="ichbench-submit-") as tmp:
+        external = from_run(client, run, tmp, where)
+    return {**entry, "external": external} if external else entry
 
 
 def _fold_problems(folds, rows: list[dict]) -> list[str]:
