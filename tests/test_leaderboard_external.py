@@ -172,8 +172,8 @@ def test_submit_scores_a_tools_predictions_into_a_validated_external_entry(world
                                + np.packbits(preds[vid].ravel()).tobytes()).hexdigest()
             h.update(f"{vid} {v}\n".encode())
         assert f["predictions_sha256"] == h.hexdigest() and f["model_sha256"] is None
-    report = validate(folder)
-    assert report.ok, [str(r) for r in report.rejections]
+    report = validate(folder, [path])
+    assert report.ok and report.accepted == [folder.rel(path)], [str(r) for r in report.rejections]
     render(folder)
     page = (folder.root / "index.html").read_text()
     assert "threshold_tool [nnunetv2 2.6] · self-reported, external tool · submission" in page
@@ -189,11 +189,13 @@ def test_an_edited_external_entry_is_rejected(world, folder, tmp_path):
     entry = json.loads(path.read_text())
     entry["folds"][0]["predictions_sha256"] = "0" * 64
     path.write_text(json.dumps(entry))
-    assert any("identified by the digest of its predictions" in r.reason for r in validate(folder).rejections)
+    assert any("identified by the digest of its predictions" in r.reason
+               for r in validate(folder, [path]).rejections)
     entry = {**original, "method": "multilabel_dl", "plugin": {"distribution": "ichbench", "version": "0.1.0"}}
     path.unlink()
-    (path.parent / f"multilabel_dl--{entry['mlflow_run_id'][:8]}.json").write_text(json.dumps(entry))
-    [reason] = [r.reason for r in validate(folder).rejections]
+    renamed = path.parent / f"multilabel_dl--{entry['mlflow_run_id'][:8]}.json"
+    renamed.write_text(json.dumps(entry))
+    [reason] = [r.reason for r in validate(folder, [renamed]).rejections]
     assert "is an external tool's entry: it needs a name of its own" in reason
 
 
@@ -268,3 +270,26 @@ def test_flat_predictions_with_the_exported_split_file_are_accepted(world, folde
         p.rename(d / p.name)
     out = _submit(world, folder, d, "--split", str(world["export"] / "splits_final.json"))
     assert out.exit_code == 0, out.output
+
+
+def test_a_threshold_rule_run_on_the_exported_images_is_scored_as_the_store_scores(world, folder, tmp_path):
+    """The 'external tool' of the issue: a threshold rule that reads the exported nnU-Net images
+    and writes its masks with their headers (nibabel, as a foreign tool would), flat, with the
+    exported folds.json as its split. Its counts are the rule applied to the store's own arrays."""
+    raw = world["export"] / "nnUNet_raw" / "Dataset502_phantom" / "imagesTr"
+    d = tmp_path / "rule"
+    d.mkdir()
+    for vid in world["truth"]:
+        img = nib.load(raw / f"{vid}_0000.nii.gz")
+        pred = (np.asarray(img.dataobj) > 33).astype(np.uint8)   # bleeds and some noise
+        nib.save(nib.Nifti1Image(pred, img.affine), str(d / f"{vid}.nii.gz"))
+    out = _submit(world, folder, d, "--split", str(world["export"] / "folds.json"))
+    assert out.exit_code == 0, out.output
+    [path] = (folder.root / "entries" / "phantom").glob("threshold_tool--*.json")
+    rows = {r["volume_id"]: r for r in json.loads(path.read_text())["per_volume"]}
+    for vid, truth in world["truth"].items():
+        pred = world["images"][vid] > 33
+        assert (rows[vid]["tp"], rows[vid]["fp"], rows[vid]["fn"]) == (
+            int((pred & truth).sum()), int((pred & ~truth).sum()), int((~pred & truth).sum()))
+    assert any(r["tp"] > 0 for r in rows.values()) and any(r["fp"] > 0 for r in rows.values())
+    assert validate(folder, [path]).ok

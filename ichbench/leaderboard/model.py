@@ -22,6 +22,7 @@ from ichbench.leaderboard.entries import labeled_amount, scored_rows, short_id, 
 from ichbench.leaderboard.surface_checks import rvd_of
 from ichbench.leaderboard.published import PublishedRow
 from ichbench.leaderboard.reproductions import status
+from ichbench.leaderboard import seeds
 from ichbench.leaderboard.schema import EXTERNAL_MARK, EXTERNAL_TOOL, GROUPS, METRICS
 from ichbench.splits import DEFAULT_K, PAPER_K
 
@@ -64,6 +65,7 @@ class Row:
     ml: tuple | None = None                       # (predicted mL, true mL) per volume, for the plot
     nsd_mm: float | None = None
     external: bool = False                        # an external tool's entry: self-reported training
+    seeds: dict | None = None                     # leaderboard.seeds.over_seeds: several seeds' entry
 
     @property
     def published(self) -> bool:
@@ -163,6 +165,10 @@ def _entry_row(shown: str, e: dict, labels: dict, records: list | None = None) -
             s = e["summary"][g][m]
             ci = stats.bootstrap_ci([100.0 * r[m] for r in chosen])
             groups[g][m] = {"mean": _pct(s["mean"]), "std": _pct(s["std"]), "ci": ci}
+    over = seeds.over_seeds(e)
+    if over:   # several seeds: every number from each volume's mean over them, and their spread
+        values = seeds.volume_means(e, values)
+        groups = seeds.seed_groups(groups, values, has_ich, over)
     builtin = is_builtin(e)
     # the paper's label only for the paper's method as ichbench ran it; a plugin's method is shown
     # with its distribution beside it, wherever its label appears
@@ -183,7 +189,7 @@ def _entry_row(shown: str, e: dict, labels: dict, records: list | None = None) -
                agreement=volume_agreement([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows]),
                ml=([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows]), nsd_mm=e.get("nsd_mm"),
                true_voxels={r["volume_id"]: r["tp"] + r["fn"] for r in rows},
-               external=e.get("kind") == EXTERNAL_TOOL)
+               external=e.get("kind") == EXTERNAL_TOOL, seeds=over)
 
 
 def _icm_source(e: dict) -> str | None:
