@@ -55,7 +55,15 @@ def _ci(ci) -> tuple[str, str] | None:
 def _metric_cell(row: Row, group: str, metric: str) -> dict:
     s = row.groups[group][metric]
     return {"value": "" if s["mean"] is None else f"{s['mean']:.6f}", "mean": fmt(s["mean"]),
-            "best": f"{group}.{metric}" in row.bold, "std": fmt(s["std"]), "ci": _ci(s["ci"])}
+            "best": f"{group}.{metric}" in row.bold, "std": fmt(s["std"]), "ci": _ci(s["ci"]),
+            "seeds": _over_seeds(s.get("seeds"))}
+
+
+def _over_seeds(s: dict | None) -> str | None:
+    """An entry over several seeds (leaderboard.seeds): the mean ± std over seeds of its per-seed means."""
+    if not s or s["mean"] is None:
+        return None
+    return f"{s['n']} seeds: {fmt(s['mean'])}" + ("" if s["std"] is None else f" ± {fmt(s['std'])}")
 
 
 def _reproduction(rep: dict) -> str:
@@ -77,6 +85,8 @@ def _details(row: Row) -> str:
         bits.insert(0, f"{EXTERNAL_MARK}: ichbench scored its predictions, not its training")
     if row.icm_source:
         bits.append(f"ICM: {row.icm_source}")
+    if row.seeds:
+        bits.append(f"seeds {', '.join(map(str, row.seeds['seeds']))} (pretraining {row.seeds['pretrain']})")
     if row.labeled and row.labeled["declared"]:
         bits.append(f"{row.labeled['n_volumes']:.1f} labeled vol./fold")
     if row.plugin and row.plugin.get("distribution"):

@@ -35,11 +35,13 @@ FP_VOXELS = 10
 FP_RELATIVE = 0.25
 
 
-def tolerance_for(n_ich: int) -> dict:
-    """The tolerances of a comparison over n_ich volumes with ICH (and any without)."""
+def tolerance_for(n_ich: int, entry: dict | None = None) -> dict:
+    """The tolerances of a comparison over n_ich volumes with ICH (and any without); those of an
+    entry over several seeds widened to the spread between its seeds (`seeds.widen`)."""
+    from ichbench.leaderboard.seeds import widen
     mean = min(VOLUME_TOLERANCE, MEAN_SPREAD / math.sqrt(max(n_ich, 1)))
-    return {"volume": VOLUME_TOLERANCE, "mean": mean, "fp_voxels": FP_VOXELS,
-            "fp_relative": FP_RELATIVE}
+    return widen({"volume": VOLUME_TOLERANCE, "mean": mean, "fp_voxels": FP_VOXELS,
+                  "fp_relative": FP_RELATIVE}, entry)
 
 RECORD_VERSION = 1
 
@@ -231,7 +233,7 @@ def record_problems(data, entry: dict, entry_name: str) -> list[str]:
                        f"{', '.join(wrong[:5])}")
             continue
         tol = rec["tolerance"]
-        limit = tolerance_for(sum(v["has_ich"] for v in rec["volumes"]))
+        limit = tolerance_for(sum(v["has_ich"] for v in rec["volumes"]), entry)
         wide = [k for k in tol if tol[k] > limit[k] + 1e-12]
         if wide:
             used = ", ".join(f"{k} {tol[k]:.4g}" for k in wide)

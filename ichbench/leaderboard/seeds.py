@@ -28,11 +28,12 @@ VOLUME_FACTOR = 1.5
 MEAN_FACTOR = 2.5
 
 
-def schema(row_schema: dict, run_id: dict, fold: dict) -> dict:
-    """The JSON Schema of `seeds`, from the entry schema's own parts (schema.py)."""
+def schema(row_schema: dict, run_id: dict, fold: dict, surface_keys) -> dict:
+    """The JSON Schema of `seeds`, from the entry schema's own parts (schema.py); its rows carry
+    the surface metrics, as every row of a version 3 entry does."""
     seed = {"type": "integer", "minimum": 0, "maximum": SEED_MAX}
     row = copy.deepcopy(row_schema)
-    row["required"] = [*row["required"], "seed"]
+    row["required"] = [*row["required"], *surface_keys, "seed"]
     row["properties"]["seed"] = seed
     return {"type": "object", "additionalProperties": False, "required": ["pretrain", "runs", "per_volume"],
             "description": "ichbench run --seeds: every seed's run; per_volume holds the rows of the seeds after "
@@ -93,6 +94,8 @@ def problems(entry: dict) -> list[str]:
         if truth:
             out.append(f"{where}: volume {truth[0]} has another ground truth (TP + FN or true mL) than in the "
                        "entry's rows")
+        from ichbench.leaderboard.surface_checks import surface_problems
+        out += [f"{where}: {p}" for p in surface_problems({**entry, "per_volume": rows})]
         run_folds = [int(f["fold"]) for f in next(r for r in s["runs"] if int(r["seed"]) == seed)["folds"]]
         if sorted(run_folds) != own_folds:
             out.append(f"{where}: folds {sorted(run_folds)}, but the entry's are {own_folds}")
@@ -184,3 +187,17 @@ def entry_from_seeds_run(client, run, code_url, entry_from_run) -> dict:
                                for s, e in zip(seeds, entries)],
                       "per_volume": [dict(r, seed=s) for s, e in zip(seeds[1:], entries[1:])
                                      for r in e["per_volume"]]}}
+
+
+def seed_groups(groups: dict, values: dict, has_ich: dict, over: dict) -> dict:
+    """An entry row's groups (percent) from its per-volume means over seeds (`volume_means`): mean,
+    std over volumes and bootstrap CI of those means, and under "seeds" the mean ± std over seeds."""
+    from ichbench.evaluate.summary import _mean_std
+    from ichbench.leaderboard import stats
+    out = {}
+    for g, cells in groups.items():
+        out[g] = {"n": cells["n"]}
+        for m in values:
+            vals = [x for v, x in values[m].items() if g == "all" or has_ich[v]]
+            out[g][m] = {**_mean_std(vals), "ci": stats.bootstrap_ci(vals), "seeds": {**over[g][m], "n": over["n"]}}
+    return out

@@ -195,7 +195,11 @@ def method_commit(tags: dict) -> str | None:
 def submit(folder: Folder, uri: str, run_id: str | None = None, method: str | None = None,
            dataset: str | None = None, code_url: str | None = None) -> Path:
     client, run = find_run(uri, run_id, method, dataset)
-    entry = entry_from_run(client, run, code_url)
+    if run.data.tags.get(f"{TAG}kind") == "seeds":   # ichbench run --seeds: every seed in one entry
+        from ichbench.leaderboard.seeds import entry_from_seeds_run
+        entry = entry_from_seeds_run(client, run, code_url, entry_from_run)
+    else:
+        entry = entry_from_run(client, run, code_url)
     return write_checked(folder, entry, f"MLflow run {run.info.run_id}")
 
 

@@ -179,7 +179,7 @@ def compare(entry: dict, rows: list[dict], folds: list[int]):
         volumes.append({"volume_id": r["volume_id"], "fold": r["fold"], "dice_entry": a,
                         "dice_reproduced": b, "delta": b - a, "has_ich": row_has_ich(r),
                         "fp_entry": int(r["fp"]), "fp_reproduced": fp})
-    tolerance = tolerance_for(sum(v["has_ich"] for v in volumes))
+    tolerance = tolerance_for(sum(v["has_ich"] for v in volumes), entry)   # an entry's seed spread widens it
     mean, failures = reproductions.verdict(volumes, tolerance, missing)
     return volumes, tolerance, mean, failures
 
