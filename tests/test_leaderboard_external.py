@@ -293,3 +293,17 @@ def test_a_threshold_rule_run_on_the_exported_images_is_scored_as_the_store_scor
             int((pred & truth).sum()), int((pred & ~truth).sum()), int((~pred & truth).sum()))
     assert any(r["tp"] > 0 for r in rows.values()) and any(r["fp"] > 0 for r in rows.values())
     assert validate(folder, [path]).ok
+
+
+def test_export_folds_command(world, tmp_path, monkeypatch):
+    from ichbench.cli.data import app as data_app
+    monkeypatch.setenv("ICHBENCH_HOME", str(world["home"]))
+    out = tmp_path / "lists"
+    res = runner.invoke(data_app, ["export-folds", "phantom", "--out", str(out), "--k", str(K), "--no-images"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "folds.json").read_text())["hash"] == world["doc"]["hash"]
+    assert not (out / "nnUNet_raw").exists()
+    again = runner.invoke(data_app, ["export-folds", "phantom", "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (world["export"]).iterdir()
+                                                           if p.name != "nnUNet_raw")
