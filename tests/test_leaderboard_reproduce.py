@@ -18,7 +18,10 @@ from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.render import render
 from ichbench.leaderboard.reproductions import VOLUME_TOLERANCE, record_path, tolerance_for
 from ichbench.leaderboard.validate import validate
+from ichbench.datasets.base import IngestOptions, get_dataset
+from ichbench.ingest import ingest
 from ichbench.orchestrate.driver import Driver
+from ichbench.orchestrate.external import plan_tests
 from ichbench.orchestrate.plan import plan_method
 from ichbench.tracking import Tracker, default_tracking_uri
 from tests.test_leaderboard_support import copy_folder, recount
@@ -28,6 +31,7 @@ pytestmark = pytest.mark.slow   # a five-fold Ray run, then re-runs
 runner = CliRunner()
 # a baseline (no pretraining) with a few steps per fold: what is compared is the whole path
 FAST = ["finetune.epochs=2", "finetune.steps_per_epoch=3"]
+SHIFTED = {"volumes": 4, "slices": 8, "native_size": 64}
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +45,19 @@ def submitted(phantom_stores, ray_session, tmp_path_factory):
     record_from_store(folder, home, "phantom", [5])
     tracker = Tracker(default_tracking_uri(home), home)
     plan = plan_method("unet_mixed", "phantom", "smoke", home, k=5, overrides=FAST)
+    first = Driver(tracker).run(plan)
+    # then --test-on phantom_shifted (a small one): scored from the saved fold models, nothing retrained
+    ingest(get_dataset("phantom_shifted"), home, options=IngestOptions(size=64, extra=SHIFTED))
+    models = {f: (plan.fold_dir(f) / "model.pt").stat().st_mtime_ns for f in plan.folds}
+    plan.tests = plan_tests(home, plan.method, plan.cfg, plan.store, ["phantom_shifted"])
     outcome = Driver(tracker).run(plan)
+    assert outcome.parent_run_id == first.parent_run_id and not first.external
+    assert {f: (plan.fold_dir(f) / "model.pt").stat().st_mtime_ns for f in plan.folds} == models
     out = runner.invoke(app, ["submit", "--run-id", outcome.parent_run_id,
                               "--tracking-uri", tracker.uri, "--root", str(folder.root)])
     assert out.exit_code == 0, out.output
     path = folder.root / "entries" / "phantom" / f"unet_mixed--{outcome.parent_run_id[:8]}.json"
-    return {"home": home, "folder": folder, "entry": path, "plan": plan}
+    return {"home": home, "folder": folder, "entry": path, "plan": plan, "outcome": outcome, "tracker": tracker}
 
 
 def reproduce(submitted, entry, monkeypatch, *args):
@@ -67,6 +78,32 @@ def test_entry_carries_the_fold_digests_of_the_run(submitted):
         # a Ray fold worker runs one thread
         assert f["numerics"]["cpu_threads"] == res["cpu_threads"] == 1
     assert entry["config"] == plan.cfg.to_dict()
+
+
+def test_the_run_scores_its_external_test_set(submitted, monkeypatch):
+    """--test-on (issue 25 §1): each fold model and the ensemble on every phantom_shifted volume,
+    in the parent run, the entry (validated at submit), `runs --json` and its matrix."""
+    from ichbench.cli.main import app as main_app
+    ext, plan = submitted["outcome"].external["phantom_shifted"], submitted["plan"]
+    assert ext["ensemble"]["all"]["n"] == SHIFTED["volumes"] and ext["folds"]["all"]["n"] == 5 * SHIFTED["volumes"]
+    assert sorted(ext["fold_dice"]) == plan.folds
+    assert ext["folds"]["all"]["dice"]["mean"] == pytest.approx(sum(ext["fold_dice"].values()) / 5)
+    metrics = submitted["tracker"].client.get_run(submitted["outcome"].parent_run_id).data.metrics
+    assert metrics["test.phantom_shifted.ensemble.dice_all_mean"] == ext["ensemble"]["all"]["dice"]["mean"]
+    assert metrics["test.phantom_shifted.folds.n_all"] == 5 * SHIFTED["volumes"]
+    entry = json.loads(submitted["entry"].read_text())
+    [item] = entry["external"]
+    assert item["dataset"]["name"] == "phantom_shifted" and len(item["per_volume"]) == SHIFTED["volumes"]
+    assert item["summary"]["all"]["dice"]["mean"] == pytest.approx(ext["ensemble"]["all"]["dice"]["mean"], abs=1e-12)
+    monkeypatch.setenv("ICHBENCH_HOME", str(submitted["home"]))
+    out = runner.invoke(main_app, ["runs", "--json"])
+    assert out.exit_code == 0, out.output
+    [row] = [r for r in json.loads(out.stdout) if r["run_id"] == submitted["outcome"].parent_run_id]
+    assert row["external"]["phantom_shifted"]["ensemble"]["n"] == SHIFTED["volumes"]
+    out = runner.invoke(main_app, ["runs", "--json", "--matrix"])
+    cells = json.loads(out.stdout)["unet_mixed"]["phantom"]
+    assert cells["phantom"]["kind"] == "cross-validation"
+    assert cells["phantom_shifted"]["dice_all"] == ext["ensemble"]["all"]["dice"]["mean"]
 
 
 def test_reproducing_one_fold_passes_and_is_recorded(submitted, monkeypatch):

@@ -61,7 +61,7 @@ def run(
                                            "'per_seed' (one per seed: N times the pretraining cost)."),
     test_on: Optional[str] = typer.Option(
         None, "--test-on", help="External test datasets (comma list): every fold model and the fold ensemble "
-                                "also score all their volumes (docs/cli.md)."),
+                                "also score all their volumes (docs/distributed.md, External test sets)."),
 ) -> None:
     """Pretrain (or reuse a cached pretraining), fine-tune k folds in parallel on Ray, evaluate per
     volume, log everything to MLflow and print the result beside the paper's."""

@@ -85,6 +85,9 @@ def plan_tests(home: Path, method, cfg, store, names: list[str]) -> list[TestSet
         if want != "binary" and want != have:
             raise IchbenchError(f"--test-on {name}: the run predicts {want} ({cfg.dataset}), {test.path} holds "
                                 f"{have}: the tasks do not match")
+        if want != "binary":   # a softmax head over classes is applied by its own prediction path
+            raise IchbenchError(f"--test-on {name}: external test sets score binary runs; this run's "
+                                f"finetune.task predicts {want}")
         out.append(TestSet(name, test))
     return out
 
