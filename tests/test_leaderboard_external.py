@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from ichbench.cli.leaderboard import app as lb_app
 from ichbench.errors import IchbenchError
 from ichbench.export.folds import export_folds, volume_rows
-from ichbench.export.nifti import write_volume
+from ichbench.export.nifti import write_nifti_volume
 from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.render import render
@@ -119,7 +119,7 @@ def tool_predictions(world, where: Path) -> dict:
             truth = world["truth"][vid]
             preds[vid] = truth if n % 2 == 0 else _shifted(truth)
             path = where / f"fold_{f['fold']}" / "validation" / f"{vid}.nii.gz"
-            write_volume(path, preds[vid].astype(np.uint8), world["spacing"][vid])
+            write_nifti_volume(path, preds[vid].astype(np.uint8), world["spacing"][vid])
     vid = next(v for v in world["doc"]["folds"][0]["test"] if preds[v].any())
     assert not np.array_equal(preds[vid], preds[vid][:, :, ::-1])   # so a flip read as is would show
     z, y, x = world["spacing"][vid]
@@ -217,15 +217,15 @@ def _bad(world, d: Path, case: str) -> tuple[list, str]:
         path.unlink()
     elif case == "extra":
         vid = "PH999"
-        write_volume(d / "fold_1" / "validation" / "PH999.nii.gz", mask.astype(np.uint8),
+        write_nifti_volume(d / "fold_1" / "validation" / "PH999.nii.gz", mask.astype(np.uint8),
                      world["spacing"][folds[1]["test"][0]])
     elif case == "shape":
-        write_volume(path, mask[:-1].astype(np.uint8), world["spacing"][vid])
+        write_nifti_volume(path, mask[:-1].astype(np.uint8), world["spacing"][vid])
     elif case == "spacing":
         z, y, x = world["spacing"][vid]
-        write_volume(path, mask.astype(np.uint8), (z, y * 2, x * 2))
+        write_nifti_volume(path, mask.astype(np.uint8), (z, y * 2, x * 2))
     elif case == "non-binary":
-        write_volume(path, mask.astype(np.uint8) * 2, world["spacing"][vid])
+        write_nifti_volume(path, mask.astype(np.uint8) * 2, world["spacing"][vid])
     elif case == "truncated":
         path.write_bytes(path.read_bytes()[:40])
     elif case == "wrong-fold":   # predicted by a fold that trained on it

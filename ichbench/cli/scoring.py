@@ -13,11 +13,12 @@ import numpy as np
 
 from ichbench.errors import IchbenchError, InputError
 from ichbench.evaluate.agreement import volume_agreement
-from ichbench.evaluate.classes import class_case_metrics, label_problem, summarize_classes
+from ichbench.evaluate.classes import class_case_metrics, summarize_classes
 from ichbench.evaluate.summary import CAPPED, metric_stats
 from ichbench.evaluate.surface import case_metrics
+# the NIfTI mask reading `leaderboard submit --predictions` shares (ichbench/export/mask_files.py)
+from ichbench.export.mask_files import SUFFIXES, case_name, read_mask  # noqa: F401 - SUFFIXES re-exported
 
-SUFFIXES = (".nii.gz", ".nii")
 PREDICT_MASK = "mask.nii.gz"   # what `ichbench predict --output DIR` writes into DIR
 # every per-case number, in the order the JSON and the table give them
 CASE_KEYS = ("dice", "precision", "recall", "hd_mm", "hd95_mm", "nsd", "abs_rvd", "rvd", "pred_ml", "true_ml",
@@ -25,14 +26,6 @@ CASE_KEYS = ("dice", "precision", "recall", "hd_mm", "hd95_mm", "nsd", "abs_rvd"
 SUMMARY_KEYS = ("dice", "precision", "recall", "hd_mm", "hd95_mm", "nsd", "abs_rvd", "vol_err_ml",
                 "abs_vol_err_ml", "pred_ml", "true_ml")
 AFFINE_ATOL_MM = 1e-3   # headers store the affine as float32: equal grids differ by ~1e-5 mm
-
-
-def case_name(path: Path) -> str | None:
-    name = path.name
-    for suffix in SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[:-len(suffix)]
-    return None
 
 
 def _nifti_files(folder: Path, what: str, predict_outputs: bool) -> tuple[dict, list]:
@@ -73,33 +66,6 @@ def match(pred_dir: Path, truth_dir: Path, missing_as_empty: bool = False):
         else:
             pairs.append((case, preds[case], truths[case]))
     return pairs, sorted(refused, key=lambda r: r[0])
-
-
-def read_mask(path: Path, labels: dict[str, int] | None = None):
-    """(array in file order, nibabel image): a binary mask as bool, or with `labels` ({name: id}) a
-    label image as int (0 and those ids only); InputError naming the file for a missing, truncated,
-    non-3-D, non-binary or foreign-valued one."""
-    from ichbench.datasets.nifti_io import open_image
-    img = open_image(path)
-    try:
-        raw = np.asanyarray(img.dataobj)
-    except Exception as exc:  # noqa: BLE001 - nibabel/gzip/zlib raise many types on a bad stream
-        raise InputError(path, f"voxel data cannot be read, the file may be truncated "
-                               f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
-    raw = np.asarray(raw).reshape(raw.shape[:3])
-    if labels is not None:
-        problem = label_problem(raw, labels)
-        if problem:
-            raise InputError(path, f"not a label image of --labels: {problem}")
-        return raw.astype(np.int64), img
-    on = raw != 0
-    bad = on & (raw != 1)
-    if bad.any():
-        values = np.unique(raw[bad])
-        shown = ", ".join(f"{v:g}" for v in values[:5].astype(float)) + (", ..." if len(values) > 5 else "")
-        raise InputError(path, f"not a binary mask: {int(bad.sum())} voxels are neither 0 nor 1 ({shown}); "
-                               "write 0/1 masks, or score a label image with --labels")
-    return on, img
 
 
 def score_case(case: str, pred_path: Path | None, truth_path: Path, nsd_mm: float,

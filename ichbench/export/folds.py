@@ -10,7 +10,7 @@
       nnUNet_raw/Dataset<ID>_<dataset>/   every volume in imagesTr/labelsTr (without --no-images)
 
 Images are the store's: its grid (slices resampled to the ingest size) and spacing, int16 HU,
-written by `ichbench.export.nifti.write_volume`. Predictions made on these files come back on
+written by `ichbench.export.nifti.write_nifti_volume`. Predictions made on these files come back on
 the grid `ichbench leaderboard submit --predictions` scores on. The whole folder is written
 beside OUT and renamed into place: an interrupted export leaves no OUT.
 """
@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ichbench.errors import IchbenchError
-from ichbench.export.nifti import write_volume
-from ichbench.export.nnunet_raw import dataset_folder_name, image_path, label_path, write_dataset_json
+from ichbench.export.nifti import write_nifti_volume
+from ichbench.export.nnunet_raw import (nnunet_dataset_name, nnunet_image_path, nnunet_label_path,
+                                        write_nnunet_dataset_json)
 
 NNUNET_ID = 502   # 501 is the plugin's per-fold dataset; any free id works (--nnunet-id)
 
@@ -97,14 +98,15 @@ def _write_lists(root: Path, doc: dict) -> None:
 
 
 def _write_nnunet(root: Path, doc: dict, store, rows: dict, nnunet_id: int, on_volume) -> None:
-    name = dataset_folder_name(nnunet_id, doc["dataset"])
+    name = nnunet_dataset_name(nnunet_id, doc["dataset"])
     ds = root / "nnUNet_raw" / name
     for vid in sorted(rows):
         spacing = doc["volumes"][vid]["spacing_mm"]
-        write_volume(image_path(ds / "imagesTr", vid), store.read("images", rows[vid]).astype(np.int16), spacing)
-        write_volume(label_path(ds / "labelsTr", vid), (store.read("masks", rows[vid]) > 0).astype(np.uint8),
-                     spacing)
+        image = store.read("images", rows[vid]).astype(np.int16)
+        write_nifti_volume(nnunet_image_path(ds / "imagesTr", vid), image, spacing)
+        mask = (store.read("masks", rows[vid]) > 0).astype(np.uint8)
+        write_nifti_volume(nnunet_label_path(ds / "labelsTr", vid), mask, spacing)
         if on_volume:
             on_volume(vid)
-    write_dataset_json(ds, name, len(rows), f"ichbench {doc['dataset']}, every volume; its {doc['k']} canonical "
+    write_nnunet_dataset_json(ds, name, len(rows), f"ichbench {doc['dataset']}, every volume; its {doc['k']} canonical "
                                             f"folds are splits_final.json (split {doc['hash'][:12]})")

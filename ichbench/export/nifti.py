@@ -1,7 +1,7 @@
 """Volumes on the store's grid as NIfTI, and masks read back onto it.
 
 The one NIfTI writer of ichbench's exports: `ichbench data export-folds` and the nnU-Net plugin's
-per-fold datasets both write with `write_volume`. A store volume is (S, H, W) = (z, y, x) with
+per-fold datasets both write with `write_nifti_volume`. A store volume is (S, H, W) = (z, y, x) with
 (z, y, x) spacing, its axes inferior -> superior, anterior -> posterior, right -> left
 (`ichbench.datasets.nifti_io`, STORE_AXCODES "LPS"). The file holds the array transposed to
 (x, y, z) with the affine diag(-x, -y, z) (RAS+ world, origin 0): what SimpleITK writes for an
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-FILE_ENDING = ".nii.gz"
+NIFTI_ENDING = ".nii.gz"
 SPACING_ATOL_MM = 1e-3   # headers store spacing as float32: equal grids differ by ~1e-6 mm
 
 
@@ -26,7 +26,7 @@ def grid_affine(spacing_zyx) -> np.ndarray:
     return np.diag([-x, -y, z, 1.0])
 
 
-def write_volume(path: Path, array: np.ndarray, spacing_zyx) -> None:
+def write_nifti_volume(path: Path, array: np.ndarray, spacing_zyx) -> None:
     """(S, H, W) array with (z, y, x) spacing in mm as NIfTI, written beside and renamed (an
     interrupted write leaves no half file under the final name)."""
     import nibabel as nib
@@ -38,7 +38,7 @@ def write_volume(path: Path, array: np.ndarray, spacing_zyx) -> None:
     img.set_sform(img.affine, code=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{FILE_ENDING}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{NIFTI_ENDING}")
     try:
         nib.save(img, str(tmp))
         tmp.replace(path)
@@ -51,7 +51,7 @@ def read_mask_on_grid(path: Path, shape_zyx, spacing_zyx) -> np.ndarray:
     `spacing_zyx`; InputError naming the file when it is unreadable or truncated, not 0/1 (the
     checks of `ichbench score`), or on another grid. Axis flips and permutations (a file a tool
     reoriented) are undone as ichbench reads any NIfTI; nothing is resampled."""
-    from ichbench.cli.scoring import read_mask
+    from ichbench.export.mask_files import read_mask
     from ichbench.datasets.nifti_io import file_spacing, file_to_store, store_spacing, to_store
     from ichbench.errors import InputError
 

@@ -6,7 +6,7 @@
         labelsTr/<id>.nii.gz         uint8 0/1
         imagesTs/<id>_0000.nii.gz    (the plugin: a fold's test volumes, images only)
 
-Files are written by `ichbench.export.nifti.write_volume` (the store's grid and spacing).
+Files are written by `ichbench.export.nifti.write_nifti_volume` (the store's grid and spacing).
 """
 
 from __future__ import annotations
@@ -14,26 +14,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ichbench.export.nifti import FILE_ENDING
+from ichbench.export.nifti import NIFTI_ENDING
 
-LABELS = {"background": 0, "hemorrhage": 1}
+NNUNET_LABELS = {"background": 0, "hemorrhage": 1}
 
 
-def dataset_folder_name(dataset_id: int, name: str) -> str:
+def nnunet_dataset_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
-def image_path(folder: Path, case: str) -> Path:
-    return Path(folder) / f"{case}_0000{FILE_ENDING}"
+def nnunet_image_path(folder: Path, case: str) -> Path:
+    return Path(folder) / f"{case}_0000{NIFTI_ENDING}"
 
 
-def label_path(folder: Path, case: str) -> Path:
-    return Path(folder) / f"{case}{FILE_ENDING}"
+def nnunet_label_path(folder: Path, case: str) -> Path:
+    return Path(folder) / f"{case}{NIFTI_ENDING}"
 
 
-def write_dataset_json(folder: Path, name: str, n_training: int, description: str) -> Path:
-    data = {"name": name, "channel_names": {"0": "CT"}, "labels": dict(LABELS),
-            "numTraining": int(n_training), "file_ending": FILE_ENDING, "description": description}
+def write_nnunet_dataset_json(folder: Path, name: str, n_training: int, description: str) -> Path:
+    data = {"name": name, "channel_names": {"0": "CT"}, "labels": dict(NNUNET_LABELS),
+            "numTraining": int(n_training), "file_ending": NIFTI_ENDING, "description": description}
     path = Path(folder) / "dataset.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2))

@@ -43,7 +43,7 @@ def _few(ids) -> str:
 
 def find_predictions(pred_dir: Path) -> tuple[dict, list[str]]:
     """({volume id: (path, fold or None)}, problems): the masks of DIR by the layout above."""
-    from ichbench.cli.scoring import case_name
+    from ichbench.export.mask_files import case_name
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise IchbenchError(f"--predictions {pred_dir}: {'is not a folder' if pred_dir.exists() else 'no such folder'}")

@@ -12,7 +12,7 @@ Layout, under the fold's folder of the run (nothing goes to the user's own nnU-N
 
 Volumes are written as ichbench hands them over (`Fold.volumes`): on the grid ichbench scores on,
 with that grid's spacing, axis 0 inferior to superior, by ichbench's one NIfTI writer
-(`ichbench.export.nifti.write_volume`, shared with `ichbench data export-folds`): what nnU-Net's
+(`ichbench.api.write_nifti_volume`, shared with `ichbench data export-folds`): what nnU-Net's
 SimpleITK reader reads back is the store's array (z, y, x) and spacing exactly.
 
 Only the training volumes are in the dataset nnU-Net plans from, so its fingerprint, its
@@ -31,15 +31,17 @@ from pathlib import Path
 import numpy as np
 
 # the layout and the writer are ichbench's own, shared with `ichbench data export-folds`
-from ichbench.export.nifti import FILE_ENDING, write_volume
-from ichbench.export.nnunet_raw import (LABELS, dataset_folder_name, image_path, label_path,
-                                        write_dataset_json)
+from ichbench.api import (NIFTI_ENDING, NNUNET_LABELS, nnunet_dataset_name, nnunet_image_path,
+                          nnunet_label_path, write_nifti_volume, write_nnunet_dataset_json)
+
+FILE_ENDING, LABELS = NIFTI_ENDING, NNUNET_LABELS
+image_path, label_path, write_volume = nnunet_image_path, nnunet_label_path, write_nifti_volume
 
 __all__ = ["DATASET_ID", "DATASET_NAME", "FILE_ENDING", "LABELS", "NnUNetFolders", "export_fold",
            "image_path", "read_splits", "write_splits", "write_volume"]
 
 DATASET_ID = 501
-DATASET_NAME = dataset_folder_name(DATASET_ID, "ichbench")
+DATASET_NAME = nnunet_dataset_name(DATASET_ID, "ichbench")
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,9 @@ def export_fold(fold, folders: NnUNetFolders) -> dict:
             write_volume(label_path(ds / "labelsTr", vol.id), vol.mask.astype(np.uint8), vol.spacing)
         manifest["volumes"][vol.id] = {"shape": list(vol.hu.shape), "spacing": list(vol.spacing),
                                        "role": "train" if is_train else "test"}
-    write_dataset_json(ds, DATASET_NAME, len(fold.train_ids),
-                       f"ichbench {fold.cfg.dataset} fold {fold.index} of {fold.k} "
-                       f"(split {str(fold.split_hash)[:12]}), training volumes only")
+    write_nnunet_dataset_json(ds, DATASET_NAME, len(fold.train_ids),
+                              f"ichbench {fold.cfg.dataset} fold {fold.index} of {fold.k} "
+                              f"(split {str(fold.split_hash)[:12]}), training volumes only")
     (ds / "export.json").write_text(json.dumps(manifest, indent=2))
     write_splits(folders.splits, fold.train_ids)
     return manifest
