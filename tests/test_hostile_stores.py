@@ -32,7 +32,8 @@ SUPPORTED = "(a store root is a folder, file:///FOLDER or s3://BUCKET/PREFIX)"
 SCHEMES = ["ftp://host/x", "http://127.0.0.1:9/x", "gcs://bucket/x", "memory://bucket/x", "FTP://host/x"]
 # every `ichbench data` command, with arguments that reach the stores (checked against the app below)
 DATA = {"info": ["phantom"], "verify": ["phantom"], "splits": ["phantom"],
-        "ingest": ["phantom", "--size", "32", "-o", "volumes=2"]}
+        "ingest": ["phantom", "--size", "32", "-o", "volumes=2"],
+        "export-folds": ["phantom", "--out", "refused-before-writing"]}
 
 
 def _one_line(code, out, err) -> str:
