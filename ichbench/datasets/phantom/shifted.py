@@ -23,11 +23,11 @@ from scipy import ndimage
 
 from ichbench.datasets.phantom.generator import HU_MAX, HU_MIN, PhantomVolume
 
-SHIFT_VERSION = 1      # bump when the shifted output for a given seed changes
+SHIFT_VERSION = 2      # bump when the shifted output for a given seed changes (2: milder HU and noise shifts)
 FOV_ZOOM = 0.78        # in-plane scale of the head (≈ 230 mm of a 295 mm field of view)
-HU_SCALE, HU_OFFSET = 1.1, 15.0
-EXTRA_NOISE_HU = 10.0
-BLEED_SHIFT_HU = -12.0
+HU_SCALE, HU_OFFSET = 1.05, 5.0
+EXTRA_NOISE_HU = 6.0
+BLEED_SHIFT_HU = -8.0
 SLICES, SLICE_MM = 16, 7.5
 AIR_HU = -1000.0
 DEFAULTS = {"volumes": 20, "slices": SLICES, "native_size": 128, "pretrain_volumes": 0, "ich_fraction": 0.6}
