@@ -123,5 +123,5 @@ def test_the_shifted_phantom_is_deterministic_and_shifted():
     assert a.spacing == (SLICE_MM, vol.spacing[1] / FOV_ZOOM, vol.spacing[2] / FOV_ZOOM)
     assert 0 < a.mask.sum() < vol.mask.sum()           # the head (and its bleed) is smaller in the field
     assert a.mask.any(axis=(1, 2)).tolist() == a.slice_labels.any(axis=1).astype(bool).tolist()
-    brain = lambda v: float(v.hu[v.brain & ~v.mask].mean())   # noqa: E731
+    brain = lambda v: float(np.median(v.hu[v.brain & ~v.mask]))   # noqa: E731 (the zoom blurs skull into edges)
     assert brain(a) - brain(vol) > 3                         # the HU calibration shifted the parenchyma
