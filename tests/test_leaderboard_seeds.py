@@ -125,3 +125,68 @@ def test_a_reproduction_tolerance_widens_to_the_entrys_seed_spread(seeded):
     assert wide["volume"] == pytest.approx(min(1.0, max(VOLUME_TOLERANCE, 1.5 * widest)))
     assert wide["mean"] == pytest.approx(min(1.0, max(plain["mean"], 2.5 * statistics.stdev(means))))
     assert wide["volume"] > plain["volume"] and wide["fp_voxels"] == plain["fp_voxels"]
+
+
+def _seed_rows(flags: dict, seed: int) -> list[dict]:
+    """Rows of one seed of a run: the ground truth of `counts_for(flags, 0)`, predictions by seed."""
+    from tests.test_leaderboard_support import counts_for
+    rng = np.random.default_rng(100 + seed)
+    out = []
+    for r in counts_for(flags, 0):
+        truth = r["tp"] + r["fn"]
+        tp = int(rng.integers(0, truth + 1)) if truth else 0
+        out.append(recount(dict(r), tp, int(rng.integers(0, 40)), truth - tp))
+    return out
+
+
+def test_submit_of_a_seeds_run_writes_one_valid_entry_of_every_seed(tmp_path, monkeypatch):
+    """`leaderboard submit --run-id <seeds run>` on a real MLflow store: each seed's parent run is
+    checked as any submission is, and the entry holds them all."""
+    import mlflow
+
+    import tests.test_leaderboard_submit as ts
+    from ichbench.leaderboard.canonical import record_from_store
+    from ichbench.leaderboard.validate import validate
+    home = tmp_path / "home"
+    home.mkdir()
+    res = ts.phantom_store(home)
+    flags = flags_of(res)
+    folder = ts.copy_folder(tmp_path)
+    record_from_store(folder, home, "phantom", [3])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("ichbench/phantom", artifact_location=(tmp_path / "artifacts").as_uri())
+    runs = {}
+    for s in (0, 1):
+        monkeypatch.setattr(ts, "counts_for", lambda flags, seed, s=s: _seed_rows(flags, s))
+        runs[s] = ts._log_run(uri, exp, flags, res.fingerprint, tags={"ichbench.seed": str(s)})
+    other = ts._log_run(uri, exp, flags, res.fingerprint, method="unet_mixed")
+
+    def seeds_run(ids):
+        with mlflow.start_run(experiment_id=exp, tags={
+                "ichbench.kind": "seeds", "ichbench.seeds": "0,1", "ichbench.seeds_pretrain": "per_seed",
+                "ichbench.seed_runs": ",".join(ids)}) as run:
+            pass
+        return run.info.run_id
+
+    good, mixed = seeds_run([runs[0], runs[1]]), seeds_run([runs[0], other])
+    mlflow.set_tracking_uri(before)
+    out = ts.submit({"uri": uri}, folder, "--run-id", mixed)
+    assert out.exit_code == 1 and "seed 1's run differs from seed 0's in method" in out.output, out.output
+    assert not (folder.root / "entries").exists() or not any((folder.root / "entries").rglob("*.json"))
+    out = ts.submit({"uri": uri}, folder, "--run-id", good)
+    assert out.exit_code == 0, out.output
+    report = validate(folder)
+    assert report.ok, report.lines()
+    [path] = (folder.root / "entries" / "phantom").glob("*.json")
+    import json
+    e = json.loads(path.read_text())
+    assert e["mlflow_run_id"] == good and e["gpu_hours"] == 0.5
+    assert [(r["seed"], r["mlflow_run_id"]) for r in e["seeds"]["runs"]] == [(0, runs[0]), (1, runs[1])]
+    assert e["seeds"]["pretrain"] == "per_seed"
+    got = sorted((r["volume_id"], r["tp"], r["fp"]) for r in e["seeds"]["per_volume"])
+    assert got == sorted((r["volume_id"], r["tp"], r["fp"]) for r in _seed_rows(flags, 1))
+    assert {r["seed"] for r in e["seeds"]["per_volume"]} == {1}
+    assert [(r["volume_id"], r["tp"]) for r in e["per_volume"]] == sorted(
+        (r["volume_id"], r["tp"]) for r in _seed_rows(flags, 0))
