@@ -208,7 +208,7 @@ def test_runs_json_keeps_fractions_where_the_table_shows_percent(home, mlflow_te
                                        "nsd_ich": 0.75, "abs_rvd_all": 0.25, "volume_ccc": 0.9123,
                                        "volume_icc_2_1": 0.9011, "volume_bias_ml": -0.52,
                                        "volume_loa_low_ml": -3.1, "volume_loa_high_ml": 2.06,
-                                       "gpu_hours": "12.345678"}]
+                                       "gpu_hours": "12.345678", "kind": "parent", "seed": None}]
     res = CliRunner().invoke(app, ["runs"])
     assert res.exit_code == 0, res.output
     row = next(line for line in res.stdout.splitlines() if parent in line)   # piped: one row per run
