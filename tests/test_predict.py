@@ -190,6 +190,24 @@ def test_an_ensemble_is_the_mean_probability_rule(trained):
         load_ensemble(checkpoints=paths, folds=[3])
 
 
+def test_external_scoring_is_the_prediction_of_the_ensemble(trained, phantom_store):
+    """`ichbench run --test-on` (train.external) scores each fold model and their ensemble as
+    `ichbench predict` applies them: on the phantom's grid its predicted volumes are predict's exactly."""
+    from ichbench.train.external import score_test_set
+    home, results = trained
+    vid = ich_test_volume(results[0])["volume_id"]
+    paths = {f: Path(results[f]["model"]["path"]) for f in (0, 1)}
+    scored = score_test_set(paths, phantom_store, resolve("unet_mixed", "phantom", "smoke"))
+    scan = read_scan(dicom_folder(home, vid))
+    row = {k: next(r for r in rows if r["volume_id"] == vid) for k, rows in
+           [("ensemble", scored["ensemble"]), *((f, scored["folds"][f]) for f in (0, 1))]}
+    for key, models in (("ensemble", list(paths.values())), (0, [paths[0]]), (1, [paths[1]])):
+        mask = predict_scan(load_ensemble(checkpoints=models), scan).mask
+        assert row[key]["pred_ml"] == pytest.approx(mask.sum() * scan.voxel_ml, rel=1e-9, abs=1e-9), key
+    assert row[0]["pred_ml"] != row[1]["pred_ml"]   # the fold models differ: which one is averaged matters
+    assert len(scored["ensemble"]) == len(open_store(phantom_store).volumes)
+
+
 def test_pydicom_ct_small_goes_through(trained, tmp_path):
     """A real CT slice shipped with pydicom (a single-slice series with a 12-bit-style rescale)."""
     import shutil
