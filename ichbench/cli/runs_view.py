@@ -40,7 +40,9 @@ def _num(value, digits: int) -> str:
 
 
 def _values(r: dict) -> list[str]:
-    return [str(r["run_id"]), str(r["method"]), str(r["dataset"]), str(r["profile"]), str(r["folds"]),
+    # a seeds run (`run --seeds`): its means over seeds, marked so in the folds column
+    folds = f"{r['folds']} × seeds {','.join(map(str, r['seeds']))}" if r.get("kind") == "seeds" else str(r["folds"])
+    return [str(r["run_id"]), str(r["method"]), str(r["dataset"]), str(r["profile"]), folds,
             pct(r["dice_all"]), pct(r["dice_ich"]), _num(r.get("hd95_mm_all"), 2), pct(r.get("nsd_all")),
             _num(r.get("volume_ccc"), 3), _hours(r.get("gpu_hours"))]
 

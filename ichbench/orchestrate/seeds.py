@@ -195,6 +195,8 @@ def seeds_rows(tracker, experiment_ids: list[str], parent_rows: list[dict]) -> l
                     "dataset": t.get(f"{TAG}dataset"), "profile": t.get(f"{TAG}profile"),
                     "folds": t.get(f"{TAG}folds"), "seeds": seeds, "seeds_pretrain": t.get(f"{TAG}seeds_pretrain"),
                     "dice_all": over["dice_all_mean"]["mean"], "dice_ich": over["dice_ich_mean"]["mean"],
+                    "hd95_mm_all": over["hd95_mm_all_mean"]["mean"], "nsd_all": over["nsd_all_mean"]["mean"],
+                    "volume_ccc": over["volume_ccc"]["mean"],
                     "over_seeds": over,
                     "per_seed": [{"seed": s, "run_id": rid, **{k: m.get(f"{k}_seed{s}") for k in OVER_SEEDS}}
                                  for s, rid in zip(seeds, runs)],
