@@ -139,7 +139,7 @@ def _seed_rows(flags: dict, seed: int) -> list[dict]:
     return out
 
 
-def test_submit_of_a_seeds_run_writes_one_valid_entry_of_every_seed(tmp_path, monkeypatch):
+def test_submit_of_a_seeds_run_writes_one_valid_entry_of_every_seed(tmp_path, monkeypatch, mlflow_template):
     """`leaderboard submit --run-id <seeds run>` on a real MLflow store: each seed's parent run is
     checked as any submission is, and the entry holds them all."""
     import mlflow
@@ -153,6 +153,8 @@ def test_submit_of_a_seeds_run_writes_one_valid_entry_of_every_seed(tmp_path, mo
     flags = flags_of(res)
     folder = ts.copy_folder(tmp_path)
     record_from_store(folder, home, "phantom", [3])
+    import shutil
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")   # migrated once a session
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
