@@ -14,7 +14,7 @@ from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard.checks import check_entry
 from ichbench.orchestrate import external
-from ichbench.orchestrate.matrix import from_runs
+from ichbench.evaluate.matrix import from_runs
 from tests.test_leaderboard_support import counts_for, make_entry, with_external
 
 FLAGS = {f"PH{i:03d}": i % 2 == 0 for i in range(6)}

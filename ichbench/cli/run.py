@@ -169,7 +169,7 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
     rows += seeds_rows(tr, [e.experiment_id for e in exps], rows)
     if as_json:
         if matrix:
-            from ichbench.orchestrate.matrix import from_runs
+            from ichbench.evaluate.matrix import from_runs
             print(json.dumps(from_runs(rows), indent=2))
             return
         print(json.dumps(rows, indent=2))

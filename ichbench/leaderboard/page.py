@@ -214,7 +214,7 @@ def _dataset(view: DatasetView) -> dict:
 
 
 def train_test(matrix: dict) -> list[dict]:
-    """The page's train × test tables of `orchestrate.matrix.train_test_matrix` (Dice in percent)."""
+    """The page's train × test tables of `evaluate.matrix.train_test_matrix` (Dice in percent)."""
     out = []
     for method, rows in sorted(matrix.items()):
         columns = sorted({t for cells in rows.values() for t in cells})

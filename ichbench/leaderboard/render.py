@@ -141,6 +141,6 @@ def render(folder: Folder, skip_invalid: bool = False) -> Rendered:
                   report.reproductions)
     write_text_atomic(folder.readme, markdown(views))
     from ichbench.leaderboard.test_sets import matrix_items
-    from ichbench.orchestrate.matrix import train_test_matrix
+    from ichbench.evaluate.matrix import train_test_matrix
     write_text_atomic(folder.index, render_page(views, train_test_matrix(matrix_items(report.entries))))
     return Rendered(report, views)

@@ -6,7 +6,7 @@ fingerprint, the fold ensemble's per-volume rows (`per_volume`, no fold), each f
 `fold_mean`: the mean over fold models, pooled over (fold model, volume)). Like the main rows,
 the rows hold counts: validation recomputes both summaries from them (to 1e-9) and checks that
 every fold model scored the same volumes as the ensemble, each once, with the entry's folds.
-The page shows them as the train × test matrix (`orchestrate.matrix`).
+The page shows them as the train × test matrix (`evaluate.matrix`).
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ def problems(entry: dict) -> list[str]:
 def matrix_items(entries: dict) -> list:
     """(method, train dataset, diagonal cell, {test dataset: cell}) of the accepted entries of the
     methods with external results, those with them first, then newest first: the input of
-    `orchestrate.matrix.train_test_matrix` for the page."""
-    from ichbench.orchestrate.matrix import cell
+    `evaluate.matrix.train_test_matrix` for the page."""
+    from ichbench.evaluate.matrix import cell
     tested = {e["method"] for e in entries.values() if e.get("external")}
     out = []
     for path, e in sorted(entries.items(), key=lambda kv: (bool(kv[1].get("external")), kv[1].get("date", "")),

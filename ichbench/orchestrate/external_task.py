@@ -21,6 +21,10 @@ def external_task(models: dict, store_path: str, cfg, icm_checkpoint: str | None
         if board is not None:
             board.report.remote(key, done, total, f"{done}/{total} volumes")
 
-    scored = score_test_set({int(f): Path(p) for f, p in models.items()}, parse(store_path), cfg,
-                            Path(icm_checkpoint) if icm_checkpoint else None, _device(), on_volume)
+    cavity = None
+    if cfg.icm is not None:   # a +ICM method's cavity masks, built here as the fold tasks build theirs
+        from ichbench.icm.sources import CavitySource
+        cavity = CavitySource(cfg.icm, Path(icm_checkpoint) if icm_checkpoint else None, _device())
+    scored = score_test_set({int(f): Path(p) for f, p in models.items()}, parse(store_path), cfg, cavity,
+                            _device(), on_volume)
     return {**scored, "seconds": time.time() - t0, "worker": where}

@@ -25,6 +25,7 @@ from ichbench.predict.scan import Scan
 from ichbench.preprocess.resize import resize_slices, resize_stack
 from ichbench.preprocess.window import window
 from ichbench.train.inputs import PAPER_WINDOW, Channels, neighbour_index
+from ichbench.train.predict import mean_probability
 
 BATCH = 32
 
@@ -111,12 +112,6 @@ def _cavity(ens: Ensemble, hu_net: np.ndarray, device) -> np.ndarray | None:
     raise IchbenchError(f"{ens.method} was evaluated with its dataset's shipped cavity masks (icm.source="
                         f"{icm['source']}), which a new scan does not have: apply a run made with "
                         "icm.source=unet or classical")
-
-
-def mean_probability(per_fold: list[np.ndarray]) -> np.ndarray:
-    """The fold ensemble's probability: the mean of the folds' sigmoid outputs (the nnU-Net rule:
-    average, then threshold); also what `ichbench run --test-on` scores as the ensemble."""
-    return np.mean(np.stack(per_fold), axis=0)
 
 
 def predict_scan(ens: Ensemble, scan: Scan, device="cpu") -> Prediction:

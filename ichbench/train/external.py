@@ -1,6 +1,6 @@
 """Scoring a run's fold models on an external test set (`ichbench run --test-on`): every fold
 model predicts every volume of the other dataset's segmentation store, and so does the fold
-ensemble (the mean of the folds' sigmoid outputs, `predict.infer.mean_probability`, then the
+ensemble (the mean of the folds' sigmoid outputs, `train.predict.mean_probability`, then the
 threshold, as `ichbench predict` applies a run). Rows are the folds' own (`train.predict.scored_row`).
 
 The store is read at the run's training size (`finetune.image_size`) from its own store size, as
@@ -19,7 +19,7 @@ from ichbench.models.unet import unet_for
 from ichbench.train import checkpoint as ckpt
 from ichbench.train.data import load_store, volume_rows, with_channels
 from ichbench.train.device import device_mode, select_device
-from ichbench.train.predict import probabilities, scored_row, to_mask
+from ichbench.train.predict import mean_probability, probabilities, scored_row, to_mask
 
 
 def _net(path: Path, cfg, device: torch.device) -> torch.nn.Module:
@@ -29,21 +29,17 @@ def _net(path: Path, cfg, device: torch.device) -> torch.nn.Module:
     return net.to(device).eval()
 
 
-def score_test_set(models: dict[int, Path], store_path: Path, cfg, icm_checkpoint: Path | None = None,
-                   device=None, on_volume=None) -> dict:
+def score_test_set(models: dict[int, Path], store_path: Path, cfg, cavity=None, device=None,
+                   on_volume=None) -> dict:
     """{"folds": {fold: rows}, "ensemble": rows} over every volume of the store at `store_path`;
     `models` maps each fold to its model.pt. `on_volume(done, total)` reports progress."""
-    from ichbench.icm.sources import CavitySource
-    from ichbench.predict.infer import mean_probability
     from ichbench.store import open_store
 
     device = select_device(device)
     fc = cfg.finetune
     store = open_store(store_path)
-    cavity = None
     extra = ()
-    if cfg.icm is not None:   # a +ICM method: its cavity masks, from the test store as from its own
-        cavity = CavitySource(cfg.icm, icm_checkpoint, device)
+    if cavity is not None:   # a +ICM method: its cavity masks, from the test store as from its own
         extra = ("brain",) if cfg.icm.source == "shipped" else ("icm",) if cavity.stored_in(store) else ()
     arrays = load_store(store_path, fc.image_size, names=("images", "labels", "volume", "masks", *extra))
     with_channels(arrays, cfg.input.context, cfg.input.windows)

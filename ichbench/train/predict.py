@@ -64,3 +64,9 @@ def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: 
     """Per-volume rows (`scored_row`) of the model's predictions for the named volumes."""
     return [scored_row(arrays, vid, predict(model, arrays, volume_rows(arrays, [vid]), device, threshold, cavity),
                        spacing_scale, nsd_mm) for vid in volume_ids]
+
+
+def mean_probability(per_fold: list[np.ndarray]) -> np.ndarray:
+    """The fold ensemble's probability: the mean of the folds' sigmoid outputs (the nnU-Net rule:
+    average, then threshold); also what `ichbench run --test-on` scores as the ensemble."""
+    return np.mean(np.stack(per_fold), axis=0)
