@@ -285,8 +285,9 @@ def finetune_loss():
     eq. 5's α), and whether `dice_loss` at α = 1 is eq. 4 averaged over slices, with no class weight."""
     from ichbench.losses import dice_loss
     from ichbench.losses.dice import DICE_LOSS_EPS
-    from ichbench.train import engine
-    src = inspect.getsource(engine.finetune)
+    from ichbench.train import engine, task
+    # the engine calls it through the task's loss (`train.task.loss`; binary: `dice_loss`)
+    src = inspect.getsource(engine.finetune) + inspect.getsource(task.loss)
     keywords = sorted({k.arg for n in ast.walk(ast.parse(textwrap.dedent(src))) if isinstance(n, ast.Call)
                        and getattr(n.func, "id", None) == "dice_loss" for k in n.keywords})
     g = torch.Generator().manual_seed(0)

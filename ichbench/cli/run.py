@@ -148,6 +148,7 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
     from ichbench.cli.runs_view import surface_columns
     from ichbench.orchestrate.external import from_metrics
     from ichbench.tracking.mlflow_store import TAG
+    from ichbench.tracking.records import classes_from_metrics
 
     tr = tracker_for(tracking_uri, workspace())
     exps = [e for e in tr.client.search_experiments() if e.name.startswith("ichbench/")
@@ -165,6 +166,9 @@ def runs(dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
         external = from_metrics(m)   # --test-on results, only on runs that have them
         if external:
             rows[-1]["external"] = external
+        classes = classes_from_metrics(m)   # finetune.task=subtypes: per-class and macro means
+        if classes:
+            rows[-1]["classes"] = classes
     from ichbench.orchestrate.seeds import seeds_rows   # --seeds: each seed's row names its seed
     rows += seeds_rows(tr, [e.experiment_id for e in exps], rows)
     if as_json:

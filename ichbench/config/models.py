@@ -170,6 +170,10 @@ class FinetuneConfig(BaseModel):
     head_prior: float | None = Field(None, gt=0, lt=1)
     """initial foreground probability of the output layer (its bias set to logit(prior)) when the
     head is not transferred; None keeps PyTorch's default init (the paper profile)"""
+    task: Literal["binary", "subtypes"] = "binary"
+    """what the U-Net segments: "binary", the hemorrhage (the paper); "subtypes", each class of the
+    store's class map (bhsd, phantom) with a softmax head over background + classes and the
+    multi-class Dice loss (docs/methods.md). Left out of `to_dict` and the hashes while it is "binary"."""
     params: Params = Field(default_factory=dict)
     """settings of a method that runs its own fine-tuning (API 2, `Method.finetune_fold`), from its
     `finetune_overrides(profile)`; empty for the shared recipe, and then left out of `to_dict` and
@@ -417,12 +421,15 @@ def settings_dict(section: BaseModel) -> dict:
 
 def finetune_dict(fc: FinetuneConfig) -> dict:
     """The fine-tuning settings as JSON; `params` only when a method set some, `negatives` only
-    when not "per_epoch" (both later than the identities recorded without them)."""
+    when not "per_epoch", `task` only when not "binary" (all later than the identities recorded
+    without them)."""
     out = settings_dict(fc)
     if not out["params"]:
         del out["params"]
     if out["negatives"] == "per_epoch":
         del out["negatives"]
+    if out["task"] == "binary":
+        del out["task"]
     return out
 
 

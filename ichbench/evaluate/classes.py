@@ -64,9 +64,14 @@ def class_case_metrics(pred_map, truth_map, labels: dict[str, int], spacing, nsd
     pred_map, truth_map = np.asarray(pred_map), np.asarray(truth_map)
     ids = list(labels.values())
     out = case_metrics(np.isin(pred_map, ids), np.isin(truth_map, ids), spacing, nsd_mm)
-    out["classes"] = {name: case_metrics(pred_map == i, truth_map == i, spacing, nsd_mm)
-                      for name, i in labels.items()}
+    out["classes"] = per_class_metrics(pred_map, truth_map, labels, spacing, nsd_mm)
     return out
+
+
+def per_class_metrics(pred_map, truth_map, labels: dict[str, int], spacing, nsd_mm: float = 1.0) -> dict:
+    """{name: `case_metrics` of prediction == id against truth == id} for each listed class."""
+    pred_map, truth_map = np.asarray(pred_map), np.asarray(truth_map)
+    return {name: case_metrics(pred_map == i, truth_map == i, spacing, nsd_mm) for name, i in labels.items()}
 
 
 def summarize_classes(cases: list[dict], keys, stats) -> dict:

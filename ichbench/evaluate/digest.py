@@ -28,6 +28,19 @@ def volume_digest(mask) -> str:
     return h.hexdigest()
 
 
+LABELS_PREFIX = b"ichbench-pred-labels-v1\n"
+
+
+def label_map_digest(labels) -> str:
+    """sha256 (hex) of one volume's predicted label map (subtypes task): `LABELS_PREFIX`, the shape
+    as for `volume_digest`, then the class ids as uint8 in C order (its union is `volume_digest`'s)."""
+    a = np.ascontiguousarray(np.asarray(labels, dtype=np.uint8))
+    h = hashlib.sha256(LABELS_PREFIX)
+    h.update((",".join(str(int(n)) for n in a.shape) + "\n").encode("ascii"))
+    h.update(a.tobytes(order="C"))
+    return h.hexdigest()
+
+
 def fold_digest(rows) -> str:
     """sha256 (hex) of a fold's predictions, from its per-volume rows (`volume_id`,
     `pred_sha256`)."""

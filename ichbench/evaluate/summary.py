@@ -21,6 +21,7 @@ import numpy as np
 
 from ichbench import SUBTYPES
 from ichbench.evaluate.agreement import volume_agreement
+from ichbench.evaluate.classes import summarize_classes
 from ichbench.evaluate.metrics import METRIC_EPS
 from ichbench.evaluate.surface import case_metrics
 
@@ -34,6 +35,7 @@ SURFACE_KEYS = ("hd_mm", "hd95_mm", "nsd", "rvd", "abs_rvd", "vol_err_ml", "abs_
 # what each group summarises of them (`metric_stats`); HD and HD95 also capped when a cap is set
 SURFACE_SUMMARY = ("hd_mm", "hd95_mm", "nsd", "abs_rvd", "abs_vol_err_ml")
 CAPPED = ("hd_mm", "hd95_mm")
+CLASS_KEYS = (*METRICS, *SURFACE_SUMMARY)   # what each class's groups summarise (subtypes task)
 NSD_MM = 1.0   # the default NSD tolerance (`eval.nsd_mm`, `ichbench score --nsd-mm`)
 
 
@@ -138,6 +140,13 @@ def group_definitions(rows: list[dict]) -> list[tuple[tuple[str, ...], object]]:
     return defs
 
 
+def _class_stats(values, key: str, hd_cap_mm: float | None) -> dict:
+    """One metric of one class group, summarised as the binary groups summarise it."""
+    if key in METRICS:
+        return {**_mean_std(values), "n": len(values)}
+    return metric_stats(values, hd_cap_mm if key in CAPPED else None)
+
+
 def summarize(per_volume: list[dict], nsd_mm: float | None = None, hd_cap_mm: float | None = None) -> dict:
     """Mean ± std of Dice/precision/recall over all volumes, ICH volumes and each subtype, with
     the surface metrics' `metric_stats` and the volume agreement.
@@ -150,6 +159,11 @@ def summarize(per_volume: list[dict], nsd_mm: float | None = None, hd_cap_mm: fl
     (None). `nsd_mm` is the tolerance the rows' NSD was computed at (as the caller says), and
     `hd_cap_mm` the cap of "mean_capped" (None: no capped means). `volume_agreement` is
     `evaluate.agreement.volume_agreement` of predicted vs true mL over all volumes.
+
+    Rows of the subtypes task (each with `classes`, `evaluate.classes`) add "classes" ({name:
+    {"all"|"present": {metric: stats}}}, present = the volumes whose truth holds the class) and
+    "macro" (the unweighted mean over classes of each metric's mean, per group):
+    `evaluate.classes.summarize_classes` over `CLASS_KEYS`.
     """
     rows = list(per_volume)
     _validate(rows)
@@ -160,6 +174,8 @@ def summarize(per_volume: list[dict], nsd_mm: float | None = None, hd_cap_mm: fl
             node = node.setdefault(key, {})
         node[where[-1]] = _group([r for r in rows if member(r)], hd_cap_mm)
     out["subtypes_unknown"] = sum(1 for r in rows if r["subtypes"] is None)
+    if rows and all("classes" in r for r in rows):   # the subtypes task (`train.task`)
+        out.update(summarize_classes(rows, CLASS_KEYS, lambda values, key: _class_stats(values, key, hd_cap_mm)))
     out.update(nsd_mm=nsd_mm, hd_cap_mm=hd_cap_mm,
                volume_agreement=volume_agreement([float(r["pred_ml"]) for r in rows],
                                                  [float(r["true_ml"]) for r in rows]))

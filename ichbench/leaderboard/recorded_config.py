@@ -21,7 +21,7 @@ DERIVED = ("pretrain_hash",)
 NAMES = ("method", "dataset", "profile", "pretrain_dataset")
 # left out of to_dict when empty (params) or at the default that reproduces the runs made before
 # they existed (negatives), by design: an entry without them is not missing them
-OMITTED_WHEN_EMPTY = ("finetune.params", "finetune.negatives")
+OMITTED_WHEN_EMPTY = ("finetune.params", "finetune.negatives", "finetune.task")
 
 
 class ConfigNotRebuilt(IchbenchError):

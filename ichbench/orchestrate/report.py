@@ -129,5 +129,9 @@ def stacked(outcomes) -> Group:
 
 
 def result_table(outcomes) -> Fit:
-    """The results as a rich renderable that fits the console it is printed on."""
-    return Fit(Group(wide_table(outcomes), surface_table(outcomes)), stacked(outcomes))
+    """The results as a rich renderable that fits the console it is printed on; a subtypes run
+    adds its per-class table (`orchestrate.class_report`) under either layout."""
+    from ichbench.orchestrate.class_report import class_table
+    classes = class_table(outcomes)
+    extra = [classes] if classes is not None else []
+    return Fit(Group(wide_table(outcomes), surface_table(outcomes), *extra), Group(stacked(outcomes), *extra))

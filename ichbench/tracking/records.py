@@ -85,6 +85,7 @@ def summary_metrics(summary: dict) -> dict[str, float]:
             for stat in ("mean", "mean_capped") + (("n_infinite",) if metric in INFINITE_COUNTED else ()):
                 if stats.get(stat) is not None:
                     out[f"{metric}_{gname}_{stat}"] = stats[stat]
+    out.update(class_metrics(summary))
     agreement = summary.get("volume_agreement") or {}
     out.update({name: agreement[k] for k, name in AGREEMENT_METRICS.items() if agreement.get(k) is not None})
     if summary.get("nsd_mm") is not None:
@@ -92,6 +93,43 @@ def summary_metrics(summary: dict) -> dict[str, float]:
     if summary.get("hd_cap_mm") is not None:
         out["hd_cap_mm"] = summary["hd_cap_mm"]
     return out
+
+
+def class_metrics(summary: dict) -> dict[str, float]:
+    """The subtypes task's per-class means (`evaluate.classes.summarize_classes`): for each class
+    and group (all volumes, volumes whose truth holds the class) dice_class_<name>_<group>_mean,
+    and the same for the other metrics; the macro means as dice_macro_<group>_mean. None for a
+    binary run's summary, which has no `classes`."""
+    out: dict[str, float] = {}
+    for name, groups in (summary.get("classes") or {}).items():
+        for group, metrics in groups.items():
+            for metric, stats in metrics.items():
+                if stats.get("mean") is not None:
+                    out[f"{metric}_class_{name}_{group}_mean"] = stats["mean"]
+    for group, metrics in (summary.get("macro") or {}).items():
+        for metric, stats in metrics.items():
+            if stats.get("mean") is not None:
+                out[f"{metric}_macro_{group}_mean"] = stats["mean"]
+    return out
+
+
+def classes_from_metrics(metrics: dict) -> dict | None:
+    """What `class_metrics` logged, read back for `ichbench runs --json`: {name: {"<metric>_<group>":
+    mean}} per class and "macro" likewise (Dice, precision, recall as fractions, HD95/HD in mm,
+    NSD as a fraction); None for a run without classes."""
+    from ichbench.evaluate.summary import CLASS_KEYS
+    out: dict[str, dict] = {}
+    for name, value in metrics.items():
+        for key in CLASS_KEYS:
+            for kind in ("class_", "macro_"):
+                head = f"{key}_{kind}"
+                if not (name.startswith(head) and name.endswith("_mean")):
+                    continue
+                rest = name[len(head):-len("_mean")]
+                who, _, group = rest.rpartition("_") if kind == "class_" else ("macro", "", rest)
+                if group in ("all", "present") and who:
+                    out.setdefault(who, {})[f"{key}_{group}"] = value
+    return out or None
 
 
 def agreement_plot(tracker: Tracker, run_id: str, rows: list[dict]) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from ichbench import UNKNOWN_LABEL as UNKNOWN
 from ichbench.errors import IchbenchError
-from ichbench.preprocess.resize import resize_stack
+from ichbench.preprocess.resize import resize_classes, resize_stack
 from ichbench.preprocess.window import window
 from ichbench.train.inputs import Channels, is_plain, local_index, neighbour_index
 
@@ -37,6 +37,7 @@ class SliceArrays:
     rows: torch.Tensor              # (N,) int64 row of each slice in the store
     icm: torch.Tensor | None = None  # (N, S, S) uint8 learned cavity mask (`ichbench icm apply`)
     channels: Channels | None = None  # 2.5D input (`with_channels`); None: one slice, the paper's window
+    classes: torch.Tensor | None = None  # (N, S, S) uint8 class ids, subtypes task (`train.task`)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -51,12 +52,13 @@ class SliceArrays:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return SliceArrays(move(self.images), move(self.labels), self.volume, move(self.masks),
                            move(self.brain), self.volumes, self.fingerprint, self.path, self.rows, move(self.icm),
-                           None if self.channels is None else self.channels.to(device))
+                           None if self.channels is None else self.channels.to(device), move(self.classes))
 
     def nbytes(self) -> int:
         nb = None if self.channels is None else self.channels.neighbours
         return sum(t.numel() * t.element_size() for t in
-                   (self.images, self.labels, self.volume, self.masks, self.brain, self.icm, nb) if t is not None)
+                   (self.images, self.labels, self.volume, self.masks, self.brain, self.icm, nb, self.classes)
+                   if t is not None)
 
 
 def load_store(path: Path, image_size: int, rows: np.ndarray | None = None,
@@ -89,13 +91,16 @@ def load_store(path: Path, image_size: int, rows: np.ndarray | None = None,
                        volume=torch.from_numpy(data["volume"].astype(np.int64)),
                        masks=spatial("masks"), brain=spatial("brain"),
                        volumes=store.volumes, fingerprint=store.fingerprint, path=store.path,
-                       rows=torch.from_numpy(rows), icm=spatial("icm"))
+                       rows=torch.from_numpy(rows), icm=spatial("icm"), classes=spatial("classes"))
 
 
 def _at_size(name: str, arr: np.ndarray, size: int) -> np.ndarray:
-    """Rows of a spatial array at `size` (images stay int16 HU, the others are masks)."""
+    """Rows of a spatial array at `size` (images stay int16 HU, class maps keep their ids by the
+    per-class area rule, the others are masks)."""
     if arr.ndim != 3 or arr.shape[-2:] == (size, size):
         return arr
+    if name == "classes":
+        return resize_classes(arr, size)
     return resize_stack(arr, size, is_mask=name != "images")
 
 

@@ -13,7 +13,6 @@ thread count and vector ISA they were computed with (`device.numerics`).
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from ichbench.files import write_json_atomic
 from ichbench.models.unet import (UNet, expand_parts, first_conv_channels, inflate_first_conv, part_state,
                                   transfer_parts, unet_for)
 from ichbench.train import checkpoint as ckpt
+from ichbench.train import task
 from ichbench.transforms import augment_batch
 from ichbench.train.data import EpochSampler, finetune_pool, load_store, place, volume_rows, with_channels
 from ichbench.train.device import (autocast_for, batch_images, device_mode, gather, images_of, model_input, numerics,
@@ -32,7 +32,6 @@ from ichbench.train.device import (autocast_for, batch_images, device_mode, gath
 from ichbench.train.fold_setup import fold_result, setup_fold, write_fold_result
 from ichbench.train.label_needs import check_pretraining_store
 from ichbench.train.loop import fit, generators
-from ichbench.losses import dice_loss
 from ichbench.train.predict import evaluate_volumes
 from ichbench.train.pretrain_data import labels_withheld, pretrain_data
 
@@ -191,7 +190,7 @@ def _check_model(pre: dict, cfg, path) -> None:
 
 # -- fine-tuning ------------------------------------------------------------------------------------
 
-def _load_pretrained_into(unet: UNet, method, path: Path, cfg) -> dict:
+def _load_pretrained_into(unet: UNet, method, path: Path, cfg, classes=None) -> dict:
     if not method.transfers:
         raise IchbenchError(f"{method.name} transfers no pretrained parts (a baseline); drop the checkpoint")
     pre = ckpt.load_pretrained(path)
@@ -199,6 +198,7 @@ def _load_pretrained_into(unet: UNet, method, path: Path, cfg) -> dict:
     # Another method's checkpoint is accepted (to study transfer) for the parts this method declares.
     own = pre.get("method") == method.name
     parts = list(pre.get("transfers") or method.transfers) if own else list(method.transfers)
+    parts = task.transferable(unet, parts, classes)   # subtypes: every part but the head
     state, have, want = pre["state"], first_conv_channels(pre["state"]), cfg.input.channels
     if have is not None and have != want and cfg.input.pretrain != "2d":
         raise IchbenchError(f"{path}: pretrained on {have} input channel(s), this run takes {want} (input.*); "
@@ -242,17 +242,20 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
         extra = ("brain",)
     elif m.icm and cavity.stored_in(store):
         extra = ("icm",)
-    arrays = load_store(store_path, fc.image_size, names=("images", "labels", "volume", "masks", *extra))
+    classes = setup.classes
+    arrays = load_store(store_path, fc.image_size,
+                        names=("images", "labels", "volume", *task.mask_names(classes), *extra))
     with_channels(arrays, cfg.input.context, cfg.input.windows)
     store_size = setup.store_size
     train_rows = volume_rows(arrays, train)
 
     with device_mode(device):
         torch.manual_seed(fc.seed)
-        unet = unet_for(cfg.model, in_channels=cfg.input.channels)
-        transfer = _load_pretrained_into(unet, m, Path(pretrained), cfg) if pretrained is not None else None
+        unet = unet_for(cfg.model, in_channels=cfg.input.channels, out_channels=task.head_outputs(classes))
+        transfer = (_load_pretrained_into(unet, m, Path(pretrained), cfg, classes)
+                    if pretrained is not None else None)
         if fc.head_prior is not None and not (transfer and "head" in expand_parts(unet, transfer["parts"])):
-            torch.nn.init.constant_(unet.head.bias, math.log(fc.head_prior / (1 - fc.head_prior)))
+            task.init_head_prior(unet, fc.head_prior, classes)
         icm_key = cavity.model_key if (m.icm and cavity is not None) else None
         identity = (cfg.finetune_hash(transfer["config_hash"] if transfer else None, icm_key)
                     + f":fold{fold}:{split.get('hash')}")
@@ -269,13 +272,13 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             images = batch_images(arrays, idx, device)
-            masks = gather(arrays.masks, idx, device)[:, None].float()
+            masks = task.targets(arrays, idx, gather, device, classes)   # the mask, or class ids
             images, masks = augment_batch(images, masks, aug, gens["device"])
             if device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast_for(device):
                 logits = model(images)
-            return dice_loss(logits.float(), masks, empty_weight=alpha)
+            return task.loss(logits.float(), masks, alpha, classes)
 
         t0 = time.perf_counter()
         history = fit(model=model, loss_fn=loss_fn, sampler=sampler, epochs=fc.epochs, lr=fc.lr,
@@ -284,8 +287,9 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
                        desc=f"finetune {m.name} fold {fold}", progress=progress, on_epoch=on_epoch)
         train_seconds = time.perf_counter() - t0
         rows = evaluate_volumes(model, arrays, test_ids, device, fc.threshold, cavity if m.icm else None,
-                                spacing_scale=store_size / fc.image_size, nsd_mm=cfg.eval.nsd_mm)
-    model_path = save_model(out_dir / ckpt.MODEL_NAME, unet, m, cfg, fold, store_size, cavity if m.icm else None)
+                                spacing_scale=store_size / fc.image_size, nsd_mm=cfg.eval.nsd_mm, classes=classes)
+    model_path = save_model(out_dir / ckpt.MODEL_NAME, unet, m, cfg, fold, store_size, cavity if m.icm else None,
+                            classes)
     result = fold_result(m, cfg, split, fold, setup, store_path, rows=rows, n_train_slices=len(train_rows),
                          history=history, identity=identity, train_seconds=train_seconds, device=device,
                          pretrained=transfer, icm=cavity.info if m.icm else None,
@@ -294,15 +298,18 @@ def finetune(method, store_path: Path, split: dict, fold: int, cfg, out_dir: Pat
     return result
 
 
-def save_model(path: Path, unet, method, cfg, fold: int, store_size: int, cavity=None) -> Path:
+def save_model(path: Path, unet, method, cfg, fold: int, store_size: int, cavity=None, classes=None) -> Path:
     """The fold's trained U-Net with everything `ichbench predict` needs to apply it to a new scan
     and nothing else: weights, the resolved config (preprocessing, threshold), the store size the
     scans were resampled to before training, and for +ICM methods the cavity source (with the ICM
-    U-Nets' weights when learned, so the file is self-contained)."""
+    U-Nets' weights when learned, so the file is self-contained); a subtypes model also names
+    its classes (ids 1..C), which a binary model's file does not carry."""
     payload = {"kind": ckpt.MODEL_KIND, "method": method.name, "dataset": cfg.dataset, "profile": cfg.profile,
                "fold": fold, "config": cfg.to_dict(), "store_size": int(store_size),
                "state": {k: v.detach().cpu() for k, v in unet.state_dict().items()},
                "icm": None, "ichbench_version": __version__}
+    if classes:
+        payload["classes"] = list(classes)
     if cavity is not None:
         payload["icm"] = {"source": cavity.source, "threshold": cavity.threshold,
                           "unets": cavity.unets.payload if cavity.unets is not None else None}

@@ -15,6 +15,7 @@ from ichbench.evaluate import summarize
 from ichbench.evaluate.digest import fold_digest
 from ichbench.evaluate.infjson import decode, encode
 from ichbench.files import write_json_atomic
+from ichbench.train import task
 from ichbench.train.device import numerics
 
 
@@ -23,6 +24,7 @@ class FoldSetup:
     store: object            # the segmentation store (a SliceStore)
     train_ids: list[str]     # the volumes trained on (the labeled fraction of the fold's training set)
     test_ids: list[str]      # the fold's test volumes, in the split's order
+    classes: list[str] | None = None   # the subtypes task's class names (`train.task`); None: binary
 
     @property
     def store_size(self) -> int:
@@ -38,6 +40,10 @@ def setup_fold(m, store_path: Path, split: dict, fold: int, cfg, pretrained) -> 
 
     store = open_store(store_path)
     check_finetuning_store(m, store)
+    classes = task.class_names(cfg, store)
+    if classes and m.owns_finetuning:
+        raise IchbenchError(f"finetune.task=subtypes: {m.name} runs its own fine-tuning (plugin API 2), which "
+                            "predicts the binary mask only")
     if m.has_pretext and pretrained is None:
         raise IchbenchError(f"{m.name} fine-tunes from its pretraining: pass a pretrained checkpoint "
                             "(`ichbench pretrain` makes one)")
@@ -49,7 +55,7 @@ def setup_fold(m, store_path: Path, split: dict, fold: int, cfg, pretrained) -> 
                             "(fingerprints differ); make the split again")
     has_ich = {v["id"]: bool(v.get("has_ich")) for v in store.volumes}
     train = labeled_subset(train_ids(split, fold), has_ich, cfg.finetune.labeled_fraction, seed=fold)
-    return FoldSetup(store, train, list(split["folds"][fold]["test"]))
+    return FoldSetup(store, train, list(split["folds"][fold]["test"]), classes)
 
 
 def fold_result(m, cfg, split: dict, fold: int, setup: FoldSetup, store_path: Path, *, rows: list[dict],
@@ -67,6 +73,7 @@ def fold_result(m, cfg, split: dict, fold: int, setup: FoldSetup, store_path: Pa
         "config": cfg.to_dict(), "finetune_hash": identity.split(":")[0],
         "history": list(history), "volumes": rows,
         "summary": summarize(rows, cfg.eval.nsd_mm, cfg.eval.hd_cap_mm), "device": str(device),
+        **({"classes": setup.classes} if setup.classes else {}),
         "train_seconds": round(train_seconds, 3), "ichbench_version": __version__,
         "torch_version": torch.__version__, **numerics(device),
     }

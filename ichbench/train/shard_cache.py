@@ -38,7 +38,7 @@ import numpy as np
 
 from ichbench.files import write_atomic
 from ichbench.store.layout import SHARD_SLICES, array_digest, shard_digest
-from ichbench.preprocess.resize import resize_stack
+from ichbench.preprocess.resize import resize_classes, resize_stack
 from ichbench.train.node_cache import ENV, OFF, CacheDamaged, cache_root
 
 STALE_TEMP_S = 3600   # a temporary file untouched this long is a dead builder's (one shard takes < 1 s)
@@ -126,7 +126,8 @@ class ShardCache:
     def _build(self, k: int, path: Path) -> np.ndarray:
         block = self.store.read_shard(self.name, k)   # checked against the store's digest
         if self.resized:
-            block = resize_stack(block, self.size, is_mask=self.name != "images")
+            block = (resize_classes(block, self.size) if self.name == "classes"   # ids kept, not merged
+                     else resize_stack(block, self.size, is_mask=self.name != "images"))
         block = np.ascontiguousarray(block)
         identity = []
 

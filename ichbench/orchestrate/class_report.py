@@ -1,0 +1,51 @@
+"""The per-class table of a subtypes run (`finetune.task=subtypes`), printed under the results
+table of `ichbench run`: for each class its Dice over all test volumes and over the volumes whose
+truth holds the class, with that group's HD95 (mm) and NSD (percent), then the macro means
+(`evaluate.classes.summarize_classes`). The rows above it stay the binary union's (any class),
+which is what the paper's Dice measures. 80 columns wide, so one layout serves every console."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+TITLE = "Per class (subtypes task): percent, mean ± std over volumes; 'present': volumes holding the class"
+COLUMNS = ("n present", "Dice all", "Dice present", "HD95 present", "NSD present")
+
+
+def _pct(stats: dict | None, scale: float = 100.0) -> str:
+    if not stats or stats.get("mean") is None:
+        return "—"
+    m, s = stats["mean"] * scale, stats.get("std")
+    return f"{m:.1f}±{s * scale:.1f}" if s is not None else f"{m:.1f}"
+
+
+def class_rows(summary: dict) -> list[tuple[str, ...]]:
+    """(class, *COLUMNS) of a summary with `classes`, then the macro row; [] for a binary one."""
+    rows = []
+    for name, g in (summary.get("classes") or {}).items():
+        present = g["present"]
+        rows.append((name, str(present["dice"].get("n", "—")), _pct(g["all"]["dice"]), _pct(present["dice"]),
+                     _pct(present.get("hd95_mm"), 1.0), _pct(present.get("nsd"))))
+    macro = summary.get("macro")
+    if rows and macro:
+        def mean(group: str, key: str, scale: float = 100.0) -> str:
+            m = macro[group].get(key, {}).get("mean")
+            return "—" if m is None else f"{m * scale:.1f}"
+        rows.append(("macro", "", mean("all", "dice"), mean("present", "dice"), mean("present", "hd95_mm", 1.0),
+                     mean("present", "nsd")))
+    return rows
+
+
+def class_table(outcomes) -> Table | None:
+    """One table of every subtypes outcome's class rows, or None when no outcome has classes."""
+    t = Table(title=TITLE)
+    t.add_column("method", no_wrap=True)
+    t.add_column("class", no_wrap=True)
+    for col in COLUMNS:
+        t.add_column(col, justify="right", no_wrap=True)
+    shown = False
+    for o in outcomes:
+        for i, row in enumerate(class_rows(o.summary or {})):
+            t.add_row(o.plan.method.name if i == 0 else "", *row)
+            shown = True
+    return t if shown else None
