@@ -3,7 +3,9 @@
 The slices go through what training saw — resampled to the store's size, then to the training
 size, windowed — each fold's sigmoid output is averaged (the nnU-Net rule: mean probability, then
 threshold), the mean probability is resampled back to the scan's in-plane size and thresholded
-there, and +ICM methods keep only voxels inside the cavity mask their config names.
+there, and +ICM methods keep only voxels inside the cavity mask their config names. A subtypes model
+(`finetune.task=subtypes`) averages its folds' softmax over background + classes the same way and
+takes the argmax on the scan's grid: a label map, whose union (any class) is the mask.
 
 A 2.5D model (its config's `input`) reads each slice with its neighbours in the scan, replicated
 at the scan's ends as in training, in its windows; a scan with fewer slices than the model reads
@@ -36,14 +38,17 @@ class Prediction:
     mask: np.ndarray                 # (S, H, W) bool hemorrhage (after the cavity mask, if any)
     cavity: np.ndarray | None        # (S, H, W) bool intracranial cavity for +ICM methods
     network_probability: dict        # fold -> (S, s, s) sigmoid at the training size (for inspection)
+    labels: np.ndarray | None = None   # (S, H, W) uint8 class ids of a subtypes model (0 background)
 
 
 def _to_grid(x: np.ndarray, shape_hw) -> np.ndarray:
-    """(S, s, s) float -> (S, H, W) bilinear (the network's grid back to the scan's)."""
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None]
-    if tuple(t.shape[-2:]) == tuple(shape_hw):
-        return t[:, 0].numpy()
-    return F.interpolate(t, size=tuple(shape_hw), mode="bilinear", align_corners=False)[:, 0].numpy()
+    """(S, s, s) float -> (S, H, W) bilinear (the network's grid back to the scan's); (S, K, s, s)
+    class probabilities -> (S, K, H, W), each class alike."""
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    t = t[:, None] if t.ndim == 3 else t
+    if tuple(t.shape[-2:]) != tuple(shape_hw):
+        t = F.interpolate(t, size=tuple(shape_hw), mode="bilinear", align_corners=False)
+    return (t[:, 0] if x.ndim == 3 else t).numpy()
 
 
 def network_input(ens: Ensemble, scan: Scan) -> np.ndarray:
@@ -87,15 +92,16 @@ def _batches(payload: dict, hu: np.ndarray, device: torch.device):
 def _fold_probability(payload: dict, hu: np.ndarray, device: torch.device) -> np.ndarray:
     mc = payload["config"]["model"]
     context, windows = input_of(payload["config"])
+    classes = payload.get("classes")   # a subtypes model: softmax over background + classes
     net = UNet(in_channels=(2 * context + 1) * len(windows), base=mc["base_channels"], depth=mc["depth"],
-               encoder_growth=mc.get("encoder_growth", "first"))
+               encoder_growth=mc.get("encoder_growth", "first"), out_channels=len(classes) + 1 if classes else 1)
     net.load_state_dict(payload["state"])
     net.to(device).eval()
     out = []
     for x in _batches(payload, hu, device):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x)
-        out.append(torch.sigmoid(logits.float())[:, 0].cpu())
+        out.append((torch.softmax(logits.float(), 1) if classes else torch.sigmoid(logits.float())[:, 0]).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, *hu.shape[1:]), np.float32)
 
 
@@ -123,10 +129,18 @@ def predict_scan(ens: Ensemble, scan: Scan, device="cpu") -> Prediction:
     per_fold = {f.fold: _fold_probability(f.payload, hu_net, device) for f in ens.folds}
     mean = mean_probability(list(per_fold.values()))
     shape_hw = scan.hu.shape[1:]
-    probability = _to_grid(mean, shape_hw)
-    mask = probability > ens.threshold
+    labels = None
+    if ens.classes:   # subtypes: the argmax of the mean softmax; the hemorrhage is any class
+        per_class = _to_grid(mean, shape_hw)
+        labels = per_class.argmax(1).astype(np.uint8)
+        probability, mask = 1.0 - per_class[:, 0], labels > 0
+    else:
+        probability = _to_grid(mean, shape_hw)
+        mask = probability > ens.threshold
     cavity = _cavity(ens, hu_net, device)
     if cavity is not None:
         cavity = _to_grid(cavity.astype(np.float32), shape_hw) >= 0.5
         mask &= cavity
-    return Prediction(probability=probability, mask=mask, cavity=cavity, network_probability=per_fold)
+        if labels is not None:
+            labels[~cavity] = 0
+    return Prediction(probability=probability, mask=mask, cavity=cavity, network_probability=per_fold, labels=labels)

@@ -60,18 +60,25 @@ class Ensemble:
     def icm(self) -> dict | None:
         return self.first.get("icm")
 
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names of a subtypes model (ids 1..C of its label map); None: binary."""
+        return self.first.get("classes")
+
 
 def _check_compatible(folds: list[FoldModel]) -> None:
     ref = folds[0].payload
     for f in folds[1:]:
         p = f.payload
         same = (p["method"], p["config"]["model"], p["config"]["finetune"]["image_size"], p["store_size"],
-                (p.get("icm") or {}).get("source"), p["config"].get("input")) == (
+                (p.get("icm") or {}).get("source"), p["config"].get("input"), p.get("classes")) == (
                     ref["method"], ref["config"]["model"], ref["config"]["finetune"]["image_size"],
-                    ref["store_size"], (ref.get("icm") or {}).get("source"), ref["config"].get("input"))
+                    ref["store_size"], (ref.get("icm") or {}).get("source"), ref["config"].get("input"),
+                    ref.get("classes"))
         if not same:
             raise IchbenchError(f"{f.path}: fold {f.fold} was trained differently from fold {folds[0].fold} "
-                                "(method, U-Net, sizes, input channels or cavity source): they cannot be averaged")
+                                "(method, U-Net, sizes, input channels, cavity source or classes): they cannot be "
+                                "averaged")
 
 
 def _select(folds: list[FoldModel], wanted: list[int] | None, where: str) -> list[FoldModel]:

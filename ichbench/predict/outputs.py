@@ -2,6 +2,8 @@
 
 - `mask.nii.gz`: the binary mask with the input's affine (for a NIfTI input, its voxel order and
   header; for a DICOM series, the affine its geometry tags give),
+- `labels.nii.gz`: a subtypes model's label map (uint8, 0 background, k = its k-th class), written
+  as the mask is; the mask is its union,
 - `mask.dcm`: a DICOM SEG referencing the source series (DICOM inputs; highdicom),
 - `report.json`: hemorrhage volume in mL, its connected components, the slices it is on, the
   cavity volume, and where the model came from,
@@ -169,8 +171,18 @@ def report(scan: Scan, pred: Prediction, ens: Ensemble, notes: list[str]) -> dic
                   "threshold": ens.threshold, "image_size": ens.image_size, "store_size": ens.store_size,
                   "trained_with": ens.first.get("ichbench_version"), "ichbench_version": __version__,
                   **ens.provenance},
+        **({"subtypes": subtype_volumes(scan, pred, ens)} if pred.labels is not None else {}),
         "notes": notes,
     }
+
+
+def subtype_volumes(scan: Scan, pred: Prediction, ens: Ensemble) -> dict:
+    """A subtypes model's label map per class: {name: {"id", "volume_ml", "voxels"}} (ids 1..C)."""
+    out = {}
+    for k, name in enumerate(ens.classes, start=1):
+        voxels = int((pred.labels == k).sum())
+        out[name] = {"id": k, "volume_ml": float(voxels * scan.voxel_ml), "voxels": voxels}
+    return out
 
 
 def write_overlay(path: Path, scan: Scan, pred: Prediction) -> None:
@@ -249,6 +261,8 @@ def _write_set(target: Path, tmp: Path, backup: Path, scan: Scan, pred: Predicti
     try:
         tmp.mkdir()   # inside the try: a Ctrl-C landing just after it must still remove the folder
         write_nifti(tmp / "mask.nii.gz", scan, pred.mask)
+        if pred.labels is not None:   # a subtypes model: its label map too, on the same grid and header
+            write_nifti(tmp / "labels.nii.gz", scan, pred.labels)
         if scan.kind == "dicom":
             write_seg(tmp / "mask.dcm", scan, pred.mask, ens, notes)
         write_overlay(tmp / "overlay.png", scan, pred)
