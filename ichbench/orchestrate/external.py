@@ -82,6 +82,9 @@ def plan_tests(home: Path, method, cfg, store, names: list[str]) -> list[TestSet
         if "masks" not in test.arrays:
             raise IchbenchError(f"--test-on {name}: {test.path} has no hemorrhage masks to score against")
         want, have = run_task(cfg, store), task_of(test)
+        if want != "binary":   # train.external scores sigmoid masks; a label map's ensemble is not wired yet
+            raise IchbenchError(f"--test-on {name}: a finetune.task=subtypes run is scored on its own folds only "
+                                "(--test-on scores binary runs)")
         if want != "binary" and want != have:
             raise IchbenchError(f"--test-on {name}: the run predicts {want} ({cfg.dataset}), {test.path} holds "
                                 f"{have}: the tasks do not match")
