@@ -136,3 +136,22 @@ def test_a_label_map_scores_its_union_at_the_top_and_each_class_below():
     rows = class_rows(s)
     assert [r[0] for r in rows] == [*NAMES, "macro"] and rows[3][1] == "2"
     assert class_rows(summarize([binary])) == []
+
+
+def test_every_pretext_checkpoint_loads_into_a_subtypes_unet_but_its_head(tmp_path):
+    """context_restoration transfers "all", its 1-output head included: a subtypes U-Net takes the
+    rest, and its head keeps the prior it is then given."""
+    from ichbench.methods.base import get_method
+    from ichbench.models.unet import unet_for
+    from ichbench.resolve import resolve
+    from ichbench.train import checkpoint as ckpt
+    from ichbench.train.engine import _load_pretrained_into
+
+    cfg = resolve("context_restoration", "phantom", "smoke", ["finetune.task=subtypes"])
+    pre = unet_for(cfg.model)
+    path = ckpt.save_atomic({"kind": "pretrained", "method": "context_restoration", "transfers": ["all"],
+                             "state": pre.state_dict(), "model": cfg.model.model_dump()}, tmp_path / "pre.pt")
+    net = unet_for(cfg.model, out_channels=len(NAMES) + 1)
+    info = _load_pretrained_into(net, get_method("context_restoration"), path, cfg, NAMES)
+    assert "head" not in info["parts"] and info["tensors"] == len(pre.state_dict()) - 2   # head weight, bias
+    assert torch.equal(net.encoder[0][0].weight, pre.encoder[0][0].weight)
