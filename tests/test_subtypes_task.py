@@ -155,3 +155,23 @@ def test_every_pretext_checkpoint_loads_into_a_subtypes_unet_but_its_head(tmp_pa
     info = _load_pretrained_into(net, get_method("context_restoration"), path, cfg, NAMES)
     assert "head" not in info["parts"] and info["tensors"] == len(pre.state_dict()) - 2   # head weight, bias
     assert torch.equal(net.encoder[0][0].weight, pre.encoder[0][0].weight)
+
+
+@pytest.mark.slow   # trains: 1 epoch of 4 steps on the session phantom (~5 s of CPU)
+def test_a_subtypes_fold_trains_scores_and_saves_its_classes(phantom_store, tmp_path):
+    from ichbench.resolve import resolve
+    from ichbench.splits import split_for_store
+    from ichbench.store import open_store
+    from ichbench.train import checkpoint as ckpt
+    from ichbench.train.engine import finetune
+
+    split = split_for_store(open_store(phantom_store), 5)
+    cfg = resolve("unet_mixed", "phantom", "smoke",
+                  ["finetune.task=subtypes", "finetune.epochs=1", "finetune.steps_per_epoch=4"])
+    result = finetune("unet_mixed", phantom_store, split, 0, cfg, tmp_path / "fold_0", device="cpu", progress=False)
+    assert result["classes"] == NAMES and result["config"]["finetune"]["task"] == "subtypes"
+    row = result["volumes"][0]
+    assert set(row["classes"]) == set(NAMES) and "pred_labels_sha256" in row
+    assert set(result["summary"]["classes"]) == set(NAMES) and "macro" in result["summary"]
+    model = ckpt.load_model(result["model"]["path"])
+    assert model["classes"] == NAMES and model["state"]["head.weight"].shape[0] == len(NAMES) + 1
