@@ -32,7 +32,8 @@ def resolve(method: str | Method, dataset: str, profile: str = "paper", override
     icm_settings = settings.pop("icm", {})
     data = as_data(RunConfig.model_construct(
         method=m.name, dataset=dataset, profile=profile,
-        pretrain_dataset=pretrain_dataset or default_pretrain_dataset(dataset, home, profile),
+        pretrain_dataset=pretrain_dataset or default_pretrain_dataset(
+            dataset, home, profile, needs_labels=m.label_needs.binary or m.label_needs.multilabel),
         icm=IcmConfig() if m.icm else None))
     merge_settings(data, settings, f"profile {profile!r}")
     if data["icm"] is not None:
@@ -66,21 +67,24 @@ def default_icm_dataset(dataset: str) -> str:
     return "segcq500"
 
 
-def default_pretrain_dataset(dataset: str, home=None, profile: str | None = None) -> str:
+def default_pretrain_dataset(dataset: str, home=None, profile: str | None = None, needs_labels: bool = False) -> str:
     """A dataset with its own pretraining store (the phantom) pretrains on it; the real
     segmentation datasets pretrain on RSNA, as in the paper (§2.6). Given the workspace `home`, a
     dataset with only a segmentation role pretrains on its own segmentation store's slices when
     there is no RSNA pretraining store to use (see `own_slices_note`) — except the paper's own
     datasets in the `paper` profile, where RSNA is the protocol: a missing RSNA store is an error
-    that says where to get it, not a silent change of what is being compared."""
+    that says where to get it, not a silent change of what is being compared. A pretext that
+    `needs_labels` (slice-level classification) does not default to a pretraining store without
+    them (bhsd's unlabelled volumes): it pretrains on RSNA, whose slices carry them."""
     if profile == "paper" and dataset in PAPER_FINETUNE:
         return "rsna"
     try:
-        roles = get_dataset(dataset).roles
+        ds = get_dataset(dataset)
     except UnknownNameError:
         return "rsna"
+    roles = ds.roles
     if PRETRAINING in roles:
-        return dataset
+        return dataset if ds.pretraining_labelled or not needs_labels else "rsna"
     if home is not None and SEGMENTATION in roles and not store_exists(store_path(home, "rsna", PRETRAINING)):
         return dataset
     return "rsna"

@@ -175,3 +175,13 @@ def test_a_subtypes_fold_trains_scores_and_saves_its_classes(phantom_store, tmp_
     assert set(result["summary"]["classes"]) == set(NAMES) and "macro" in result["summary"]
     model = ckpt.load_model(result["model"]["path"])
     assert model["classes"] == NAMES and model["state"]["head.weight"].shape[0] == len(NAMES) + 1
+
+
+def test_label_needing_pretexts_on_bhsd_default_to_rsna():
+    """bhsd's pretraining store is its unlabelled volumes: the classification pretexts would be
+    refused there, so they default to RSNA's; the image-only pretexts pretrain in-domain."""
+    from ichbench.resolve import resolve
+    assert resolve("multilabel_dl", "bhsd", "smoke").pretrain_dataset == "rsna"
+    assert resolve("binary_classification", "bhsd", "smoke").pretrain_dataset == "rsna"
+    assert resolve("context_restoration", "bhsd", "smoke").pretrain_dataset == "bhsd"
+    assert resolve("multilabel_dl", "phantom", "smoke").pretrain_dataset == "phantom"   # labelled

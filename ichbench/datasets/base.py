@@ -196,6 +196,9 @@ class Dataset:
     # per-voxel classes of the segmentation volumes: the names of class ids 1..C (Volume.classes);
     # the built-in multi-class datasets use SUBTYPES, so id k is SUBTYPES[k-1] in every store
     class_names: tuple[str, ...] | None = None
+    # whether the pretraining store's slices carry ICH/subtype labels; False (bhsd's unlabelled
+    # volumes): pretexts that need slice labels default to RSNA's (`resolve.default_pretrain_dataset`)
+    pretraining_labelled: bool = True
 
     def default_source(self, home: Path) -> Path:
         from ichbench.names import inside

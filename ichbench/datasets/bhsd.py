@@ -93,6 +93,7 @@ class BhsdDataset(Dataset):
     description = ("BHSD (Wu et al. 2023): 192 head CTs with voxel labels of five hemorrhage subtypes (EDH, IPH, "
                    "IVH, SAH, SDH), plus ~2,000 unlabelled volumes for pretraining; built from RSNA 2019 scans")
     roles = (SEGMENTATION, PRETRAINING)
+    pretraining_labelled = False   # the ~2,000 extra volumes come without slice labels
     class_names = SUBTYPES
     source_url = "https://huggingface.co/datasets/WuBiao/BHSD (label_192.zip; code: github.com/White65534/BHSD)"
     licence = ("non-commercial: the repository says MIT, but the images derive from the RSNA 2019 challenge data "
