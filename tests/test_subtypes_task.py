@@ -185,3 +185,23 @@ def test_label_needing_pretexts_on_bhsd_default_to_rsna():
     assert resolve("binary_classification", "bhsd", "smoke").pretrain_dataset == "rsna"
     assert resolve("context_restoration", "bhsd", "smoke").pretrain_dataset == "bhsd"
     assert resolve("multilabel_dl", "phantom", "smoke").pretrain_dataset == "phantom"   # labelled
+
+
+def test_the_results_table_adds_the_class_table_and_instances_reference_row():
+    from ichbench.orchestrate.report import result_table
+    from tests.test_console_output import outcome, render
+
+    truth = np.zeros((2, 8, 8), np.uint8)
+    truth[0, 1:4, 1:4], truth[1, 5:7, 5:7] = 1, 4
+    o = outcome("unet_mixed")
+    o.summary = summarize([scored_row(_arrays(truth), "v", truth, classes=NAMES)])
+    for width in (80, 200):
+        lines = render(result_table([o]), width)
+        text = "\n".join(lines)
+        assert "unet_mixed, per class" in text and max(map(len, lines)) <= width and "…" not in text
+        [sdh] = [line for line in lines if "│ sdh " in line]
+        assert [c.strip() for c in sdh.split("│")[2:5]] == ["1", "100.0", "100.0"]   # n present, Dice all, present
+        assert any("│ macro " in line for line in lines)
+    text = "\n".join(render(result_table([outcome("unet_mixed", "instance2022")]), 200))
+    assert "challenge winner, challenge test set (not these folds)" in text and "69.2" in text
+    assert "per class" not in text   # a binary run's summary has no classes

@@ -2,14 +2,16 @@
 table of `ichbench run`: for each class its Dice over all test volumes and over the volumes whose
 truth holds the class, with that group's HD95 (mm) and NSD (percent), then the macro means
 (`evaluate.classes.summarize_classes`). The rows above it stay the binary union's (any class),
-which is what the paper's Dice measures. 80 columns wide, so one layout serves every console."""
+which is what the paper's Dice measures. One table per method, under 80 columns, so one layout
+serves every console."""
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
 
-TITLE = "Per class (subtypes task): percent, mean ± std over volumes; 'present': volumes holding the class"
-COLUMNS = ("n present", "Dice all", "Dice present", "HD95 present", "NSD present")
+TITLE = "{method}, per class: percent, mean ± std over volumes (pres.: the volumes holding the class)"
+COLUMNS = ("n pres.", "Dice all", "Dice pres.", "HD95 pres.", "NSD pres.")
 
 
 def _pct(stats: dict | None, scale: float = 100.0) -> str:
@@ -36,16 +38,18 @@ def class_rows(summary: dict) -> list[tuple[str, ...]]:
     return rows
 
 
-def class_table(outcomes) -> Table | None:
-    """One table of every subtypes outcome's class rows, or None when no outcome has classes."""
-    t = Table(title=TITLE)
-    t.add_column("method", no_wrap=True)
-    t.add_column("class", no_wrap=True)
-    for col in COLUMNS:
-        t.add_column(col, justify="right", no_wrap=True)
-    shown = False
+def class_table(outcomes) -> Group | None:
+    """A table per subtypes outcome (its method in the title), or None when no outcome has classes."""
+    tables = []
     for o in outcomes:
-        for i, row in enumerate(class_rows(o.summary or {})):
-            t.add_row(o.plan.method.name if i == 0 else "", *row)
-            shown = True
-    return t if shown else None
+        rows = class_rows(o.summary or {})
+        if not rows:
+            continue
+        t = Table(title=TITLE.format(method=o.plan.method.name))
+        t.add_column("class", no_wrap=True)
+        for col in COLUMNS:
+            t.add_column(col, justify="right", no_wrap=True)
+        for row in rows:
+            t.add_row(*row)
+        tables.append(t)
+    return Group(*tables) if tables else None

@@ -79,6 +79,8 @@ def _sources(o) -> list[tuple[str, str, list[str]]]:
     """(dataset, source, numbers) rows of one outcome: this run, then the paper's rows (percent already)."""
     rows = [(o.plan.cfg.dataset, f"this run, {o.plan.cfg.profile}", _numbers(o.summary, 100.0))]
     rows += [(pds, "paper", _numbers(row, 1.0)) for pds, row in sorted(published_rows(o.plan.method.name).items())]
+    from ichbench.orchestrate.references import reference_rows   # e.g. INSTANCE's challenge test set
+    rows += reference_rows(o.plan.cfg.dataset)
     if getattr(o, "rows", None):   # the reference: what predicting nothing scores on these volumes
         from ichbench.leaderboard.floor import empty_prediction
         rows.append((o.plan.cfg.dataset, "predicts nothing", _numbers(empty_prediction(o.rows), 100.0)))
