@@ -56,6 +56,8 @@ LIMITS = [
     ("data.shuffle_shards", "100000", "100001", "data.shuffle_shards must be <= 100000", []),
     ("eval.nsd_mm", "1000", "1001", "eval.nsd_mm must be <= 1000", []),
     ("eval.hd_cap_mm", "1000", "1e9", "eval.hd_cap_mm must be <= 1000", []),
+    ("input.context", "8", "9", "input.context must be <= 8", []),
+    ("input.windows", "[[-32768,32767]]", "[[0,40000]]", "input.windows.0.1 must be <= 32767", []),
 ]
 
 
@@ -79,8 +81,8 @@ def test_at_the_bound_is_accepted(key, at, above, says, extra, home, monkeypatch
     value = json.loads(out)
     for part in key.split("."):
         value = value[part]
-    expected = json.loads(f"[{at}]")   # "4,4" is a pair
-    assert value == (expected if "," in at else expected[0])
+    expected = json.loads(f"[{at}]")   # "4,4" is a pair; "[[a,b]]" a JSON list as written
+    assert value == (expected[0] if at.startswith("[") or "," not in at else expected)
 
 
 def _numbers(schema: dict, where: str):
