@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ichbench.config.models import MAX_SEED
+from ichbench.config.fields import MAX_SEED
 from ichbench.errors import IchbenchError
 from ichbench.orchestrate.seeds import combine, parse_seeds, seed_overrides, seed_plans
 

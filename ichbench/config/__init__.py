@@ -14,7 +14,8 @@ models check the ranges; every problem is one line naming the setting.
 
 from __future__ import annotations
 
-from ichbench.config.models import (ICM_DEPTH, PAPER_AUGMENT, Augment, DataConfig, FinetuneConfig, IcmConfig,
+from ichbench.config.fields import ICM_DEPTH, PAPER_AUGMENT, Augment
+from ichbench.config.models import (DataConfig, FinetuneConfig, IcmConfig,
                                     ModelConfig, PretrainConfig, RunConfig, finetune_dict,
                                     settings_dict)
 from ichbench.config.overrides import (SECTIONS, apply_override, as_data, merge_settings, parse_value,

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from ichbench.config.models import (Augment, DataConfig, EvalConfig, FinetuneConfig, IcmConfig, InputConfig,
+from ichbench.config.fields import Augment
+from ichbench.config.models import (DataConfig, EvalConfig, FinetuneConfig, IcmConfig, InputConfig,
                                     ModelConfig, PretrainConfig)
 from ichbench.config.problems import parse_problem, shown
 from ichbench.errors import IchbenchError

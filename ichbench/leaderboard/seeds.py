@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 MAX_SEEDS = 100
-SEED_MAX = 2 ** 32 - 1       # config.models.MAX_SEED
+SEED_MAX = 2 ** 32 - 1       # config.fields.MAX_SEED
 # a re-run is one more draw of the training noise: it may differ from the entry as its seeds
 # differ from each other. Per volume 1.5x the largest range over seeds (as VOLUME_TOLERANCE is
 # 1.5x the largest run-to-run change measured), the mean 2.5 standard deviations over seeds

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from ichbench.config import PAPER_AUGMENT
-from ichbench.config.models import MAX_IMAGE
+from ichbench.config.fields import MAX_IMAGE
 from ichbench.methods.base import ANY_INPUT, LabelNeeds, MethodParams, PretextMethod
 
 # 1000 pairs are 2000 disjoint patches: 256² holds 2601 of 5x5 (the smoke profile's size at 64²

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ichbench.config.models import MAX_SEED
+from ichbench.config.fields import MAX_SEED
 from ichbench.errors import IchbenchError
 from ichbench.files import sha256_json
 
