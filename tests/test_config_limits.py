@@ -107,7 +107,7 @@ def test_every_number_in_the_schema_has_a_maximum():
     numbers = _schema_numbers()
     assert len(numbers) > 40   # the walk reaches the settings
     unbounded = [path for path, sub in numbers.items() if "maximum" not in sub and "exclusiveMaximum" not in sub]
-    assert unbounded == [], f"give these settings an upper bound (le=...) in ichbench/config/ (fields.py holds the shared bounds): {unbounded}"
+    assert unbounded == [], f"give these settings an upper bound (le=...) in ichbench/config/: {unbounded}"
 
 
 def test_the_table_covers_every_bounded_setting():
