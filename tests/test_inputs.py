@@ -167,7 +167,22 @@ def test_a_method_that_declares_no_inputs_is_refused_2_5d_in_one_line():
 def test_a_baseline_without_a_declaration_takes_any_input_through_the_shared_recipe():
     class Plain(Method):
         name = "plain_baseline"
-    Plain().check_inputs(resolve("unet_mixed", "phantom", "smoke", ["input.context=2"]))
+    plain = Plain()
+    cfg = resolve("unet_mixed", "phantom", "smoke", ["input.context=2"])
+    # it declares only the paper's input, and its own code sees nothing: the shared fine-tuning
+    # recipe takes the 5 channels, so nothing is refused
+    assert (plain.inputs.max_context, plain.inputs.max_windows) == (0, 1)
+    assert not plain.has_pretext and not plain.owns_finetuning and cfg.input.channels == 5
+    plain.check_inputs(cfg)
+
+    class OwnLoop(Plain):   # the same declaration in a method that fine-tunes by itself is refused
+        name = "own_loop"
+
+        def finetune_fold(self, fold):
+            raise NotImplementedError
+    assert OwnLoop().owns_finetuning
+    with pytest.raises(IchbenchError, match="in its fine-tuning, got context 2"):
+        OwnLoop().check_inputs(cfg)
 
 
 @pytest.mark.parametrize("augment", ["affine", "global_view", "local_view"])
