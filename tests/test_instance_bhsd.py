@@ -189,3 +189,18 @@ def test_unlabelled_flag_is_bhsd_s_and_names_a_missing_folder(tmp_path, home, mo
     assert code != 0 and err.strip().splitlines() == [
         f"ichbench: error: --unlabelled {tmp_path / 'nowhere'}: not a folder (BHSD's unlabelled volumes)"]
     assert not (home / "stores" / "bhsd").exists()
+
+
+def test_the_nearest_dataset_folder_is_found_and_two_at_one_level_are_refused(tmp_path):
+    from ichbench.datasets.base import find_below
+    from ichbench.errors import LayoutError
+
+    def holds(p):
+        return (p / "data").is_dir()
+    (tmp_path / "a" / "train" / "data").mkdir(parents=True)
+    (tmp_path / "a" / "x" / "y" / "data").mkdir(parents=True)   # deeper: the nearer one wins
+    assert find_below(tmp_path / "a", holds, "training folder") == tmp_path / "a" / "train"
+    assert find_below(tmp_path / "a", holds, "training folder", max_depth=0) is None
+    (tmp_path / "a" / "test" / "data").mkdir(parents=True)
+    with pytest.raises(LayoutError, match=r"^expected one training folder under .*; found several: .*test, .*train$"):
+        find_below(tmp_path / "a", holds, "training folder")

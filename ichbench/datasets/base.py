@@ -264,6 +264,20 @@ def folder_listing(folder: Path, limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def find_below(source: Path, holds: Callable[[Path], bool], what: str, max_depth: int = 2) -> Path | None:
+    """The folder `holds` recognises nearest to `source` (itself, then 1..max_depth levels below);
+    a LayoutError when one level holds several (which one was meant is not ours to guess)."""
+    for depth in range(max_depth + 1):
+        candidates = [source] if depth == 0 else source.glob("/".join(["*"] * depth))
+        hits = sorted(p for p in candidates if p.is_dir() and holds(p))
+        if len(hits) > 1:
+            raise LayoutError(f"expected one {what} under {source}; found several: "
+                              + ", ".join(str(h) for h in hits))
+        if hits:
+            return hits[0]
+    return None
+
+
 def locate_root(source: Path, find: Callable[[Path], Path | None], expected: str) -> Path:
     """The folder `find` recognises at or below `source`; a LayoutError saying what was expected
     and what is there otherwise."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ichbench import SUBTYPES
-from ichbench.datasets.base import (PRETRAINING, SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume,
+from ichbench.datasets.base import (PRETRAINING, SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume, find_below,
                                     folder_listing, locate_root)
 from ichbench.datasets.nifti_pairs import NIFTI_RE, nifti_files, pair, read_images, read_pairs, warn_count
 from ichbench.errors import IchbenchError, LayoutError
@@ -52,15 +52,7 @@ def find_root(source: Path) -> Path | None:
     """The folder holding images/ + ground truths/ or imagesTr/ + labelsTr/, at or below `source`."""
     def holds(p: Path) -> bool:
         return all((p / d).is_dir() for d in RELEASE) or all((p / d).is_dir() for d in NNUNET[0])
-    for depth in range(0, 3):
-        hits = sorted({p for p in ([source] if depth == 0 else source.glob("/".join(["*"] * depth)))
-                       if p.is_dir() and holds(p)})
-        if len(hits) > 1:
-            raise LayoutError(f"expected one BHSD folder under {source}; found several: "
-                              + ", ".join(str(h) for h in hits))
-        if hits:
-            return hits[0]
-    return None
+    return find_below(source, holds, "BHSD folder")
 
 
 def dataset_json_labels(path: Path) -> dict[int, str]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from ichbench import LABEL_ORDER
 from ichbench.datasets.base import (SEGMENTATION, UNKNOWN_LABEL, Dataset, IngestOptions, IngestReport, Volume,
-                                    folder_listing, locate_root)
+                                    find_below, folder_listing, locate_root)
 from ichbench.datasets.nifti_io import NiftiVolume, closest_ornt, file_to_store, load_ct, load_mask, open_image
 from ichbench.errors import InputError, LayoutError
 from ichbench.plugins import hookimpl
@@ -51,17 +51,7 @@ _SUB_INDEX = {name: LABEL_ORDER.index(name) for name in SUBTYPE_COLUMNS.values()
 def find_root(source: Path) -> Path | None:
     """The folder holding ct_scans/: source itself or the one such folder up to 4 levels below
     (the PhysioNet download nests it as physionet.org/files/ct-ich/<version>/)."""
-    if (source / "ct_scans").is_dir():
-        return source
-    hits = []
-    for depth in range(1, 5):
-        hits += [p.parent for p in source.glob("/".join(["*"] * depth) + "/ct_scans") if p.is_dir()]
-        if hits:
-            break
-    if len(hits) > 1:
-        raise LayoutError(f"expected one ct-ich folder under {source}; found several: "
-                          + ", ".join(str(h) for h in sorted(hits)))
-    return hits[0] if hits else None
+    return find_below(source, lambda p: (p / "ct_scans").is_dir(), "ct-ich folder", max_depth=4)
 
 
 def authors_transform(affine) -> np.ndarray:

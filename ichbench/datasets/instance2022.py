@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from ichbench.datasets.base import (SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume, folder_listing,
-                                    locate_root)
+from ichbench.datasets.base import (SEGMENTATION, Dataset, IngestOptions, IngestReport, Volume, find_below,
+                                    folder_listing, locate_root)
 from ichbench.datasets.nifti_pairs import nifti_files, pair, read_pairs, warn_count
 from ichbench.errors import LayoutError
 from ichbench.plugins import hookimpl
@@ -28,15 +28,8 @@ BINARY_IDS = {0: 0, 1: 1}   # label value -> store id: 0/1 only
 
 def find_root(source: Path) -> Path | None:
     """The folder holding data/ and label/: `source` or the one such folder up to 2 levels below."""
-    for depth in range(0, 3):
-        pattern = "/".join(["*"] * depth + [IMAGES]) if depth else IMAGES
-        hits = sorted(p.parent for p in source.glob(pattern) if p.is_dir() and (p.parent / LABELS).is_dir())
-        if len(hits) > 1:
-            raise LayoutError(f"expected one INSTANCE 2022 training folder under {source}; found several: "
-                              + ", ".join(str(h) for h in hits))
-        if hits:
-            return hits[0]
-    return None
+    return find_below(source, lambda p: (p / IMAGES).is_dir() and (p / LABELS).is_dir(),
+                      "INSTANCE 2022 training folder")
 
 
 class Instance2022Dataset(Dataset):
