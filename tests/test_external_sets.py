@@ -89,16 +89,6 @@ def test_refusals_before_anything_trains(home):
         external.parse_test_on(" , ")
 
 
-def test_tasks_must_match():
-    # a binary run scores any segmentation store (its masks are the union of the classes) ...
-    binary = SimpleNamespace(finetune=SimpleNamespace())
-    assert external.run_task(binary, _stores(["iph", "ivh"])) == "binary"
-    # ... a multi-class run only a store with its classes
-    multi = SimpleNamespace(finetune=SimpleNamespace(task="classes"))
-    assert external.run_task(multi, _stores(["iph", "ivh"])) == "classes iph,ivh"
-    assert external.task_of(_stores(None)) == "binary"
-
-
 def test_cached_scores_are_keyed_by_store_and_models(tmp_path):
     plan = SimpleNamespace(run_dir=tmp_path, fold_dir=lambda f: tmp_path / f"fold_{f}")
     test = external.TestSet("phantom_shifted", SimpleNamespace(fingerprint="a" * 64))

@@ -1,18 +1,21 @@
 """External test sets of `ichbench run --test-on D2[,D3]`: every fold model of the run scores
 every volume of D2's segmentation store, and so does the fold ensemble (`train.external`).
 
-Planned before anything trains (`plan_tests`: a dataset that is the run's own, has no masks, or
-whose task does not match is refused in one line). Scored after the folds on a Ray worker (a GPU
-when there is one), then cached: each fold keeps its rows in `fold_<k>/external/<D2>.json` and
-the run its ensemble's in `external/<D2>.json`, each keyed by D2's store fingerprint and the fold
-models' digests, so a rerun reuses them and a new --test-on dataset scores from the saved fold
-models without retraining (the run key does not include --test-on).
+Planned before anything trains (`plan_tests`: a dataset that is the run's own or has no masks is
+refused in one line; for a subtypes run so is one without a class map of the run's classes).
+Scored after the folds on a Ray worker (a GPU when there is one), then cached: each fold keeps
+its rows in `fold_<k>/external/<D2>.json` and the run its ensemble's in `external/<D2>.json`,
+each keyed by D2's store fingerprint and the fold models' digests, so a rerun reuses them and a
+new --test-on dataset scores from the saved fold models without retraining (the run key does
+not include --test-on).
 
 MLflow (the parent run): `test.<D2>.folds.<metric>` (the mean over fold models: each fold model
 scores the same volumes, so the pooled mean over (fold, volume) is the mean of the folds' means),
 `test.<D2>.ensemble.<metric>` (the fold ensemble), `test.<D2>.fold_dice_std` (std of the fold
-models' mean Dice), with <metric> the names of `tracking.records.summary_metrics`; the artifact
-`external/<D2>.json` holds the rows. The tag `ichbench.test_on` lists the test datasets.
+models' mean Dice), with <metric> the names of `tracking.records.summary_metrics` — for a
+subtypes run these include the per-class ones (`test.<D2>.ensemble.dice_class_<name>_present_mean`,
+`..._macro_...`); the artifact `external/<D2>.json` holds the rows. The tag `ichbench.test_on`
+lists the test datasets.
 """
 
 from __future__ import annotations
@@ -48,18 +51,21 @@ def parse_test_on(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def task_of(store) -> str:
-    """What a store can be scored on: 'binary' (any hemorrhage) — every segmentation store — or
-    the class ids of its `classes` array."""
-    names = getattr(store, "class_names", None)
-    return "binary" if not names else "classes " + ",".join(names)
-
-
-def run_task(cfg, store) -> str:
-    """The task a run's models predict: today one binary output (the hemorrhage); a config with a
-    multi-class task (`finetune.task`, if the config has one) predicts its training store's classes."""
-    task = getattr(cfg.finetune, "task", "binary") or "binary"
-    return "binary" if task == "binary" else task_of(store)
+def check_classes(name: str, cfg, store, test) -> None:
+    """A subtypes run (`finetune.task=subtypes`) predicts its training store's class ids, so an
+    external store must hold a class map of the same classes in the same id order; a binary run
+    scores any segmentation store (its masks are the union of the classes)."""
+    from ichbench.train.task import class_names
+    want = class_names(cfg, store)
+    if not want:
+        return
+    have = list(getattr(test, "class_names", None) or [])
+    if not have:
+        raise IchbenchError(f"--test-on {name}: the run segments the classes {','.join(want)} (finetune.task="
+                            f"subtypes), but {test.path} has no class map to score them against")
+    if have != want:
+        raise IchbenchError(f"--test-on {name}: the run's classes are {','.join(want)} ({cfg.dataset}, ids 1..), "
+                            f"{test.path} holds {','.join(have)}: the class ids do not match")
 
 
 def plan_tests(home: Path, method, cfg, store, names: list[str]) -> list[TestSet]:
@@ -81,16 +87,7 @@ def plan_tests(home: Path, method, cfg, store, names: list[str]) -> list[TestSet
         test = open_role(home, name, SEGMENTATION)
         if "masks" not in test.arrays:
             raise IchbenchError(f"--test-on {name}: {test.path} has no hemorrhage masks to score against")
-        want, have = run_task(cfg, store), task_of(test)
-        if want != "binary":   # train.external scores sigmoid masks; a label map's ensemble is not wired yet
-            raise IchbenchError(f"--test-on {name}: a finetune.task=subtypes run is scored on its own folds only "
-                                "(--test-on scores binary runs)")
-        if want != "binary" and want != have:
-            raise IchbenchError(f"--test-on {name}: the run predicts {want} ({cfg.dataset}), {test.path} holds "
-                                f"{have}: the tasks do not match")
-        if want != "binary":   # a softmax head over classes is applied by its own prediction path
-            raise IchbenchError(f"--test-on {name}: external test sets score binary runs; this run's "
-                                f"finetune.task predicts {want}")
+        check_classes(name, cfg, store, test)
         out.append(TestSet(name, test))
     return out
 
@@ -186,7 +183,9 @@ def metrics(dataset: str, summary: dict) -> dict[str, float]:
 
 def from_metrics(metrics_: dict) -> dict[str, dict]:
     """A parent run's external results by test dataset, as `ichbench runs --json` shows them:
-    {D2: {"folds": {dice_all, dice_ich, hd95_mm_all, nsd_all}, "ensemble": {...}, "fold_dice_std"}}."""
+    {D2: {"folds": {dice_all, dice_ich, hd95_mm_all, nsd_all}, "ensemble": {...}, "fold_dice_std"}};
+    a subtypes run's kinds add "classes" (`tracking.records.classes_from_metrics`)."""
+    from ichbench.tracking.records import classes_from_metrics
     keys = {"dice_all": "dice_all_mean", "dice_ich": "dice_ich_mean", "hd95_mm_all": "hd95_mm_all_mean",
             "nsd_all": "nsd_all_mean", "n": "n_all"}
     out: dict[str, dict] = {}
@@ -199,6 +198,10 @@ def from_metrics(metrics_: dict) -> dict[str, dict]:
             for kind in ("folds", "ensemble"):   # MLflow keeps every metric as a float
                 n = out[ds][kind]["n"]
                 out[ds][kind]["n"] = None if n is None else int(n)
+                head = f"{PREFIX}{ds}.{kind}."
+                classes = classes_from_metrics({k[len(head):]: v for k, v in metrics_.items() if k.startswith(head)})
+                if classes:
+                    out[ds][kind]["classes"] = classes
     return dict(sorted(out.items()))
 
 

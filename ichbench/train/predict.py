@@ -18,17 +18,23 @@ EVAL_BATCH = 64
 
 @torch.no_grad()
 def probabilities(model: torch.nn.Module, arrays: SliceArrays, rows: torch.Tensor,
-                  device: torch.device, classes=None) -> torch.Tensor:
+                  device: torch.device, classes=None, ensemble: bool = False) -> torch.Tensor:
     """The sigmoid output (len(rows), S, S) float32 on the CPU for the slices `rows`; for the
-    subtypes task (`classes`) the argmax class ids, uint8 (`train.task.to_prediction`)."""
+    subtypes task (`classes`) the argmax class ids, uint8 (`train.task.to_prediction`), or with
+    `ensemble` the softmax (len(rows), C + 1, S, S) that a fold ensemble averages
+    (`train.task.to_probability`, then `mean_probability` and `labels_of`)."""
     model.eval()
+    head = task.to_probability if ensemble else task.to_prediction
     out = []
     for idx in rows.split(EVAL_BATCH):
         with autocast_for(device):
             logits = model(images_of(arrays, idx, device))
-        out.append(task.to_prediction(logits, classes).cpu())
-    dtype = torch.uint8 if classes else torch.float32
-    return torch.cat(out) if out else torch.zeros((0, arrays.image_size, arrays.image_size), dtype=dtype)
+        out.append(head(logits, classes).cpu())
+    if out:
+        return torch.cat(out)
+    per_class = (len(classes) + 1,) if classes and ensemble else ()
+    dtype = torch.uint8 if classes and not ensemble else torch.float32
+    return torch.zeros((0, *per_class, arrays.image_size, arrays.image_size), dtype=dtype)
 
 
 def to_mask(probability: torch.Tensor, threshold: float, arrays: SliceArrays, rows: torch.Tensor,
@@ -86,5 +92,13 @@ def evaluate_volumes(model, arrays: SliceArrays, volume_ids, device, threshold: 
 
 def mean_probability(per_fold: list[np.ndarray]) -> np.ndarray:
     """The fold ensemble's probability: the mean of the folds' sigmoid outputs (the nnU-Net rule:
-    average, then threshold); also what `ichbench run --test-on` scores as the ensemble."""
+    average, then threshold), or of their softmax for the subtypes task (then `labels_of`); also
+    what `ichbench run --test-on` scores as the ensemble."""
     return np.mean(np.stack(per_fold), axis=0)
+
+
+def labels_of(per_class: np.ndarray) -> np.ndarray:
+    """The label map (uint8 class ids, 0 background) of per-class probabilities (N, C + 1, H, W):
+    their argmax. A subtypes ensemble is `labels_of(mean_probability(softmax of each fold))`, in
+    `ichbench predict` and `ichbench run --test-on` alike."""
+    return np.asarray(per_class).argmax(1).astype(np.uint8)

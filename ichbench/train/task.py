@@ -91,3 +91,12 @@ def to_prediction(logits: torch.Tensor, classes) -> torch.Tensor:
     if not classes:
         return torch.sigmoid(logits.float())[:, 0]
     return logits.float().argmax(1).to(torch.uint8)
+
+
+def to_probability(logits: torch.Tensor, classes) -> torch.Tensor:
+    """What a fold ensemble averages: the sigmoid (B, S, S) (binary) or the softmax over
+    background + classes (B, C + 1, S, S) (subtypes); `train.predict.labels_of` turns the
+    latter's mean into a label map."""
+    if not classes:
+        return torch.sigmoid(logits.float())[:, 0]
+    return torch.softmax(logits.float(), 1)
