@@ -27,7 +27,8 @@ from ichbench.predict.scan import Scan
 from ichbench.preprocess.resize import resize_slices, resize_stack
 from ichbench.preprocess.window import window
 from ichbench.train.inputs import PAPER_WINDOW, Channels, neighbour_index
-from ichbench.train.predict import mean_probability
+from ichbench.train.predict import labels_of, mean_probability
+from ichbench.train.task import to_probability
 
 BATCH = 32
 
@@ -101,7 +102,7 @@ def _fold_probability(payload: dict, hu: np.ndarray, device: torch.device) -> np
     for x in _batches(payload, hu, device):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x)
-        out.append((torch.softmax(logits.float(), 1) if classes else torch.sigmoid(logits.float())[:, 0]).cpu())
+        out.append(to_probability(logits, classes).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, *hu.shape[1:]), np.float32)
 
 
@@ -132,7 +133,7 @@ def predict_scan(ens: Ensemble, scan: Scan, device="cpu") -> Prediction:
     labels = None
     if ens.classes:   # subtypes: the argmax of the mean softmax; the hemorrhage is any class
         per_class = _to_grid(mean, shape_hw)
-        labels = per_class.argmax(1).astype(np.uint8)
+        labels = labels_of(per_class)
         probability, mask = 1.0 - per_class[:, 0], labels > 0
     else:
         probability = _to_grid(mean, shape_hw)
