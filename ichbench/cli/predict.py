@@ -29,7 +29,8 @@ def predict(
     checkpoint: list[Path] = typer.Option([], "--checkpoint", help="A fold's model.pt (repeatable)."),
     input_: Path = typer.Option(..., "--input", "-i", help="A DICOM series folder or a .nii/.nii.gz volume."),
     output: Path = typer.Option(..., "--output", "-o",
-                                help="Folder for mask.nii.gz, mask.dcm, report.json, overlay.png."),
+                                help="Folder for mask.nii.gz, mask.dcm, report.json, overlay.png "
+                                     "(a subtypes model: labels.nii.gz, labels.dcm too)."),
     folds: str = typer.Option("all", "--folds", help="'all' or a comma list: the fold models to average."),
     series: Optional[str] = typer.Option(None, "--series",
                                          help="SeriesInstanceUID, when the folder holds several series."),

@@ -4,6 +4,7 @@
     ensemble = load_ensemble(run_id=...)      # the folds' `model.pt`, from MLflow or a file
     pred = predict_scan(ensemble, scan)       # mean sigmoid over folds, threshold, cavity mask
     write_outputs(out_dir, scan, pred, ...)   # mask.nii.gz, mask.dcm, report.json, overlay.png
+                                              # (+ labels.nii.gz, labels.dcm of a subtypes model)
 
 A research tool, not a medical device: see docs/predict.md.
 """

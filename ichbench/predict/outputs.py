@@ -4,7 +4,8 @@
   header; for a DICOM series, the affine its geometry tags give),
 - `labels.nii.gz`: a subtypes model's label map (uint8, 0 background, k = its k-th class), written
   as the mask is; the mask is its union,
-- `mask.dcm`: a DICOM SEG referencing the source series (DICOM inputs; highdicom),
+- `mask.dcm`: a DICOM SEG referencing the source series, one segment (DICOM inputs; highdicom),
+- `labels.dcm`: a subtypes model's label map as a DICOM SEG, one segment per class (seg.py),
 - `report.json`: hemorrhage volume in mL, its connected components, the slices it is on, the
   cavity volume, and where the model came from,
 - `overlay.png`: the slices with hemorrhage in a brain window, the mask outlined.
@@ -29,6 +30,7 @@ from ichbench.errors import IchbenchError
 from ichbench.predict.infer import Prediction
 from ichbench.predict.models import Ensemble
 from ichbench.predict.scan import Scan
+from ichbench.predict.seg import class_segments, sources, union_segments, write_seg
 
 DISCLAIMER = "research tool, not a medical device: not for diagnosis or treatment decisions"
 BRAIN_WINDOW = (0.0, 80.0)       # HU shown in the overlay (level 40, width 80)
@@ -91,54 +93,6 @@ def write_nifti(path: Path, scan: Scan, mask: np.ndarray) -> None:
         img.set_qform(img.affine, code=1)
         img.set_sform(img.affine, code=1)
     nib.save(img, str(path))
-
-
-# -- DICOM SEG --------------------------------------------------------------------------------------
-
-_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
-          "AccessionNumber", "ReferringPhysicianName")
-
-
-def _sources(scan: Scan, notes: list[str]):
-    """The series' headers, completed where highdicom needs a value an anonymised file lacks
-    (new datasets: the caller's are never changed)."""
-    import pydicom
-    out = []
-    for s in scan.slices:
-        ds = pydicom.dcmread(str(s.path), stop_before_pixels=True)
-        for kw in _TYPE2:
-            if kw not in ds:
-                setattr(ds, kw, "")
-        if not str(ds.get("SliceThickness", "") or "").strip():
-            ds.SliceThickness = f"{scan.spacing[0]:.4g}"
-            if not notes or "SliceThickness" not in notes[-1]:
-                notes.append(f"SliceThickness missing: {scan.spacing[0]:.4g} mm (the slice distance) "
-                             "written into the SEG")
-        out.append(ds)
-    return out
-
-
-def write_seg(path: Path, scan: Scan, mask: np.ndarray, ens: Ensemble, notes: list[str]) -> None:
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-    algo = hd.AlgorithmIdentificationSequence(name="ichbench", version=__version__,
-                                              family=codes.cid7162.ArtificialIntelligence)
-    desc = hd.seg.SegmentDescription(
-        segment_number=1, segment_label="Hemorrhage",
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Hemorrhage,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algo)
-    pixels = mask_in_dicom_order(scan, mask)
-    seg = hd.seg.Segmentation(
-        source_images=_sources(scan, notes), pixel_array=pixels.astype(bool),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[desc],
-        series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="ichbench", manufacturer_model_name=f"ichbench predict ({ens.method})",
-        software_versions=__version__, device_serial_number="0",
-        series_description=f"ichbench {ens.method} hemorrhage (research use only)",
-        content_label="HEMORRHAGE", content_description="Predicted intracranial hemorrhage (research use only)",
-        omit_empty_frames=bool(pixels.any()))   # an empty prediction keeps every frame, deliberately
-    seg.save_as(str(path))
 
 
 # -- report and overlay -----------------------------------------------------------------------------
@@ -264,7 +218,12 @@ def _write_set(target: Path, tmp: Path, backup: Path, scan: Scan, pred: Predicti
         if pred.labels is not None:   # a subtypes model: its label map too, on the same grid and header
             write_nifti(tmp / "labels.nii.gz", scan, pred.labels)
         if scan.kind == "dicom":
-            write_seg(tmp / "mask.dcm", scan, pred.mask, ens, notes)
+            src = sources(scan, notes)
+            write_seg(tmp / "mask.dcm", src, mask_in_dicom_order(scan, pred.mask), union_segments(), ens,
+                      series_number=900, what="hemorrhage", content_label="HEMORRHAGE")
+            if pred.labels is not None:   # segment k = class id k, every class of the model
+                write_seg(tmp / "labels.dcm", src, mask_in_dicom_order(scan, pred.labels), class_segments(ens.classes),
+                          ens, series_number=901, what="hemorrhage subtypes", content_label="SUBTYPES")
         write_overlay(tmp / "overlay.png", scan, pred)
         rep = report(scan, pred, ens, notes)
         rep["outputs"] = sorted(p.name for p in tmp.iterdir()) + ["report.json"]
