@@ -68,6 +68,36 @@ def counts_for(flags: dict, seed: int) -> list[dict]:
     return rows
 
 
+def class_rows(flags: dict, seed: int, shape=(3, 6, 6)) -> list[dict]:
+    """Per-volume rows of the subtypes task as a run logs them (`train.predict.scored_row`): small
+    random label maps (classes 1..5 = SUBTYPES on 1 mm voxels; truth only where the volume has ICH,
+    the prediction the truth with 10 % of its voxels redrawn from 0..5) scored by
+    `evaluate.classes.class_case_metrics`: the union's metrics, `classes` and the map's digest."""
+    from ichbench import SUBTYPES
+    from ichbench.evaluate.classes import class_case_metrics
+    from ichbench.evaluate.digest import label_map_digest
+    from ichbench.evaluate.summary import SURFACE_KEYS
+    rng = np.random.default_rng(seed)
+    labels = {n: i for i, n in enumerate(SUBTYPES, start=1)}
+    rows = []
+    for vid in sorted(flags):
+        truth = np.zeros(shape, np.uint8)
+        if flags[vid]:   # two or three classes per volume, one of them at least
+            truth[1:, 1:5, 1:5] = rng.choice(rng.choice(np.arange(1, 6), 3, replace=False), (shape[0] - 1, 4, 4))
+        pred = truth.copy()
+        redraw = rng.random(shape) < 0.1
+        pred[redraw] = rng.integers(0, 6, int(redraw.sum()))
+        m = class_case_metrics(pred, truth, labels, (1.0, 1.0, 1.0))
+        rows.append({"volume_id": vid, **{k: m[k] for k in ("tp", "fp", "fn", "dice", "precision", "recall",
+                                                            "pred_ml", "true_ml", *SURFACE_KEYS)},
+                     "has_ich": flags[vid], "subtypes": sorted(SUBTYPES[i - 1] for i in np.unique(truth) if i),
+                     "classes": m["classes"], "pred_labels_sha256": label_map_digest(pred)})
+    return rows
+
+
+SUBTYPES_CONFIG = {"finetune": {"epochs": 1, "task": "subtypes"}}
+
+
 def surface_for(tp: int, fp: int, fn: int, hd: float, voxel_ml: float = 0.001) -> dict:
     """Surface and volume metrics of a row, written out by hand from docs/score.md's rules (not
     ichbench's code): inf where exactly one mask is empty, 0/NSD 1 for the same masks, else HD

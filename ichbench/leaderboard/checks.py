@@ -5,7 +5,8 @@ In order: the schema (nothing else runs on an entry that fails it); no patient i
 built-in method's name only from the ichbench distribution (claims.py); per-fold digests for every
 fold; where it sits in the folder; its rows (each volume once, folds in range, known subtypes, ICH
 flags that agree with the counts); the summary recomputed from the per-volume counts (to 1e-9);
-the surface metrics' consistency with the counts and volumes (surface_checks.py);
+the surface metrics' consistency with the counts and volumes (surface_checks.py); per-class results
+against the union's counts, re-scored (classes.py);
 the split hash against the folds its volumes were scored in (a run of some folds is named as
 such); then against canonical.json: volume ids, ICH flags, fingerprint and the canonical split.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from ichbench import SUBTYPES
 from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard.claims import claim_problems
+from ichbench.leaderboard.classes import problems as class_problems
 from ichbench.leaderboard.entries import filename, rescore, row_has_ich, summary_differences
 from ichbench.leaderboard.schema import entry_problems
 from ichbench.leaderboard.seeds import problems as seed_problems
@@ -48,6 +50,7 @@ def check_entry(entry, exp: canon.Expectation, location: Path | None = None) -> 
     if twice or out_of_range or contradicted:
         return out   # re-scoring and the split checks need each volume once, in a fold, ICH as counted
     out += summary_differences(entry["summary"], rescore(rows)) + surface_problems(entry) + test_set_problems(entry)
+    out += class_problems(entry)   # the subtypes task: per-class counts against the union's, re-scored
     out += seed_problems(entry)   # ichbench run --seeds: the other seeds scored the same volumes
     partial = _partial_run(entry)
     if partial:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ichbench.evaluate.metrics import METRIC_EPS, ratios
 from ichbench.evaluate.summary import summarize
+from ichbench.leaderboard import classes
 from ichbench.leaderboard.schema import GROUPS, METRICS, SCHEMA_VERSION, SURFACE_KEYS
 from ichbench.names import inside
 
@@ -58,24 +59,36 @@ def scored_rows(per_volume: list[dict]) -> list[dict]:
 
 def rescore(per_volume: list[dict]) -> dict:
     """The entry summary its counts give: {"all"|"ich": {"n", metric: {"mean", "std"}}}."""
-    full = summarize(scored_rows(per_volume))
+    # the union's summary: a row's `classes` are summarised apart (leaderboard.classes.summary)
+    full = summarize([{k: v for k, v in r.items() if k != "classes"} for r in scored_rows(per_volume)])
     return {g: {"n": full[g]["n"], **{m: dict(full[g][m]) for m in METRICS}} for g in GROUPS}
 
 
-def summary_differences(stored: dict, recomputed: dict, tol: float = 1e-9) -> list[str]:
-    """Where a stored summary disagrees with the recomputed one (beyond `tol`)."""
+def summary_differences(stored: dict, recomputed: dict, tol: float = 1e-9, groups: dict | None = None,
+                        name: str = "summary") -> list[str]:
+    """Where a stored summary disagrees with the recomputed one (beyond `tol`). `groups`: {key:
+    its groups} of a summary nested one level deeper (the per-class summary), named `name`."""
+    if groups is not None:
+        out = [f"{name} has classes {', '.join(sorted(stored))}, but the entry's are {', '.join(groups)}"] \
+            if set(stored) != set(groups) else []
+        return out or [p for key, gs in groups.items()
+                       for p in _differences(stored[key], recomputed[key], tol, gs, f"{name} {key}.")]
+    return _differences(stored, recomputed, tol, GROUPS, f"{name} ")
+
+
+def _differences(stored: dict, recomputed: dict, tol: float, groups, head: str) -> list[str]:
     out = []
-    for g in GROUPS:
+    for g in groups:
         if stored[g]["n"] != recomputed[g]["n"]:
-            out.append(f"summary {g}.n = {stored[g]['n']} but the per-volume rows give {recomputed[g]['n']}")
+            out.append(f"{head}{g}.n = {stored[g]['n']} but the per-volume rows give {recomputed[g]['n']}")
         for m in METRICS:
             for s in ("mean", "std"):
                 a, b = stored[g][m][s], recomputed[g][m][s]
                 if a is None or b is None:
                     if a is not b:
-                        out.append(f"summary {g}.{m}.{s} = {a} but the per-volume counts give {b}")
+                        out.append(f"{head}{g}.{m}.{s} = {a} but the per-volume counts give {b}")
                 elif not math.isclose(a, b, rel_tol=0.0, abs_tol=tol):
-                    out.append(f"summary {g}.{m}.{s} = {a!r} but the per-volume counts give {b!r} "
+                    out.append(f"{head}{g}.{m}.{s} = {a!r} but the per-volume counts give {b!r} "
                                f"(differs by {abs(a - b):.3g} > {tol:g})")
     return out
 
@@ -132,8 +145,9 @@ def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, finge
     """`code_commit`: the commit of the method's own code (its plugin's, ichbench's for a built-in);
     `ichbench_commit`: the commit of the ichbench that ran it; `folds`: per fold its model and
     prediction digests and numerics (the driver's `folds.json`); `nsd_mm`: the NSD tolerance of
-    the rows' `nsd`. Every row carries its SURFACE_KEYS (infinite values as float or "inf")."""
-    rows = sorted((entry_row(r) for r in per_volume), key=lambda r: r["volume_id"])
+    the rows' `nsd`. Every row carries its SURFACE_KEYS (infinite values as float or "inf"). Rows
+    of the subtypes task (with `classes`) make an entry of task subtypes (`leaderboard.classes`)."""
+    rows = sorted(({**entry_row(r), **classes.row_fields(r)} for r in per_volume), key=lambda r: r["volume_id"])
     return {
         "schema_version": SCHEMA_VERSION,
         "method": method,
@@ -153,6 +167,7 @@ def build_entry(*, method: str, plugin_dist, plugin_version, dataset: str, finge
         "code": {"url": code_url, "commit": code_commit},
         "nsd_mm": float(nsd_mm),
         "folds": [fold_record(f) for f in sorted(folds or [], key=lambda f: int(f["fold"]))],
+        **classes.entry_fields(rows),
     }
 
 

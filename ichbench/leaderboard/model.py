@@ -3,8 +3,9 @@
 Published rows keep the paper's printed numbers (percent). Entries are re-scored from their
 per-volume counts and shown in percent too, with a bootstrap CI over volumes. Beside them, per
 entry: HD, HD95 and NSD as the entry holds them (schema version 3; None before), |RVD| and the
-volume agreement recomputed from its mL; and per dataset the "predicts nothing" reference row
-(floor.py), kept apart from the ranked rows.
+volume agreement recomputed from its mL; for an entry of task subtypes its per-class Dice
+(class_table.py); and per dataset the "predicts nothing" reference row (floor.py), kept apart from
+the ranked rows.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ichbench.leaderboard import floor as floor_row
 from ichbench.leaderboard import stats
 from ichbench.leaderboard.canonical import Expectation
 from ichbench.leaderboard.claims import distribution_of, is_builtin
+from ichbench.leaderboard.class_table import row_classes
 from ichbench.leaderboard.entries import labeled_amount, scored_rows, short_id, surface_values
 from ichbench.leaderboard.surface_checks import rvd_of
 from ichbench.leaderboard.published import PublishedRow
@@ -66,6 +68,7 @@ class Row:
     nsd_mm: float | None = None
     external: bool = False                        # an external tool's entry: self-reported training
     seeds: dict | None = None                     # leaderboard.seeds.over_seeds: several seeds' entry
+    classes: dict | None = None                   # class_table.row_classes: an entry of task subtypes
 
     @property
     def published(self) -> bool:
@@ -189,7 +192,7 @@ def _entry_row(shown: str, e: dict, labels: dict, records: list | None = None) -
                agreement=volume_agreement([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows]),
                ml=([r["pred_ml"] for r in rows], [r["true_ml"] for r in rows]), nsd_mm=e.get("nsd_mm"),
                true_voxels={r["volume_id"]: r["tp"] + r["fn"] for r in rows},
-               external=e.get("kind") == EXTERNAL_TOOL, seeds=over)
+               external=e.get("kind") == EXTERNAL_TOOL, seeds=over, classes=row_classes(e))
 
 
 def _icm_source(e: dict) -> str | None:

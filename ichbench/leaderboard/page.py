@@ -13,7 +13,7 @@ from functools import cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from ichbench.leaderboard import plots
+from ichbench.leaderboard import class_table, plots
 from ichbench.leaderboard.model import GROUP_TITLES, METRIC_TITLES, SURFACE_SHOWN, DatasetView, PMatrix, Row
 from ichbench.leaderboard.schema import EXTERNAL_MARK, METRICS
 from ichbench.leaderboard.stats import N_BOOT
@@ -209,6 +209,7 @@ def _dataset(view: DatasetView) -> dict:
             "surface_head": [{"metric": SURFACE_TITLES[k][0], "unit": SURFACE_TITLES[k][1], "group": GROUP_TITLES[g]}
                              for g in view.groups for k in SURFACE_SHOWN],
             "surface_rows": [_surface_row(r, view.groups) for r in view.rows],
+            "classes": class_table.table(view),   # entries of task subtypes: Dice per class
             "agreement_plots": plots.volume_agreement(view),
             "boxplot": plots.dice_boxplots(view), "efficiency": _efficiency(view), "pvalues": _pvalues(view)}
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
+from ichbench.leaderboard import class_table
 from ichbench.files import write_text_atomic
 from ichbench.leaderboard.jsonio import dumps, write_json
 from ichbench.leaderboard.model import GROUP_TITLES, METRIC_TITLES, DatasetView, build
@@ -94,6 +95,7 @@ def markdown(views: list[DatasetView]) -> str:
                                    f"{100 * v.floor_gap['all']:.2f} points over all volumes and "
                                    f"{100 * v.floor_gap['ich']:.2f} over ICH volumes." if v.floor_gap else ""), ""]
         out += _surface_markdown(v)
+        out += _class_markdown(v)
     out += ["How to submit and what is checked: `docs/leaderboard.md`.", ""]
     return "\n".join(out)
 
@@ -124,6 +126,22 @@ def _surface_markdown(v: DatasetView) -> list[str]:
                 cells.append(c["mean"] + (f" ± {c['std']}" if c["std"] is not None else "")
                              + (f" (∞ × {c['inf']})" if c["inf"] else ""))
         cells.append(fmt((r.agreement or {}).get("ccc"), 3))
+        out.append("| " + " | ".join(cells) + " |")
+    return out + [""]
+
+
+def _class_markdown(v: DatasetView) -> list[str]:
+    """The per-class table of the entries of task subtypes (class_table.py), as on the page."""
+    t = class_table.table(v)
+    if t is None:
+        return []
+    head = ["Method"] + [f"{h['metric']} [%] ({h['group']})" for h in t["head"]]
+    out = ["Per class (entries of task subtypes; Dice over the n volumes holding the class and over all volumes; "
+           "macro: the mean over classes):", "",
+           "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|"]
+    for r in t["rows"]:
+        cells = [md_text(r["label"])] + [c["mean"] + (f" ± {c['std']}" if c["std"] is not None else "")
+                                         + (f" ({c['note']})" if c["note"] else "") for c in r["cells"]]
         out.append("| " + " | ".join(cells) + " |")
     return out + [""]
 

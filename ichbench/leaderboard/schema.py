@@ -11,6 +11,7 @@ import re
 
 from jsonschema import Draft202012Validator
 
+from ichbench.leaderboard import classes as _classes
 from ichbench.leaderboard import seeds as _seeds
 
 from ichbench.leaderboard import test_sets as _test_sets
@@ -182,6 +183,11 @@ ENTRY_SCHEMA = {
     },
 }
 
+# `task`, `classes` and `class_summary` (finetune.task=subtypes, leaderboard.classes) extend version 3
+# as `kind` does, and so do a row's `classes` and `pred_labels_sha256`; added before `seeds` copies the row
+_classes.extend(ENTRY_SCHEMA, count=_COUNT, ml=_ML, surface=_SURFACE, hex64=_HEX64, group=_GROUP,
+                one_line=_ONE_LINE, v3={"properties": {"schema_version": {"const": 3}}})
+
 # `seeds` (ichbench run --seeds, leaderboard.seeds) extends version 3 as `kind` does: the other seeds'
 # rows are the entry's rows with their seed
 ENTRY_SCHEMA["properties"]["seeds"] = _seeds.schema(ENTRY_SCHEMA["properties"]["per_volume"]["items"],
@@ -229,8 +235,12 @@ def _problems(schema: dict, data) -> list[str]:
             msg = (f"{_short(err.instance)} is neither a number within "
                    f"[{err.validator_value[0].get('minimum'):,}, {err.validator_value[0].get('maximum'):,}] "
                    f"nor \"inf\" (an infinite value, as JSON holds it)")
-        elif err.validator == "not" and err.validator_value == {"required": ["kind"]}:
-            msg = f"holds kind, which only entries of schema version {SCHEMA_VERSION} carry"
+        elif err.validator == "not" and set(err.validator_value) == {"required"}:
+            key = err.validator_value["required"][0]
+            msg = f"holds {key}, which only entries of schema version {SCHEMA_VERSION} carry" + (
+                "" if key in ("kind", "external", "seeds", "task") else ", of task subtypes")
+        elif err.validator == "not" and err.validator_value == {}:   # leaderboard.classes: a row's classes
+            msg = f"holds {err.absolute_path[-1]}, which only rows of an entry of task subtypes carry"
         elif err.schema is False:   # jsonschema names neither the key nor its parent's path here
             msg = (f"holds nsd_mm or a row's surface metrics ({', '.join(SURFACE_KEYS)}), which only "
                    f"entries of schema version {SCHEMA_VERSION} carry")

@@ -15,6 +15,7 @@ from pathlib import Path
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard.checks import check_entry
+from ichbench.leaderboard.classes import run_problems as class_run_problems
 from ichbench.leaderboard.entries import build_entry, relpath, rescore
 from ichbench.leaderboard.jsonio import MAX_BYTES, read_json, write_json
 from ichbench.leaderboard.paths import Folder
@@ -147,6 +148,7 @@ def entry_from_run(client, run, code_url: str | None = None) -> dict:
             if logged is not None and want is not None and abs(float(logged) - want) > 1e-9:
                 problems.append(f"summary.json {g}.{m}.mean = {logged} but per_volume.json gives {want}")
     problems += _fold_problems(art["folds.json"], rows)
+    problems += class_run_problems(rows, summary, config)   # finetune.task=subtypes: per-class results
     if problems:
         raise SubmitRejected(where, problems)
     entry = build_entry(

@@ -26,6 +26,7 @@ from ichbench import __version__
 from ichbench.errors import IchbenchError
 from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard import reproductions
+from ichbench.leaderboard.classes import reproduction_failures as class_failures
 from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.entries import ratios, row_has_ich
 from ichbench.leaderboard.jsonio import read_json
@@ -246,6 +247,8 @@ def reproduce(entry_path: Path, folder: Folder, home: Path, folds: list[int] | N
     folds_done = _fold_records(entry, plan, chosen)
     # HD, HD95, NSD: checked where the predictions are bit-identical (leaderboard/reproductions.py)
     failures += reproductions.surface_failures(entry, outcome.rows, folds_done)
+    # per-class results (task subtypes): where the volume's label map is bit-identical (leaderboard/classes.py)
+    failures += class_failures(entry, outcome.rows)
     for line in numerics_notes(entry, folds_done):
         console.print(line)
     commit = git_commit()

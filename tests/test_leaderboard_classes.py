@@ -1,0 +1,263 @@
+"""Entries of the subtypes task (issue 23 §2): `leaderboard submit` of a run whose rows carry
+per-class results writes an entry that keeps them, validation re-scores and checks them against the
+union's counts, reproduce compares them where the label maps are bit-identical, and the page and
+README show a per-class table. Rows come from real label maps scored by `evaluate.classes`; runs
+live in a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import statistics
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from ichbench import SUBTYPES
+from ichbench.cli.leaderboard import app
+from ichbench.evaluate import infjson
+from ichbench.leaderboard import canonical as canon
+from ichbench.leaderboard.canonical import record_from_store
+from ichbench.leaderboard.checks import check_entry
+from ichbench.leaderboard.classes import reproduction_failures
+from ichbench.leaderboard.paths import Folder
+from ichbench.leaderboard.render import render
+from ichbench.splits import make_split
+from tests.test_leaderboard_support import (SUBTYPES_CONFIG, class_rows, copy_folder, fake_folds, flags_of,
+                                            hand_summary, make_entry, phantom_store, recount, surface_for,
+                                            write_entry)
+
+runner = CliRunner()
+K = 3
+
+
+def _oracle(rows: list[dict]) -> dict:
+    """Per class, the mean Dice over all rows and over the rows whose truth holds the class, from
+    the Dice `evaluate.classes` computed on the label maps (not from the entry's counts)."""
+    out = {}
+    for n in SUBTYPES:
+        everyone = [r["classes"][n]["dice"] for r in rows]
+        present = [r["classes"][n]["dice"] for r in rows if r["classes"][n]["true_ml"] > 0]
+        out[n] = {"all": statistics.fmean(everyone), "present": statistics.fmean(present) if present else None,
+                  "n": len(present)}
+    return out
+
+
+def _summary(rows: list[dict]) -> dict:
+    """summary.json as a run logs it: the union's groups, the NSD tolerance and the per-class means."""
+    out = hand_summary(rows)
+    out["nsd_mm"] = 1.0
+    out["classes"] = {n: {"all": {"dice": {"mean": o["all"]}}, "present": {"dice": {"mean": o["present"]}}}
+                      for n, o in _oracle(rows).items()}
+    return out
+
+
+def _truth_moved(rows):   # the union gains two true voxels no class holds
+    r = next(r for r in rows if r["has_ich"])
+    recount(r, r["tp"], r["fp"], r["fn"] + 2)
+    return r["volume_id"], "classes (iph, ivh, sah, sdh, edh)", "TP + FN do not sum"
+
+
+def _pred_moved(rows):    # the union loses three predicted voxels the classes still hold
+    r = next(r for r in rows if r["fp"] >= 3)
+    recount(r, r["tp"], r["fp"] - 3, r["fn"])
+    return r["volume_id"], "classes (iph, ivh, sah, sdh, edh)", "TP + FP do not sum"
+
+
+def _unknown_class(rows):  # every row scores a class the phantom does not have (zero counts: sums hold)
+    for r in rows:
+        r["classes"]["chronic"] = {"tp": 0, "fp": 0, "fn": 0, "pred_ml": 0.0, "true_ml": 0.0,
+                                   **surface_for(0, 0, 0, 0.0)}
+    return None, "class chronic", "is not a class of dataset phantom"
+
+
+def _class_surface(rows):  # a class absent from both masks with a finite, nonzero HD
+    r, n = next((r, n) for r in rows for n in SUBTYPES if r["classes"][n]["empty"] == "both")
+    r["classes"][n].update(hd_mm=3.0, hd95_mm=2.0)
+    return r["volume_id"], f"class {n}", "HD, HD95 are not 0 with NSD 1"
+
+
+CORRUPT = {"truth": _truth_moved, "pred": _pred_moved, "unknown": _unknown_class, "surface": _class_surface}
+
+
+def _log(exp, flags, fingerprint, rows, config=SUBTYPES_CONFIG) -> str:
+    split = make_split("phantom", flags, K)
+    fold_of = {v: f["fold"] for f in split["folds"] for v in f["test"]}
+    rows = [{**r, "fold": fold_of[r["volume_id"]]} for r in rows]
+    tags = {"ichbench.kind": "parent", "ichbench.method": "unet_mixed", "ichbench.dataset": "phantom",
+            "ichbench.profile": "smoke", "ichbench.dataset_fingerprint": fingerprint,
+            "ichbench.split_hash": split["hash"], "ichbench.k": str(K), "ichbench.version": "0.1.0",
+            "ichbench.plugin_dist": "ichbench", "ichbench.plugin_version": "0.1.0",
+            "ichbench.git_commit": "0123456789abcdef", "ichbench.hardware": "1x test CPU", "ichbench.gpu_hours": "0.1"}
+    with mlflow.start_run(experiment_id=exp, tags=tags) as run:
+        mlflow.log_dict(infjson.encode(rows), "per_volume.json")
+        mlflow.log_dict(config, "config.json")
+        mlflow.log_dict(split, "split.json")
+        mlflow.log_dict(infjson.encode(_summary(rows)), "summary.json")
+        mlflow.log_dict(fake_folds(run.info.run_id, K), "folds.json")
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory, mlflow_template):
+    base = tmp_path_factory.mktemp("lb-classes")
+    home = base / "home"
+    home.mkdir()
+    res = phantom_store(home)
+    flags = flags_of(res)
+    template = copy_folder(base)
+    record_from_store(template, home, "phantom", [K])
+    shutil.copy(mlflow_template, base / "mlflow.db")   # migrated once a session
+    uri = f"sqlite:///{base / 'mlflow.db'}"
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    runs, found = {}, {}
+    try:
+        exp = mlflow.create_experiment("ichbench/phantom", artifact_location=(base / "artifacts").as_uri())
+        good = class_rows(flags, 0)
+        runs["good"] = _log(exp, flags, res.fingerprint, good)
+        for name, corrupt in CORRUPT.items():
+            rows = copy.deepcopy(good)
+            found[name] = (corrupt(rows), rows)
+            runs[name] = _log(exp, flags, res.fingerprint, rows)
+    finally:
+        mlflow.set_tracking_uri(before)
+    return {"uri": uri, "runs": runs, "template": template, "flags": flags, "fingerprint": res.fingerprint,
+            "rows": good, "corrupt": found}
+
+
+@pytest.fixture
+def folder(tracking, tmp_path):
+    dst = tmp_path / "leaderboard"
+    shutil.copytree(tracking["template"].root, dst)
+    return Folder(dst)
+
+
+def _submit(tracking, folder, name):
+    return runner.invoke(app, ["submit", "--tracking-uri", tracking["uri"], "--root", str(folder.root),
+                               "--run-id", tracking["runs"][name]])
+
+
+def _snapshot(folder: Folder) -> dict:
+    return {p.relative_to(folder.root): p.read_bytes() for p in sorted(folder.root.rglob("*")) if p.is_file()}
+
+
+def test_a_subtypes_run_submits_an_entry_with_its_classes_that_validates(tracking, folder):
+    out = _submit(tracking, folder, "good")
+    assert out.exit_code == 0, out.output
+    [path] = folder.root.glob("entries/phantom/unet_mixed--*.json")
+    e = json.loads(path.read_text())
+    assert e["schema_version"] == 3 and e["task"] == "subtypes" and e["classes"] == list(SUBTYPES)
+    run_rows = {r["volume_id"]: r for r in tracking["rows"]}
+    for r in e["per_volume"]:
+        mine = run_rows[r["volume_id"]]
+        assert r["pred_labels_sha256"] == mine["pred_labels_sha256"]
+        for n in SUBTYPES:   # the counts and mL as the label maps gave them; ratios are not stored
+            c = r["classes"][n]
+            assert {k: c[k] for k in ("tp", "fp", "fn", "pred_ml", "true_ml")} == \
+                {k: mine["classes"][n][k] for k in ("tp", "fp", "fn", "pred_ml", "true_ml")}
+            assert "dice" not in c and c["empty"] == mine["classes"][n]["empty"]
+    for n, o in _oracle(tracking["rows"]).items():   # re-scored from the counts, as evaluate.classes scored
+        s = e["class_summary"][n]
+        assert s["all"]["n"] == len(run_rows) and s["present"]["n"] == o["n"]
+        assert s["all"]["dice"]["mean"] == pytest.approx(o["all"], abs=1e-12)
+        assert (s["present"]["dice"]["mean"] is None) == (o["present"] is None)
+        assert o["present"] is None or s["present"]["dice"]["mean"] == pytest.approx(o["present"], abs=1e-12)
+    check = runner.invoke(app, ["validate", "--root", str(folder.root)])
+    assert check.exit_code == 0 and "2 file(s) checked, 0 rejected" in check.output, check.output
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT))
+def test_per_class_results_the_union_contradicts_are_refused_in_one_line(tracking, folder, case):
+    (volume, cls, rule), rows = tracking["corrupt"][case]
+    before = _snapshot(folder)
+    out = _submit(tracking, folder, case)
+    assert out.exit_code != 0
+    [line] = out.output.splitlines()   # one REJECT line, no traceback
+    assert line.startswith(f"REJECT MLflow run {tracking['runs'][case]}: "), line
+    assert rule in line and cls in line and (volume is None or volume in line), line
+    assert _snapshot(folder) == before
+    # the same rows as an entry in the folder: `validate` rejects that file in one line
+    entry = make_entry(tracking["flags"], rows=rows, k=K, fingerprint=tracking["fingerprint"], method="unet_mixed",
+                       config=SUBTYPES_CONFIG)
+    path = write_entry(folder, entry)
+    check = runner.invoke(app, ["validate", "--root", str(folder.root)])
+    rejects = [x for x in check.output.splitlines() if x.startswith("REJECT")]
+    assert check.exit_code != 0 and len(rejects) == 1, check.output
+    assert path.name in rejects[0] and rule in rejects[0] and cls in rejects[0]
+    assert volume is None or volume in rejects[0]
+
+
+def _entry(tracking, **kw) -> dict:
+    return make_entry(tracking["flags"], rows=copy.deepcopy(tracking["rows"]), k=K, method="unet_mixed",
+                      fingerprint=tracking["fingerprint"], **{"config": SUBTYPES_CONFIG, **kw})
+
+
+def _problems(tracking, entry) -> list[str]:
+    data = canon.load(tracking["template"])
+    return check_entry(entry, canon.expectation(data, "phantom"))
+
+
+def test_per_class_keys_belong_to_subtypes_entries_of_version_3(tracking):
+    assert _problems(tracking, _entry(tracking)) == []
+    binary_config = _entry(tracking, config={"finetune": {"epochs": 1}})
+    assert _problems(tracking, binary_config) == ["task subtypes but its config ran finetune.task = binary"]
+    # a binary entry whose rows carry classes: the schema names the row and the key
+    binary = _entry(tracking)
+    del binary["task"], binary["classes"], binary["class_summary"]
+    problems = _problems(tracking, binary)
+    assert problems[-1].endswith("more problems"), problems
+    assert all("only rows of an entry of task subtypes carry" in p for p in problems[:-1]), problems
+    assert "per_volume/0/classes" in problems[0]
+    old = _entry(tracking)
+    old["schema_version"] = 2
+    problems = _problems(tracking, old)
+    assert any("holds task, which only entries of schema version 3 carry" in p for p in problems), problems
+    # the stored per-class summary is checked against the counts, as the binary one is
+    edited = _entry(tracking)
+    edited["class_summary"]["sah"]["all"]["dice"]["mean"] += 0.01
+    [line] = _problems(tracking, edited)
+    assert line.startswith("class_summary sah.all.dice.mean = ") and "per-volume counts give" in line
+    twice = _entry(tracking)
+    twice["classes"] = ["iph", "iph", "sah", "sdh", "edh"]
+    assert any("non-unique" in p for p in _problems(tracking, twice))
+
+
+def test_reproduce_compares_classes_where_the_label_map_is_bit_identical(tracking):
+    entry = _entry(tracking)
+    again = copy.deepcopy(tracking["rows"])
+    assert reproduction_failures(entry, again) == []
+    r = next(r for r in again if r["classes"]["sah"]["tp"] > 0)
+    r["classes"]["sah"]["tp"] -= 1
+    [line] = reproduction_failures(entry, again)
+    assert f"volume {r['volume_id']}" in line and "sah tp" in line and "bit-identical" in line
+    r["pred_labels_sha256"] = "0" * 64   # another map: its classes may differ, not compared
+    assert reproduction_failures(entry, again) == []
+    binary = make_entry(tracking["flags"], k=K)
+    assert reproduction_failures(binary, again) == []
+
+
+def test_readme_and_page_show_the_per_class_table_of_subtypes_entries_only(tracking, folder):
+    write_entry(folder, _entry(tracking, run_id="c" * 32))
+    write_entry(folder, make_entry(tracking["flags"], k=K, run_id="b" * 32, fingerprint=tracking["fingerprint"]))
+    render(folder)
+    readme = folder.readme.read_text()
+    table = readme[readme.index("Per class (entries of task subtypes"):].split("\n\n")[1].splitlines()
+    assert table[0].startswith("| Method | IPH Dice [%] (volumes with it) | IPH Dice [%] (all volumes) |")
+    assert table[0].endswith("| Macro Dice [%] (all volumes, mean over classes) |")
+    [row] = table[2:]   # the subtypes entry; the binary one and the paper's rows have no classes
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert "run cccccccc" in cells[0]
+    oracle = _oracle(tracking["rows"])
+    for i, n in enumerate(SUBTYPES):
+        present, everyone = cells[1 + 2 * i], cells[2 + 2 * i]
+        want = "–" if oracle[n]["present"] is None else f"{100 * oracle[n]['present']:.2f}"
+        assert present.startswith(want) and present.endswith(f"(n = {oracle[n]['n']})"), (n, present)
+        assert everyone.startswith(f"{100 * oracle[n]['all']:.2f} ± "), (n, everyone)
+    means = [100 * o["present"] for o in oracle.values() if o["present"] is not None]
+    assert cells[-2] == f"{statistics.fmean(means):.2f} ({len(means)} classes)"
+    assert cells[-1] == f"{statistics.fmean(100 * o['all'] for o in oracle.values()):.2f} (5 classes)"
+    page = folder.index.read_text()
+    assert page.count('id="classes-') == 1 and 'id="classes-phantom"' in page
