@@ -72,11 +72,20 @@ def _subtypes_model(folder: Path, names) -> Path:
     return save_model(folder / "model.pt", unet, get_method("unet_mixed"), cfg, 0, 64, None, list(names))
 
 
-def _dicom_prediction(tmp_path: Path, names):
+def _dicom_prediction(tmp_path: Path, names, columns_up=False):
+    """`columns_up`: the series' column direction is anterior (rows stored bottom to top), so the
+    files' pixel order is not the store view's."""
+    import pydicom
+
     from ichbench.datasets.phantom.files import write_series
     from ichbench.datasets.phantom.generator import generate_volume
-    write_series(generate_volume(3, slices=4, size=64), tmp_path / "dicom")
+    for path, _ in write_series(generate_volume(3, slices=4, size=64), tmp_path / "dicom"):
+        if columns_up:
+            ds = pydicom.dcmread(path)
+            ds.ImageOrientationPatient = [1, 0, 0, 0, -1, 0]
+            ds.save_as(path)
     scan = read_scan(tmp_path / "dicom")
+    assert scan.flips == (columns_up, False)
     ens = load_ensemble(checkpoints=[_subtypes_model(tmp_path, names)])
     return scan, ens, predict_scan(ens, scan)
 
@@ -104,8 +113,9 @@ def _check_segments(seg, names) -> None:
 
 def test_a_subtypes_dicom_prediction_writes_a_seg_with_one_segment_per_class(tmp_path: Path):
     """labels.dcm: segment k is the model's class k with its coded type and site, and its frames
-    put back on the source slices are labels.nii.gz == k; mask.dcm stays the one-segment union."""
-    scan, ens, pred = _dicom_prediction(tmp_path, SEG_ORDER)
+    put back on the source slices are labels.nii.gz == k, in the files' own row order (a series
+    stored bottom to top); mask.dcm stays the one-segment union."""
+    scan, ens, pred = _dicom_prediction(tmp_path, SEG_ORDER, columns_up=True)
     rep = write_outputs(tmp_path / "out", scan, pred, ens)
     assert rep["outputs"] == ["labels.dcm", "labels.nii.gz", "mask.dcm", "mask.nii.gz", "overlay.png", "report.json"]
     labels = np.asarray(nib.load(str(tmp_path / "out" / "labels.nii.gz")).dataobj).transpose(2, 1, 0)   # DICOM order
@@ -115,6 +125,7 @@ def test_a_subtypes_dicom_prediction_writes_a_seg_with_one_segment_per_class(tmp
     assert frames.shape == (*labels.shape, len(SEG_ORDER))
     for k in range(1, len(SEG_ORDER) + 1):
         assert np.array_equal(frames[..., k - 1] > 0, labels == k), f"segment {k}"
+        assert np.array_equal(frames[..., k - 1] > 0, pred.labels[:, ::-1] == k), f"segment {k}: files' row order"
     union, union_frames = _read_seg(tmp_path / "out" / "mask.dcm", scan)
     assert union.number_of_segments == 1 and union.get_segment_description(1).segment_label == "Hemorrhage"
     assert np.array_equal(union_frames[..., 0] > 0, labels > 0)
