@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import time
 import urllib.request
@@ -17,8 +18,8 @@ import pytest
 
 from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.render import render
-from tests.test_leaderboard_support import (copy_folder, flags_of, make_entry, phantom_store, with_external,
-                                            write_entry)
+from tests.test_leaderboard_support import (SUBTYPES_CONFIG, class_rows, copy_folder, flags_of, hand_ratios,
+                                            make_entry, phantom_store, with_external, write_entry)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # CI (.ci/run) sets this: there a missing browser fails the suite instead of skipping the page's tests
@@ -108,6 +109,9 @@ def page_file(tmp_path, home):
                            config={"data": {"labeled_fraction": frac}} if frac else None)
         # unet_mixed was also scored on phantom_shifted (--test-on): the train × test matrix
         write_entry(folder, with_external(entry, flags) if m == "unet_mixed" else entry)
+    # a subtypes entry (finetune.task=subtypes): the per-class table, from label maps scored by evaluate.classes
+    write_entry(folder, make_entry(flags, method="unet_mixed", run_id="3" * 32, k=2, fingerprint=res.fingerprint,
+                                   rows=class_rows(flags, 3), config=SUBTYPES_CONFIG))
     render(folder)
     return folder.index
 
@@ -196,6 +200,12 @@ async def _drive(ws_url, url):
                 "Array.from(document.querySelectorAll('#traintest-unet_mixed tr')).map(r => "
                 "Array.from(r.cells).map(c => c.textContent))")
             out["traintest_tables"] = await page.js("document.querySelectorAll('table.traintest').length")
+            out["classes_head"] = await page.js(
+                "Array.from(document.querySelectorAll('#classes-phantom thead th')).map(h => h.textContent)")
+            out["classes_rows"] = await page.js(
+                "Array.from(document.querySelectorAll('#classes-phantom tbody tr')).map(r => "
+                "Array.from(r.cells).map(c => c.textContent))")
+            out["classes_tables"] = await page.js("document.querySelectorAll('table.classes').length")
             await asyncio.sleep(0.2)
             out["events"] = list(page.events)
             pump.cancel()
@@ -212,19 +222,19 @@ def test_page_in_headless_chromium(browser, page_file):
     assert errors == []
     fetched = [e["params"]["request"]["url"] for e in out["events"] if e["method"] == "Network.requestWillBeSent"]
     assert fetched and all(u.startswith(("file://", "data:")) for u in fetched), fetched
-    assert out["tables"] == 6 and out["published_rows"] == 10
+    assert out["tables"] == 7 and out["published_rows"] == 10
     assert dict(out["plots"]) == {"box-phantom": True, "le-phantom": True, "va-phantom-1": True,
-                                  "va-phantom-2": True, "va-phantom-3": True}
-    # after sorting, each table still ends with its "predicts nothing" reference row
+                                  "va-phantom-2": True, "va-phantom-3": True, "va-phantom-4": True}
+    # after sorting, each table still ends with its "predicts nothing" reference row (the per-class one has none)
     assert out["last_rows"] == ["floor-hssayeni", "reference", "floor-segcq500", "reference",
-                                "floor-phantom", "reference"]
+                                "floor-phantom", "reference", "entry"]
     assert out["floor_hssayeni"].startswith("52.00 ± 50.30")    # 39 of 75 volumes without ICH
     # the surface table: HD95, HD, NSD and |RVD| per volume group, then the volume agreement
     head = [h.split("[")[0].split("mL")[0].strip() for h in out["surface_head"]]
     assert head == ["Method", "HD95", "HD", "NSD", "|RVD|", "HD95", "HD", "NSD", "|RVD|", "CCC", "ICC(2,1)", "Bias"]
     cells = dict((r[1][0], (r[0], r[1][1:])) for r in out["surface_cells"])
     entries = [v for k, v in cells.items() if v[0] == "entry"]
-    assert len(entries) == 3 and all("–" not in c for _, row in entries for c in row[:4]), entries
+    assert len(entries) == 4 and all("–" not in c for _, row in entries for c in row[:4]), entries
     kind, floor = cells["Predicts nothing (reference)"]
     assert kind == "reference" and "∞ × 4" in floor[0]       # HD95 infinite on the 4 ICH volumes
     assert out["header"].startswith("Recall [%]") and "ICH volumes" in out["header"]
@@ -242,6 +252,23 @@ def test_page_in_headless_chromium(browser, page_file):
     assert out["traintest_tables"] == 1
     assert out["traintest"] == [["trained on \\ tested on", "phantom", "phantom_shifted"],
                                 ["phantom", dice["cv"], f"{dice['ensemble']} (folds {dice['folds']})"]]
+    # the per-class table: the subtypes entry alone (binary entries and the paper's rows have no classes),
+    # per class its Dice over the n volumes holding it and over all volumes, then the macro means
+    sub = json.loads((page_file.parent / "entries" / "phantom" / "unet_mixed--33333333.json").read_text())
+    assert out["classes_tables"] == 1
+    assert out["classes_head"] == ["Method"] + [f"{n}{g}" for n in [*(c.upper() for c in sub["classes"]), "Macro"]
+                                                for g in ("volumes with it", "all volumes")]
+    [row] = out["classes_rows"]
+    want, means = ["U-Net 2D mixed · run 33333333"], {"with": [], "all": []}
+    for n in sub["classes"]:   # Dice by hand (eqs. 1-3, eps 1) from the class counts the entry holds
+        dice = [(100 * hand_ratios(r["classes"][n]["tp"], r["classes"][n]["fp"], r["classes"][n]["fn"])["dice"],
+                 r["classes"][n]["tp"] + r["classes"][n]["fn"] > 0) for r in sub["per_volume"]]
+        for group, vals in (("with", [d for d, holds in dice if holds]), ("all", [d for d, _ in dice])):
+            means[group].append(statistics.fmean(vals))
+            want.append(f"{statistics.fmean(vals):.2f}" + (f"± {statistics.stdev(vals):.2f}" if len(vals) > 1 else "")
+                        + (f"n = {len(vals)}" if group == "with" else ""))
+    want += [f"{statistics.fmean(means[g]):.2f}5 classes" for g in ("with", "all")]
+    assert row == want
 
 
 @needs_chromium
@@ -250,7 +277,8 @@ def test_results_tables_fit_a_1400_pixel_window(browser, page_file):
     wide, narrow = out["layout_1400"], out["layout_800"]
     assert wide["vw"] >= 1380 and narrow["vw"] <= 800
     # per dataset its results table (with the Details column) and its surface table
-    assert len(wide["tables"]) == 6 and [t["details"] > 0 for t in wide["tables"]] == [True, False] * 3
+    # (and the phantom's per-class table: it has a subtypes entry)
+    assert len(wide["tables"]) == 7 and [t["details"] > 0 for t in wide["tables"]] == [True, False] * 3 + [False]
     for t in wide["tables"]:
         # at 1400 px every cell, the Details included, is whole and in view, and the table uses the width
         assert t["overflowing"] == [] and t["unreachable"] == [] and t["out_of_view"] == [], t

@@ -246,7 +246,7 @@ def test_readme_and_page_show_the_per_class_table_of_subtypes_entries_only(track
     readme = folder.readme.read_text()
     table = readme[readme.index("Per class (entries of task subtypes"):].split("\n\n")[1].splitlines()
     assert table[0].startswith("| Method | IPH Dice [%] (volumes with it) | IPH Dice [%] (all volumes) |")
-    assert table[0].endswith("| Macro Dice [%] (all volumes, mean over classes) |")
+    assert table[0].endswith("| Macro Dice [%] (volumes with it) | Macro Dice [%] (all volumes) |")
     [row] = table[2:]   # the subtypes entry; the binary one and the paper's rows have no classes
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert "run cccccccc" in cells[0]

@@ -54,8 +54,8 @@ def table(view) -> dict | None:
     names: list[str] = []
     for r in rows:
         names += [n for n in r.classes["names"] if n not in names]
-    head = [{"metric": f"{n.upper()} Dice", "group": GROUP_TITLES[g]} for n in names for g in SHOWN]
-    head += [{"metric": "Macro Dice", "group": f"{GROUP_TITLES[g]}, mean over classes"} for g in SHOWN]
+    head = [{"metric": n.upper(), "group": GROUP_TITLES[g]} for n in names for g in SHOWN]
+    head += [{"metric": "Macro", "group": GROUP_TITLES[g]} for g in SHOWN]
     out = []
     for r in rows:
         c = r.classes

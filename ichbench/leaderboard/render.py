@@ -135,7 +135,7 @@ def _class_markdown(v: DatasetView) -> list[str]:
     t = class_table.table(v)
     if t is None:
         return []
-    head = ["Method"] + [f"{h['metric']} [%] ({h['group']})" for h in t["head"]]
+    head = ["Method"] + [f"{h['metric']} Dice [%] ({h['group']})" for h in t["head"]]
     out = ["Per class (entries of task subtypes; Dice over the n volumes holding the class and over all volumes; "
            "macro: the mean over classes):", "",
            "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|"]
