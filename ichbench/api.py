@@ -53,7 +53,7 @@ _LAZY = {
     "ichbench.evaluate.summary": ("per_volume_row", "summarize"),
     "ichbench.export.nifti": ("NIFTI_ENDING", "write_nifti_volume"),
     "ichbench.export.nnunet_raw": ("NNUNET_LABELS", "nnunet_dataset_name", "nnunet_image_path", "nnunet_label_path",
-                                   "write_nnunet_dataset_json"),
+                                   "nnunet_labels", "write_nnunet_dataset_json"),
     "ichbench.methods.nets.heads": ("PooledEncoderHead", "conv1x1_projector", "mlp", "scaled_widths"),
     "ichbench.models.unet": ("ConvBlock", "UNet", "expand_parts", "part_names", "part_state", "transfer_parts"),
     "ichbench.ingest": ("IngestResult", "ingest"),
@@ -72,7 +72,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from ichbench.evaluate.summary import per_volume_row, summarize
     from ichbench.export.nifti import NIFTI_ENDING, write_nifti_volume
     from ichbench.export.nnunet_raw import (NNUNET_LABELS, nnunet_dataset_name, nnunet_image_path, nnunet_label_path,
-                                            write_nnunet_dataset_json)
+                                            nnunet_labels, write_nnunet_dataset_json)
     from ichbench.methods.nets.heads import PooledEncoderHead, conv1x1_projector, mlp, scaled_widths
     from ichbench.models.unet import ConvBlock, UNet, expand_parts, part_names, part_state, transfer_parts
     from ichbench.ingest import IngestResult, ingest
@@ -159,7 +159,7 @@ __all__ = [
     "Fold", "FoldVolume", "FoldOutput", "fold_task", "per_volume_row", "summarize",
     # volumes on the store's grid as NIfTI, in nnU-Net's raw layout (`ichbench data export-folds` writes the same)
     "NIFTI_ENDING", "write_nifti_volume", "NNUNET_LABELS", "nnunet_dataset_name", "nnunet_image_path",
-    "nnunet_label_path", "write_nnunet_dataset_json",
+    "nnunet_label_path", "nnunet_labels", "write_nnunet_dataset_json",
     # the U-Net and its parts
     "UNet", "ConvBlock", "part_names", "expand_parts", "part_state", "transfer_parts",
     # losses and augmentation a pretext needs

@@ -190,7 +190,10 @@ def export_folds(name: str = typer.Argument(..., help="Dataset whose segmentatio
                  images: bool = typer.Option(True, "--images/--no-images",
                                              help="Also write every volume in nnU-Net's raw layout."),
                  nnunet_id: int = typer.Option(502, "--nnunet-id", min=1, max=999,
-                                               help="nnU-Net dataset id (Dataset<ID>_<name>).")) -> None:
+                                               help="nnU-Net dataset id (Dataset<ID>_<name>)."),
+                 task: str = typer.Option("binary", "--task",
+                                          help="Labels: binary (hemorrhage 0/1) or subtypes (the store's class ids, "
+                                               "named in dataset.json).")) -> None:
     """Write the canonical folds as files a foreign tool trains from (docs/datasets.md, "Exporting folds")."""
     from ichbench.console import progress_bar
     from ichbench.datasets.base import SEGMENTATION
@@ -203,11 +206,12 @@ def export_folds(name: str = typer.Argument(..., help="Dataset whose segmentatio
     try:
         store = open_store(path)
         with progress_bar() as bar:
-            task = bar.add_task(f"export {name}", total=len(store.volumes) if images else 0, info="volumes")
-            doc = run(store, name, out, k, images, nnunet_id, on_volume=lambda _v: bar.advance(task))
+            bar_task = bar.add_task(f"export {name}", total=len(store.volumes) if images else 0, info="volumes")
+            doc = run(store, name, out, k, images, nnunet_id, on_volume=lambda _v: bar.advance(bar_task), task=task)
     except IchbenchError as exc:
         fail(str(exc))
     console.print(f"{out}: {len(doc['volumes'])} volumes, k = {doc['k']} (split {doc['hash'][:12]}…)"
-                  + ("" if images else ", lists only"), highlight=False, soft_wrap=True)
+                  + ("" if images else ", lists only") + (", subtype labels" if doc.get("task") else ""),
+                  highlight=False, soft_wrap=True)
     for f in doc["folds"]:
         console.print(f"  fold {f['fold']}: train {len(f['train'])}, test {len(f['test'])}", highlight=False)

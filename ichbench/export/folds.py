@@ -9,6 +9,11 @@
       splits_final.json   nnU-Net v2's shape: per fold {"train": [...], "val": [its test ids]}
       nnUNet_raw/Dataset<ID>_<dataset>/   every volume in imagesTr/labelsTr (without --no-images)
 
+Labels are the binary hemorrhage masks (0/1), the paper's task. With `task="subtypes"` (`--task
+subtypes`, a store with a class map) they are the store's class maps (0 background, k its class
+k) and dataset.json names the classes; folds.json then records "task" and "labels". Binary stays
+the default so an export of any store means what it meant before class maps existed.
+
 Images are the store's: its grid (slices resampled to the ingest size) and spacing, int16 HU,
 written by `ichbench.export.nifti.write_nifti_volume`. Predictions made on these files come back on
 the grid `ichbench leaderboard submit --predictions` scores on. The whole folder is written
@@ -27,10 +32,11 @@ import numpy as np
 
 from ichbench.errors import IchbenchError
 from ichbench.export.nifti import write_nifti_volume
-from ichbench.export.nnunet_raw import (nnunet_dataset_name, nnunet_image_path, nnunet_label_path,
+from ichbench.export.nnunet_raw import (nnunet_dataset_name, nnunet_image_path, nnunet_label_path, nnunet_labels,
                                         write_nnunet_dataset_json)
 
 NNUNET_ID = 502   # 501 is the plugin's per-fold dataset; any free id works (--nnunet-id)
+TASKS = ("binary", "subtypes")
 
 
 def canonical_split(store, dataset: str, k: int | None) -> dict:
@@ -50,12 +56,18 @@ def volume_rows(store) -> dict[str, np.ndarray]:
 
 
 def export_folds(store, dataset: str, out: Path, k: int | None = None, images: bool = True,
-                 nnunet_id: int = NNUNET_ID, on_volume=None) -> dict:
+                 nnunet_id: int = NNUNET_ID, on_volume=None, task: str = "binary") -> dict:
     """Write the export (module docstring) to `out`, which must not exist or be empty; returns
-    folds.json's content. `on_volume(volume_id)` after each volume's files are written."""
+    folds.json's content. `on_volume(volume_id)` after each volume's files are written. `task`:
+    "binary" (hemorrhage masks) or "subtypes" (the store's class maps)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise IchbenchError(f"--out {out}: already exists and is not an empty folder; choose a new one")
+    if task not in TASKS:
+        raise IchbenchError(f"--task {task}: not a task; choose {' or '.join(TASKS)}")
+    if task == "subtypes" and not store.class_names:
+        raise IchbenchError(f"--task subtypes: {store.path} has no class map (a binary store); subtypes need a "
+                            "dataset with per-voxel classes (bhsd, phantom)")
     split = canonical_split(store, dataset, k)
     meta = {v["id"]: v for v in store.volumes}
     rows = volume_rows(store)
@@ -65,6 +77,8 @@ def export_folds(store, dataset: str, out: Path, k: int | None = None, images: b
            "folds": [{"fold": f["fold"], "test": f["test"], "train": f["train"]} for f in split["folds"]],
            "volumes": {vid: {"shape": [len(rows[vid]), *store["images"].shape[1:]],
                              "spacing_mm": [float(s) for s in meta[vid]["spacing"]]} for vid in sorted(meta)}}
+    if task == "subtypes":   # binary exports keep folds.json as it was
+        doc.update(task=task, labels=nnunet_labels(store.class_names))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -104,9 +118,13 @@ def _write_nnunet(root: Path, doc: dict, store, rows: dict, nnunet_id: int, on_v
         spacing = doc["volumes"][vid]["spacing_mm"]
         image = store.read("images", rows[vid]).astype(np.int16)
         write_nifti_volume(nnunet_image_path(ds / "imagesTr", vid), image, spacing)
-        mask = (store.read("masks", rows[vid]) > 0).astype(np.uint8)
-        write_nifti_volume(nnunet_label_path(ds / "labelsTr", vid), mask, spacing)
+        if "labels" in doc:   # the subtypes task: the class map itself
+            labels = store.read("classes", rows[vid]).astype(np.uint8)
+        else:
+            labels = (store.read("masks", rows[vid]) > 0).astype(np.uint8)
+        write_nifti_volume(nnunet_label_path(ds / "labelsTr", vid), labels, spacing)
         if on_volume:
             on_volume(vid)
     write_nnunet_dataset_json(ds, name, len(rows), f"ichbench {doc['dataset']}, every volume; its {doc['k']} canonical "
-                                            f"folds are splits_final.json (split {doc['hash'][:12]})")
+                                            f"folds are splits_final.json (split {doc['hash'][:12]})",
+                              doc.get("labels"))

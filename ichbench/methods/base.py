@@ -93,6 +93,8 @@ class Method:
     pretrain_params_model: type[BaseModel] | None = None
     finetune_params_model: type[BaseModel] | None = None
     inputs: InputSupport = InputSupport()   # the paper's input only, unless the method says more
+    # the `finetune.task` values its own fine-tuning (`finetune_fold`) takes; the shared recipe takes both
+    tasks: tuple[str, ...] = ("binary",)
 
     @property
     def has_pretext(self) -> bool:
@@ -134,8 +136,9 @@ class Method:
         """Replace ichbench's fine-tuning of one fold: train on `fold` (an `ichbench.api.Fold`:
         its training volumes with masks, its test volumes without, the resolved config, a folder
         to work in) and return an `ichbench.api.FoldOutput` holding a binary mask for every test
-        volume. The engine scores them as it scores the shared recipe's. Not overridden: the
-        shared recipe of the paper trains the fold."""
+        volume (a label map of class ids 0..C in a subtypes fold, `fold.classes`; only for a
+        method whose `tasks` name "subtypes"). The engine scores them as it scores the shared
+        recipe's. Not overridden: the shared recipe of the paper trains the fold."""
         raise NotImplementedError
 
     @property

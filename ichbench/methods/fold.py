@@ -3,12 +3,12 @@ for one fold, and what it hands back.
 
 `Fold` is a test-blind view of the fold: its volumes as arrays on the grid ichbench scores on
 (`image_size`, the `finetune.image_size` of the config), with the spacing of that grid. Training
-volumes carry their hemorrhage masks, subtypes and ICH flag; test volumes carry their images and
-spacing only. Nothing a `Fold` holds, public or private, leads to what the test volumes are
-scored against: no masks, labels, subtypes, flags or counts of them, no store object and no path
-to a store (docs/plugins.md, "What a method can see"). `FoldOutput` carries one binary mask per
-test volume back to the engine, which scores it against the truth it kept to itself
-(`ichbench.train.own_loop`).
+volumes carry their hemorrhage masks, subtypes and ICH flag (and in a subtypes fold, `classes`,
+their class maps); test volumes carry their images and spacing only. Nothing a `Fold` holds,
+public or private, leads to what the test volumes are scored against: no masks, labels, subtypes,
+flags or counts of them, no store object and no path to a store (docs/plugins.md, "What a method
+can see"). `FoldOutput` carries one binary mask (or label map) per test volume back to the engine,
+which scores it against the truth it kept to itself (`ichbench.train.own_loop`).
 
 This module imports neither torch nor zarr.
 """
@@ -31,6 +31,9 @@ class FoldVolume:
     mask: Any | None               # (S, H, W) bool hemorrhage mask; None for a test volume
     subtypes: list[str] | None     # the volume's subtypes; None when unknown and for a test volume
     has_ich: bool | None           # hemorrhage in the native mask; None for a test volume
+    # (S, H, W) uint8 class ids (0 background, k = Fold.classes[k-1]) of a training volume in a
+    # subtypes fold; None in a binary fold and for a test volume
+    classes: Any | None = None
 
 
 @dataclass
@@ -38,7 +41,8 @@ class FoldOutput:
     """What `finetune_fold` returns.
 
     predictions: test volume id -> (S, H, W) bool (or 0/1) mask on the fold's grid, one per
-                 test volume, shaped like that volume's `hu`
+                 test volume, shaped like that volume's `hu`; in a subtypes fold (`Fold.classes`)
+                 a label map of class ids 0..C instead
     history:     one dict per epoch, {"epoch": 1-based int, "loss": float, "lr": float} and any
                  other numbers ("val_loss" is logged as a curve too); empty when not known
     model:       the file holding the trained model, if any (recorded with its sha256)
@@ -76,6 +80,7 @@ class Fold:
     split           the run's canonical split as `blind_split` gives it:
                     {"dataset", "k", "seed", "folds": [{"fold", "test"}], "hash", "store_fingerprint"}
     store_fingerprint   the identity of the store's content
+    classes         the subtypes task's class names (ids 1..C, `finetune.task=subtypes`); None: binary
     """
     index: int
     k: int
@@ -89,6 +94,7 @@ class Fold:
     store_fingerprint: str
     store_size: int
     pretrained: Path | None = None
+    classes: list[str] | None = None
     _volumes: dict[str, FoldVolume] = field(default_factory=dict, repr=False)   # train + test, blind
     _on_epoch: Callable | None = field(default=None, repr=False)
 

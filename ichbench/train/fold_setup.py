@@ -41,9 +41,9 @@ def setup_fold(m, store_path: Path, split: dict, fold: int, cfg, pretrained) -> 
     store = open_store(store_path)
     check_finetuning_store(m, store)
     classes = task.class_names(cfg, store)
-    if classes and m.owns_finetuning:
+    if classes and m.owns_finetuning and task.SUBTYPES not in m.tasks:
         raise IchbenchError(f"finetune.task=subtypes: {m.name} runs its own fine-tuning (plugin API 2), which "
-                            "predicts the binary mask only")
+                            "predicts the binary mask only (its Method.tasks name no 'subtypes')")
     if m.has_pretext and pretrained is None:
         raise IchbenchError(f"{m.name} fine-tunes from its pretraining: pass a pretrained checkpoint "
                             "(`ichbench pretrain` makes one)")

@@ -35,7 +35,8 @@ def _setup(m, store_path: Path, split: dict, fold: int, cfg, pretrained) -> Fold
 def _fold_of(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path, pretrained,
              device: torch.device, on_epoch=None) -> tuple[FoldSetup, Fold]:
     setup = _setup(m, store_path, split, fold, cfg, pretrained)
-    arrays = load_store(store_path, cfg.finetune.image_size, names=("images", "labels", "volume", "masks"))
+    arrays = load_store(store_path, cfg.finetune.image_size, names=("images", "labels", "volume", "masks",
+                                                                    *(("classes",) if setup.classes else ())))
     # the arrays (every mask of the store) go out of scope here: while the method runs, this
     # process holds no copy of the test volumes' truth
     return setup, blind_fold(setup, arrays, split, fold, cfg, out_dir, pretrained, device, on_epoch)
@@ -45,7 +46,8 @@ def blind_fold(setup: FoldSetup, arrays: SliceArrays, split: dict, fold: int, cf
                pretrained: Path | None, device: torch.device, on_epoch=None) -> Fold:
     """The `Fold` a method's `finetune_fold` gets. Every array in it is a fresh copy (never a view
     of, or a map onto, the store's arrays): a training volume's image and mask, a test volume's
-    image alone; its test volumes carry no subtypes or ICH flag, its split no ICH counts."""
+    image alone; its test volumes carry no subtypes or ICH flag, its split no ICH counts. In a
+    subtypes fold (`setup.classes`) a training volume also carries its class map."""
     image_size = cfg.finetune.image_size
     scale = setup.store_size / image_size   # the store's spacing is for its own grid
     meta = {v["id"]: v for v in arrays.volumes}
@@ -62,14 +64,17 @@ def blind_fold(setup: FoldSetup, arrays: SliceArrays, split: dict, fold: int, cf
             volumes[vid] = FoldVolume(id=vid, hu=hu, spacing=(z, y * scale, x * scale),
                                       mask=np.array(arrays.masks[rows].numpy(), dtype=bool),
                                       subtypes=None if subtypes is None else list(subtypes),
-                                      has_ich=bool(meta[vid].get("has_ich")))
+                                      has_ich=bool(meta[vid].get("has_ich")),
+                                      classes=None if not setup.classes else
+                                      np.array(arrays.classes[rows].numpy(), dtype=np.uint8))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return Fold(index=fold, k=len(split["folds"]), train_ids=list(setup.train_ids),
                 test_ids=list(setup.test_ids), cfg=cfg, work_dir=out_dir, device=device.type,
                 image_size=image_size, split=blind_split(split),
                 store_fingerprint=setup.store.fingerprint, store_size=setup.store_size,
-                pretrained=Path(pretrained) if pretrained else None, _volumes=volumes,
+                pretrained=Path(pretrained) if pretrained else None,
+                classes=list(setup.classes) if setup.classes else None, _volumes=volumes,
                 _on_epoch=on_epoch)
 
 
@@ -91,9 +96,10 @@ def finetune_own(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path
         raise IchbenchError(f"{m.name}.finetune_fold returned {type(output).__name__}, "
                             "expected an ichbench.api.FoldOutput")
     # the truth, read only now that the method is done
-    arrays = load_store(store_path, cfg.finetune.image_size, names=("labels", "volume", "masks"))
+    arrays = load_store(store_path, cfg.finetune.image_size,
+                        names=("labels", "volume", "masks", *(("classes",) if setup.classes else ())))
     rows = score_predictions(m.name, arrays, setup.test_ids, output.predictions,
-                             setup.store_size / cfg.finetune.image_size, cfg.eval.nsd_mm)
+                             setup.store_size / cfg.finetune.image_size, cfg.eval.nsd_mm, setup.classes)
     model = None
     if output.model is not None:
         path = Path(output.model)
@@ -112,9 +118,11 @@ def finetune_own(m, store_path: Path, split: dict, fold: int, cfg, out_dir: Path
 
 
 def score_predictions(method: str, arrays, test_ids: list[str], predictions: dict,
-                      spacing_scale: float, nsd_mm: float = NSD_MM) -> list[dict]:
+                      spacing_scale: float, nsd_mm: float = NSD_MM, classes=None) -> list[dict]:
     """Per-volume rows for `predictions` (id -> mask), as `train.predict.evaluate_volumes` makes
-    them for the shared recipe: the store's masks on the same grid, the same spacing."""
+    them for the shared recipe: the store's masks on the same grid, the same spacing. With
+    `classes` (the subtypes task) a prediction is a label map of ids 0..len(classes), scored per
+    class against the store's class map (`scored_row`)."""
     missing = [v for v in test_ids if v not in predictions]
     extra = sorted(set(predictions) - set(test_ids))
     if missing or extra:
@@ -128,10 +136,15 @@ def score_predictions(method: str, arrays, test_ids: list[str], predictions: dic
         if pred.shape != truth_shape:
             raise IchbenchError(f"{method}.finetune_fold: prediction for {vid} has shape "
                                 f"{pred.shape}, the volume is {truth_shape} on the fold's grid")
-        if pred.dtype != bool:
+        if classes:   # a label map: background 0 and the class ids 1..C
+            if pred.size and not np.isin(pred, np.arange(len(classes) + 1)).all():
+                raise IchbenchError(f"{method}.finetune_fold: prediction for {vid} is not a label map of ids "
+                                    f"0..{len(classes)} ({', '.join(classes)}; dtype {pred.dtype})")
+            pred = pred.astype(np.uint8)
+        elif pred.dtype != bool:
             if pred.size and not np.isin(pred, (0, 1)).all():
                 raise IchbenchError(f"{method}.finetune_fold: prediction for {vid} is not a "
                                     f"binary mask (values outside 0/1, dtype {pred.dtype})")
             pred = pred.astype(bool)
-        out.append(scored_row(arrays, vid, pred, spacing_scale, nsd_mm))
+        out.append(scored_row(arrays, vid, pred, spacing_scale, nsd_mm, classes))
     return out

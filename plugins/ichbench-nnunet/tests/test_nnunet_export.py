@@ -89,3 +89,48 @@ def test_volumes_come_on_the_scored_grid_with_its_spacing(home, tmp_path):
     images, _, (z, y, x) = store[vol.id]
     assert vol.hu.shape == (len(images), 32, 32) and vol.mask.shape == vol.hu.shape
     assert vol.spacing == pytest.approx((z, 2 * y, 2 * x))
+
+
+def test_subtypes_export_writes_the_class_maps_and_names_them(home, tmp_path):
+    """finetune.task=subtypes: each training label file is the store's class map of that volume
+    (ids 0..C, as nnU-Net's reader reads it), and dataset.json names the classes in the store's
+    order, so nnU-Net trains and predicts the label map."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    fold = fold_task("nnunet_2d", "phantom", 0, home, work_dir=tmp_path / "fold",
+                     overrides=["finetune.task=subtypes"])
+    store = open_store(store_path(home, "phantom", "segmentation"))
+    data = store.load(["classes", "volume"])
+    maps = {v["id"]: data["classes"][data["volume"] == i] for i, v in enumerate(store.volumes)}
+    folders = NnUNetFolders(tmp_path / "nnunet")
+    manifest = export_fold(fold, folders)
+    ds = folders.dataset
+    labels = {"background": 0, **{name: k for k, name in enumerate(store.class_names, start=1)}}
+    assert fold.classes == store.class_names == ["iph", "ivh", "sah", "sdh", "edh"]
+    assert json.loads((ds / "dataset.json").read_text())["labels"] == labels == manifest["labels"]
+    assert cases(ds / "labelsTr", ".nii.gz") == sorted(fold.train_ids)
+    assert not (ds / "labelsTs").exists()   # never a test volume's labels
+    reader, seen = SimpleITKIO(), set()
+    for vid in fold.train_ids:
+        seg, _ = reader.read_seg(str(ds / "labelsTr" / f"{vid}.nii.gz"))
+        np.testing.assert_array_equal(seg[0], maps[vid].astype(seg.dtype), err_msg=vid)
+        seen |= set(np.unique(seg).astype(int))
+    assert seen == {0, 1, 2, 3, 4, 5}   # every class is in the training labels, not just 0/1
+
+
+def test_predicted_label_maps_come_back_as_label_maps(tmp_path):
+    """What the runner keeps of nnU-Net's segmentation and what the fold hands ichbench to score:
+    a subtypes fold's label map unchanged (ids 0..C, uint8), a binary fold's label 1 as a mask."""
+    from ichbench_nnunet.fold_run import read_predictions
+    from ichbench_nnunet.runner import saved_prediction
+
+    seg = np.array([[[0, 1, 2], [3, 4, 5]], [[5, 0, 0], [2, 2, 1]]], dtype=np.int64)   # as nnU-Net returns
+    np.savez_compressed(tmp_path / "subtypes.npz", a=saved_prediction(seg, ["iph", "ivh", "sah", "sdh", "edh"]))
+    got = read_predictions(tmp_path / "subtypes.npz", ["iph", "ivh", "sah", "sdh", "edh"])
+    assert got["a"].dtype == np.uint8
+    np.testing.assert_array_equal(got["a"], seg)
+    binary = (seg == 1).astype(np.int64)
+    np.savez_compressed(tmp_path / "binary.npz", a=saved_prediction(binary, []))
+    got = read_predictions(tmp_path / "binary.npz", None)
+    assert got["a"].dtype == bool
+    np.testing.assert_array_equal(got["a"], binary == 1)

@@ -59,7 +59,7 @@ def test_smoke_profile_is_a_handful_of_iterations_and_overridable(tmp_path):
     write_splits(folders.splits, ["b", "a"])
 
     class FoldStub:   # the attributes job_for reads; the real Fold is tested in test_nnunet_export
-        device, test_ids = "cpu", ["c"]
+        device, test_ids, classes = "cpu", ["c"], None
     FoldStub.cfg = cfg
     job = job_for(FoldStub(), "2d", folders, tmp_path / "out")
     assert job["schedule"] == {"epochs": 3, "iterations": fc.steps_per_epoch, "val_iterations": 1,

@@ -147,3 +147,55 @@ def test_all_folds_give_an_entry_that_validates(home, tmp_path):
     assert len(entry["per_volume"]) == 20
     checked = cli(home, "leaderboard", "validate", str(entry_path), "--root", str(board))
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.long   # a second nnU-Net fold (~70 s on two cores): `bash scripts/test.sh --long`
+def test_subtypes_fold_trains_on_the_label_maps_and_scores_each_class(home, tmp_path):
+    """`--set finetune.task=subtypes`: nnU-Net trains on the class maps, predicts label maps, and
+    ichbench scores them with the shared recipe's per-class code: the union at the top of each
+    row, each class below it, counted here by hand, and MLflow's per-class means."""
+    done = cli(home, *RUN, "--folds", "0", "--set", "finetune.task=subtypes")
+    assert done.returncode == 0, done.stderr[-3000:]
+    [fold_dir] = (home / "runs" / "phantom" / "nnunet_2d").glob("smoke-*/fold_0")
+    raw = fold_dir / "nnunet" / "raw" / "Dataset501_ichbench"
+    names = ["iph", "ivh", "sah", "sdh", "edh"]
+    assert json.loads((raw / "dataset.json").read_text())["labels"] == \
+        {"background": 0, **{n: k for k, n in enumerate(names, start=1)}}
+    result = json.loads((fold_dir / "result.json").read_text())
+    assert result["classes"] == names and result["config"]["finetune"]["task"] == "subtypes"
+
+    from ichbench.api import open_store, store_path
+    store = open_store(store_path(home, "phantom", "segmentation"))
+    data = store.load(["classes", "masks", "volume"])
+    index = {v["id"]: i for i, v in enumerate(store.volumes)}
+    with np.load(fold_dir / "nnunet" / "output" / "predictions.npz") as npz:
+        predicted = {vid: npz[vid] for vid in npz.files}
+    # label maps, not masks: ids beyond 1 (a smoke nnU-Net of 8 iterations calls voxels every class)
+    counts = np.bincount(np.concatenate([p.ravel() for p in predicted.values()]), minlength=6)
+    print(f"predicted voxels per id 0..5: {counts.tolist()}")
+    assert (counts[2:] > 0).any()
+    dice = {n: [] for n in names}
+    for row in result["volumes"]:
+        vid = row["volume_id"]
+        truth, mask = (data[a][data["volume"] == index[vid]] for a in ("classes", "masks"))
+        pred = predicted[vid]
+        assert pred.dtype == np.uint8 and set(np.unique(pred)) <= set(range(6))
+        union = pred > 0
+        assert (row["tp"], row["fp"], row["fn"]) == (int((union & (mask > 0)).sum()),
+                                                     int((union & (mask == 0)).sum()),
+                                                     int((~union & (mask > 0)).sum()))
+        assert len(row["pred_labels_sha256"]) == 64
+        for k, name in enumerate(names, start=1):
+            p, t = pred == k, truth == k
+            tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
+            got = row["classes"][name]
+            assert (got["tp"], got["fp"], got["fn"]) == (tp, fp, fn), (vid, name)
+            dice[name].append((2 * tp + 1) / (2 * tp + fp + fn + 1))
+    parents, _ = parent_and_folds(home)
+    [parent] = parents
+    for name in names:
+        logged = parent.data.metrics[f"dice_class_{name}_all_mean"]
+        assert logged == pytest.approx(sum(dice[name]) / len(dice[name]), abs=1e-9)
+        print(f"nnunet_2d subtypes fold 0, Dice {name} (all volumes): {100 * logged:.2f} %")
+    print(f"union Dice {100 * parent.data.metrics['dice_all_mean']:.2f} %, "
+          f"macro {100 * parent.data.metrics['dice_macro_all_mean']:.2f} %")

@@ -15,6 +15,11 @@ with that grid's spacing, axis 0 inferior to superior, by ichbench's one NIfTI w
 (`ichbench.api.write_nifti_volume`, shared with `ichbench data export-folds`): what nnU-Net's
 SimpleITK reader reads back is the store's array (z, y, x) and spacing exactly.
 
+In a subtypes fold (`finetune.task=subtypes`, `fold.classes`) the labels are the training
+volumes' class maps (uint8, 0 background and k the store's class k) and dataset.json names them,
+{"background": 0, "<class 1>": 1, ...} in the store's order (`nnunet_labels`): nnU-Net trains
+one softmax output per label and predicts the label map.
+
 Only the training volumes are in the dataset nnU-Net plans from, so its fingerprint, its
 intensity normalisation and its plans never see a test volume. nnU-Net's split file needs a
 validation list; it gets the training volumes again (nnU-Net then uses them for its per-epoch
@@ -32,7 +37,7 @@ import numpy as np
 
 # the layout and the writer are ichbench's own, shared with `ichbench data export-folds`
 from ichbench.api import (NIFTI_ENDING, NNUNET_LABELS, nnunet_dataset_name, nnunet_image_path,
-                          nnunet_label_path, write_nifti_volume, write_nnunet_dataset_json)
+                          nnunet_label_path, nnunet_labels, write_nifti_volume, write_nnunet_dataset_json)
 
 FILE_ENDING, LABELS = NIFTI_ENDING, NNUNET_LABELS
 image_path, label_path, write_volume = nnunet_image_path, nnunet_label_path, write_nifti_volume
@@ -77,23 +82,29 @@ class NnUNetFolders:
 
 def export_fold(fold, folders: NnUNetFolders) -> dict:
     """Write the fold's raw dataset and split file; returns the manifest (also saved as
-    `export.json` in the dataset folder): case lists, shapes and spacings."""
+    `export.json` in the dataset folder): case lists, shapes and spacings (and the labels of a
+    subtypes fold)."""
     ds = folders.dataset
+    classes = fold.classes   # the subtypes task's class names; None: binary
     manifest = {"dataset": DATASET_NAME, "fold": fold.index, "k": fold.k,
                 "split_hash": fold.split_hash, "store_fingerprint": fold.store_fingerprint,
                 "image_size": fold.image_size,
                 "train": list(fold.train_ids), "test": list(fold.test_ids), "volumes": {}}
+    if classes:
+        manifest["labels"] = nnunet_labels(classes)
     for vol in fold.volumes(list(fold.train_ids) + list(fold.test_ids)):
         is_train = vol.mask is not None
         write_volume(image_path(ds / ("imagesTr" if is_train else "imagesTs"), vol.id),
                      vol.hu.astype(np.int16), vol.spacing)
         if is_train:
-            write_volume(label_path(ds / "labelsTr", vol.id), vol.mask.astype(np.uint8), vol.spacing)
+            labels = vol.mask if not classes else vol.classes
+            write_volume(label_path(ds / "labelsTr", vol.id), labels.astype(np.uint8), vol.spacing)
         manifest["volumes"][vol.id] = {"shape": list(vol.hu.shape), "spacing": list(vol.spacing),
                                        "role": "train" if is_train else "test"}
     write_nnunet_dataset_json(ds, DATASET_NAME, len(fold.train_ids),
                               f"ichbench {fold.cfg.dataset} fold {fold.index} of {fold.k} "
-                              f"(split {str(fold.split_hash)[:12]}), training volumes only")
+                              f"(split {str(fold.split_hash)[:12]}), training volumes only",
+                              nnunet_labels(classes))
     (ds / "export.json").write_text(json.dumps(manifest, indent=2))
     write_splits(folders.splits, fold.train_ids)
     return manifest

@@ -36,6 +36,7 @@ def job_for(fold, configuration: str, folders: NnUNetFolders, out: Path) -> dict
             "augmentation_workers": int(p.get("augmentation_workers", -1)),
             "mirroring": bool(p.get("mirroring", True)),
             "tile_step_size": float(p.get("tile_step_size", 0.5)),
+            "classes": list(fold.classes or []),   # the subtypes task's, ids 1..C; empty: binary
             "test": list(fold.test_ids), "images_ts": str(folders.dataset / "imagesTs"),
             "splits": read_splits(folders.splits), "out": str(out)}
 
@@ -61,6 +62,13 @@ def _last_lines(path: Path, n: int = 3) -> str:
     return " | ".join(lines[-n:]) if lines else "(no output)"
 
 
+def read_predictions(path: Path, classes) -> dict:
+    """The runner's predictions.npz as FoldOutput.predictions: id -> bool mask, or for a subtypes
+    fold (`classes`) id -> uint8 label map (ids 0..C), which ichbench scores per class."""
+    with np.load(path) as npz:
+        return {case: npz[case].astype(np.uint8 if classes else bool) for case in npz.files}
+
+
 def run_fold(fold, configuration: str = "2d") -> FoldOutput:
     folders = NnUNetFolders(Path(fold.work_dir) / "nnunet")
     for d in (folders.raw, folders.preprocessed, folders.results):
@@ -80,8 +88,7 @@ def run_fold(fold, configuration: str = "2d") -> FoldOutput:
         raise IchbenchError(f"{log}: nnU-Net failed on fold {fold.index} (exit {proc.returncode}): "
                             f"{_last_lines(log)}")
     outcome = json.loads((out / "outcome.json").read_text())
-    with np.load(out / "predictions.npz") as npz:
-        predictions = {case: npz[case].astype(bool) for case in npz.files}
+    predictions = read_predictions(out / "predictions.npz", fold.classes)
     history = outcome.pop("history")
     if history:
         fold.report_epoch(history[-1]["epoch"], history)

@@ -76,6 +76,9 @@ class NnUNet2D(Method):
     # neither neighbours as channels (input.context) nor ichbench's windows (input.windows) reach
     # it, so a run asking for them is refused before anything trains, not run as something else.
     inputs = InputSupport(max_context=0, max_windows=1)
+    # subtypes: nnU-Net trains the class map as a label image (one softmax output per class, its
+    # own Dice + cross-entropy) and predicts the label map, which ichbench scores per class
+    tasks = ("binary", "subtypes")
 
     def check_inputs(self, cfg) -> None:
         super().check_inputs(cfg)

@@ -6,7 +6,8 @@ fold's folders out of another's, and nnU-Net's multiprocessing needs a `__main__
 Steps, all through nnunetv2's Python API: fingerprint, plan (ExperimentPlanner, nnU-Net's
 default) and preprocess the exported dataset; train `nnUNetTrainerIchbench` on split 0 of the
 split file the plugin wrote (the ichbench fold); predict every test volume with the final
-checkpoint; write `predictions.npz` (id -> uint8 mask) and `outcome.json` (history, versions,
+checkpoint; write `predictions.npz` (id -> uint8 mask, or for a subtypes job the uint8 label
+map of class ids nnU-Net's argmax gives) and `outcome.json` (history, versions,
 plan) into the job's `out` folder. A finished training is reused when the job runs again.
 """
 
@@ -63,7 +64,6 @@ def _train(trainer) -> str:
 
 
 def _predict(trainer, test_ids: list[str], images: Path, job: dict) -> dict:
-    import numpy as np
     import torch
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -87,8 +87,16 @@ def _predict(trainer, test_ids: list[str], images: Path, job: dict) -> dict:
             data, props = reader.read_images([str(images / f"{case}_0000.nii.gz")])
             seg = predictor.predict_single_npy_array(data, {"spacing": props["spacing"]}, None,
                                                      None, False)
-            masks[case] = (np.asarray(seg) == 1).astype(np.uint8)
+            masks[case] = saved_prediction(seg, job["classes"])
     return masks
+
+
+def saved_prediction(seg, classes):
+    """What predictions.npz keeps of nnU-Net's segmentation (z, y, x): the hemorrhage (label 1) as
+    0/1, or for a subtypes job (`classes`) the label map of class ids 0..C itself; uint8 both."""
+    import numpy as np
+    seg = np.asarray(seg)
+    return (seg if classes else seg == 1).astype(np.uint8)
 
 
 def run(job_path: Path) -> None:
