@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 import statistics
 
@@ -261,3 +262,39 @@ def test_readme_and_page_show_the_per_class_table_of_subtypes_entries_only(track
     assert cells[-1] == f"{statistics.fmean(100 * o['all'] for o in oracle.values()):.2f} (5 classes)"
     page = folder.index.read_text()
     assert page.count('id="classes-') == 1 and 'id="classes-phantom"' in page
+
+
+def _relabel(row: dict, c: str, d: str) -> dict:
+    """`row` with one true voxel of class c predicted as class d instead: the union unchanged, c one TP
+    fewer and one FN more, d one FP more, mL and surface metrics following (`surface_for`)."""
+    for name, (dtp, dfp, dfn) in ((c, (-1, 0, 1)), (d, (0, 1, 0))):
+        k = row["classes"][name]
+        tp, fp, fn = k["tp"] + dtp, k["fp"] + dfp, k["fn"] + dfn
+        row["classes"][name] = {"tp": tp, "fp": fp, "fn": fn, "pred_ml": (tp + fp) * 0.001,
+                                "true_ml": (tp + fn) * 0.001, **{k: "inf" if v == math.inf else v
+                                                                 for k, v in surface_for(tp, fp, fn, 5.0).items()}}
+    return row
+
+
+def test_a_subtypes_entry_over_seeds_checks_and_shows_every_seeds_classes(tracking):
+    from ichbench.leaderboard.class_table import row_classes
+    entry = _entry(tracking)
+    again = copy.deepcopy(entry["per_volume"])
+    r = next(r for r in again if r["classes"]["sah"]["tp"] > 0)
+    _relabel(r, "sah", "ivh")
+    entry["seeds"] = {"pretrain": "shared", "per_volume": [dict(x, seed=4) for x in again],
+                      "runs": [{"seed": 0, "mlflow_run_id": "b" * 32, "folds": entry["folds"]},
+                               {"seed": 4, "mlflow_run_id": "4" * 32, "folds": fake_folds("seed4", K)}]}
+    assert _problems(tracking, entry) == []
+    # the page: each volume's class Dice averaged over the two seeds, then over volumes
+    dice = {n: [statistics.fmean(100 * (2 * x["classes"][n]["tp"] + 1) / (
+        2 * x["classes"][n]["tp"] + x["classes"][n]["fp"] + x["classes"][n]["fn"] + 1) for x in pair)
+        for pair in zip(entry["per_volume"], again)] for n in ("sah", "ivh")}
+    cells = row_classes(entry)["cells"]
+    assert cells["sah"]["all"]["mean"] == pytest.approx(statistics.fmean(dice["sah"]), abs=1e-9)
+    assert cells["ivh"]["all"]["mean"] == pytest.approx(statistics.fmean(dice["ivh"]), abs=1e-9)
+    # another seed's rows are held to the same rules, named by seed and volume
+    wrong = next(x for x in entry["seeds"]["per_volume"] if x["volume_id"] == r["volume_id"])
+    wrong["classes"]["sah"]["fn"] += 1
+    problems = _problems(tracking, entry)
+    assert any(f"seed 4 volume {r['volume_id']}" in p and "TP + FN do not sum" in p for p in problems), problems
