@@ -103,6 +103,9 @@ def test_a_method_that_does_not_declare_subtypes_is_refused_in_one_line(phantom_
         run(BinaryOnly(lambda v: np.zeros(v.hu.shape, np.uint8)), phantom_store, tmp_path)
     assert str(err.value).startswith("finetune.task=subtypes: own_subtypes_test runs its own fine-tuning")
     assert "\n" not in str(err.value) and not (tmp_path / "fold_0" / "result.json").exists()
+    # `ichbench methods --json` says so beforehand
+    assert BinaryOnly(None).describe()["tasks"] == ["binary"]
+    assert OwnSubtypes(None).describe()["tasks"] == ["binary", "subtypes"]
 
 
 def test_a_label_map_with_foreign_ids_is_refused_in_one_line(phantom_store, tmp_path):

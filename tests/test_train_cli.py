@@ -35,6 +35,7 @@ def test_methods_json_lists_the_baselines_with_their_plugin(cli):
         assert rows[name]["plugin"] == "methods"
         assert rows[name]["label_needs"] == ["segmentation"] and rows[name]["transfers"] == []
     assert rows["unet_mixed_icm"]["icm"] is True and rows["unet_ich_only"]["sampling"] == "ich_only"
+    assert rows["unet_mixed"]["tasks"] == ["binary", "subtypes"]   # the shared recipe takes both
     code, out, _ = cli("methods")
     assert code == 0 and "unet_mixed_icm" in out
 

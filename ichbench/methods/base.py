@@ -180,6 +180,8 @@ class Method:
                 "label_needs": self.label_needs.describe(), "transfers": list(self.transfers),
                 "init_from": self.init_from, "icm": self.icm, "sampling": self.sampling,
                 "inputs": {"max_context": self.inputs.max_context, "max_windows": self.inputs.max_windows},
+                # the shared recipe fine-tunes every method in both tasks; an own loop in what it declares
+                "tasks": list(self.tasks) if self.owns_finetuning else ["binary", "subtypes"],
                 "params": self.params_schema()}
 
 
