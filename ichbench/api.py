@@ -49,7 +49,7 @@ from ichbench.store import open_store, store_path
 # `ichbench methods` fast; `from ichbench.api import UNet` works as before.
 _LAZY = {
     "ichbench.datasets.dicom_io": ("DicomSlice", "read_slice", "stack_series"),
-    "ichbench.datasets.nifti_io": ("load_ct", "load_mask", "NiftiVolume"),
+    "ichbench.datasets.nifti_io": ("load_ct", "load_label_map", "load_mask", "NiftiVolume"),
     "ichbench.evaluate.summary": ("per_volume_row", "summarize"),
     "ichbench.export.nifti": ("NIFTI_ENDING", "write_nifti_volume"),
     "ichbench.export.nnunet_raw": ("NNUNET_LABELS", "nnunet_dataset_name", "nnunet_image_path", "nnunet_label_path",
@@ -68,7 +68,7 @@ _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
     from ichbench.datasets.dicom_io import DicomSlice, read_slice, stack_series
-    from ichbench.datasets.nifti_io import NiftiVolume, load_ct, load_mask
+    from ichbench.datasets.nifti_io import NiftiVolume, load_ct, load_label_map, load_mask
     from ichbench.evaluate.summary import per_volume_row, summarize
     from ichbench.export.nifti import NIFTI_ENDING, write_nifti_volume
     from ichbench.export.nnunet_raw import (NNUNET_LABELS, nnunet_dataset_name, nnunet_image_path, nnunet_label_path,
@@ -169,8 +169,8 @@ __all__ = [
     "WINDOW", "window",
     # datasets
     "Dataset", "SlicePlan", "Volume", "IngestOptions", "IngestReport", "SEGMENTATION", "PRETRAINING", "UNKNOWN_LABEL",
-    "LABEL_ORDER", "SUBTYPES", "get_dataset", "load_ct", "load_mask", "NiftiVolume", "read_slice", "stack_series",
-    "DicomSlice",
+    "LABEL_ORDER", "SUBTYPES", "get_dataset", "load_ct", "load_label_map", "load_mask", "NiftiVolume", "read_slice",
+    "stack_series", "DicomSlice",
     "ingest", "IngestResult", "open_store", "store_path", "SliceStore",
     # errors
     "IchbenchError", "InputError", "LayoutError", "UnknownNameError",

@@ -199,3 +199,38 @@ def test_the_reference_names_every_field(title, names):
     text = section(title)
     missing = [n for n in names if not re.search(rf"[`.]{re.escape(n)}[`(]", text)]   # `name`, `x.name(`
     assert not missing, f"docs/plugins.md, section {title!r}, does not document {missing}"
+
+
+EXAMPLE = re.compile(r"^```python example=(\S+)\n(.*?)^```$", re.M | re.S)
+
+
+def test_the_docs_multi_class_dataset_ingests_class_maps(docs_packages, registry, home, tmp_path):
+    """§7's multi-class example, as the page shows it, beside the scaffold's reader: class maps stored,
+    subtypes counted from them, a label image with a value outside the classes named and skipped."""
+    import nibabel as nib
+    [(rel, code)] = EXAMPLE.findall(DOC.read_text())
+    (docs_packages / DATA_PKG / "src" / rel).write_text(code)
+    from ichbench_my_data.subtypes import MyDataSubtypes
+
+    class Plugin:   # what `register(MyDataSubtypes())` in plugin.py does
+        @api.hookimpl
+        def register_datasets(self, register):
+            register(MyDataSubtypes())
+    assert registry.add_plugin(Plugin(), "my-data-subtypes", distribution=DATA_PKG, version="0.1.0")
+    ds = api.get_dataset("my_data_subtypes")
+    source = tmp_path / "cases"
+    want = {"case01": {2: 2, 3: 5}, "case02": {2: 1, 3: 1}, "case03": {2: 3, 3: 7}}   # slice -> class id
+    for seed, (case, by_slice) in enumerate(want.items(), start=1):
+        write_case(source / case, seed)
+        labels = np.zeros((40, 40, 6), np.uint8)
+        for z, k in by_slice.items():
+            labels[12:20, 14:22, z] = k
+        nib.save(nib.Nifti1Image(labels, np.diag([0.5, 0.5, 5.0, 1.0])), str(source / case / "labels.nii.gz"))
+    [result] = api.ingest(ds, home, source=source, options=api.IngestOptions(size=40))
+    [skipped] = result.report.skipped
+    assert "case03" in skipped["file"] and "7" in skipped["problem"]            # 7 is no class of SUBTYPES
+    store = api.open_store(result.path)
+    assert [(v["id"], v["subtypes"]) for v in store.volumes] == [("case01", ["ivh", "edh"]), ("case02", ["iph"])]
+    data = store.load(["classes", "masks"])
+    assert sorted(np.unique(data["classes"][2:4]).tolist()) == [0, 2, 5]       # case01's slices 2 and 3
+    assert (data["masks"] == (data["classes"] > 0)).all() and int((data["classes"] == 1).sum()) == 2 * 64
