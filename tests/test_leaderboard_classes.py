@@ -23,12 +23,14 @@ from ichbench.leaderboard import canonical as canon
 from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.classes import reproduction_failures
+from ichbench.leaderboard.page import _traintest_cell
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.render import render
+from ichbench.leaderboard.test_sets import build, matrix_items
 from ichbench.splits import make_split
 from tests.test_leaderboard_support import (SUBTYPES_CONFIG, class_rows, copy_folder, fake_folds, flags_of,
                                             hand_summary, make_entry, phantom_store, recount, surface_for,
-                                            write_entry)
+                                            with_external, write_entry)
 
 runner = CliRunner()
 K = 3
@@ -83,11 +85,12 @@ def _class_surface(rows):  # a class absent from both masks with a finite, nonze
 CORRUPT = {"truth": _truth_moved, "pred": _pred_moved, "unknown": _unknown_class, "surface": _class_surface}
 
 
-def _log(exp, flags, fingerprint, rows, config=SUBTYPES_CONFIG) -> str:
+def _log(exp, flags, fingerprint, rows, config=SUBTYPES_CONFIG, external=None) -> str:
     split = make_split("phantom", flags, K)
     fold_of = {v: f["fold"] for f in split["folds"] for v in f["test"]}
     rows = [{**r, "fold": fold_of[r["volume_id"]]} for r in rows]
-    tags = {"ichbench.kind": "parent", "ichbench.method": "unet_mixed", "ichbench.dataset": "phantom",
+    tags = {**({"ichbench.test_on": SHIFTED} if external else {}),
+            "ichbench.kind": "parent", "ichbench.method": "unet_mixed", "ichbench.dataset": "phantom",
             "ichbench.profile": "smoke", "ichbench.dataset_fingerprint": fingerprint,
             "ichbench.split_hash": split["hash"], "ichbench.k": str(K), "ichbench.version": "0.1.0",
             "ichbench.plugin_dist": "ichbench", "ichbench.plugin_version": "0.1.0",
@@ -98,7 +101,30 @@ def _log(exp, flags, fingerprint, rows, config=SUBTYPES_CONFIG) -> str:
         mlflow.log_dict(split, "split.json")
         mlflow.log_dict(infjson.encode(_summary(rows)), "summary.json")
         mlflow.log_dict(fake_folds(run.info.run_id, K), "folds.json")
+        if external:   # as orchestrate.external logs a --test-on set
+            mlflow.log_dict(infjson.encode(external), f"external/{SHIFTED}.json")
     return run.info.run_id
+
+
+SHIFTED = "phantom_shifted"   # carries the phantom's class map, so a subtypes run tests on it
+SHIFTED_FLAGS = {f"SH{i:03d}": i % 3 != 1 for i in range(5)}
+
+
+def _test_set() -> dict:
+    """external/phantom_shifted.json of a subtypes run: the ensemble's and each fold model's rows,
+    scored from real label maps (`class_rows`)."""
+    return {"dataset": SHIFTED, "store_fingerprint": "e" * 64, "ensemble": class_rows(SHIFTED_FLAGS, 11),
+            "folds": {str(f): class_rows(SHIFTED_FLAGS, 12 + f) for f in range(K)}}
+
+
+def _corrupt_test_set(art: dict) -> tuple[str, str]:
+    """One class count of fold model 1 on the test set: one more FN (its mL and surface metrics following,
+    as a careful forger writes them), so the classes' true voxels are no longer the union's. (volume, class)"""
+    r, n = next((r, n) for r in art["folds"]["1"] for n in SUBTYPES if r["classes"][n]["tp"] > 0)
+    tp, fp, fn = r["classes"][n]["tp"], r["classes"][n]["fp"], r["classes"][n]["fn"] + 1
+    r["classes"][n].update(tp=tp, fp=fp, fn=fn, pred_ml=(tp + fp) * 0.001, true_ml=(tp + fn) * 0.001,
+                           **{k: "inf" if v == math.inf else v for k, v in surface_for(tp, fp, fn, 5.0).items()})
+    return r["volume_id"], n
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +149,10 @@ def tracking(tmp_path_factory, mlflow_template):
             rows = copy.deepcopy(good)
             found[name] = (corrupt(rows), rows)
             runs[name] = _log(exp, flags, res.fingerprint, rows)
+        runs["tested"] = _log(exp, flags, res.fingerprint, good, external=_test_set())
+        bad = _test_set()
+        found["tested"] = _corrupt_test_set(bad)
+        runs["tested_bad"] = _log(exp, flags, res.fingerprint, good, external=bad)
     finally:
         mlflow.set_tracking_uri(before)
     return {"uri": uri, "runs": runs, "template": template, "flags": flags, "fingerprint": res.fingerprint,
@@ -298,3 +328,73 @@ def test_a_subtypes_entry_over_seeds_checks_and_shows_every_seeds_classes(tracki
     wrong["classes"]["sah"]["fn"] += 1
     problems = _problems(tracking, entry)
     assert any(f"seed 4 volume {r['volume_id']}" in p and "TP + FN do not sum" in p for p in problems), problems
+
+
+def test_a_subtypes_entrys_test_set_keeps_its_classes_checked_and_shown(tracking, folder):
+    out = _submit(tracking, folder, "tested")
+    assert out.exit_code == 0, out.output
+    [path] = folder.root.glob("entries/phantom/unet_mixed--*.json")
+    e = json.loads(path.read_text())
+    [item] = e["external"]
+    art = _test_set()
+    logged = {("ensemble", r["volume_id"]): r for r in art["ensemble"]}
+    logged.update({(int(f), r["volume_id"]): r for f, rows in art["folds"].items() for r in rows})
+    kept = [(("ensemble", r["volume_id"]), r) for r in item["per_volume"]]
+    kept += [((r["fold"], r["volume_id"]), r) for r in item["fold_rows"]]
+    assert len(kept) == len(logged) == 4 * len(SHIFTED_FLAGS)
+    for key, r in kept:   # every row its label map's digest and per-class counts, ratios not stored
+        mine = logged[key]
+        assert r["pred_labels_sha256"] == mine["pred_labels_sha256"]
+        assert {n: {k: c[k] for k in ("tp", "fp", "fn", "true_ml")} for n, c in r["classes"].items()} == \
+            {n: {k: mine["classes"][n][k] for k in ("tp", "fp", "fn", "true_ml")} for n in SUBTYPES}
+    check = runner.invoke(app, ["validate", "--root", str(folder.root)])
+    assert check.exit_code == 0 and "0 rejected" in check.output, check.output
+    # the train × test matrix: the test set's macro Dice over classes, from the Dice evaluate.classes gave
+    [(_, _, diag, cells)] = matrix_items({path.name: e})
+    for c, rows in ((cells[SHIFTED], art["ensemble"]), (diag, tracking["rows"])):
+        means = [o["present"] for o in _oracle(rows).values() if o["present"] is not None]
+        assert c["macro_dice_pct"] == pytest.approx(100 * statistics.fmean(means), abs=1e-9)
+        assert _traintest_cell(c)["text"].endswith(f"; macro {100 * statistics.fmean(means):.1f}")
+    # a binary entry's test set has no classes: union Dice only
+    binary = with_external(make_entry(tracking["flags"], k=K, fingerprint=tracking["fingerprint"]), SHIFTED_FLAGS)
+    [(_, _, diag, cells)] = matrix_items({"b.json": binary})
+    assert diag["macro_dice_pct"] is None and cells[SHIFTED]["macro_dice_pct"] is None
+    # a subtypes entry's test-set rows carry classes, a binary entry's never do (the schema names the row)
+    del e["external"][0]["fold_rows"][2]["classes"]
+    assert _problems(tracking, e) == ["schema: at external/0/fold_rows/2: 'classes' is a required property"]
+    binary["external"][0]["per_volume"][1]["classes"] = item["per_volume"][1]["classes"]
+    [line] = _problems(tracking, binary)
+    assert line.startswith("schema: at external/0/per_volume/1/classes: holds classes, which only rows"), line
+
+
+def test_a_corrupted_test_set_class_count_is_refused_in_one_line(tracking, folder):
+    (volume, cls), rule = tracking["corrupt"]["tested"], "TP + FN do not sum to the union's TP + FN"
+    before = _snapshot(folder)
+    out = _submit(tracking, folder, "tested_bad")
+    assert out.exit_code != 0
+    [line] = out.output.splitlines()   # one REJECT line, no traceback
+    assert line.startswith(f"REJECT MLflow run {tracking['runs']['tested_bad']}: "), line
+    assert f"external {SHIFTED}: classes (" in line and rule in line and f"fold 1 volume {volume}" in line, line
+    assert _snapshot(folder) == before
+    # the same test set in an entry in the folder: `validate` rejects that file in one line, writing nothing
+    art = _test_set()
+    _corrupt_test_set(art)
+    entry = {**_entry(tracking), "external": [build(SHIFTED, "e" * 64, art)]}
+    path = write_entry(folder, entry)
+    before = _snapshot(folder)
+    check = runner.invoke(app, ["validate", "--root", str(folder.root)])
+    rejects = [x for x in check.output.splitlines() if x.startswith("REJECT")]
+    assert check.exit_code != 0 and len(rejects) == 1, check.output
+    assert path.name in rejects[0] and rule in rejects[0] and f"fold 1 volume {volume}" in rejects[0]
+    assert _snapshot(folder) == before
+    # a class's mL off its counts names the class; a test set of other classes is named as such
+    entry = {**_entry(tracking), "external": [build(SHIFTED, "e" * 64, _test_set())]}
+    r = entry["external"][0]["per_volume"][0]
+    r["classes"][cls]["true_ml"] += 0.5
+    lines = _problems(tracking, entry)   # its mL rule and the surface rule of RVD from the mL
+    assert any(f"class {cls}: pred_ml or true_ml" in line for line in lines), lines
+    assert all(line.startswith(f"external {SHIFTED}: class {cls}: ") and
+               line.endswith(f"ensemble volume {r['volume_id']}") for line in lines), lines
+    entry["external"] = [build("rsna", "e" * 64, _test_set())]
+    assert _problems(tracking, entry) == [
+        "external rsna: its classes (none: a binary dataset) are not the entry's (iph, ivh, sah, sdh, edh) in id order"]

@@ -26,22 +26,36 @@ def row_classes(entry: dict) -> dict | None:
     if not is_subtypes(entry):
         return None
     names = list(entry["classes"])
+    return {"names": names, **_cells(names, list((by_seed(entry) or {0: entry["per_volume"]}).values()))}
+
+
+def test_set_macro(entry: dict, item: dict) -> float | None:
+    """The macro Dice [%] over the volumes holding each class of an external test set's ensemble
+    rows (`leaderboard.test_sets`), as the table's for the entry's own; None for a binary entry."""
+    if not is_subtypes(entry):
+        return None
+    return _cells(list(entry["classes"]), [item["per_volume"]])["macro"]["present"]["mean"]
+
+
+def _cells(names: list[str], row_sets: list[list[dict]]) -> dict:
+    """Per class and its macro means from rows of the same volumes (one list per seed): each volume's
+    class Dice averaged over the lists, "present" = the volumes whose truth (first list) holds it."""
     dice: dict = {n: {} for n in names}
-    for rows in (by_seed(entry) or {0: entry["per_volume"]}).values():
+    for rows in row_sets:
         for r in rows:
             for n in names:
                 dice[n].setdefault(r["volume_id"], []).append(100.0 * scored(r["classes"][n])["dice"])
     cells = {}
     for n in names:
         values = {v: float(np.mean(x)) for v, x in dice[n].items()}
-        holds = {r["volume_id"] for r in entry["per_volume"] if r["classes"][n]["tp"] + r["classes"][n]["fn"] > 0}
+        holds = {r["volume_id"] for r in row_sets[0] if r["classes"][n]["tp"] + r["classes"][n]["fn"] > 0}
         cells[n] = {"all": {**_mean_std(list(values.values())), "n": len(values)},
                     "present": {**_mean_std([x for v, x in values.items() if v in holds]), "n": len(holds)}}
     macro = {}
     for g in CLASS_GROUPS:
         means = [cells[n][g]["mean"] for n in names if cells[n][g]["mean"] is not None]
         macro[g] = {"mean": float(np.mean(means)) if means else None, "n_classes": len(means)}
-    return {"names": names, "cells": cells, "macro": macro}
+    return {"cells": cells, "macro": macro}
 
 
 def table(view) -> dict | None:

@@ -35,6 +35,7 @@ MAX_CLASSES = 16
 COUNTS = ("tp", "fp", "fn", "pred_ml", "true_ml")
 CLASS_GROUPS = ("all", "present")
 TOL = 1e-9
+EXTERNAL_ROWS = ("per_volume", "fold_rows")   # an external test set's ensemble and fold-model rows
 
 
 def extend(entry_schema: dict, *, count: dict, ml: dict, surface: dict, hex64: dict, group: dict,
@@ -46,11 +47,15 @@ def extend(entry_schema: dict, *, count: dict, ml: dict, surface: dict, hex64: d
               "properties": {"tp": count, "fp": count, "fn": count, "pred_ml": ml, "true_ml": ml, **surface},
               # a class's surface metrics come all together (as the run scored them) or not at all
               "dependentRequired": {k: [o for o in surface if o != k] for k in surface}}
-    row = entry_schema["properties"]["per_volume"]["items"]["properties"]
-    row["classes"] = {"type": "object", "minProperties": 1, "maxProperties": MAX_CLASSES, "propertyNames": name,
-                      "additionalProperties": record,
-                      "description": "per class: its own mask's counts, mL and surface metrics"}
-    row["pred_labels_sha256"] = {**hex64, "description": "evaluate.digest.label_map_digest of the predicted map"}
+    fields = {"classes": {"type": "object", "minProperties": 1, "maxProperties": MAX_CLASSES, "propertyNames": name,
+                          "additionalProperties": record,
+                          "description": "per class: its own mask's counts, mL and surface metrics"},
+              "pred_labels_sha256": {**hex64, "description": "evaluate.digest.label_map_digest of the predicted map"}}
+    entry_schema["properties"]["per_volume"]["items"]["properties"].update(fields)
+    # an external test set's rows (leaderboard.test_sets, copied from the row schema before this): the same keys
+    ext = entry_schema["properties"]["external"]["items"]["properties"]
+    for key in EXTERNAL_ROWS:
+        ext[key]["items"]["properties"].update(fields)
     props = entry_schema["properties"]
     props["task"] = {"enum": ["binary", SUBTYPES],
                      "description": "binary (absent: the same) or subtypes: rows carry per-class results"}
@@ -67,11 +72,15 @@ def extend(entry_schema: dict, *, count: dict, ml: dict, surface: dict, hex64: d
     entry_schema["allOf"] += [
         {"if": v3, "else": {"allOf": [{"not": {"required": [k]}} for k in keys]}},
         {"if": {"required": ["task"], "properties": {"task": {"const": SUBTYPES}}},
-         "then": {"required": ["classes", "class_summary"],
-                  "properties": {"per_volume": rows_need, "seeds": {"properties": {"per_volume": rows_need}}}},
-         "else": {"allOf": [{"not": {"required": [k]}} for k in keys[1:]],
-                  "properties": {"per_volume": rows_lack, "seeds": {"properties": {"per_volume": rows_lack}}}}},
+         "then": {"required": ["classes", "class_summary"], "properties": _rows_of(rows_need)},
+         "else": {"allOf": [{"not": {"required": [k]}} for k in keys[1:]], "properties": _rows_of(rows_lack)}},
     ]
+
+
+def _rows_of(rule: dict) -> dict:
+    """`rule` for every list of rows of an entry: its own, its other seeds' and its test sets'."""
+    return {"per_volume": rule, "seeds": {"properties": {"per_volume": rule}},
+            "external": {"items": {"properties": {key: rule for key in EXTERNAL_ROWS}}}}
 
 
 def is_subtypes(entry: dict) -> bool:
@@ -226,19 +235,46 @@ def problems(entry: dict) -> list[str]:
             for rule, cls in _row_breaks(r, names, float(entry["nsd_mm"])):
                 broken.setdefault((rule, cls), []).append(f"{where}volume {r['volume_id']}" if where else
                                                           r["volume_id"])
-    from ichbench.leaderboard.checks import few
-    from ichbench.leaderboard.surface_checks import RULES as SURFACE_RULES
-    structural = False
-    for (rule, cls), ids in broken.items():
-        text = RULES.get(rule) or f"surface metrics: {SURFACE_RULES[rule]}"
-        structural |= rule in ("unknown", "missing")
-        head = f"class {cls}" if cls else f"classes ({', '.join(names)})"
-        out.append(f"{head}: {text.format(names=', '.join(names))}: {few(ids)}")
+    lines, structural = _lines(broken, names)
+    out += lines + _external_problems(entry, names)
     if structural:
         return out   # re-scoring needs each class once per row
     from ichbench.leaderboard.entries import summary_differences
     return out + summary_differences(entry["class_summary"], summary(names, entry["per_volume"]),
                                      groups={n: CLASS_GROUPS for n in names}, name="class_summary")
+
+
+def _lines(broken: dict, names: list[str], head: str = "") -> tuple[list[str], bool]:
+    """(one line per (rule, class) of `broken` naming its volumes, whether a row lacks or adds a class)."""
+    from ichbench.leaderboard.checks import few
+    from ichbench.leaderboard.surface_checks import RULES as SURFACE_RULES
+    out, structural = [], False
+    for (rule, cls), ids in broken.items():
+        text = RULES.get(rule) or f"surface metrics: {SURFACE_RULES[rule]}"
+        structural |= rule in ("unknown", "missing")
+        which = f"class {cls}" if cls else f"classes ({', '.join(names)})"
+        out.append(f"{head}{which}: {text.format(names=', '.join(names))}: {few(ids)}")
+    return out, structural
+
+
+def _external_problems(entry: dict, names: list[str]) -> list[str]:
+    """An external test set's rows (`--test-on`, leaderboard.test_sets) by the rules of the entry's
+    own, named by test set, fold model or ensemble, volume and class; the test set's classes (where
+    ichbench knows it) are the entry's, in id order, as `orchestrate.external` required to score it."""
+    out = []
+    for item in entry.get("external") or []:
+        name = item["dataset"]["name"]
+        known = known_classes(name)
+        if known is not None and list(known) != list(names):
+            have = ", ".join(known) if known else "none: a binary dataset"
+            out.append(f"external {name}: its classes ({have}) are not the entry's ({', '.join(names)}) in id order")
+        broken: dict[tuple, list[str]] = {}
+        rows = [("ensemble", r) for r in item["per_volume"]] + [(f"fold {r['fold']}", r) for r in item["fold_rows"]]
+        for who, r in rows:
+            for rule, cls in _row_breaks(r, names, float(entry["nsd_mm"])):
+                broken.setdefault((rule, cls), []).append(f"{who} volume {r['volume_id']}")
+        out += _lines(broken, names, f"external {name}: ")[0]
+    return out
 
 
 def _row_breaks(r: dict, names: list[str], nsd_mm: float) -> list[tuple[str, str | None]]:

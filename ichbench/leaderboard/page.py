@@ -231,6 +231,8 @@ def _traintest_cell(c: dict | None) -> dict:
     text = fmt(100 * c["dice_all"], 1)
     if c.get("fold_mean") is not None:
         text += f" (folds {fmt(100 * c['fold_mean'], 1)})"
+    if c.get("macro_dice_pct") is not None:   # an entry of task subtypes: the mean of its class Dice [%]
+        text += f"; macro {fmt(c['macro_dice_pct'], 1)}"
     return {"kind": "diagonal" if c["kind"] == "cross-validation" else "external", "text": text}
 
 

@@ -6,7 +6,10 @@ fingerprint, the fold ensemble's per-volume rows (`per_volume`, no fold), each f
 `fold_mean`: the mean over fold models, pooled over (fold model, volume)). Like the main rows,
 the rows hold counts: validation recomputes both summaries from them (to 1e-9) and checks that
 every fold model scored the same volumes as the ensemble, each once, with the entry's folds.
-The page shows them as the train × test matrix (`evaluate.matrix`).
+An entry of task subtypes keeps its rows' per-class results (`classes`, `pred_labels_sha256`),
+checked by the rules of its own rows (`leaderboard.classes`).
+The page shows them as the train × test matrix (`evaluate.matrix`), a subtypes entry's cells
+with its macro Dice over classes.
 """
 
 from __future__ import annotations
@@ -46,11 +49,16 @@ def _pooled(fold_rows: list[dict]) -> list[dict]:
 
 def build(dataset: str, fingerprint: str, artifact: dict) -> dict:
     """The `external` item of one test set from the run's `external/<D2>.json` artifact."""
+    from ichbench.leaderboard.classes import row_fields
     from ichbench.leaderboard.entries import entry_row, rescore
-    ens = sorted((entry_row(dict(r, fold=0)) for r in artifact["ensemble"]), key=lambda r: r["volume_id"])
+
+    def row(r: dict, fold: int) -> dict:   # a subtypes run's rows keep their classes, as the entry's own do
+        return {**entry_row(dict(r, fold=fold)), **row_fields(r)}
+
+    ens = sorted((row(r, 0) for r in artifact["ensemble"]), key=lambda r: r["volume_id"])
     for r in ens:
         r.pop("fold")   # the ensemble is every fold model at once
-    folds = sorted((entry_row(dict(r, fold=int(f))) for f, rows in artifact["folds"].items() for r in rows),
+    folds = sorted((row(r, int(f)) for f, rows in artifact["folds"].items() for r in rows),
                    key=lambda r: (r["fold"], r["volume_id"]))
     return {"dataset": {"name": dataset, "fingerprint": fingerprint}, "per_volume": ens, "fold_rows": folds,
             "summary": rescore(ens), "fold_mean": rescore(_pooled(folds))}
@@ -95,17 +103,21 @@ def matrix_items(entries: dict) -> list:
     methods with external results, those with them first, then newest first: the input of
     `evaluate.matrix.train_test_matrix` for the page."""
     from ichbench.evaluate.matrix import cell
+    from ichbench.leaderboard.class_table import row_classes, test_set_macro
     tested = {e["method"] for e in entries.values() if e.get("external")}
     out = []
     for path, e in sorted(entries.items(), key=lambda kv: (bool(kv[1].get("external")), kv[1].get("date", "")),
                           reverse=True):
         if e["method"] not in tested:
             continue
+        # a subtypes entry's cells add the macro Dice over classes [%] (class_table), None for a binary one
         ext = {i["dataset"]["name"]: cell(i["summary"]["all"]["dice"]["mean"], "external ensemble",
                                           i["summary"]["all"]["n"], fold_mean=i["fold_mean"]["all"]["dice"]["mean"],
-                                          entry=path)
+                                          entry=path, macro_dice_pct=test_set_macro(e, i))
                for i in e.get("external") or []}
-        diag = cell(e["summary"]["all"]["dice"]["mean"], "cross-validation", e["summary"]["all"]["n"], entry=path)
+        own = row_classes(e)
+        diag = cell(e["summary"]["all"]["dice"]["mean"], "cross-validation", e["summary"]["all"]["n"], entry=path,
+                    macro_dice_pct=own and own["macro"]["present"]["mean"])
         out.append((e["method"], e["dataset"]["name"], diag, ext))
     return out
 
