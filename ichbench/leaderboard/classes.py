@@ -19,7 +19,9 @@ checked too (`problems`, one line per rule and class, naming the volumes):
   class is in the union's TP, so sum_c TP_c <= TP;
 - a class's mL are its voxel counts at the union's voxel volume;
 - a class's surface metrics follow its counts by the union's rules (`surface_checks`: the
-  empty-case rule, HD95 <= HD, NSD against nsd_mm, the volume metrics from its mL).
+  empty-case rule, HD95 <= HD, NSD against nsd_mm, the volume metrics from its mL);
+- the rows of its external test sets (`--test-on`, `leaderboard.test_sets`) by the same rules, and
+  the test set's classes (where ichbench knows it) are the entry's in id order.
 `leaderboard reproduce` compares each class's counts, mL and surface metrics with the re-run's where
 the volume's predicted label map is bit-identical (`reproduction_failures`).
 """
