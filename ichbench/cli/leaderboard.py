@@ -55,6 +55,9 @@ def submit(run_id: Optional[str] = typer.Option(None, "--run-id", help="The MLfl
                                            "(default: --split's, else the dataset's)."),
            tool: Optional[str] = typer.Option(None, "--tool", help="With --predictions: the tool, e.g. nnunetv2."),
            tool_version: Optional[str] = typer.Option(None, "--tool-version", help="With --tool: its version."),
+           task: Optional[str] = typer.Option(
+               None, "--task", help="With --predictions: binary (default: 0/1 masks) or subtypes (label maps of "
+               "the store's classes, the ids `data export-folds --task subtypes` wrote)."),
            root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
     """Write a leaderboard entry from a finished `ichbench run`, or from another tool's predictions
     (--predictions); validated before it is written."""
@@ -65,11 +68,11 @@ def submit(run_id: Optional[str] = typer.Option(None, "--run-id", help="The MLfl
     folder = _folder(root)
     if predictions is not None:
         path = _submit_predictions(folder, predictions, run_id, method, dataset, code_url, split, k, tool,
-                                   tool_version)
+                                   tool_version, task or "binary")
         typer.echo(f"wrote {folder.rel(path)} (self-reported, external tool)")
         return
-    if split or k or tool or tool_version:
-        fail("--split, --k, --tool and --tool-version go with --predictions")
+    if split or k or tool or tool_version or task:
+        fail("--split, --k, --tool, --tool-version and --task go with --predictions")
     if not run_id and not (method and dataset):
         fail("give --run-id RUN, or --method M --dataset D")
     uri = tracking_uri or default_tracking_uri(workspace())
@@ -82,7 +85,7 @@ def submit(run_id: Optional[str] = typer.Option(None, "--run-id", help="The MLfl
     typer.echo(f"wrote {folder.rel(path)}")
 
 
-def _submit_predictions(folder, predictions, run_id, method, dataset, code_url, split, k, tool, tool_version):
+def _submit_predictions(folder, predictions, run_id, method, dataset, code_url, split, k, tool, tool_version, task):
     from ichbench.console import progress_bar
     from ichbench.leaderboard.external import submit_predictions
     from ichbench.leaderboard.submit import SubmitRejected
@@ -93,10 +96,10 @@ def _submit_predictions(folder, predictions, run_id, method, dataset, code_url, 
         fail("--predictions needs --method NAME, --dataset D and --code-url URL (where the tool's code is)")
     try:
         with progress_bar() as bar:
-            task = bar.add_task(f"score {method}", total=None, info="volumes")
+            job = bar.add_task(f"score {method}", total=None, info="volumes")
             return submit_predictions(folder, workspace(), predictions, dataset, method, code_url, k=k,
                                       split_file=split, tool=tool, tool_version=tool_version,
-                                      on_volume=lambda _v: bar.advance(task))
+                                      on_volume=lambda _v: bar.advance(job), task=task)
     except SubmitRejected as exc:
         for p in exc.problems:
             typer.echo(f"REJECT predictions {predictions}: {p}", err=True)

@@ -74,6 +74,17 @@ def per_class_metrics(pred_map, truth_map, labels: dict[str, int], spacing, nsd_
     return {name: case_metrics(pred_map == i, truth_map == i, spacing, nsd_mm) for name, i in labels.items()}
 
 
+def class_row_fields(pred_map, truth_map, class_names, spacing, nsd_mm: float = 1.0) -> dict:
+    """What a per-volume row of the subtypes task adds to its union's metrics: `classes` (each
+    class's `case_metrics`, class k being id k of `class_names`) and `pred_labels_sha256`, the
+    digest of the predicted label map. Runs (`train.predict.scored_row`) and another tool's label
+    maps (`leaderboard.external`) are scored with it."""
+    from ichbench.evaluate.digest import label_map_digest
+    labels = {name: k for k, name in enumerate(class_names, start=1)}
+    return {"classes": per_class_metrics(pred_map, truth_map, labels, spacing, nsd_mm),
+            "pred_labels_sha256": label_map_digest(pred_map)}
+
+
 def summarize_classes(cases: list[dict], keys, stats) -> dict:
     """{"classes": {name: {"all": {key: stats}, "present": {...}}}, "macro": {"all"|"present":
     {key: {"mean", "n_classes"}}}} of cases carrying `classes`; `stats(values, key)` gives one

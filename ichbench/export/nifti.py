@@ -46,19 +46,24 @@ def write_nifti_volume(path: Path, array: np.ndarray, spacing_zyx) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read_mask_on_grid(path: Path, shape_zyx, spacing_zyx) -> np.ndarray:
+def read_mask_on_grid(path: Path, shape_zyx, spacing_zyx, labels: dict[str, int] | None = None) -> np.ndarray:
     """A binary mask file as (S, H, W) bool in store order, on the grid `shape_zyx` with
     `spacing_zyx`; InputError naming the file when it is unreadable or truncated, not 0/1 (the
     checks of `ichbench score`), or on another grid. Axis flips and permutations (a file a tool
-    reoriented) are undone as ichbench reads any NIfTI; nothing is resampled."""
+    reoriented) are undone as ichbench reads any NIfTI; nothing is resampled. With `labels`
+    ({class name: id}) a label map as int instead, values 0 and those ids only (`ichbench score
+    --labels`' reading)."""
     from ichbench.export.mask_files import read_mask
     from ichbench.datasets.nifti_io import file_spacing, file_to_store, store_spacing, to_store
     from ichbench.errors import InputError
 
     try:
-        raw, img = read_mask(Path(path))
+        raw, img = read_mask(Path(path), labels)
     except InputError as exc:   # `ichbench score`'s advice about --labels does not apply here
-        raise InputError(exc.path, exc.problem.replace(", or score a label image with --labels", "")) from None
+        classes = ", ".join(f"{n}={i}" for n, i in (labels or {}).items())
+        raise InputError(exc.path, exc.problem.replace(", or score a label image with --labels", "").replace(
+            "not a label image of --labels", f"not a label map of the store's classes (0 background, {classes})"
+        )) from None
     transform = file_to_store(img.affine, path)
     mask = to_store(raw, transform)
     spacing = store_spacing(file_spacing(img, path), transform)

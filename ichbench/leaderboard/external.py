@@ -13,7 +13,9 @@ Layout of DIR: `fold_<i>/<volume id>.nii.gz` (or nnU-Net's `fold_<i>/validation/
 naming the fold that predicted it; or flat `<volume id>.nii.gz`, each volume then predicted by the
 fold of `--split FILE` (the folds.json or splits_final.json the tool trained from), else by its
 canonical fold. `.nii` too. Masks are 0/1, on the store's grid (shape and spacing of the exported
-image; axis flips and permutations are undone, nothing is resampled).
+image; axis flips and permutations are undone, nothing is resampled). With `--task subtypes` (a
+store with classes) each file is a label map instead: 0 background, k the store's class k (the ids
+`ichbench data export-folds --task subtypes` wrote), scored per class as a subtypes run is.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 from ichbench.errors import IchbenchError, InputError
 from ichbench.evaluate.digest import fold_digest, volume_digest
 from ichbench.evaluate.summary import NSD_MM, per_volume_row
+from ichbench.export.folds import TASKS
+from ichbench.leaderboard.classes import SUBTYPES
 from ichbench.leaderboard.entries import build_entry, submission_id
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.schema import EXTERNAL_TOOL
@@ -145,11 +149,16 @@ def layout_problems(found: dict, canonical: dict, given_fold: dict | None, pred_
     return out
 
 
-def score_predictions(store, found: dict, canonical: dict, nsd_mm: float = NSD_MM, on_volume=None):
+def score_predictions(store, found: dict, canonical: dict, nsd_mm: float = NSD_MM, on_volume=None,
+                      class_names: list[str] | None = None):
     """(rows, problems): each volume's per-volume row against the store's mask, with its fold and
-    `pred_sha256`; one problem line per volume whose mask cannot be scored."""
+    `pred_sha256`; one problem line per volume whose mask cannot be scored. With `class_names` (the
+    subtypes task) each file is a label map (0 background, k the store's class k) scored as runs
+    score theirs: the union at the top, then per class (`evaluate.classes.class_row_fields`)."""
+    from ichbench.evaluate.classes import class_row_fields
     from ichbench.export.folds import volume_rows
     from ichbench.export.nifti import read_mask_on_grid
+    labels = {name: k for k, name in enumerate(class_names, start=1)} if class_names else None
     fold_of = {v: f["fold"] for f in canonical["folds"] for v in f["test"]}
     meta = {v["id"]: v for v in store.volumes}
     where = volume_rows(store)
@@ -158,7 +167,7 @@ def score_predictions(store, found: dict, canonical: dict, nsd_mm: float = NSD_M
     for vid in sorted(fold_of):
         spacing = tuple(float(s) for s in meta[vid]["spacing"])
         try:
-            pred = read_mask_on_grid(found[vid][0], (len(where[vid]), *size), spacing)
+            pred = read_mask_on_grid(found[vid][0], (len(where[vid]), *size), spacing, labels)
         except InputError as exc:
             problems.append(f"volume {vid}: {exc.path}: {exc.problem}")
             continue
@@ -166,15 +175,20 @@ def score_predictions(store, found: dict, canonical: dict, nsd_mm: float = NSD_M
             if on_volume:
                 on_volume(vid)
         truth = store.read("masks", where[vid]) > 0
-        row = per_volume_row(vid, pred, truth, spacing, meta[vid].get("subtypes"),
+        union = pred > 0
+        row = per_volume_row(vid, union, truth, spacing, meta[vid].get("subtypes"),
                              has_ich=meta[vid].get("has_ich"), nsd_mm=nsd_mm)
-        rows.append({**row, "fold": fold_of[vid], "pred_sha256": volume_digest(pred)})
+        if labels:
+            row.update(class_row_fields(pred, store.read("classes", where[vid]), class_names, spacing, nsd_mm))
+        rows.append({**row, "fold": fold_of[vid], "pred_sha256": volume_digest(union)})
     return rows, problems
 
 
 def entry_from_predictions(home: Path, pred_dir: Path, dataset: str, method: str, code_url: str | None,
                            k: int | None = None, split_file: Path | None = None, tool: str | None = None,
-                           tool_version: str | None = None, on_volume=None) -> dict:
+                           tool_version: str | None = None, on_volume=None, task: str = "binary") -> dict:
+    """The entry of `pred_dir`'s masks (`task` "binary"), or label maps of the store's classes
+    (`task` "subtypes": an entry of that task, `leaderboard.classes`)."""
     from ichbench import __version__
     from ichbench.export.folds import canonical_split
     from ichbench.store import open_store, store_path
@@ -186,6 +200,12 @@ def entry_from_predictions(home: Path, pred_dir: Path, dataset: str, method: str
         raise IchbenchError(f"{dataset}/segmentation: no store yet at {path} (`ichbench data ingest {dataset}`): "
                             "external predictions are scored against it")
     store = open_store(path)
+    if task not in TASKS:
+        raise IchbenchError(f"--task {task}: not a task; choose {' or '.join(TASKS)}")
+    class_names = list(store.class_names or []) if task == SUBTYPES else None
+    if task == SUBTYPES and not class_names:
+        raise IchbenchError(f"--task subtypes: {path} has no class map (a binary store): label maps are scored "
+                            f"against the store's classes; submit {dataset}'s masks without --task")
     given = read_split_file(split_file) if split_file else None
     if given is not None and k is None:
         k = len(given)
@@ -198,7 +218,7 @@ def entry_from_predictions(home: Path, pred_dir: Path, dataset: str, method: str
     problems += twice + layout_problems(found, canonical, given_fold, Path(pred_dir))
     if problems:
         raise SubmitRejected(where, problems)
-    rows, problems = score_predictions(store, found, canonical, NSD_MM, on_volume)
+    rows, problems = score_predictions(store, found, canonical, NSD_MM, on_volume, class_names)
     if problems:
         raise SubmitRejected(where, problems)
     folds = [{"fold": f["fold"], "model_sha256": None, "numerics": {},
@@ -209,7 +229,9 @@ def entry_from_predictions(home: Path, pred_dir: Path, dataset: str, method: str
     entry = build_entry(
         method=method, plugin_dist=tool, plugin_version=tool_version, dataset=dataset,
         fingerprint=store.fingerprint, split_hash=canonical["hash"], k=canonical["k"], profile="external",
-        config={}, per_volume=rows, ichbench_version=__version__, hardware=None, gpu_hours=None, run_id=ident,
+        # a subtypes entry's config says its task, as a run's does (validation ties the two)
+        config={"finetune": {"task": SUBTYPES}} if class_names else {}, per_volume=rows,
+        ichbench_version=__version__, hardware=None, gpu_hours=None, run_id=ident,
         date=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         code_url=code_url, code_commit=None, nsd_mm=NSD_MM,
         ichbench_commit=None if commit == "unknown" else commit, folds=folds)

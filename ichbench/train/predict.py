@@ -7,8 +7,8 @@ import torch
 
 from ichbench.evaluate import per_volume_row
 from ichbench.evaluate.summary import NSD_MM
-from ichbench.evaluate.classes import per_class_metrics
-from ichbench.evaluate.digest import label_map_digest, volume_digest
+from ichbench.evaluate.classes import class_row_fields
+from ichbench.evaluate.digest import volume_digest
 from ichbench.train import task
 from ichbench.train.data import SliceArrays, volume_rows
 from ichbench.train.device import autocast_for, images_of
@@ -77,9 +77,7 @@ def scored_row(arrays: SliceArrays, vid: str, pred: np.ndarray, spacing_scale: f
     row["pred_sha256"] = volume_digest(union)
     if classes:
         truth_map = arrays.classes[rows.to(arrays.classes.device)].cpu().numpy()
-        labels = {name: k for k, name in enumerate(classes, start=1)}
-        row["classes"] = per_class_metrics(pred, truth_map, labels, spacing, nsd_mm)
-        row["pred_labels_sha256"] = label_map_digest(pred)
+        row.update(class_row_fields(pred, truth_map, classes, spacing, nsd_mm))
     return row
 
 
