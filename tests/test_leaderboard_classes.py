@@ -20,7 +20,6 @@ from ichbench import SUBTYPES
 from ichbench.cli.leaderboard import app
 from ichbench.evaluate import infjson
 from ichbench.leaderboard import canonical as canon
-from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.classes import reproduction_failures
 from ichbench.leaderboard.page import _traintest_cell
@@ -28,8 +27,8 @@ from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.render import render
 from ichbench.leaderboard.test_sets import build, matrix_items
 from ichbench.splits import make_split
-from tests.test_leaderboard_support import (SUBTYPES_CONFIG, class_rows, copy_folder, fake_folds, flags_of,
-                                            hand_summary, make_entry, phantom_store, recount, surface_for,
+from tests.test_leaderboard_support import (SUBTYPES_CONFIG, class_rows, fake_folds, flags_of, hand_summary,
+                                            make_entry, recorded_world, recount, surface_for,
                                             with_external, write_entry)
 
 runner = CliRunner()
@@ -129,13 +128,8 @@ def _corrupt_test_set(art: dict) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory, mlflow_template):
-    base = tmp_path_factory.mktemp("lb-classes")
-    home = base / "home"
-    home.mkdir()
-    res = phantom_store(home)
+    base, home, res, template = recorded_world(tmp_path_factory, "lb-classes", K)
     flags = flags_of(res)
-    template = copy_folder(base)
-    record_from_store(template, home, "phantom", [K])
     shutil.copy(mlflow_template, base / "mlflow.db")   # migrated once a session
     uri = f"sqlite:///{base / 'mlflow.db'}"
     before = mlflow.get_tracking_uri()

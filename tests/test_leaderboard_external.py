@@ -20,13 +20,12 @@ from ichbench.cli.leaderboard import app as lb_app
 from ichbench.errors import IchbenchError
 from ichbench.export.folds import export_folds, volume_rows
 from ichbench.export.nifti import write_nifti_volume
-from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.render import render
 from ichbench.leaderboard.validate import validate
 from ichbench.splits import make_split
 from ichbench.store import open_store
-from tests.test_leaderboard_support import copy_folder, phantom_store
+from tests.test_leaderboard_support import recorded_world
 
 K = 3
 runner = CliRunner()
@@ -35,12 +34,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A 6-volume phantom store (16 x 16 slices), its canonical record at k = 3, the export."""
-    base = tmp_path_factory.mktemp("lb-external")
-    home = base / "home"
-    home.mkdir()
-    res = phantom_store(home)
-    template = copy_folder(base)
-    record_from_store(template, home, "phantom", [K])
+    base, home, res, template = recorded_world(tmp_path_factory, "lb-external", K)
     store = open_store(res.path)
     doc = export_folds(store, "phantom", base / "export", k=K)
     rows = volume_rows(store)

@@ -12,13 +12,12 @@ from typer.testing import CliRunner
 
 from ichbench.cli.leaderboard import app
 from ichbench.evaluate import infjson
-from ichbench.leaderboard.canonical import record_from_store
 from ichbench.leaderboard.paths import Folder
 from ichbench.leaderboard.schema import SURFACE_KEYS
 from ichbench.leaderboard.validate import validate
 from ichbench.splits import make_split
-from tests.test_leaderboard_support import (assert_same_summary, copy_folder, counts_for, fake_folds, flags_of,
-                                            hand_summary, phantom_store)
+from tests.test_leaderboard_support import (assert_same_summary, counts_for, fake_folds, flags_of, hand_summary,
+                                            recorded_world)
 
 runner = CliRunner()
 
@@ -70,13 +69,8 @@ def _log_run(uri, exp_id, flags, fingerprint, *, method="multilabel_dl", seed=0,
 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory):
-    base = tmp_path_factory.mktemp("lb-submit")
-    home = base / "home"
-    home.mkdir()
-    res = phantom_store(home)
+    base, home, res, template = recorded_world(tmp_path_factory, "lb-submit", 3)
     flags = flags_of(res)
-    template = copy_folder(base)
-    record_from_store(template, home, "phantom", [3])
     uri = f"sqlite:///{base / 'mlflow.db'}"
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)

@@ -183,6 +183,20 @@ def leaderboard_cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def recorded_world(tmp_path_factory, name: str, k: int = 3):
+    """A module's world: a fresh folder with a home holding a 6-volume phantom store and a tmp copy
+    of the leaderboard folder recording that store's canonical volumes for `k` folds;
+    returns (base folder, home, the store's ingest result, the leaderboard copy)."""
+    from ichbench.leaderboard.canonical import record_from_store
+    base = tmp_path_factory.mktemp(name)
+    home = base / "home"
+    home.mkdir()
+    res = phantom_store(home)
+    template = copy_folder(base)
+    record_from_store(template, home, "phantom", [k])
+    return base, home, res, template
+
+
 def recorded_board(tmp_path: Path, home: Path):
     """A tmp copy of the leaderboard folder with a real phantom store recorded for k = 3;
     returns (folder, the store's ingest result)."""
