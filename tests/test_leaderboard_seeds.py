@@ -16,7 +16,8 @@ from ichbench.leaderboard.checks import check_entry
 from ichbench.leaderboard.model import _entry_row
 from ichbench.leaderboard.page import _metric_cell
 from ichbench.leaderboard.reproductions import VOLUME_TOLERANCE, tolerance_for
-from tests.test_leaderboard_support import fake_folds, flags_of, make_entry, recorded_board, recount
+from tests.test_leaderboard_support import (copy_folder, fake_folds, flags_of, make_entry, phantom_store,
+                                            recorded_board, recount)
 
 SEEDS = (0, 4, 9)
 
@@ -149,9 +150,9 @@ def test_submit_of_a_seeds_run_writes_one_valid_entry_of_every_seed(tmp_path, mo
     from ichbench.leaderboard.validate import validate
     home = tmp_path / "home"
     home.mkdir()
-    res = ts.phantom_store(home)
+    res = phantom_store(home)
     flags = flags_of(res)
-    folder = ts.copy_folder(tmp_path)
+    folder = copy_folder(tmp_path)
     record_from_store(folder, home, "phantom", [3])
     import shutil
     shutil.copy(mlflow_template, tmp_path / "mlflow.db")   # migrated once a session
